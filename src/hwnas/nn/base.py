@@ -1,0 +1,244 @@
+"""Shared machinery of the quantized layers: quantizer slots and the cost-reporting contract.
+
+Every layer in :mod:`hwnas.nn` has four quantizer slots — ``input_quantizer``, ``weight_quantizer``,
+``bias_quantizer``, ``output_quantizer`` — each independently a fixed-point quantizer (learnable or
+static), a scaled-int quantizer, fp16, or ``None`` (float, 32 bits). A slot is configured with
+
+* ``None`` — no quantization;
+* a :class:`~hwnas.quant.Quantizer` instance (owned by this layer from then on);
+* a dict of keyword arguments with an optional ``"kind"``: ``"fixed"`` (default,
+  :class:`~hwnas.quant.FixedPointQuantizer`), ``"scaled"`` (:class:`~hwnas.quant.ScaledIntQuantizer`)
+  or ``"fp16"``;
+* a zero-argument callable returning a quantizer.
+
+Cost contract (per sample, inference): ``macs()``, ``ebops(upstream_bits)`` (differentiable),
+``bops(upstream_bits)``, ``weight_bits()``, ``sparsity()``. ``upstream_bits`` is the width of the
+activation reaching the layer when the layer has no input quantizer of its own; model-level helpers in
+:mod:`hwnas.nn.metrics` pass it along a network in module order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.quant import (
+    FixedPointQuantizer,
+    Float16Quantizer,
+    QuantizationError,
+    Quantizer,
+    ScaledIntQuantizer,
+)
+
+__all__ = ["FLOAT_BITS", "QLayer", "QuantizerSpec", "make_quantizer"]
+
+FLOAT_BITS = 32.0
+"""Bit-width charged for an unquantized (float32) operand."""
+
+QuantizerSpec = Quantizer | dict[str, Any] | Callable[[], Quantizer] | None
+
+_KINDS: dict[str, Callable[..., Quantizer]] = {
+    "fixed": FixedPointQuantizer,
+    "scaled": ScaledIntQuantizer,
+    "fp16": Float16Quantizer,
+}
+
+
+def make_quantizer(spec: QuantizerSpec, *, slot: str, batch_dims: int,
+                   element_shape: tuple[int, ...] | None = None) -> Quantizer | None:
+    """Build the quantizer for one slot from a spec (see module docstring); ``slot`` names it in errors."""
+    if spec is None:
+        return None
+    if isinstance(spec, Quantizer):
+        q = spec
+    elif isinstance(spec, dict):
+        kwargs = dict(spec)
+        kind = kwargs.pop("kind", "fixed")
+        if kind not in _KINDS:
+            raise QuantizationError(f"{slot}.kind: unknown quantizer kind {kind!r}; expected one of {sorted(_KINDS)}")
+        if kind == "fixed":
+            kwargs["batch_dims"] = batch_dims
+            if element_shape is not None:
+                kwargs.setdefault("element_shape", element_shape)
+        try:
+            q = _KINDS[kind](**kwargs)
+        except TypeError as err:
+            raise QuantizationError(f"{slot}: {err}") from err
+        except QuantizationError as err:
+            raise QuantizationError(f"{slot}.{err}") from err
+    elif callable(spec):
+        q = spec()
+        if not isinstance(q, Quantizer):
+            raise QuantizationError(f"{slot}: the factory returned {type(q).__name__}, not a Quantizer")
+    else:
+        raise QuantizationError(f"{slot}: expected None, a Quantizer, a dict or a factory, got {type(spec).__name__}")
+    q.batch_dims = batch_dims
+    q.label = slot
+    if isinstance(q, FixedPointQuantizer):
+        if q.materialized:
+            q._settle_i()  # the role may have changed since it was built
+        elif element_shape is not None and batch_dims == 0:
+            q._materialize(element_shape)
+    return q
+
+
+def bits_of(q: Quantizer | None, element_shape: tuple[int, ...], upstream: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-element bit-widths for an operand of ``element_shape`` produced by ``q``.
+
+    Without a quantizer the operand carries ``upstream`` bits (a scalar) or, failing that, float32's 32.
+    """
+    if q is None:
+        value = upstream if upstream is not None else torch.tensor(FLOAT_BITS)
+        return value.expand(element_shape)
+    return q.element_bits().expand(element_shape)
+
+
+class QLayer(nn.Module):
+    """Base of hwnas layers: four quantizer slots plus the cost-reporting interface."""
+
+    input_quantizer: Quantizer | None
+    weight_quantizer: Quantizer | None
+    bias_quantizer: Quantizer | None
+    output_quantizer: Quantizer | None
+
+    def _init_quantizers(
+        self,
+        input_quantizer: QuantizerSpec,
+        weight_quantizer: QuantizerSpec,
+        bias_quantizer: QuantizerSpec,
+        output_quantizer: QuantizerSpec,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        weight = getattr(self, "weight", None)
+        bias = getattr(self, "bias", None)
+        self.input_shape: tuple[int, ...] | None = input_shape
+        self.input_quantizer = make_quantizer(input_quantizer, slot="input_quantizer", batch_dims=1,
+                                              element_shape=input_shape)
+        self.weight_quantizer = make_quantizer(
+            weight_quantizer if weight is not None else None, slot="weight_quantizer", batch_dims=0,
+            element_shape=None if weight is None else tuple(weight.shape))
+        self.bias_quantizer = make_quantizer(
+            bias_quantizer if bias is not None else None, slot="bias_quantizer", batch_dims=0,
+            element_shape=None if bias is None else tuple(bias.shape))
+        self.output_quantizer = make_quantizer(output_quantizer, slot="output_quantizer", batch_dims=1)
+        with torch.no_grad():
+            if weight is not None and self.weight_quantizer is not None:
+                self.weight_quantizer(weight)  # initialize ranges from the weight itself
+            if bias is not None and self.bias_quantizer is not None:
+                self.bias_quantizer(bias)
+
+    # -------------------------------------------------------------- helpers for subclasses
+    def _qin(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_shape is None or self.input_shape != tuple(x.shape[1:]):
+            self.input_shape = tuple(x.shape[1:])
+        return x if self.input_quantizer is None else self.input_quantizer(x)
+
+    def _qout(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.output_quantizer is None else self.output_quantizer(y)
+
+    def quantized_weight(self) -> torch.Tensor | None:
+        """The weight as the hardware sees it (after the weight quantizer)."""
+        w = getattr(self, "weight", None)
+        if w is None or self.weight_quantizer is None:
+            return w
+        return self.weight_quantizer(w)
+
+    def quantized_bias(self) -> torch.Tensor | None:
+        """The bias as the hardware sees it (after the bias quantizer)."""
+        b = getattr(self, "bias", None)
+        if b is None or self.bias_quantizer is None:
+            return b
+        return self.bias_quantizer(b)
+
+    def _require_shape(self) -> tuple[int, ...]:
+        if self.input_shape is None:
+            raise QuantizationError(
+                f"{type(self).__name__}: input shape unknown; run one forward pass (or pass input_shape=...) first"
+            )
+        return self.input_shape
+
+    # -------------------------------------------------------------- cost contract
+    def output_bits(self, upstream: torch.Tensor | None) -> torch.Tensor | None:
+        """Max width of this layer's output, as seen by the next layer (None: unknown/float)."""
+        if self.output_quantizer is not None:
+            return self.output_quantizer.element_bits().max()
+        return None
+
+    def macs(self) -> int:
+        """Multiply-accumulates per sample."""
+        return 0
+
+    def ebops(self, upstream: torch.Tensor | None = None) -> torch.Tensor:
+        """Effective bit operations (HGQ eq. 11) per sample; differentiable in the bit-widths."""
+        return torch.zeros(())
+
+    def bops(self, upstream: torch.Tensor | None = None) -> float:
+        """Bit operations: MACs × weight width × activation width (widest element of each)."""
+        return 0.0
+
+    def weight_bits(self) -> float:
+        """Σ params × bits over weight and bias; pruned elements are free, float params count 32."""
+        total = 0.0
+        for name, q in (("weight", self.weight_quantizer), ("bias", self.bias_quantizer)):
+            p = getattr(self, name, None)
+            if p is None:
+                continue
+            if q is None:
+                total += p.numel() * FLOAT_BITS
+            else:
+                total += float(q.element_bits().detach().expand(p.shape).sum())
+        return total
+
+    def sparsity(self) -> float:
+        """Fraction of weight elements that are zero after quantization (0 for layers without weights)."""
+        w = getattr(self, "weight", None)
+        if w is None:
+            return 0.0
+        with torch.no_grad():
+            qw = self.quantized_weight()
+            return float((qw == 0).float().mean())
+
+
+_SLOTS = ("input_quantizer", "weight_quantizer", "bias_quantizer", "output_quantizer")
+_KEEP = object()
+
+
+def set_quantizers(
+    model: nn.Module,
+    *,
+    input: QuantizerSpec | object = _KEEP,
+    weight: QuantizerSpec | object = _KEEP,
+    bias: QuantizerSpec | object = _KEEP,
+    output: QuantizerSpec | object = _KEEP,
+    layers: tuple[type, ...] | None = None,
+) -> nn.Module:
+    """Give every QLayer of ``model`` (optionally only ``layers`` types) fresh quantizers from specs.
+
+    Each keyword is a spec as in the module docstring (``None`` removes quantization); a slot not named
+    keeps its quantizer. Weight and bias quantizers are initialized from the current weights, which makes
+    this the one-call post-training quantization of a trained model (activation quantizers then need
+    :func:`hwnas.quant.calibrate`). Returns ``model`` (modified in place).
+    """
+    specs = dict(zip(_SLOTS, (input, weight, bias, output), strict=True))
+    for name, layer in model.named_modules():
+        if not isinstance(layer, QLayer) or (layers is not None and not isinstance(layer, layers)):
+            continue
+        for slot, spec in specs.items():
+            if spec is _KEEP:
+                continue
+            param = None
+            if slot in ("weight_quantizer", "bias_quantizer"):
+                param = getattr(layer, slot.split("_")[0], None)
+                if param is None:
+                    continue
+            label = f"{name}.{slot}" if name else slot
+            q = make_quantizer(spec, slot=label, batch_dims=0 if param is not None else 1,  # type: ignore[arg-type]
+                               element_shape=tuple(param.shape) if param is not None else None)
+            setattr(layer, slot, q)
+            if q is not None and param is not None:
+                with torch.no_grad():
+                    q(param)
+    return model
