@@ -6,6 +6,9 @@ and adds β·EBOPs + γ·Σbits to the loss, as real HGQ training does. Each mea
 repeats of the mean time of ``--steps`` optimizer steps (forward, backward, Adam), all in one process.
 
     .venv/bin/python bench/qat_overhead.py [--repeats 7] [--steps 20]
+
+The last column repeats the QAT measurement with the quantizer kernels fused by ``torch.compile``
+(``hwnas.quant.use_compiled_kernels``); compilation happens during the warm-up steps and is not timed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hwnas.nn as hn
+from hwnas.quant import use_compiled_kernels
 
 OFF = dict(input_quantizer=None, weight_quantizer=None, bias_quantizer=None)
 
@@ -52,7 +56,7 @@ def amc_cnn(quantized: bool) -> nn.Module:
 def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, hgq: bool, steps: int, repeats: int) -> float:
     """Median over ``repeats`` of the mean seconds per training step."""
     model(x[:2])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def one() -> None:
         loss = F.cross_entropy(model(x), y)
@@ -86,13 +90,19 @@ def main() -> None:
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} x "
           f"{args.steps} steps")
-    print(f"{'model':<36}{'float ms':>10}{'QAT ms':>10}{'QAT/float':>11}")
+    print(f"{'model':<36}{'float ms':>10}{'QAT ms':>10}{'QAT/float':>11}{'fused ms':>10}{'fused/float':>13}")
     for name, build, x, y in cases:
         torch.manual_seed(0)
         t_float = step_time(build(False), x, y, False, args.steps, args.repeats)
         torch.manual_seed(0)
+        use_compiled_kernels(False)
         t_qat = step_time(build(True), x, y, True, args.steps, args.repeats)
-        print(f"{name:<36}{1e3 * t_float:>10.2f}{1e3 * t_qat:>10.2f}{t_qat / t_float:>10.2f}x")
+        torch.manual_seed(0)
+        use_compiled_kernels(True)
+        t_fused = step_time(build(True), x, y, True, args.steps, args.repeats)
+        use_compiled_kernels(False)
+        print(f"{name:<36}{1e3 * t_float:>10.2f}{1e3 * t_qat:>10.2f}{t_qat / t_float:>10.2f}x"
+              f"{1e3 * t_fused:>10.2f}{t_fused / t_float:>12.2f}x")
 
 
 if __name__ == "__main__":

@@ -237,3 +237,33 @@ def test_reference_rejects_bad_input():
         quantize_fixed_np(np.array([np.nan]), 1, 1, 1)
     with pytest.raises(QuantizationError, match="round_mode"):
         quantize_fixed(torch.ones(2), 1, 1, 1, "NEAREST")
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_eager_forward_and_backward():
+    """The torch.compile-fused kernels give the same values and gradients as the eager ones."""
+    from hwnas.quant import use_compiled_kernels
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 40, 16) * 4
+    g = torch.randn_like(x)
+    cases = [("RND", "SAT", 1.0), ("TRN", "WRAP", 1.0), ("RND_CONV", "SAT_SYM", 1.0), ("RND", "SAT", 0.0)]
+    f_values = [torch.randint(0, 5, (40, 1)).float() for _ in cases]
+    results = []
+    for compiled in (False, True):
+        use_compiled_kernels(compiled, min_numel=1)
+        try:
+            outs = []
+            for (r, o, k), f0 in zip(cases, f_values, strict=True):
+                xr = x.clone().requires_grad_()
+                f = f0.clone().requires_grad_()
+                i = torch.full((40, 1), 2.0, requires_grad=True)
+                q = quantize_fixed(xr, torch.full((40, 1), k), i, f, r, o)
+                q.backward(g)
+                outs.append((q.detach(), xr.grad, f.grad, i.grad))
+            results.append(outs)
+        finally:
+            use_compiled_kernels(False)
+    for eager, fused in zip(*results, strict=True):
+        for a, b in zip(eager, fused, strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)

@@ -48,6 +48,7 @@ class QActivation(QLayer):
         output_quantizer: QuantizerSpec = None,
     ) -> None:
         super().__init__()
+        self.passes_through = kind != "tanh" and kind != "sigmoid"
         if kind not in _FUNCS:
             raise QuantizationError(f"kind: unknown activation {kind!r}; expected one of {sorted(_FUNCS)}")
         self.kind = kind
@@ -91,18 +92,11 @@ class QActivation(QLayer):
             y = _FUNCS[self.kind](x)
         return self._qout(y)
 
-    def output_bits(self, upstream: torch.Tensor | None) -> torch.Tensor | None:
-        """Output width: the output quantizer's, else the input quantizer's, else ``upstream``."""
-        if self.output_quantizer is not None:
-            return self.output_quantizer.element_bits().max()
-        src = self.input_quantizer.element_bits().max() if self.input_quantizer is not None else upstream
-        return src
-
 
 class _QPool(QLayer):
     """Pooling with optional input/output quantizers; EBOPs charge the comparisons/additions."""
 
-    _max = True
+    passes_through = True
 
     def _init_pool(self, input_quantizer: QuantizerSpec, output_quantizer: QuantizerSpec) -> None:
         self._init_quantizers(input_quantizer, None, None, output_quantizer)
@@ -125,14 +119,6 @@ class _QPool(QLayer):
         with torch.no_grad():
             n_out = self._pool(torch.zeros((1, *shape))).numel()
         return bx.max() * float(n_out * (self._window() - 1))
-
-    def output_bits(self, upstream: torch.Tensor | None) -> torch.Tensor | None:
-        """Output quantizer width, else the input width (max pooling keeps the type)."""
-        if self.output_quantizer is not None:
-            return self.output_quantizer.element_bits().max()
-        if self.input_quantizer is not None:
-            return self.input_quantizer.element_bits().max()
-        return upstream
 
 
 class QMaxPool1d(_QPool, nn.MaxPool1d):

@@ -161,11 +161,22 @@ class QLayer(nn.Module):
         return self.input_shape
 
     # -------------------------------------------------------------- cost contract
+    passes_through = False
+    """True for layers whose output has the input's type (activations, pooling) when not re-quantized."""
+
     def output_bits(self, upstream: torch.Tensor | None) -> torch.Tensor | None:
-        """Max width of this layer's output, as seen by the next layer (None: unknown/float)."""
+        """Max width of this layer's output as the next layer sees it (None: unknown, i.e. float).
+
+        The output quantizer's width; else, for pass-through layers, the input quantizer's width or
+        ``upstream``; else None (an accumulator of unknown width).
+        """
         if self.output_quantizer is not None:
             return self.output_quantizer.element_bits().max()
-        return None
+        if not self.passes_through:
+            return None
+        if self.input_quantizer is not None:
+            return self.input_quantizer.element_bits().max()
+        return upstream
 
     def macs(self) -> int:
         """Multiply-accumulates per sample."""

@@ -32,21 +32,25 @@ __all__ = [
 
 
 def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
-    upstream: torch.Tensor | None = None
+    """Yield (name, layer, upstream width) for every QLayer in module order.
+
+    The upstream width is only computed for layers without an input quantizer (the only ones that use
+    it), which keeps the differentiable EBOPs graph small.
+    """
+    prev: QLayer | None = None
+    prev_up: torch.Tensor | None = None
     for name, mod in model.named_modules():
-        if isinstance(mod, QLayer):
-            yield name or type(mod).__name__, mod, upstream
-            upstream = mod.output_bits(
-                mod.input_quantizer.element_bits().max() if mod.input_quantizer is not None else upstream
-            )
+        if not isinstance(mod, QLayer):
+            continue
+        up = prev.output_bits(prev_up) if (prev is not None and mod.input_quantizer is None) else None
+        yield name or type(mod).__name__, mod, up
+        prev, prev_up = mod, up
 
 
 def ebops(model: nn.Module) -> torch.Tensor:
     """Effective bit operations of the whole model (HGQ eq. 11), differentiable in the bit-widths."""
-    total = torch.zeros(())
-    for _, layer, up in _walk(model):
-        total = total + layer.ebops(up)
-    return total
+    terms = [layer.ebops(up) for _, layer, up in _walk(model)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def bops(model: nn.Module) -> float:

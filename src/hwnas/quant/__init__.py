@@ -11,7 +11,7 @@ Public entry points:
 
 from .base import Quantizer
 from .calibrate import calibrate
-from .fixed import minimal_integer_bits, quantize_fixed
+from .fixed import minimal_integer_bits, quantize_fixed, use_compiled_kernels
 from .fixed_quantizer import FixedPointQuantizer
 from .granularity import Granularity, PerChannel, PerParameter, PerTensor, parse_granularity
 from .modes import (
@@ -47,4 +47,5 @@ __all__ = [
     "parse_overflow",
     "parse_rounding",
     "quantize_fixed",
+    "use_compiled_kernels",
 ]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .base import Quantizer
-from .fixed import minimal_integer_bits, quantize_fixed
+from .fixed import _FixedQuant, _RoundQuant, code_integer_bits, minimal_integer_bits, quantize_fixed
 from .granularity import Granularity, PerParameter, PerTensor, parse_granularity
 from .modes import OverflowMode, QuantizationError, QuantizationWarning, parse_overflow, parse_rounding
 
@@ -52,6 +52,23 @@ def _check_int(value: Any, name: str, low: int | None = None, high: int | None =
     if high is not None and v > high:
         raise QuantizationError(f"{name}: must be <= {high}, got {v}")
     return v
+
+
+class _Width(torch.autograd.Function):
+    """``relu(k + round(i) + round(f))`` with a straight-through gradient (1 where the width is positive)."""
+
+    @staticmethod
+    def forward(ctx, k, i, f):  # type: ignore[override]
+        width = torch.relu(k + torch.round(i) + torch.round(f))
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            ctx.save_for_backward(width > 0)
+        return width
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (alive,) = ctx.saved_tensors
+        gw = g * alive
+        return None, (gw if ctx.needs_input_grad[1] else None), (gw if ctx.needs_input_grad[2] else None)
 
 
 class FixedPointQuantizer(Quantizer):
@@ -214,9 +231,14 @@ class FixedPointQuantizer(Quantizer):
 
     # ------------------------------------------------------------------ numerics
     def _kif(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.f.clamp(*self.f_range) if self.is_learnable else self.f
-        i = self.i.clamp(*self.i_range) if self.train_i else self.i
-        return self.k, i, f
+        """(k, i, f) with trained parameters projected into ``i_range``/``f_range`` (in place, like a
+        Keras constraint: a bit-width pushed past its bound stays at the bound instead of drifting)."""
+        with torch.no_grad():
+            if self.is_learnable:
+                self.f.clamp_(*self.f_range)
+            if self.train_i:
+                self.i.clamp_(*self.i_range)
+        return self.k, self.i, self.f
 
     def kif(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integer-valued (k, i, f) tensors in the parameter shape, as deployed (detached)."""
@@ -226,9 +248,7 @@ class FixedPointQuantizer(Quantizer):
     def element_bits(self) -> torch.Tensor:
         """Width ``max(k+i+f, 0)`` per group; differentiable in ``i``/``f`` (straight-through rounding)."""
         k, i, f = self._kif()
-        raw = i + f
-        rounded = raw + (torch.round(i) + torch.round(f) - raw).detach()
-        return torch.relu(k + rounded)
+        return _Width.apply(k, i, f)
 
     @property
     def tracks_i(self) -> bool:
@@ -263,6 +283,10 @@ class FixedPointQuantizer(Quantizer):
         if self._needs_data_init:
             self._init_from_data(x)
         if self.tracks_i and self.batch_dims == 0:
+            if self.is_learnable:
+                q = self._weight_forward(x)
+                if q is not None:
+                    return q
             self._track(x, grow_only=False)
         elif self.calibrating:
             self._observe(x)
@@ -272,7 +296,26 @@ class FixedPointQuantizer(Quantizer):
         elif self.tracks_i and self.training:
             self._track(x, grow_only=True)
         k, i, f = self._kif()
-        q = quantize_fixed(x, k, i, f, self.round_mode, self.overflow_mode)
+        q = _FixedQuant.apply(x, k, i, f, self.round_mode, self.overflow_mode)
+        if not self._checked:
+            self._checked = True
+            self._check_collapse(x, q)
+        return q
+
+    def _weight_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Fast path for a learnable weight whose ``i`` follows it: round once, derive ``i`` from the codes.
+
+        With ``i`` the smallest value that holds every element, no element can overflow, so quantization
+        is rounding alone. Returns None (use the general path) when ``i_range`` would cut that ``i``.
+        """
+        k, _, f = self._kif()
+        q, m = _RoundQuant.apply(x, f, self.round_mode)
+        with torch.no_grad():
+            need = self.granularity.reduce(code_integer_bits(m, k, torch.round(f.detach())), "amax", 0)
+            clipped = need.clamp(*self.i_range)
+            if not torch.equal(clipped, need):
+                return None
+            self.i.copy_(need)
         if not self._checked:
             self._checked = True
             self._check_collapse(x, q)

@@ -63,7 +63,7 @@ def fit_classifier(
     groups = [{"params": others, "lr": lr}]
     if bit_params:
         groups.append({"params": bit_params, "lr": 10 * lr if bits_lr is None else bits_lr})
-    opt = torch.optim.Adam(groups)
+    opt = torch.optim.Adam(groups, fused=True)
     hist = FitResult()
     model.train()
     bar = tqdm(range(epochs), desc="train", disable=not progress, leave=False)
