@@ -74,19 +74,19 @@ def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 # when enabled with :func:`use_compiled_kernels`, fused by ``torch.compile`` into one loop per call.
 
 
-def _k_sat_forward(x, scale, inv_scale, lo, hi, rmode: RoundingMode):  # noqa: ANN001, ANN202
+def _k_sat_forward(x, scale, inv_scale, lo, hi, rmode: RoundingMode):
     q_round = round_to_codes(x * scale, rmode) * inv_scale
     q = torch.clamp(q_round, lo, hi)
     return q, q_round - q  # over: > 0 clipped at the top, < 0 at the bottom, 0 inside
 
 
-def _k_wrap_forward(x, scale, inv_scale_keep, modulus, half, rmode: RoundingMode):  # noqa: ANN001, ANN202
+def _k_wrap_forward(x, scale, inv_scale_keep, modulus, half, rmode: RoundingMode):
     m = round_to_codes(x * scale, rmode)
     m = m - modulus * torch.floor((m + half) / modulus)
     return m * inv_scale_keep
 
 
-def _k_sat_backward(g, x, q, over, keep, k, k_mode: int):  # noqa: ANN001, ANN202
+def _k_sat_backward(g, x, q, over, keep, k, k_mode: int):
     # side: +1 clipped at the top, -1 at the bottom, 0 inside or pruned
     side = torch.sign(over) * keep
     g_inside = g * (1.0 - side.abs())
@@ -116,14 +116,14 @@ def use_compiled_kernels(enabled: bool = True, min_numel: int = 1 << 15) -> None
     _COMPILE["min_numel"] = int(min_numel)
 
 
-def _run(kernel, x: torch.Tensor, *args):  # noqa: ANN001, ANN202
+def _run(kernel, x: torch.Tensor, *args):
     if _COMPILE["enabled"] and x.numel() >= _COMPILE["min_numel"]:
         fused = _COMPILED.get(kernel)
         if fused is None:
             fused = _COMPILED[kernel] = torch.compile(kernel, dynamic=True)
         try:
             return fused(x, *args)
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+        except Exception as err:
             warnings.warn(f"hwnas: fused quantizer kernels unavailable ({type(err).__name__}: {err}); "
                           "using eager kernels", RuntimeWarning, stacklevel=2)
             _COMPILE["enabled"] = False

@@ -231,8 +231,11 @@ class FixedPointQuantizer(Quantizer):
 
     # ------------------------------------------------------------------ numerics
     def _kif(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(k, i, f) with trained parameters projected into ``i_range``/``f_range`` (in place, like a
-        Keras constraint: a bit-width pushed past its bound stays at the bound instead of drifting)."""
+        """(k, i, f), with trained parameters first projected into ``i_range``/``f_range``.
+
+        The projection is in place, like a Keras constraint: a bit-width pushed past its bound stays at
+        the bound instead of drifting where no gradient can bring it back.
+        """
         with torch.no_grad():
             if self.is_learnable:
                 self.f.clamp_(*self.f_range)
