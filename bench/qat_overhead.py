@@ -86,11 +86,12 @@ def main() -> None:
     torch.manual_seed(0)
     cases: list[tuple[str, Callable[[bool], nn.Module], torch.Tensor, torch.Tensor]] = [
         ("jet MLP 16-64-32-32-5, batch 1024", jet_mlp, torch.randn(1024, 16), torch.randint(0, 5, (1024,))),
+        ("jet MLP 16-64-32-32-5, batch 16384", jet_mlp, torch.randn(16384, 16), torch.randint(0, 5, (16384,))),
         ("AMC 1-D CNN 2x128, batch 256", amc_cnn, torch.randn(256, 2, 128), torch.randint(0, 11, (256,))),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} x "
           f"{args.steps} steps")
-    print(f"{'model':<36}{'float ms':>10}{'QAT ms':>10}{'QAT/float':>11}{'fused ms':>10}{'fused/float':>13}")
+    print(f"{'model':<38}{'float ms':>10}{'QAT ms':>10}{'QAT/float':>11}{'fused ms':>10}{'fused/float':>13}")
     for name, build, x, y in cases:
         torch.manual_seed(0)
         t_float = step_time(build(False), x, y, False, args.steps, args.repeats)
@@ -101,7 +102,7 @@ def main() -> None:
         use_compiled_kernels(True)
         t_fused = step_time(build(True), x, y, True, args.steps, args.repeats)
         use_compiled_kernels(False)
-        print(f"{name:<36}{1e3 * t_float:>10.2f}{1e3 * t_qat:>10.2f}{t_qat / t_float:>10.2f}x"
+        print(f"{name:<38}{1e3 * t_float:>10.2f}{1e3 * t_qat:>10.2f}{t_qat / t_float:>10.2f}x"
               f"{1e3 * t_fused:>10.2f}{t_fused / t_float:>12.2f}x")
 
 
