@@ -267,3 +267,15 @@ def test_compiled_kernels_equal_eager_forward_and_backward():
     for eager, fused in zip(*results, strict=True):
         for a, b in zip(eager, fused, strict=True):
             assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_i_gradient_with_mixed_sign_bits():
+    """Clipped at the bottom: signed elements pull i up (−ln2·2^i), unsigned ones (bound 0) do not."""
+    x = torch.tensor([[-9.0, -9.0, 9.0, 0.5]])
+    k = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    i = torch.full((4,), 2.0, requires_grad=True)
+    q = quantize_fixed(x, k, i, torch.full((4,), 3.0), "RND", "SAT")
+    assert q.tolist() == [[-4.0, 0.0, 4.0 - 1 / 8, 0.5]]
+    q.sum().backward()
+    expect = LN2 * 4.0 * torch.tensor([-1.0, 0.0, 1.0, 0.0])
+    assert torch.allclose(i.grad, expect)

@@ -196,3 +196,20 @@ def test_set_quantizers_and_calibrate_wrap_activation():
     x = data[:8]
     assert torch.equal(model[0].input_quantizer(x), torch.round(x * 32) / 32)
     assert model[2].input_quantizer.k.sum() == 0  # after ReLU: unsigned
+
+
+def test_wrong_input_shape_names_the_layer():
+    lin = hn.QLinear(8, 4)
+    with pytest.raises(QuantizationError, match=r"QLinear: input sample shape \(6,\)"):
+        lin(torch.randn(2, 6))
+    conv = hn.QConv1d(2, 4, 3)  # per-parameter input bits: sized by the first input
+    conv(torch.randn(2, 2, 16))
+    with pytest.raises(QuantizationError, match="QConv1d"):
+        conv(torch.randn(2, 2, 20))
+    conv_t = hn.QConv1d(2, 4, 3, input_quantizer=dict(bits=6, granularity="tensor"))
+    conv_t(torch.randn(2, 2, 16))
+    assert conv_t(torch.randn(2, 2, 20)).shape == (2, 4, 18)  # per-tensor bits fit any length
+    assert conv_t.macs() == 18 * 4 * 2 * 3
+    conv_c = hn.QConv1d(2, 4, 3, input_quantizer=dict(bits=6, granularity="channel"))
+    conv_c(torch.randn(2, 2, 16))
+    assert conv_c(torch.randn(2, 2, 9)).shape == (2, 4, 7)  # per-channel bits too

@@ -132,9 +132,32 @@ class QLayer(nn.Module):
 
     # -------------------------------------------------------------- helpers for subclasses
     def _qin(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_shape is None or self.input_shape != tuple(x.shape[1:]):
-            self.input_shape = tuple(x.shape[1:])
+        shape = tuple(x.shape[1:])
+        if self.input_shape != shape:
+            if self.input_shape is not None and not self._accepts_shape(shape):
+                raise QuantizationError(
+                    f"{type(self).__name__}: input sample shape {shape} differs from {self.input_shape}, "
+                    "the shape its input quantizer (or weight) was built for"
+                )
+            self.input_shape = shape
         return x if self.input_quantizer is None else self.input_quantizer(x)
+
+    def _accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether a new input sample shape fits the parameters sized for the previous one."""
+        if isinstance(self, nn.Linear) and (not shape or shape[-1] != self.in_features):
+            return False
+        q = self.input_quantizer
+        params = None
+        if isinstance(q, FixedPointQuantizer) and q.materialized:
+            params = q.k
+        elif isinstance(q, ScaledIntQuantizer) and q.scale is not None:
+            params = q.scale
+        if params is None:
+            return True
+        try:
+            return tuple(params.shape) == q.granularity.shape(shape)
+        except QuantizationError:
+            return False
 
     def _qout(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.output_quantizer is None else self.output_quantizer(y)

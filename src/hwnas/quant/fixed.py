@@ -28,7 +28,14 @@ import torch
 
 from .modes import OverflowMode, RoundingMode, parse_overflow, parse_rounding
 
-__all__ = ["code_integer_bits", "minimal_integer_bits", "quantize_fixed", "round_to_codes", "use_compiled_kernels"]
+__all__ = [
+    "code_integer_bits",
+    "minimal_integer_bits",
+    "quantize_fixed",
+    "round_to_codes",
+    "sign_mode",
+    "use_compiled_kernels",
+]
 
 _LN2 = math.log(2.0)
 
@@ -139,7 +146,7 @@ class _FixedQuant(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, k, i_raw, f_raw, rmode, omode):  # type: ignore[override]
+    def forward(ctx, x, k, i_raw, f_raw, rmode, omode, k_mode):  # type: ignore[override]
         # ---- parameter-shaped (small) tensors
         i = torch.round(i_raw)
         f = torch.round(f_raw)
@@ -166,6 +173,7 @@ class _FixedQuant(torch.autograd.Function):
                 q, over = _run(_k_sat_forward, x, scale, inv_scale, lo, hi, rmode)
         if any(ctx.needs_input_grad):
             ctx.shapes = (i_raw.shape, f_raw.shape)
+            ctx.k_mode = k_mode
             ctx.save_for_backward(x, q, keep, over, i, k)
         return q
 
@@ -181,9 +189,8 @@ class _FixedQuant(torch.autograd.Function):
                 gx = g
             if ctx.needs_input_grad[3]:
                 gf = _sum_to(g * (x - q), f_shape) * _LN2
-            return gx, None, None, gf, None, None
-        k_mode = 1 if bool((k == 1).all()) else (0 if bool((k == 0).all()) else 2)  # k is small
-        g_inside, g_f, g_i = _run(_k_sat_backward, g, x, q, over, keep, k, k_mode)
+            return gx, None, None, gf, None, None, None
+        g_inside, g_f, g_i = _run(_k_sat_backward, g, x, q, over, keep, k, ctx.k_mode)
         if ctx.needs_input_grad[0]:
             gx = g_inside
         if ctx.needs_input_grad[3]:
@@ -191,7 +198,7 @@ class _FixedQuant(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # ∂hi/∂i = ln2·2^i at the top, ∂lo/∂i = −k·ln2·2^i at the bottom
             gi = _sum_to(g_i, i_shape) * (_LN2 * torch.exp2(i))
-        return gx, None, gi, gf, None, None
+        return gx, None, gi, gf, None, None, None
 
 
 class _RoundQuant(torch.autograd.Function):
@@ -219,17 +226,31 @@ class _RoundQuant(torch.autograd.Function):
         return g, gf, None
 
 
-def code_integer_bits(m: torch.Tensor, k: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def sign_mode(k: torch.Tensor) -> int:
+    """1 when every sign bit in ``k`` is 1, 0 when every one is 0, 2 when mixed (lets kernels specialize)."""
+    if bool((k == 1).all()):
+        return 1
+    return 0 if bool((k == 0).all()) else 2
+
+
+def code_integer_bits(m: torch.Tensor, k: torch.Tensor, f: torch.Tensor, k_mode: int = 2) -> torch.Tensor:
     """Smallest ``i`` per element that holds integer code ``m`` (value ``m·2^-f``) with sign bit ``k``.
 
     A code of 0 gets ``i = -f - k`` (width 0: pruned). Negative codes of unsigned elements are ignored
     (they are not representable). Uses the exact binary exponent of the code, no floating-point log.
+    ``k_mode`` (see :func:`sign_mode`) only selects a shorter formula; the result is the same.
     """
     # bit length of m >= 0 is its binary exponent; a negative code needs the bit length of -m - 1
-    v = k * ((m + 0.5).abs() - 0.5) + (1.0 - k) * torch.relu(m)
+    if k_mode == 1:
+        v = (m + 0.5).abs() - 0.5
+    elif k_mode == 0:
+        v = torch.relu(m)
+    else:
+        v = k * ((m + 0.5).abs() - 0.5) + (1.0 - k) * torch.relu(m)
     bitlen = torch.frexp(v).exponent.to(m.dtype)
-    is_zero = 1.0 - torch.sign(m.abs())
-    return bitlen - f - k * is_zero
+    if k_mode == 0:
+        return bitlen - f
+    return bitlen - f - k * (m == 0).to(m.dtype)
 
 
 def quantize_fixed(
@@ -248,7 +269,7 @@ def quantize_fixed(
     omode = parse_overflow(overflow_mode)
     dt = x.dtype
     k, i, f = (torch.as_tensor(v, dtype=dt, device=x.device) for v in (k, i, f))
-    return _FixedQuant.apply(x, k, i, f, rmode, omode)
+    return _FixedQuant.apply(x, k, i, f, rmode, omode, sign_mode(k))
 
 
 def minimal_integer_bits(

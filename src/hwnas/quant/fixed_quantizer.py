@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .base import Quantizer
-from .fixed import _FixedQuant, _RoundQuant, code_integer_bits, minimal_integer_bits, quantize_fixed
+from .fixed import _FixedQuant, _RoundQuant, code_integer_bits, minimal_integer_bits, quantize_fixed, sign_mode
 from .granularity import Granularity, PerParameter, PerTensor, parse_granularity
 from .modes import OverflowMode, QuantizationError, QuantizationWarning, parse_overflow, parse_rounding
 
@@ -147,6 +147,7 @@ class FixedPointQuantizer(Quantizer):
         else:
             self.register_buffer("i", nn.UninitializedBuffer())
         self.register_buffer("k", nn.UninitializedBuffer())
+        self._k_mode = 2  # see hwnas.quant.fixed.sign_mode; set whenever k changes
         self._calib_i: torch.Tensor | None = None
         self._calib_neg: torch.Tensor | None = None
         if element_shape is not None:
@@ -198,6 +199,7 @@ class FixedPointQuantizer(Quantizer):
             if self.init_f is not None:
                 self.f.fill_(float(self.init_f))
         self._needs_data_init = self.init_i is None or self.init_f is None
+        self._k_mode = sign_mode(self.k)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):  # type: ignore[override]
@@ -209,6 +211,8 @@ class FixedPointQuantizer(Quantizer):
         self._needs_data_init = False
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if self.materialized:
+            self._k_mode = sign_mode(self.k)
 
     @torch.no_grad()
     def _init_from_data(self, x: torch.Tensor) -> None:
@@ -244,7 +248,11 @@ class FixedPointQuantizer(Quantizer):
         return self.k, self.i, self.f
 
     def kif(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Integer-valued (k, i, f) tensors in the parameter shape, as deployed (detached)."""
+        """Integer-valued (k, i, f) tensors in the parameter shape, as deployed (detached).
+
+        For a weight quantizer whose ``i`` follows the weight, ``i`` is the one derived at the last call:
+        run the layer (or ``layer.quantized_weight()``) after changing the weight and before reading it.
+        """
         k, i, f = self._kif()
         return k.detach().clone(), torch.round(i.detach()), torch.round(f.detach())
 
@@ -299,7 +307,7 @@ class FixedPointQuantizer(Quantizer):
         elif self.tracks_i and self.training:
             self._track(x, grow_only=True)
         k, i, f = self._kif()
-        q = _FixedQuant.apply(x, k, i, f, self.round_mode, self.overflow_mode)
+        q = _FixedQuant.apply(x, k, i, f, self.round_mode, self.overflow_mode, self._k_mode)
         if not self._checked:
             self._checked = True
             self._check_collapse(x, q)
@@ -314,7 +322,8 @@ class FixedPointQuantizer(Quantizer):
         k, _, f = self._kif()
         q, m = _RoundQuant.apply(x, f, self.round_mode)
         with torch.no_grad():
-            need = self.granularity.reduce(code_integer_bits(m, k, torch.round(f.detach())), "amax", 0)
+            need = code_integer_bits(m, k, torch.round(f.detach()), self._k_mode)
+            need = self.granularity.reduce(need, "amax", 0)
             clipped = need.clamp(*self.i_range)
             if not torch.equal(clipped, need):
                 return None
@@ -365,6 +374,7 @@ class FixedPointQuantizer(Quantizer):
             return
         if self.signed == "auto":
             self.k.copy_(self._calib_neg)
+            self._k_mode = sign_mode(self.k)
         if self.tracks_i:
             # WRAP, or a static quantizer whose range was only guessed from the first batch
             self.i.copy_(self._calib_i.clamp(*self.i_range))
