@@ -279,3 +279,20 @@ def test_i_gradient_with_mixed_sign_bits():
     q.sum().backward()
     expect = LN2 * 4.0 * torch.tensor([-1.0, 0.0, 1.0, 0.0])
     assert torch.allclose(i.grad, expect)
+
+
+def test_minimal_integer_bits_is_the_smallest_that_does_not_overflow():
+    """Check against brute force: i is minimal such that SAT quantization changes nothing but rounding."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 4, size=400) * rng.choice([1e-3, 1, 30], size=400)
+    for k in (0.0, 1.0):
+        for f in (-2, 0, 3, 7):
+            need = minimal_integer_bits(torch.tensor(x), torch.tensor(k), torch.tensor(float(f)), "RND").numpy()
+            for j in range(0, 400, 7):
+                rounded = quantize_fixed_np(x[j], int(k), 40, f, "RND", "SAT")
+                if k == 0 and rounded < 0:
+                    continue
+                i = int(need[j])
+                assert quantize_fixed_np(x[j], int(k), i, f, "RND", "SAT") == rounded
+                if int(k) + i - 1 + f >= 1:
+                    assert quantize_fixed_np(x[j], int(k), i - 1, f, "RND", "SAT") != rounded

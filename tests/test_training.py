@@ -77,11 +77,9 @@ def trained_cnn():
 
 def ptq(model, data, bits, granularity, activations=True):
     q = copy.deepcopy(model)
-    spec = dict(kind="scaled", bits=bits, granularity=granularity)
-    hn.set_quantizers(q, weight=spec,
-                      input=dict(kind="scaled", bits=bits, calibration="percentile", percentile=99.99)
-                      if activations else hn.base._KEEP)
+    hn.set_quantizers(q, weight=dict(kind="scaled", bits=bits, granularity=granularity))
     if activations:
+        hn.set_quantizers(q, input=dict(kind="scaled", bits=bits, calibration="percentile", percentile=99.99))
         calibrate(q, data.x_train)
     return q
 

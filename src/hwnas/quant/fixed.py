@@ -282,18 +282,15 @@ def minimal_integer_bits(
     """Per element, the smallest ``i`` for which ``x`` (rounded with ``f`` fractional bits) does not overflow.
 
     For a non-negative rounded value ``q`` that is ``ceil(log2(q + 2**-f))``; for a negative one (signed
-    only) ``ceil(log2(-q))``. Computed from the exact binary exponent, without floating-point ``log2``.
+    only) ``ceil(log2(-q))``; computed from the integer codes by :func:`code_integer_bits`.
     Unsigned elements (``k == 0``) that are negative are not representable at all: they saturate or wrap,
     so their magnitude is ignored here. With ``prune_zeros`` an element that rounds to 0 gets
     ``i = -f - k`` (width 0: pruned) instead of the ``i = -f`` that merely represents 0.
     """
     f = torch.round(f)
-    q = round_to_codes(x * torch.exp2(f), parse_rounding(round_mode)) * torch.exp2(-f)
-    pos = torch.clamp(q, min=0.0) + torch.exp2(-f)
-    neg = torch.where(k > 0, torch.clamp(-q, min=0.0), torch.zeros((), dtype=x.dtype))
-    v = torch.maximum(pos, neg)
-    mant, exp = torch.frexp(v)  # v = mant * 2**exp, 0.5 <= mant < 1
-    need = torch.where(mant == 0.5, exp - 1, exp).to(x.dtype)
-    if prune_zeros:
-        need = torch.where(q == 0, -f - k, need)
+    k = torch.as_tensor(k, dtype=x.dtype)
+    m = round_to_codes(x * torch.exp2(f), parse_rounding(round_mode))
+    need = code_integer_bits(m, k, f)
+    if not prune_zeros:
+        need = need + k * (m == 0).to(x.dtype)  # a 0 only needs to be representable: i = -f
     return need
