@@ -261,6 +261,11 @@ def test_compiled_kernels_equal_eager_forward_and_backward():
                 q = quantize_fixed(xr, torch.full((40, 1), k), i, f, r, o)
                 q.backward(g)
                 outs.append((q.detach(), xr.grad, f.grad, i.grad))
+            if compiled:
+                from hwnas.quant.fixed import _COMPILE
+
+                if not _COMPILE["enabled"]:
+                    pytest.skip("torch.compile is unavailable here (hwnas fell back to eager kernels)")
             results.append(outs)
         finally:
             use_compiled_kernels(False)
