@@ -11,7 +11,7 @@ from torch import nn
 import hwnas.nn as hn
 from hwnas.quant import ScaledIntQuantizer, calibrate
 from hwnas.tasks import load_digits
-from hwnas.train import accuracy, fit_classifier
+from hwnas.train import TrainConfig, Trainer, TrainError, accuracy
 
 
 def hgq_mlp() -> nn.Sequential:
@@ -28,12 +28,13 @@ def test_hgq_training_lowers_ebops_and_keeps_accuracy():
     model = hgq_mlp()
     model(data.x_train[:2])
     e0 = hn.ebops(model).item()
-    hist = fit_classifier(model, data.x_train, data.y_train, epochs=30, beta=3e-6, gamma=1e-6, seed=0)
+    hist = Trainer(model, TrainConfig(epochs=30, beta=3e-6, gamma=1e-6, progress=False)).fit(
+        (data.x_train, data.y_train))
     acc = accuracy(model, data.x_test, data.y_test)
     e1 = hn.ebops(model).item()
     assert acc >= 0.90
     assert e1 < 0.5 * e0, (e0, e1)
-    assert hist.ebops[-1] < hist.ebops[0]
+    assert hist.column("ebops")[-1] < hist.column("ebops")[0]
     hist_bits = hn.bit_histogram(model)
     assert len(hist_bits) > 3  # heterogeneous per-parameter widths
 
@@ -44,7 +45,8 @@ def test_same_seed_same_result():
     for _ in range(2):
         torch.manual_seed(3)
         model = hgq_mlp()
-        fit_classifier(model, data.x_train[:300], data.y_train[:300], epochs=2, beta=1e-6, seed=5)
+        Trainer(model, TrainConfig(epochs=2, beta=1e-6, seed=5, progress=False)).fit(
+            (data.x_train[:300], data.y_train[:300]))
         outs.append(model(data.x_test[:50]))
     assert torch.equal(outs[0], outs[1])
 
@@ -53,8 +55,8 @@ def test_bad_training_data_is_rejected():
     model = hgq_mlp()
     x = torch.zeros(4, 64)
     x[1, 3] = float("nan")
-    with pytest.raises(ValueError, match="x:"):
-        fit_classifier(model, x, torch.zeros(4, dtype=torch.long), epochs=1)
+    with pytest.raises(TrainError, match="train: inputs contain NaN"):
+        Trainer(model, TrainConfig(epochs=1, progress=False)).fit((x, torch.zeros(4, dtype=torch.long)))
 
 
 def float_cnn() -> nn.Sequential:
@@ -71,7 +73,7 @@ def trained_cnn():
     data = load_digits(seed=0, image=True)
     torch.manual_seed(0)
     model = float_cnn()
-    fit_classifier(model, data.x_train, data.y_train, epochs=25, lr=3e-3, seed=0)
+    Trainer(model, TrainConfig(epochs=25, progress=False)).fit((data.x_train, data.y_train))
     return model, data
 
 

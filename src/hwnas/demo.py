@@ -15,7 +15,7 @@ from torch import nn
 import hwnas.nn as hn
 from hwnas.quant import calibrate
 from hwnas.tasks import load_digits
-from hwnas.train import accuracy, fit_classifier
+from hwnas.train import TrainConfig, Trainer, accuracy
 
 __all__ = ["build_mlp", "run_demo"]
 
@@ -69,16 +69,17 @@ def run_demo(epochs: int = 30, beta: float = 3e-6, gamma: float = 1e-6, seed: in
 
     torch.manual_seed(seed)
     ref = build_mlp(quantized=False)
-    fit_classifier(ref, data.x_train, data.y_train, epochs=epochs, seed=seed, progress=progress)
+    Trainer(ref, TrainConfig(epochs=epochs, seed=seed, progress=progress)).fit((data.x_train, data.y_train))
     acc_float = accuracy(ref, data.x_test, data.y_test)
     print(f"float reference: test accuracy {acc_float:.4f}")
 
     torch.manual_seed(seed)
     model = build_mlp()
-    model(data.x_train[:1])  # materialize activation quantizers
+    model.eval()
+    model(data.x_train[:64])  # materialize activation quantizers (ranges from a first batch)
     before = _snapshot(model, data, "HGQ model before training (8-bit initial widths)")
-    fit_classifier(model, data.x_train, data.y_train, epochs=epochs, beta=beta, gamma=gamma, seed=seed,
-                   progress=progress)
+    cfg = TrainConfig(epochs=epochs, beta=beta, gamma=gamma, seed=seed, progress=progress)
+    Trainer(model, cfg).fit((data.x_train, data.y_train))
     calibrate(model, data.x_train)
     after = _snapshot(model, data, f"HGQ model after {epochs} epochs (beta={beta:g}, gamma={gamma:g})")
 

@@ -1,5 +1,16 @@
-"""Training. For now a compact classification loop with the HGQ loss; the full trainer comes later."""
+"""Training: the seeded, resumable :class:`Trainer` with the HGQ loss, and k-fold evaluation."""
 
-from .basic import FitResult, accuracy, fit_classifier
+from .kfold import KFoldResult, kfold
+from .trainer import EpochRecord, History, TrainConfig, TrainError, Trainer, accuracy, evaluate
 
-__all__ = ["FitResult", "accuracy", "fit_classifier"]
+__all__ = [
+    "EpochRecord",
+    "History",
+    "KFoldResult",
+    "TrainConfig",
+    "TrainError",
+    "Trainer",
+    "accuracy",
+    "evaluate",
+    "kfold",
+]

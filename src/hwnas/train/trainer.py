@@ -1,0 +1,413 @@
+"""The hwnas trainer: one seeded, resumable loop for classification and regression with the HGQ loss.
+
+``Trainer(model, TrainConfig(...)).fit(train, val)`` trains with cross-entropy, BCE on logits/LLRs or
+MSE, plus ``β·EBOPs + γ·Σbits`` when the model has learnable bit-widths; Adam or SGD; a constant or
+cosine-with-warm-restarts learning rate; early stopping on the validation metric; a progress bar with
+the live loss, metric and EBOPs; and an atomic checkpoint after every epoch that ``resume=True`` picks
+up exactly (model, optimizer, schedule, early-stopping state and every random-number state), so an
+interrupted run finishes with the same weights as an uninterrupted one.
+
+Data are ``(x, y)`` tensors held in memory — the common case for these small models — and are batched
+by indexing with a seeded permutation, which on a 2-core CPU beats a ``DataLoader`` (no worker
+processes, no per-sample collation). A ``torch.utils.data.Dataset`` is accepted too and is gathered into
+tensors once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from hwnas.nn import ebops, regularization
+from hwnas.quant import Quantizer
+
+__all__ = ["EpochRecord", "History", "TrainConfig", "TrainError", "Trainer", "accuracy", "evaluate"]
+
+_LOSSES = ("ce", "bce", "mse")
+_OPTIMIZERS = ("adam", "sgd")
+_SCHEDULES = ("constant", "cosine_restarts")
+
+
+class TrainError(ValueError):
+    """Bad training input or configuration; the message names the field."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (all fields have defaults; see each line)."""
+
+    epochs: int = 30
+    """Number of passes over the training data."""
+    batch_size: int = 64
+    """Samples per optimizer step."""
+    loss: str = "ce"
+    """``ce`` (classification, integer labels), ``bce`` (binary targets in [0, 1] on logits/LLRs) or ``mse``."""
+    optimizer: str = "adam"
+    """``adam`` or ``sgd`` (with ``momentum``)."""
+    lr: float = 3e-3
+    """Learning rate of the weights."""
+    bits_lr: float | None = None
+    """Learning rate of bit-width parameters (default ``10 * lr``: they live on a scale of whole bits)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 0.0
+    """L2 penalty on the weights (never on bit-widths)."""
+    schedule: str = "constant"
+    """``constant`` or ``cosine_restarts`` (SGDR: cosine decay restarted every ``restart_epochs``)."""
+    restart_epochs: int = 10
+    """First cosine period in epochs."""
+    restart_mult: int = 1
+    """Each cosine period is this many times longer than the previous one."""
+    min_lr_ratio: float = 0.01
+    """Cosine floor as a fraction of the learning rate."""
+    beta: float = 0.0
+    """Weight of EBOPs in the loss (HGQ β); a schedule can change it per epoch."""
+    gamma: float = 0.0
+    """Weight of the bit-width L1 term (HGQ γ)."""
+    patience: int | None = None
+    """Stop after this many epochs without improvement of the validation metric (None: never)."""
+    min_delta: float = 0.0
+    """Smallest change that counts as an improvement."""
+    seed: int = 0
+    """Seed of shuffling and of every random op during training."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        """Raise :class:`TrainError` naming the first bad field."""
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TrainError(f"{name}: must be a positive integer, got {v!r}")
+
+        for name in ("epochs", "batch_size", "restart_epochs", "restart_mult"):
+            positive_int(name)
+        for name, allowed in (("loss", _LOSSES), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise TrainError(f"{name}: unknown value {getattr(self, name)!r}; expected one of {allowed}")
+        for name in ("lr", "beta", "gamma", "weight_decay", "min_delta", "momentum"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise TrainError(f"{name}: must be a finite number >= 0, got {v!r}")
+        if self.lr <= 0:
+            raise TrainError(f"lr: must be > 0, got {self.lr!r}")
+        if self.bits_lr is not None and not (isinstance(self.bits_lr, int | float) and self.bits_lr > 0):
+            raise TrainError(f"bits_lr: must be > 0, got {self.bits_lr!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise TrainError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int)
+                                          or self.patience < 1):
+            raise TrainError(f"patience: must be a positive integer or None, got {self.patience!r}")
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch measured."""
+
+    epoch: int
+    train_loss: float
+    val_metric: float | None
+    val_loss: float | None
+    ebops: float
+    beta: float
+    lr: float
+
+
+@dataclass
+class History:
+    """Per-epoch records plus the outcome of early stopping."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every record, e.g. ``history.column("val_metric")``."""
+        return [getattr(r, name) for r in self.records]
+
+
+def _as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+    elif isinstance(data, torch.utils.data.Dataset):
+        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        x = torch.stack([torch.as_tensor(a) for a, _ in items])
+        y = torch.stack([torch.as_tensor(b) for _, b in items])
+    else:
+        raise TrainError(f"{name}: expected an (x, y) pair of tensors or a Dataset, got {type(data).__name__}")
+    if len(x) != len(y):
+        raise TrainError(f"{name}: {len(x)} inputs but {len(y)} targets")
+    if len(x) == 0:
+        raise TrainError(f"{name}: no samples")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise TrainError(f"{name}: inputs contain NaN or infinity")
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise TrainError(f"{name}: targets contain NaN or infinity")
+    return x, y
+
+
+def _loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if kind == "ce":
+        return lambda out, y: F.cross_entropy(out, y)
+    if kind == "bce":
+        return lambda out, y: F.binary_cross_entropy_with_logits(out, y.to(out.dtype))
+    return lambda out, y: F.mse_loss(out, y.to(out.dtype))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce",
+             batch_size: int = 1024) -> tuple[float, float]:
+    """(metric, loss) of ``model`` in eval mode; the metric is accuracy (ce), bit accuracy (bce) or −MSE.
+
+    Every metric is "higher is better". The model's train/eval mode is restored afterwards.
+    """
+    was = model.training
+    model.eval()
+    fn = _loss_fn(loss)
+    total_loss = 0.0
+    hits = 0.0
+    for s in range(0, len(x), batch_size):
+        out = model(x[s:s + batch_size])
+        yb = y[s:s + batch_size]
+        total_loss += float(fn(out, yb)) * len(yb)
+        if loss == "ce":
+            hits += float((out.argmax(1) == yb).sum())
+        elif loss == "bce":
+            hits += float(((out > 0) == (yb > 0.5)).float().mean(dim=tuple(range(1, out.dim()))).sum()
+                          if out.dim() > 1 else ((out > 0) == (yb > 0.5)).float().sum())
+    model.train(was)
+    mean_loss = total_loss / len(x)
+    metric = -mean_loss if loss == "mse" else hits / len(x)
+    return metric, mean_loss
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of a classifier in eval mode."""
+    return evaluate(model, x, y, loss="ce")[0]
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Trainer:
+    """Trains one model under one :class:`TrainConfig`; see the module docstring.
+
+    Args:
+        model: the network (hwnas layers or any torch module).
+        config: the run's settings (validated here).
+        checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
+        beta_schedule: optional ``f(epoch, history) -> β`` called before each epoch (overrides
+            ``config.beta``); used by β-sweeps and the closed-loop EBOPs controller.
+        on_epoch_end: optional callbacks ``f(trainer, record)`` run after each epoch's checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        beta_schedule: Callable[[int, History], float] | None = None,
+        on_epoch_end: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or TrainConfig()
+        self.config.validate()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.beta_schedule = beta_schedule
+        self.on_epoch_end = list(on_epoch_end or [])
+        self.history = History()
+        self._loss = _loss_fn(self.config.loss)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self._stale = 0  # epochs without improvement
+        self.beta = self.config.beta
+
+    # ------------------------------------------------------------------ setup
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        bit_params = [p for q in self.model.modules() if isinstance(q, Quantizer)
+                      for p in q.parameters(recurse=False)]
+        bit_ids = {id(p) for p in bit_params}
+        weights = [p for p in self.model.parameters() if id(p) not in bit_ids and p.requires_grad]
+        groups = [{"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr}]
+        if bit_params:
+            blr = cfg.bits_lr if cfg.bits_lr is not None else 10 * cfg.lr
+            groups.append({"params": bit_params, "lr": blr, "weight_decay": 0.0, "base_lr": blr})
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, fused=True)
+        return torch.optim.SGD(groups, momentum=cfg.momentum)
+
+    def _lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier for ``epoch`` (0-based): constant, or SGDR cosine with restarts."""
+        cfg = self.config
+        if cfg.schedule == "constant":
+            return 1.0
+        period, start = cfg.restart_epochs, 0
+        while epoch >= start + period:
+            start += period
+            period *= cfg.restart_mult
+        t = (epoch - start) / period
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """``<checkpoint_dir>/last.pt`` or None."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this run is."""
+        assert self._optimizer is not None
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "history": self.history,
+            "stale": self._stale,
+            "beta": self.beta,
+            "generator": self._generator.get_state(),
+            "rng": _rng_state(),
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the model must have the same architecture)."""
+        if state.get("config") != asdict(self.config):
+            diff = [k for k in asdict(self.config) if state.get("config", {}).get(k) != getattr(self.config, k)]
+            raise TrainError(f"resume: the checkpoint was written with a different config (fields {diff})")
+        self.model.load_state_dict(state["model"])
+        self._optimizer = self._build_optimizer()
+        self._optimizer.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+        self._stale = state["stale"]
+        self.beta = state["beta"]
+        self._generator.set_state(state["generator"])
+        _set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, train: Any, val: Any = None, *, resume: bool = False) -> History:
+        """Train on ``train`` (an (x, y) pair or Dataset), evaluating on ``val`` after each epoch.
+
+        With ``resume=True`` and a checkpoint in ``checkpoint_dir``, continue from it; the result equals
+        an uninterrupted run with the same config and seed. Returns the :class:`History`.
+        """
+        cfg = self.config
+        x, y = _as_tensors(train, "train")
+        val_xy = _as_tensors(val, "val") if val is not None else None
+        if cfg.loss == "ce" and y.is_floating_point():
+            raise TrainError("train: loss 'ce' needs integer class labels, got floating-point targets")
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+        was = self.model.training
+        self.model.eval()  # no BatchNorm statistics updates, no dropout draws
+        with torch.no_grad():  # materialize lazily-shaped quantizers (ranges from a first batch)
+            self.model(x[:cfg.batch_size])
+        self.model.train(was)
+        self._optimizer = self._build_optimizer()
+        start = 0
+        path = self.checkpoint_path
+        if resume:
+            if path is None:
+                raise TrainError("resume: no checkpoint_dir was given")
+            if path.exists():
+                self.load_state_dict(torch.load(path, weights_only=False))
+                start = len(self.history.records)
+        if self.history.stopped_early:
+            return self.history
+        bar = tqdm(range(start, cfg.epochs), desc="train", disable=not cfg.progress, leave=False,
+                   initial=start, total=cfg.epochs)
+        for epoch in bar:
+            if self.beta_schedule is not None:
+                self.beta = float(self.beta_schedule(epoch, self.history))
+            record = self._epoch(epoch, x, y, val_xy)
+            self.history.records.append(record)
+            improved = self._track_best(record)
+            if path is not None:
+                _atomic_save(self.state_dict(), path)
+            for cb in self.on_epoch_end:
+                cb(self, record)
+            bar.set_postfix(loss=f"{record.train_loss:.4f}",
+                            metric="-" if record.val_metric is None else f"{record.val_metric:.4f}",
+                            ebops=f"{record.ebops:.0f}")
+            if cfg.patience is not None and not improved and self._stale >= cfg.patience:
+                self.history.stopped_early = True
+                if path is not None:
+                    _atomic_save(self.state_dict(), path)
+                break
+        self.model.eval()
+        return self.history
+
+    def _epoch(self, epoch: int, x: torch.Tensor, y: torch.Tensor,
+               val_xy: tuple[torch.Tensor, torch.Tensor] | None) -> EpochRecord:
+        cfg = self.config
+        opt = self._optimizer
+        assert opt is not None
+        factor = self._lr_factor(epoch)
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.model.train()
+        perm = torch.randperm(len(x), generator=self._generator)
+        total = 0.0
+        use_reg = self.beta > 0 or cfg.gamma > 0
+        for s in range(0, len(x), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            loss = self._loss(self.model(x[idx]), y[idx])
+            if use_reg:
+                loss = loss + regularization(self.model, self.beta, cfg.gamma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        if not math.isfinite(total):
+            raise TrainError(f"train: the loss diverged (non-finite) in epoch {epoch}; lower lr or beta")
+        val_metric = val_loss = None
+        if val_xy is not None:
+            val_metric, val_loss = evaluate(self.model, *val_xy, loss=cfg.loss)
+        with torch.no_grad():
+            e = float(ebops(self.model))
+        return EpochRecord(epoch, total / len(x), val_metric, val_loss, e, self.beta,
+                           opt.param_groups[0]["lr"])
+
+    def _track_best(self, record: EpochRecord) -> bool:
+        if record.val_metric is None:
+            return True
+        h = self.history
+        if h.best_metric is None or record.val_metric > h.best_metric + self.config.min_delta:
+            h.best_metric, h.best_epoch = record.val_metric, record.epoch
+            self._stale = 0
+            return True
+        self._stale += 1
+        return False
