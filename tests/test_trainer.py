@@ -23,7 +23,7 @@ def digits():
     return load_digits(seed=0)
 
 
-class _Kill(Exception):
+class _KilledError(Exception):
     pass
 
 
@@ -42,9 +42,9 @@ def test_resume_after_kill_equals_uninterrupted_run(digits, tmp_path):
 
     def kill_after_epoch_2(trainer, record):
         if record.epoch == 1:
-            raise _Kill
+            raise _KilledError
 
-    with pytest.raises(_Kill):
+    with pytest.raises(_KilledError):
         Trainer(model, cfg, checkpoint_dir=tmp_path, on_epoch_end=[kill_after_epoch_2]).fit(train, val)
     assert (tmp_path / "last.pt").exists()
 

@@ -1,7 +1,7 @@
 """Training: the seeded, resumable :class:`Trainer` with the HGQ loss, and k-fold evaluation."""
 
 from .kfold import KFoldResult, kfold
-from .trainer import EpochRecord, History, TrainConfig, TrainError, Trainer, accuracy, evaluate
+from .trainer import EpochRecord, History, TrainConfig, Trainer, TrainError, accuracy, evaluate
 
 __all__ = [
     "EpochRecord",

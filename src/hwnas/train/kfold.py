@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .trainer import History, TrainConfig, TrainError, Trainer
+from .trainer import History, TrainConfig, Trainer, TrainError
 
 __all__ = ["KFoldResult", "kfold"]
 
@@ -44,7 +44,7 @@ def kfold(
     Folds are stratified by class for ``ce`` and plain (shuffled) for regression, seeded by
     ``config.seed``; fold ``j`` trains with seed ``config.seed + j``.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold  # noqa: PLC0415
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise TrainError(f"folds: must be an integer >= 2, got {folds!r}")
