@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -33,9 +35,9 @@ def test_beta_sweep_pareto_front(digits, tmp_path):
     front = res.checkpoints
     assert len(front) >= 4
     e = [c.ebops for c in front]
-    assert all(a > b for a, b in zip(e, e[1:], strict=False))  # strictly decreasing EBOPs
+    assert all(a > b for a, b in itertools.pairwise(e))  # strictly decreasing EBOPs
     m = [c.metric for c in front]
-    assert all(a > b for a, b in zip(m, m[1:], strict=False))  # and strictly decreasing metric
+    assert all(a > b for a, b in itertools.pairwise(m))  # and strictly decreasing metric
     assert max(m) > 0.9
     betas = res.history.column("beta")
     assert betas[0] == pytest.approx(1e-7) and betas[-1] == pytest.approx(1e-4)
