@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import hwnas.nn as hn
-from hwnas.quant import ScaledIntQuantizer, calibrate
+from hwnas.quant import ScaledIntQuantizer
 from hwnas.tasks import load_digits
 from hwnas.train import TrainConfig, Trainer, TrainError, accuracy
+from hwnas.train.ptq import layer_sensitivity, post_training_quantize, size_table, weight_statistics
 
 
 def hgq_mlp() -> nn.Sequential:
@@ -77,28 +78,28 @@ def trained_cnn():
     return model, data
 
 
-def ptq(model, data, bits, granularity, activations=True):
-    q = copy.deepcopy(model)
-    hn.set_quantizers(q, weight=dict(kind="scaled", bits=bits, granularity=granularity))
-    if activations:
-        hn.set_quantizers(q, input=dict(kind="scaled", bits=bits, calibration="percentile", percentile=99.99))
-        calibrate(q, data.x_train)
-    return q
+def acc_of(data):
+    return lambda m: accuracy(m, data.x_test, data.y_test)
 
 
-def test_ptq_int8_per_channel_within_one_point(trained_cnn):
+def test_ptq_int8_per_channel_within_one_point_and_exact_size(trained_cnn):
     model, data = trained_cnn
-    acc_float = accuracy(model, data.x_test, data.y_test)
-    assert acc_float > 0.95
-    q = ptq(model, data, 8, "channel")
-    assert isinstance(q[0].weight_quantizer, ScaledIntQuantizer)
+    res = post_training_quantize(model, acc_of(data), data.x_train, weight_bits=8, granularity="channel",
+                                 activation_bits=8, calibration_size=512)
+    assert res.float_metric > 0.95
+    assert res.quant_metric >= res.float_metric - 0.01, res.table()
+    q = res.model
+    assert isinstance(q[0].weight_quantizer, ScaledIntQuantizer) and q[0].bias_quantizer is None
     assert isinstance(q[3].input_quantizer, ScaledIntQuantizer)
-    acc_q = accuracy(q, data.x_test, data.y_test)
-    assert acc_q >= acc_float - 0.01, (acc_float, acc_q)
-    assert hn.weight_bits(q) == pytest.approx(
-        sum(8 * layer.weight.numel() + 32 * layer.bias.numel() for layer in q if isinstance(layer, hn.QLayer)
-            and getattr(layer, "weight", None) is not None)
-    )
+    assert res.weight_compression == 4.0  # int8 codes vs float32, exactly
+    weights = [r for r in res.sizes if r.kind == "weight"]
+    assert [r.overhead_bits for r in weights] == [32 * 16, 32 * 24, 32 * 10]  # one float32 scale per channel
+    total = sum(r.bits for r in res.sizes)
+    expect = sum(8 * m.weight.numel() + 32 * m.weight.shape[0] + 32 * m.bias.numel()
+                 for m in q if isinstance(m, hn.QLayer) and getattr(m, "weight", None) is not None)
+    assert total == expect
+    assert "4.00x smaller" in res.table()
+    assert model[0].weight_quantizer is None  # the float model is untouched
 
 
 def test_ptq_int4_per_channel_beats_per_tensor_on_uneven_channels(trained_cnn):
@@ -113,6 +114,40 @@ def test_ptq_int4_per_channel_beats_per_tensor_on_uneven_channels(trained_cnn):
         uneven[3].weight.div_(factors.reshape(1, -1, 1, 1))
     x = data.x_test
     assert torch.allclose(uneven(x), model(x), atol=1e-4)
-    acc_tensor = accuracy(ptq(uneven, data, 4, "tensor", activations=False), x, data.y_test)
-    acc_channel = accuracy(ptq(uneven, data, 4, "channel", activations=False), x, data.y_test)
-    assert acc_channel > acc_tensor + 0.05, (acc_tensor, acc_channel)
+    per_tensor = post_training_quantize(uneven, acc_of(data), data.x_train, weight_bits=4, granularity="tensor")
+    per_channel = post_training_quantize(uneven, acc_of(data), data.x_train, weight_bits=4, granularity="channel")
+    assert per_channel.quant_metric > per_tensor.quant_metric + 0.05, (per_tensor.quant_metric,
+                                                                       per_channel.quant_metric)
+    assert per_channel.weight_compression == 8.0
+
+
+def test_ptq_fp16_and_sensitivity_and_statistics(trained_cnn):
+    model, data = trained_cnn
+    res = post_training_quantize(model, acc_of(data), data.x_train, weight_bits="fp16", activation_bits="fp16")
+    assert abs(res.drop) <= 0.005 and res.weight_compression == 2.0
+    sens = layer_sensitivity(model, acc_of(data), bits=2)
+    assert [r["layer"] for r in sens] == ["0", "3", "7"]
+    assert all(0.0 <= r["metric"] <= 1.0 for r in sens)
+    assert min(r["metric"] for r in sens) < res.float_metric - 0.02  # 2-bit weights hurt some layer
+    stats = weight_statistics(model)
+    assert [r["layer"] for r in stats] == ["0", "3", "7"]
+    w = model[0].weight.detach().double()
+    assert stats[0]["std"] == pytest.approx(float(w.std())) and stats[0]["count"] == w.numel()
+
+
+def test_size_table_counts_norm_layers_as_kept_float():
+    model = nn.Sequential(hn.QConv1d(2, 4, 3, weight_quantizer=dict(kind="scaled", bits=4)), nn.BatchNorm1d(4))
+    rows = {r.name: r for r in size_table(model)}
+    assert rows["1"].kind == "norm" and rows["1"].elements == 4 * 4  # weight, bias, running mean, running var
+    assert rows["1"].bits == 32 * 16
+    assert rows["0.weight"].bits == 4 * 24 + 32
+
+
+def test_ptq_bad_arguments(trained_cnn):
+    model, data = trained_cnn
+    with pytest.raises(TrainError, match="granularity"):
+        post_training_quantize(model, acc_of(data), data.x_train, granularity="row")
+    with pytest.raises(TrainError, match="weight_bits"):
+        post_training_quantize(model, acc_of(data), data.x_train, weight_bits="int8")
+    with pytest.raises(TrainError, match="bits"):
+        post_training_quantize(model, acc_of(data), data.x_train, weight_bits=1)

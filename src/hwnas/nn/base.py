@@ -269,8 +269,12 @@ def set_quantizers(
                 if param is None:
                     continue
             label = f"{name}.{slot}" if name else slot
+            if param is not None:
+                shape: tuple[int, ...] | None = tuple(param.shape)
+            else:  # an input quantizer can be sized now if the layer has seen data
+                shape = layer.input_shape if slot == "input_quantizer" else None
             q = make_quantizer(spec, slot=label, batch_dims=0 if param is not None else 1,  # type: ignore[arg-type]
-                               element_shape=tuple(param.shape) if param is not None else None)
+                               element_shape=shape)
             setattr(layer, slot, q)
             if q is not None and param is not None:
                 with torch.no_grad():

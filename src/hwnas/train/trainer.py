@@ -231,6 +231,8 @@ class Trainer:
         beta_schedule: optional ``f(epoch, history) -> β`` called before each epoch (overrides
             ``config.beta``); used by β-sweeps and the closed-loop EBOPs controller.
         on_epoch_end: optional callbacks ``f(trainer, record)`` run after each epoch's checkpoint.
+        after_step: optional callbacks ``f(trainer)`` run after every optimizer step (e.g. re-applying
+            pruning masks).
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         beta_schedule: Callable[[int, History], float] | None = None,
         on_epoch_end: list[Callable[[Trainer, EpochRecord], None]] | None = None,
+        after_step: list[Callable[[Trainer], None]] | None = None,
     ) -> None:
         self.model = model
         self.config = config or TrainConfig()
@@ -248,6 +251,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.beta_schedule = beta_schedule
         self.on_epoch_end = list(on_epoch_end or [])
+        self.after_step = list(after_step or [])
         self.history = History()
         self._loss = _loss_fn(self.config.loss)
         self._optimizer: torch.optim.Optimizer | None = None
@@ -390,6 +394,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            for cb in self.after_step:
+                cb(self)
             total += float(loss.detach()) * len(idx)
         if not math.isfinite(total):
             raise TrainError(f"train: the loss diverged (non-finite) in epoch {epoch}; lower lr or beta")
