@@ -185,9 +185,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce
         total_loss += float(fn(out, yb)) * len(yb)
         if loss == "ce":
             hits += float((out.argmax(1) == yb).sum())
-        elif loss == "bce":
-            hits += float(((out > 0) == (yb > 0.5)).float().mean(dim=tuple(range(1, out.dim()))).sum()
-                          if out.dim() > 1 else ((out > 0) == (yb > 0.5)).float().sum())
+        elif loss == "bce":  # per-sample fraction of correct bits (hard decisions on logits/LLRs)
+            hits += float(((out > 0) == (yb > 0.5)).float().reshape(len(yb), -1).mean(1).sum())
     model.train(was)
     mean_loss = total_loss / len(x)
     metric = -mean_loss if loss == "mse" else hits / len(x)
@@ -384,7 +383,7 @@ class Trainer:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
         perm = torch.randperm(len(x), generator=self._generator)
-        total = 0.0
+        total = torch.zeros(())  # accumulated as a tensor: no host sync per step
         use_reg = self.beta > 0 or cfg.gamma > 0
         for s in range(0, len(x), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
@@ -396,7 +395,8 @@ class Trainer:
             opt.step()
             for cb in self.after_step:
                 cb(self)
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach() * len(idx)
+        total = float(total)
         if not math.isfinite(total):
             raise TrainError(f"train: the loss diverged (non-finite) in epoch {epoch}; lower lr or beta")
         val_metric = val_loss = None
