@@ -1,0 +1,51 @@
+"""Cost and hardware models: every figure a search optimizes, with per-layer rows and stated assumptions.
+
+* :func:`estimate` — ``estimate(model, target, model="finn", input_shape=..., **options)`` returns a
+  :class:`HardwareEstimate` (rows, totals, utilization, feasibility verdict, latency, throughput, energy).
+* :mod:`~hwnas.cost.catalog` — the device catalog (``devices.yaml``).
+* :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
+* :mod:`~hwnas.cost.metrics` — MACs, BOPs, EBOPs, weight bits, memory, sparsity, QA-Score.
+"""
+
+from typing import Any
+
+from torch import nn
+
+from .catalog import RESOURCES, CostError, Device, devices, get_device
+from .finn import Folding, finn_estimate, fold_for_resources, fold_for_throughput
+from .metrics import BASELINES, ModelMetrics, model_metrics, qa_score, vgg10_amc
+from .result import HardwareEstimate, LayerRow
+
+__all__ = [
+    "BASELINES",
+    "RESOURCES",
+    "CostError",
+    "Device",
+    "Folding",
+    "HardwareEstimate",
+    "LayerRow",
+    "ModelMetrics",
+    "devices",
+    "estimate",
+    "finn_estimate",
+    "fold_for_resources",
+    "fold_for_throughput",
+    "get_device",
+    "model_metrics",
+    "qa_score",
+    "vgg10_amc",
+]
+
+_MODELS = {"finn": finn_estimate}
+
+
+def estimate(model: nn.Module, target: str | Device, *, input_shape: tuple[int, ...], kind: str = "finn",
+             **options: Any) -> HardwareEstimate:
+    """Estimate ``model`` on ``target`` with the hardware model ``kind`` (``"finn"``).
+
+    ``options`` go to the model (for FINN: ``folding``, ``clock_mhz``, ``res_type``, ``mem_style``,
+    ``mvau_variant``). The result carries per-layer rows, totals and its assumptions.
+    """
+    if kind not in _MODELS:
+        raise CostError(f"kind: unknown hardware model {kind!r}; available {sorted(_MODELS)}")
+    return _MODELS[kind](model, target, input_shape, **options)

@@ -1,0 +1,977 @@
+"""CPU latency lookup tables from operator profiling with onnxruntime (HA-NAS style).
+
+Contract:
+
+* :func:`profile_operators` times single-operator ONNX models (built with ``onnx.helper``) on the
+  machine at hand, over a grid of shapes (:func:`default_grid`, or :func:`quick_grid` for tests), and
+  returns a :class:`LatencyTable`: operator key -> median microseconds of one ``InferenceSession.run``,
+  plus the :func:`machine_description` and the session settings it was measured under.
+* Every timing here uses the same fixed session (:func:`session_options`): CPU execution provider,
+  ``intra_op_num_threads=threads`` (1 by default), ``inter_op_num_threads=1``, sequential execution,
+  ``ORT_ENABLE_ALL`` graph optimizations (fusions and the NCHWc layout transform, as real inference uses),
+  inputs fed as numpy arrays through ``run``. A timing is the median of single-run wall times
+  (``time.perf_counter_ns``) after warm-up runs.
+* :meth:`LatencyTable.predict_operator` returns the measured value for a key in the table; otherwise it
+  interpolates multilinearly, in the raw parameters, between the measured grid points around the query
+  (channels, output positions, kernel size; stride, pooling window and linear rows must match a measured
+  group). Multilinear interpolation is exact for any cost that is a sum of products of those parameters
+  (MACs, input/output/weight sizes, a constant), so it only errs where the kernel's efficiency changes
+  between grid points. Queries outside the measured range, in a cell with an unmeasured corner or in an
+  unmeasured group are anchored on the nearest measured point and scaled by a per-kind cost model
+  ``c0 + c1·MACs + c2·inputs + c3·outputs + c4·weights (+ c5·im2col)`` fitted by non-negative least squares
+  (relative error) on the table.
+* :func:`predict_latency` walks a model (forward hooks on a zero input, batch 1), predicts each operator
+  and sums: total = one session overhead (the run time of a 1-element ``Identity`` model) + per operator
+  its predicted time minus that overhead. Graph rewrites of ``ORT_ENABLE_ALL`` are mirrored: an
+  activation right after a convolution or linear layer is fused into it and costs only its compute
+  (its time at the query size minus its time at the smallest measured size); identity activations and
+  dropout are no nodes in the exported graph and cost 0. Quantizers inside hwnas layers are ignored: the
+  prediction is for the float graph of the same architecture (quantizers off or folded into the weights).
+  Modules with children are treated as containers whose forward only chains their children (no hidden
+  tensor ops); an unknown leaf module raises :class:`UnsupportedLayerError` naming it.
+* :func:`measure_latency` exports a model with ``torch.onnx.export`` (TorchScript exporter,
+  ``dynamo=False``; the dynamo exporter, which needs ``onnxscript``, only as a fallback) and times it with
+  the same session settings.
+
+Requires ``onnx`` and ``onnxruntime`` (imported lazily, so ``import hwnas.cost`` works without them).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "FORMAT",
+    "OP_KINDS",
+    "LatencyPrediction",
+    "LatencyRow",
+    "LatencyTable",
+    "Operator",
+    "ProfileGrid",
+    "UnsupportedLayerError",
+    "default_grid",
+    "machine_description",
+    "measure_latency",
+    "model_operators",
+    "predict_latency",
+    "profile_operators",
+    "quick_grid",
+    "session_options",
+]
+
+FORMAT = "hwnas-cpu-latency/1"
+"""Identifier written into (and required from) saved tables."""
+
+_OPSET = 17
+_IR_VERSION = 8  # what opset 17 needs; newer onnx packages default to IR versions onnxruntime may reject
+
+# operator kind -> parameter names (all per sample; the batch size is a table-wide setting)
+_CONV1D = ("cin", "cout", "length", "kernel", "stride", "padding")
+_DW1D = ("channels", "length", "kernel", "stride", "padding")
+_CONV2D = ("cin", "cout", "height", "width", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
+_DW2D = ("channels", "height", "width", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
+_POOL1D = ("channels", "length", "kernel", "stride", "padding")
+_POOL2D = ("channels", "height", "width", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")
+_SCHEMA: dict[str, tuple[str, ...]] = {
+    "conv1d": _CONV1D,
+    "dwconv1d": _DW1D,
+    "conv2d": _CONV2D,
+    "dwconv2d": _DW2D,
+    "linear": ("rows", "fin", "fout"),
+    "maxpool1d": _POOL1D,
+    "avgpool1d": _POOL1D,
+    "maxpool2d": _POOL2D,
+    "avgpool2d": _POOL2D,
+    "relu": ("elements",),
+    "tanh": ("elements",),
+    "sigmoid": ("elements",),
+    "identity": ("elements",),
+    "flatten": ("elements",),
+}
+OP_KINDS: tuple[str, ...] = tuple(_SCHEMA)
+"""Operator kinds a table can hold (``dwconv`` = depthwise, ``groups == channels``)."""
+
+_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+_FUSES_ACTIVATION = ("conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear")
+_ONNX_ACT = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
+
+
+class UnsupportedLayerError(ValueError):
+    """A model holds a layer the latency model cannot predict; the message names the layer and its type."""
+
+
+# ---------------------------------------------------------------------------------------------- operators
+@dataclass(frozen=True)
+class Operator:
+    """One operator instance: a kind from :data:`OP_KINDS` and its integer shape parameters (per sample)."""
+
+    kind: str
+    params: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def make(cls, kind: str, **params: int) -> Operator:
+        """Build and validate an operator, e.g. ``Operator.make("linear", rows=1, fin=64, fout=10)``."""
+        if kind not in _SCHEMA:
+            raise ValueError(f"kind: unknown operator kind {kind!r}; expected one of {list(OP_KINDS)}")
+        names = _SCHEMA[kind]
+        if set(params) != set(names):
+            raise ValueError(f"{kind}: parameters must be {list(names)}, got {sorted(params)}")
+        values = tuple((n, int(params[n])) for n in names)
+        if any(v < 0 for _, v in values) or any(v < 1 for n, v in values if not n.startswith("pad")):
+            raise ValueError(f"{kind}: parameters must be positive (padding non-negative), got {dict(values)}")
+        op = cls(kind, values)
+        op._check_output()
+        return op
+
+    @property
+    def p(self) -> dict[str, int]:
+        """The parameters as a dict."""
+        return dict(self.params)
+
+    @property
+    def key(self) -> str:
+        """Canonical text key, e.g. ``linear(rows=1,fin=64,fout=10)``."""
+        return f"{self.kind}(" + ",".join(f"{n}={v}" for n, v in self.params) + ")"
+
+    @classmethod
+    def from_key(cls, key: str) -> Operator:
+        """Parse a key written by :attr:`key`."""
+        kind, _, rest = key.partition("(")
+        params = dict(item.split("=") for item in rest.rstrip(")").split(",") if item)
+        return cls.make(kind, **{k: int(v) for k, v in params.items()})
+
+    def _check_output(self) -> None:
+        if self.kind in ("conv1d", "dwconv1d", "maxpool1d", "avgpool1d"):
+            if _out_len(**_sub(self.p, "length", "kernel", "stride", "padding")) < 1:
+                raise ValueError(f"{self.key}: empty output")
+        elif self.kind in ("conv2d", "dwconv2d", "maxpool2d", "avgpool2d"):
+            if min(self.out_hw()) < 1:
+                raise ValueError(f"{self.key}: empty output")
+
+    def out_hw(self) -> tuple[int, int]:
+        """Output height and width of a 2-D operator."""
+        p = self.p
+        return (_out_len(p["height"], p["kernel_h"], p["stride_h"], p["pad_h"]),
+                _out_len(p["width"], p["kernel_w"], p["stride_w"], p["pad_w"]))
+
+    def out_len(self) -> int:
+        """Output length of a 1-D operator."""
+        p = self.p
+        return _out_len(p["length"], p["kernel"], p["stride"], p["padding"])
+
+
+def _sub(d: dict[str, int], *names: str) -> dict[str, int]:
+    return {n: d[n] for n in names}
+
+
+def _out_len(length: int, kernel: int, stride: int, padding: int) -> int:
+    return (length + 2 * padding - kernel) // stride + 1
+
+
+# ------------------------------------------------------------------------- coordinates and the cost basis
+def _coords(op: Operator) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(exact group, continuous coordinates) used for interpolation.
+
+    Coordinates use output positions, not input sizes, so a padding other than the grid's "same" padding
+    maps onto the grid point with the same amount of work.
+    """
+    p, k = op.p, op.kind
+    if k == "conv1d":
+        return (p["stride"],), (p["cin"], p["cout"], op.out_len(), p["kernel"])
+    if k == "dwconv1d":
+        return (p["stride"],), (p["channels"], op.out_len(), p["kernel"])
+    if k == "conv2d":
+        ho, wo = op.out_hw()
+        return (p["stride_h"], p["stride_w"]), (p["cin"], p["cout"], ho * wo, p["kernel_h"] * p["kernel_w"])
+    if k == "dwconv2d":
+        ho, wo = op.out_hw()
+        return (p["stride_h"], p["stride_w"]), (p["channels"], ho * wo, p["kernel_h"] * p["kernel_w"])
+    if k == "linear":
+        return (p["rows"],), (p["fin"], p["fout"])
+    if k in ("maxpool1d", "avgpool1d"):
+        return (p["kernel"], p["stride"]), (p["channels"], op.out_len())
+    if k in ("maxpool2d", "avgpool2d"):
+        ho, wo = op.out_hw()
+        return (p["kernel_h"], p["kernel_w"], p["stride_h"], p["stride_w"]), (p["channels"], ho * wo)
+    return (), (p["elements"],)
+
+
+def _basis(kind: str, exact: tuple[int, ...], c: tuple[float, ...]) -> np.ndarray:
+    """Cost-model features: constant, MACs (or element work), inputs, outputs, weights, im2col size."""
+    if kind == "conv1d":
+        (s,), (cin, cout, lo, kk) = exact, c
+        return np.array([1.0, cin * cout * kk * lo, cin * lo * s, cout * lo, cin * cout * kk, cin * kk * lo])
+    if kind == "conv2d":
+        (sh, sw), (cin, cout, po, ka) = exact, c
+        return np.array([1.0, cin * cout * ka * po, cin * po * sh * sw, cout * po, cin * cout * ka, cin * ka * po])
+    if kind in ("dwconv1d", "dwconv2d"):
+        s = math.prod(exact)
+        ch, po, ka = c
+        return np.array([1.0, ch * ka * po, ch * po * s, ch * po, ch * ka])
+    if kind == "linear":
+        (rows,), (fin, fout) = exact, c
+        return np.array([1.0, rows * fin * fout, rows * fin, rows * fout, fin * fout])
+    if kind.endswith("pool1d") or kind.endswith("pool2d"):
+        half = len(exact) // 2
+        window, s = math.prod(exact[:half]), math.prod(exact[half:])
+        ch, po = c
+        return np.array([1.0, ch * po * window, ch * po * s, ch * po])
+    return np.array([1.0, c[0]])
+
+
+def _nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error (rows scaled by 1/y), by an active-set loop."""
+    A = X / y[:, None]
+    b = np.ones_like(y)
+    scale = np.maximum(np.abs(A).max(axis=0), 1e-30)
+    A = A / scale
+    active = list(range(X.shape[1]))
+    coef = np.zeros(X.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(A[:, active], b, rcond=None)
+        if (sol >= 0).all():
+            coef[:] = 0.0
+            coef[active] = sol
+            break
+        active.pop(int(np.argmin(sol)))
+    return coef / scale
+
+
+# ------------------------------------------------------------------------------------ machine and session
+def machine_description(threads: int = 1) -> dict[str, Any]:
+    """The machine and software a table is measured on: CPU model, cores, versions, threads, platform."""
+    cpu, flags = platform.processor() or "unknown", []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu in ("unknown", "x86_64", ""):
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "neon", "asimd")
+                flags = sorted(set(value.split()) & set(wanted))
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {
+        "cpu_model": cpu,
+        "cpu_flags": flags,
+        "logical_cores": os.cpu_count() or 1,
+        "usable_cores": usable,
+        "threads": int(threads),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime"),
+        "numpy": np.__version__,
+    }
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as err:  # pragma: no cover - exercised only without the package
+        raise ImportError("hwnas.cost.cpu_latency needs onnxruntime: pip install onnxruntime") from err
+    return onnxruntime
+
+
+def session_options(threads: int = 1) -> Any:
+    """The fixed onnxruntime session options every timing uses (see the module docstring)."""
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def _session(model_bytes: bytes, threads: int) -> Any:
+    ort = _ort()
+    return ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def _time_session(sess: Any, feed: dict[str, np.ndarray], repeats: int, warmup: int,
+                  budget_s: float | None = None) -> float:
+    """Median wall time of one ``run`` in microseconds, after ``warmup`` runs (and at least 2 ms of them).
+
+    With ``budget_s`` the number of timed runs shrinks for slow operators (never below 5).
+    """
+    run = sess.run
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or (time.perf_counter() - start < 0.002 and done < 50 * max(warmup, 1)):
+        run(None, feed)
+        done += 1
+    per_run = (time.perf_counter() - start) / max(done, 1)
+    n = repeats
+    if budget_s is not None:
+        n = max(5, min(repeats, int(budget_s / max(per_run, 1e-9))))
+    times = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        run(None, feed)
+        times.append(clock() - t0)
+    return statistics.median(times) / 1e3
+
+
+# ------------------------------------------------------------------------------------ single-op ONNX models
+def _onnx_model(op: Operator, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+    """A one-node ONNX model for ``op`` (weights as initializers) and its input feed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    p, kind = op.p, op.kind
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    inits: list[np.ndarray] = []
+    attrs: dict[str, Any] = {}
+    if kind in ("conv1d", "dwconv1d"):
+        cin = p.get("cin", p.get("channels"))
+        cout = p.get("cout", p.get("channels"))
+        group = cin if kind == "dwconv1d" else 1
+        x = rand(batch, cin, p["length"])
+        inits = [rand(cout, cin // group, p["kernel"]), rand(cout)]
+        attrs = dict(kernel_shape=[p["kernel"]], strides=[p["stride"]], pads=[p["padding"]] * 2, group=group)
+        node_type = "Conv"
+    elif kind in ("conv2d", "dwconv2d"):
+        cin = p.get("cin", p.get("channels"))
+        cout = p.get("cout", p.get("channels"))
+        group = cin if kind == "dwconv2d" else 1
+        x = rand(batch, cin, p["height"], p["width"])
+        inits = [rand(cout, cin // group, p["kernel_h"], p["kernel_w"]), rand(cout)]
+        attrs = dict(kernel_shape=[p["kernel_h"], p["kernel_w"]], strides=[p["stride_h"], p["stride_w"]],
+                     pads=[p["pad_h"], p["pad_w"], p["pad_h"], p["pad_w"]], group=group)
+        node_type = "Conv"
+    elif kind == "linear":  # what torch.onnx.export writes for nn.Linear on 2-D input
+        x = rand(batch * p["rows"], p["fin"])
+        inits = [rand(p["fout"], p["fin"]), rand(p["fout"])]
+        attrs = dict(alpha=1.0, beta=1.0, transB=1)
+        node_type = "Gemm"
+    elif kind in ("maxpool1d", "avgpool1d"):
+        x = rand(batch, p["channels"], p["length"])
+        attrs = dict(kernel_shape=[p["kernel"]], strides=[p["stride"]], pads=[p["padding"]] * 2)
+        node_type = "MaxPool" if kind == "maxpool1d" else "AveragePool"
+    elif kind in ("maxpool2d", "avgpool2d"):
+        x = rand(batch, p["channels"], p["height"], p["width"])
+        attrs = dict(kernel_shape=[p["kernel_h"], p["kernel_w"]], strides=[p["stride_h"], p["stride_w"]],
+                     pads=[p["pad_h"], p["pad_w"], p["pad_h"], p["pad_w"]])
+        node_type = "MaxPool" if kind == "maxpool2d" else "AveragePool"
+    elif kind == "flatten":
+        x = rand(batch, 1, p["elements"])
+        attrs = dict(axis=1)
+        node_type = "Flatten"
+    else:
+        x = rand(batch, p["elements"])
+        node_type = _ONNX_ACT[kind]
+    names = [f"w{i}" for i in range(len(inits))]
+    graph = helper.make_graph(
+        [helper.make_node(node_type, ["x", *names], ["y"], **attrs)], op.kind,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for a, n in zip(inits, names, strict=True)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], ir_version=_IR_VERSION)
+    onnx.checker.check_model(model)
+    return model.SerializeToString(), {"x": x}
+
+
+def _measure_operator(op: Operator, *, batch: int, threads: int, repeats: int, warmup: int,
+                      budget_s: float) -> float:
+    model, feed = _onnx_model(op, batch)
+    return _time_session(_session(model, threads), feed, repeats, warmup, budget_s)
+
+
+# ------------------------------------------------------------------------------------------------ grids
+@dataclass(frozen=True)
+class ProfileGrid:
+    """Shape grids to profile; every product of the listed values becomes one operator (minus the capped).
+
+    1-D lengths and 2-D sides are *output* sizes; inputs are sized so "same" padding (``kernel // 2``, odd
+    kernels) with the given stride produces them. ``max_macs`` drops grid points above that many MACs per
+    sample (their neighbours are then extrapolated with the fitted cost model).
+    """
+
+    conv1d_cin: tuple[int, ...]
+    conv1d_cout: tuple[int, ...]
+    conv1d_length: tuple[int, ...]
+    conv2d_cin: tuple[int, ...]
+    conv2d_cout: tuple[int, ...]
+    conv2d_side: tuple[int, ...]
+    dw_channels: tuple[int, ...]
+    kernels: tuple[int, ...] = (1, 3, 5, 7)
+    strides: tuple[int, ...] = (1, 2)
+    dw_length: tuple[int, ...] = ()
+    dw_side: tuple[int, ...] = ()
+    linear_fin: tuple[int, ...] = ()
+    linear_fout: tuple[int, ...] = ()
+    pool_channels: tuple[int, ...] = ()
+    pool_length: tuple[int, ...] = ()
+    pool_side: tuple[int, ...] = ()
+    pool_windows: tuple[tuple[int, int], ...] = ((2, 2),)  # (kernel, stride)
+    elements: tuple[int, ...] = ()
+    max_macs: int = 1 << 26
+    extra: tuple[str, ...] = field(default=())  # additional operator keys
+
+    def operators(self) -> list[Operator]:
+        """All operators of the grid, deduplicated, in a fixed order."""
+        ops: dict[str, Operator] = {}
+        for op in itertools.chain(self._convs(), self._linears(), self._pools(), self._elementwise()):
+            if _macs(op) <= self.max_macs:
+                ops.setdefault(op.key, op)
+        for key in self.extra:
+            op = Operator.from_key(key)
+            ops.setdefault(op.key, op)
+        return list(ops.values())
+
+    def _convs(self) -> Iterator[Operator]:
+        for k, s in itertools.product(self.kernels, self.strides):
+            pad = k // 2
+            for cin, cout, lo in itertools.product(self.conv1d_cin, self.conv1d_cout, self.conv1d_length):
+                yield Operator.make("conv1d", cin=cin, cout=cout, length=_in_size(lo, k, s, pad), kernel=k,
+                                    stride=s, padding=pad)
+            for cin, cout, so in itertools.product(self.conv2d_cin, self.conv2d_cout, self.conv2d_side):
+                n = _in_size(so, k, s, pad)
+                yield Operator.make("conv2d", cin=cin, cout=cout, height=n, width=n, kernel_h=k, kernel_w=k,
+                                    stride_h=s, stride_w=s, pad_h=pad, pad_w=pad)
+            for ch, lo in itertools.product(self.dw_channels, self.dw_length):
+                yield Operator.make("dwconv1d", channels=ch, length=_in_size(lo, k, s, pad), kernel=k, stride=s,
+                                    padding=pad)
+            for ch, so in itertools.product(self.dw_channels, self.dw_side):
+                n = _in_size(so, k, s, pad)
+                yield Operator.make("dwconv2d", channels=ch, height=n, width=n, kernel_h=k, kernel_w=k,
+                                    stride_h=s, stride_w=s, pad_h=pad, pad_w=pad)
+
+    def _linears(self) -> Iterator[Operator]:
+        for fin, fout in itertools.product(self.linear_fin, self.linear_fout):
+            yield Operator.make("linear", rows=1, fin=fin, fout=fout)
+
+    def _pools(self) -> Iterator[Operator]:
+        for (k, s), ch in itertools.product(self.pool_windows, self.pool_channels):
+            for kind in ("maxpool1d", "avgpool1d"):
+                for lo in self.pool_length:
+                    yield Operator.make(kind, channels=ch, length=(lo - 1) * s + k, kernel=k, stride=s, padding=0)
+            for kind in ("maxpool2d", "avgpool2d"):
+                for so in self.pool_side:
+                    n = (so - 1) * s + k
+                    yield Operator.make(kind, channels=ch, height=n, width=n, kernel_h=k, kernel_w=k,
+                                        stride_h=s, stride_w=s, pad_h=0, pad_w=0)
+
+    def _elementwise(self) -> Iterator[Operator]:
+        for kind in ("identity", "relu", "tanh", "sigmoid", "flatten"):
+            for n in self.elements:
+                yield Operator.make(kind, elements=n)
+
+
+def _in_size(out: int, kernel: int, stride: int, pad: int) -> int:
+    """Smallest input size giving ``out`` outputs; for stride 1 and odd kernels with pad k//2 it is ``out``."""
+    return max((out - 1) * stride + kernel - 2 * pad, 1)
+
+
+def _macs(op: Operator) -> int:
+    exact, c = _coords(op)
+    return int(_basis(op.kind, exact, c)[1])
+
+
+def default_grid() -> ProfileGrid:
+    """The full grid: channels 1–256, lengths 8–1024, images up to 64×64, kernels 1/3/5/7, strides 1/2."""
+    return ProfileGrid(
+        conv1d_cin=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        conv1d_cout=(4, 8, 16, 32, 64, 128, 256),
+        conv1d_length=(8, 16, 32, 64, 128, 256, 512, 1024),
+        conv2d_cin=(1, 3, 8, 16, 32, 64, 128),
+        conv2d_cout=(8, 16, 32, 64, 128),
+        conv2d_side=(4, 8, 16, 32, 64),
+        dw_channels=(8, 16, 32, 64, 128, 256),
+        dw_length=(8, 32, 128, 512, 1024),
+        dw_side=(4, 8, 16, 32, 64),
+        linear_fin=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+        linear_fout=(4, 8, 16, 32, 64, 128, 256, 512),
+        pool_channels=(1, 4, 16, 32, 64, 128, 256),
+        pool_length=(4, 16, 64, 256, 512),
+        pool_side=(2, 4, 8, 16, 32),
+        pool_windows=((2, 2), (3, 2), (4, 4)),
+        elements=(1, 64, 256, 1024, 4096, 16384, 65536, 262144),
+    )
+
+
+def quick_grid() -> ProfileGrid:
+    """A small grid (a few seconds) for tests and smoke runs."""
+    return ProfileGrid(
+        conv1d_cin=(2, 16),
+        conv1d_cout=(8, 32),
+        conv1d_length=(32, 128),
+        conv2d_cin=(1, 8),
+        conv2d_cout=(8,),
+        conv2d_side=(8, 16),
+        dw_channels=(16,),
+        kernels=(3,),
+        strides=(1,),
+        dw_length=(32, 128),
+        dw_side=(8, 16),
+        linear_fin=(64, 512),
+        linear_fout=(16, 64),
+        pool_channels=(8, 16),
+        pool_length=(16, 64),
+        pool_side=(4, 8),
+        elements=(1, 1024, 4096),
+    )
+
+
+# ------------------------------------------------------------------------------------------------- table
+@dataclass
+class LatencyTable:
+    """Measured operator latencies (key -> median µs per ``run``) with the machine they were measured on.
+
+    ``overhead_us`` is the time of one ``run`` of a 1-element ``Identity`` model: the fixed cost of a session
+    call that every single-op measurement contains once and a whole model pays once.
+    """
+
+    entries: dict[str, float]
+    machine: dict[str, Any]
+    session: dict[str, Any]
+    overhead_us: float
+    batch_size: int = 1
+    created: str = ""
+    _index: dict[tuple[str, tuple[int, ...]], dict[tuple[float, ...], float]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _fits: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+    # -- persistence
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready contents."""
+        return {"format": FORMAT, "created": self.created, "batch_size": self.batch_size,
+                "overhead_us": self.overhead_us, "machine": self.machine, "session": self.session,
+                "entries": dict(sorted(self.entries.items()))}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table as JSON atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.to_dict(), fh, indent=1)
+                fh.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
+        """Read a table written by :meth:`save`; a wrong format or malformed key raises ``ValueError``."""
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} latency table")
+        entries = {Operator.from_key(k).key: float(v) for k, v in data["entries"].items()}
+        return cls(entries=entries, machine=data["machine"], session=data["session"],
+                   overhead_us=float(data["overhead_us"]), batch_size=int(data["batch_size"]),
+                   created=data.get("created", ""))
+
+    # -- queries
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, op: object) -> bool:
+        return isinstance(op, Operator) and op.key in self.entries
+
+    def kinds(self) -> set[str]:
+        """Operator kinds present in the table."""
+        return {key.partition("(")[0] for key in self.entries}
+
+    def same_machine(self, other: dict[str, Any] | None = None) -> bool:
+        """Whether ``other`` (default: this machine now) has the CPU, cores, threads and runtime of the table."""
+        other = other if other is not None else machine_description(self.machine.get("threads", 1))
+        fields = ("cpu_model", "logical_cores", "threads", "onnxruntime", "machine")
+        return all(self.machine.get(f) == other.get(f) for f in fields)
+
+    def predict_operator(self, op: Operator | str, **params: int) -> float:
+        """Predicted µs of one ``run`` of the single-op model: exact entry, else interpolation (module doc).
+
+        Call as ``predict_operator(Operator.make(...))``, ``predict_operator("conv1d(...)")`` or
+        ``predict_operator("conv1d", cin=..., ...)``.
+        """
+        if isinstance(op, str):
+            op = Operator.make(op, **params) if params or "(" not in op else Operator.from_key(op)
+        if op.key in self.entries:
+            return self.entries[op.key]
+        exact, coords = _coords(op)
+        groups = self._group_index(op.kind)
+        if not groups:
+            raise KeyError(f"{op.key}: the table has no {op.kind} measurements")
+        points = groups.get(exact)
+        if points is not None:
+            value = _multilinear(points, coords)
+            if value is not None:
+                return value
+        return self._anchored(op.kind, exact, coords, groups)
+
+    def fitted_coefficients(self, kind: str) -> np.ndarray:
+        """Coefficients of the per-kind cost model (order of the basis in the module docstring)."""
+        if self._fits is None:
+            self._fits = {}
+        if kind not in self._fits:
+            rows, ys = [], []
+            for (exact, points) in self._group_index(kind).items():
+                for coords, value in points.items():
+                    rows.append(_basis(kind, exact, coords))
+                    ys.append(value)
+            if not rows:
+                raise KeyError(f"the table has no {kind} measurements")
+            self._fits[kind] = _nnls_relative(np.array(rows), np.array(ys))
+        return self._fits[kind]
+
+    def fitted_operator(self, op: Operator) -> float:
+        """The per-kind least-squares cost model's prediction for ``op`` (µs)."""
+        exact, coords = _coords(op)
+        return float(_basis(op.kind, exact, coords) @ self.fitted_coefficients(op.kind))
+
+    def _group_index(self, kind: str) -> dict[tuple[int, ...], dict[tuple[float, ...], float]]:
+        if self._index is None:
+            index: dict[tuple[str, tuple[int, ...]], dict[tuple[float, ...], float]] = {}
+            for key, value in self.entries.items():
+                op = Operator.from_key(key)
+                exact, coords = _coords(op)
+                index.setdefault((op.kind, exact), {})[coords] = value
+            self._index = index
+        return {exact: pts for (k, exact), pts in self._index.items() if k == kind}
+
+    def _anchored(self, kind: str, exact: tuple[int, ...], coords: tuple[float, ...],
+                  groups: dict[tuple[int, ...], dict[tuple[float, ...], float]]) -> float:
+        """Nearest measured point (log distance, same group preferred) scaled by the fitted cost model."""
+        coef = self.fitted_coefficients(kind)
+
+        def distance(g: tuple[int, ...], c: tuple[float, ...]) -> float:
+            d = sum(math.log(a / b) ** 2 for a, b in zip(coords, c, strict=True))
+            return d + sum(math.log(a / b) ** 2 for a, b in zip(exact, g, strict=True)) * 4.0
+
+        best = min(((g, c) for g, pts in groups.items() for c in pts), key=lambda gc: distance(*gc))
+        anchor = groups[best[0]][best[1]]
+        f_query = float(_basis(kind, exact, coords) @ coef)
+        f_anchor = float(_basis(kind, best[0], best[1]) @ coef)
+        if f_anchor <= 0 or f_query <= 0:
+            return max(f_query, anchor)
+        return anchor * f_query / f_anchor
+
+
+def _multilinear(points: dict[tuple[float, ...], float], q: tuple[float, ...]) -> float | None:
+    """Multilinear interpolation on the grid cell around ``q``; None if ``q`` is off the grid's range or a
+    corner of its cell was not measured."""
+    d = len(q)
+    axes = [sorted({c[i] for c in points}) for i in range(d)]
+    brackets = []
+    for i, v in enumerate(q):
+        vals = axes[i]
+        if v < vals[0] or v > vals[-1]:
+            return None
+        j = int(np.searchsorted(vals, v))
+        if vals[j] == v:
+            brackets.append(((vals[j], 1.0),))
+        else:
+            lo, hi = vals[j - 1], vals[j]
+            t = (v - lo) / (hi - lo)
+            brackets.append(((lo, 1.0 - t), (hi, t)))
+    total = 0.0
+    for corner in itertools.product(*brackets):
+        key = tuple(c for c, _ in corner)
+        if key not in points:
+            return None
+        total += math.prod(w for _, w in corner) * points[key]
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- profiling
+def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, threads: int = 1,
+                      batch_size: int = 1, repeats: int = 60, warmup: int = 5, budget_s: float = 0.03,
+                      progress: Callable[[int, int, Operator, float], None] | None = None) -> LatencyTable:
+    """Time every operator of ``grid`` (default :func:`default_grid`) and return the table.
+
+    Each operator gets its own session; its value is the median of up to ``repeats`` timed runs (fewer
+    for slow operators, so one operator's timing takes about ``budget_s``) after ``warmup`` runs.
+    ``progress(i, n, op, us)`` is called after each operator.
+    """
+    ops = (grid or default_grid()).operators() if grid is None or isinstance(grid, ProfileGrid) else list(grid)
+    overhead_op = Operator.make("identity", elements=1)
+    overhead = _measure_operator(overhead_op, batch=batch_size, threads=threads, repeats=max(repeats, 200),
+                                 warmup=warmup, budget_s=budget_s * 4)
+    entries: dict[str, float] = {overhead_op.key: overhead}
+    for i, op in enumerate(ops):
+        if op.key not in entries:
+            entries[op.key] = _measure_operator(op, batch=batch_size, threads=threads, repeats=repeats,
+                                                warmup=warmup, budget_s=budget_s)
+        if progress is not None:
+            progress(i + 1, len(ops), op, entries[op.key])
+    session = {"provider": "CPUExecutionProvider", "intra_op_num_threads": threads, "inter_op_num_threads": 1,
+               "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
+               "opset": _OPSET, "statistic": "median", "repeats": repeats, "warmup": warmup}
+    return LatencyTable(entries=entries, machine=machine_description(threads), session=session,
+                        overhead_us=overhead, batch_size=batch_size,
+                        created=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+# --------------------------------------------------------------------------------------------- prediction
+@dataclass(frozen=True)
+class LatencyRow:
+    """One operator of a model: layer name, operator kind (``+fused`` when folded into the previous
+    convolution/linear node), its per-sample input shape and the predicted µs it adds to a run."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    us: float
+    operator: Operator | None = None
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """Per-layer rows plus the fixed session overhead; ``total_ms`` = overhead + Σ rows."""
+
+    rows: tuple[LatencyRow, ...]
+    overhead_us: float
+
+    @property
+    def total_us(self) -> float:
+        """Predicted µs of one inference run."""
+        return self.overhead_us + sum(r.us for r in self.rows)
+
+    @property
+    def total_ms(self) -> float:
+        """Predicted ms of one inference run."""
+        return self.total_us / 1e3
+
+    def table(self) -> str:
+        """Rows as aligned text."""
+        lines = [f"{'layer':24s} {'op':18s} {'input shape':18s} {'µs':>9s}"]
+        lines += [f"{r.name:24s} {r.kind:18s} {'x'.join(map(str, r.shape)):18s} {r.us:9.2f}" for r in self.rows]
+        lines.append(f"{'(session overhead)':24s} {'':18s} {'':18s} {self.overhead_us:9.2f}")
+        lines.append(f"{'total':24s} {'':18s} {'':18s} {self.total_us:9.2f}")
+        return "\n".join(lines)
+
+
+_PASSTHROUGH = (nn.Identity, nn.Dropout)
+
+
+def _activation_kind(mod: nn.Module) -> str | None:
+    from hwnas.nn import QActivation
+
+    if isinstance(mod, QActivation):
+        return mod.kind
+    for cls, kind in ((nn.ReLU, "relu"), (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid")):
+        if isinstance(mod, cls):
+            return kind
+    if isinstance(mod, _PASSTHROUGH):
+        return "identity"
+    return None
+
+
+def _is_operator_module(mod: nn.Module) -> bool:
+    known = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Flatten)
+    return isinstance(mod, known) or _activation_kind(mod) is not None
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (int(v[0]), int(v[-1])) if isinstance(v, tuple | list) else (int(v), int(v))
+
+
+def _pad_for(n_in: int, n_out: int, kernel: int, stride: int, padding: Any) -> int:
+    """Symmetric padding reproducing the observed output size (handles ``"same"``/``"valid"``)."""
+    if isinstance(padding, str):
+        return max(0, ((n_out - 1) * stride + kernel - n_in + 1) // 2)
+    return int(padding)
+
+
+def _module_operator(name: str, mod: nn.Module, ishape: tuple[int, ...],
+                     oshape: tuple[int, ...]) -> tuple[Operator | None, int]:
+    """Operator for one called module (None for an identity) and how many times it repeats (groups)."""
+    act = _activation_kind(mod)
+    if act is not None:
+        return (None if act == "identity" else Operator.make(act, elements=math.prod(ishape))), 1
+    if isinstance(mod, nn.Flatten):
+        return Operator.make("flatten", elements=math.prod(ishape)), 1
+    if isinstance(mod, nn.Linear):
+        return Operator.make("linear", rows=math.prod(ishape[:-1]), fin=ishape[-1], fout=oshape[-1]), 1
+    if isinstance(mod, nn.Conv1d):
+        return _conv1d_operator(mod, ishape, oshape)
+    if isinstance(mod, nn.Conv2d):
+        return _conv2d_operator(mod, ishape, oshape)
+    if isinstance(mod, nn.MaxPool1d | nn.AvgPool1d):
+        k, s, pad = (_pair(getattr(mod, a))[0] for a in ("kernel_size", "stride", "padding"))
+        kind = "maxpool1d" if isinstance(mod, nn.MaxPool1d) else "avgpool1d"
+        return Operator.make(kind, channels=ishape[0], length=ishape[-1], kernel=k, stride=s, padding=pad), 1
+    if isinstance(mod, nn.MaxPool2d | nn.AvgPool2d):
+        (kh, kw), (sh, sw), (ph, pw) = (_pair(getattr(mod, a)) for a in ("kernel_size", "stride", "padding"))
+        kind = "maxpool2d" if isinstance(mod, nn.MaxPool2d) else "avgpool2d"
+        return Operator.make(kind, channels=ishape[0], height=ishape[1], width=ishape[2], kernel_h=kh,
+                             kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw), 1
+    raise UnsupportedLayerError(f"layer {name!r}: {type(mod).__name__} has no CPU latency model")
+
+
+def _conv1d_operator(mod: nn.Conv1d, ishape: tuple[int, ...], oshape: tuple[int, ...]) -> tuple[Operator, int]:
+    cin, cout, g = mod.in_channels, mod.out_channels, mod.groups
+    k, s = mod.kernel_size[0], mod.stride[0]
+    pad = _pad_for(ishape[-1], oshape[-1], k, s, mod.padding if isinstance(mod.padding, str) else mod.padding[0])
+    if g > 1 and g == cin == cout:
+        return Operator.make("dwconv1d", channels=cin, length=ishape[-1], kernel=k, stride=s, padding=pad), 1
+    return Operator.make("conv1d", cin=cin // g, cout=cout // g, length=ishape[-1], kernel=k, stride=s,
+                         padding=pad), g
+
+
+def _conv2d_operator(mod: nn.Conv2d, ishape: tuple[int, ...], oshape: tuple[int, ...]) -> tuple[Operator, int]:
+    cin, cout, g = mod.in_channels, mod.out_channels, mod.groups
+    (kh, kw), (sh, sw) = _pair(mod.kernel_size), _pair(mod.stride)
+    pads = ("same", "same") if isinstance(mod.padding, str) else _pair(mod.padding)
+    ph = _pad_for(ishape[1], oshape[1], kh, sh, mod.padding if isinstance(mod.padding, str) else pads[0])
+    pw = _pad_for(ishape[2], oshape[2], kw, sw, mod.padding if isinstance(mod.padding, str) else pads[1])
+    dims = dict(height=ishape[1], width=ishape[2], kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
+                pad_h=ph, pad_w=pw)
+    if g > 1 and g == cin == cout:
+        return Operator.make("dwconv2d", channels=cin, **dims), 1
+    return Operator.make("conv2d", cin=cin // g, cout=cout // g, **dims), g
+
+
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    ishape: tuple[int, ...]
+    oshape: tuple[int, ...]
+    fed_by_previous: bool
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Call]:
+    """Operator modules in call order with per-sample shapes (hooks on a zero input, batch 1)."""
+    calls: list[_Call] = []
+    last_out: list[torch.Tensor | None] = [None]
+    handles = []
+    skip: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in skip):
+            continue  # quantizers and other internals of an operator layer
+        label = name or type(mod).__name__
+        if _is_operator_module(mod):
+            skip.append(name)
+
+            def hook(m: nn.Module, inp: tuple[Any, ...], out: Any, label: str = label) -> None:
+                x = inp[0]
+                calls.append(_Call(label, m, tuple(x.shape[1:]), tuple(out.shape[1:]), x is last_out[0]))
+                last_out[0] = out
+
+            handles.append(mod.register_forward_hook(hook))
+        elif not any(True for _ in mod.children()):
+            raise UnsupportedLayerError(f"layer {label!r}: {type(mod).__name__} has no CPU latency model")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return calls
+
+
+def model_operators(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, Operator | None, int, bool]]:
+    """(layer name, operator or None for identities, repeat count, fused into previous) in call order."""
+    result = []
+    prev_kind: str | None = None
+    for call in _trace(model, tuple(input_shape)):
+        op, times = _module_operator(call.name, call.module, call.ishape, call.oshape)
+        fused = (op is not None and op.kind in _ACTIVATIONS and call.fed_by_previous
+                 and prev_kind in _FUSES_ACTIVATION)
+        result.append((call.name, op, times, fused))
+        if op is not None:
+            prev_kind = None if fused else op.kind
+    return result
+
+
+def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable) -> LatencyPrediction:
+    """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc)."""
+    rows = []
+    shapes = {c.name: c.ishape for c in _trace(model, tuple(input_shape))}
+    for name, op, times, fused in model_operators(model, input_shape):
+        if op is None:
+            rows.append(LatencyRow(name, "identity", shapes.get(name, ()), 0.0))
+            continue
+        if fused:
+            smallest = _smallest_elements(table, op.kind)
+            us = max(0.0, table.predict_operator(op) - table.predict_operator(op.kind, elements=smallest))
+            kind = op.kind + "+fused"
+        else:
+            us = max(0.0, table.predict_operator(op) - table.overhead_us) * times
+            kind = op.kind if times == 1 else f"{op.kind}x{times}"
+        rows.append(LatencyRow(name, kind, shapes.get(name, ()), us, op))
+    return LatencyPrediction(tuple(rows), table.overhead_us)
+
+
+def _smallest_elements(table: LatencyTable, kind: str) -> int:
+    sizes = [Operator.from_key(k).p["elements"] for k in table.entries if k.startswith(kind + "(")]
+    if not sizes:
+        raise KeyError(f"the table has no {kind} measurements")
+    return min(sizes)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> bytes:
+    """The model as ONNX bytes (TorchScript exporter; the dynamo exporter only if that one is missing)."""
+    x = torch.zeros((batch_size, *input_shape))
+    was_training = model.training
+    model.eval()
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=_OPSET,
+                                  input_names=["x"], output_names=["y"])
+            except TypeError:  # a torch without the dynamo switch or without the TorchScript exporter
+                buf = io.BytesIO()
+                torch.onnx.export(model, (x,), buf, input_names=["x"], output_names=["y"])
+    finally:
+        model.train(was_training)
+    return buf.getvalue()
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 200, *, warmup: int = 20,
+                    threads: int = 1, batch_size: int = 1) -> float:
+    """Median ms of one onnxruntime run of the exported model (session settings of :func:`session_options`)."""
+    sess = _session(export_onnx(model, tuple(input_shape), batch_size), threads)
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
+    return _time_session(sess, {sess.get_inputs()[0].name: x}, repeats, warmup) / 1e3

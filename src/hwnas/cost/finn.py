@@ -1,0 +1,457 @@
+"""FINN streaming-dataflow model: cycles per stage with PE/SIMD folding, resources, folding search.
+
+Every layer becomes one or more FINN stages, as in seed 000 eq. (3):
+``Latency(L) = CYC_pad + CYC_CIG + CYC_MVAU + CYC_thresh + CYC_pool``.
+
+* MVAU (conv with groups=1, linear): ``cycles = (MH/PE)·(MW/SIMD)·vectors`` with MH = C_out, MW = C_in·K^d,
+  vectors = output positions (1 for linear) — FINN ``MVAU.get_exp_cycles``. PE must divide MH and SIMD
+  must divide MW.
+* VVAU (depthwise conv, groups = C): ``cycles = (C/PE)·(K^d/SIMD)·positions`` — FINN ``VVAU``.
+* ConvolutionInputGenerator (sliding window): FINN's formula (finn-hlslib ``slidingwindow.h``):
+  ``IFM_W·K_h·dil_h·C/SIMD + OFM_H·max(OFM_W·K_w·K_h·C/SIMD, stride_w·IFM_W·C/SIMD)``; 1-D convolutions are
+  the 2-D case with height 1.
+* FMPadding: one cycle per padded output pixel and SIMD-group of channels.
+* Thresholding (the activation after a conv/linear): ``positions·C/PE`` cycles.
+* Pooling (StreamingMaxPool): ``input pixels·C/PE`` cycles.
+
+First-sample latency = Σ stage cycles; initiation interval = max stage cycles; throughput = f / II.
+
+Resources (sources in each function): MVAU LUT/BRAM18/URAM/DSP from FINN's estimators (FINN-R, Blott et
+al. 2018, as implemented in ``MVAU_hls.lut_estimation``, ``MVAU.bram_estimation``, ``uram_estimation``,
+``dsp_estimation``; the RTL MVAU DSP formula from ``MVAU_rtl.dsp_estimation``). FFs are not modelled by
+FINN; hwnas reports ``FF ≈ 1.8·LUT``, the register/LUT ratio of seed 000 Table II (a heuristic).
+Sliding-window, padding, pooling and thresholding resources are hwnas approximations stated where
+they are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hwnas.nn.layers import QConv1d, QConv2d
+
+from .catalog import RESOURCES, CostError, Device, get_device
+from .graph import LayerInfo, describe_model
+from .power import power_watts
+from .result import HardwareEstimate, LayerRow
+
+__all__ = ["Folding", "finn_estimate", "fold_for_resources", "fold_for_throughput", "mvau_bram18", "mvau_cycles",
+           "mvau_dsps", "mvau_luts", "swg_cycles"]
+
+FF_PER_LUT = 1.8
+_BRAM18_BITS = 18 * 1024
+
+
+@dataclass(frozen=True)
+class Folding:
+    """Parallelism of one compute stage: PE output channels and SIMD input lanes per cycle."""
+
+    pe: int = 1
+    simd: int = 1
+
+
+# ----------------------------------------------------------------------------------------- formulas
+def mvau_cycles(mh: int, mw: int, pe: int, simd: int, vectors: int) -> int:
+    """FINN ``MVAU.get_exp_cycles``: (MH/PE)·(MW/SIMD)·vectors."""
+    return (mh // pe) * (mw // simd) * vectors
+
+
+def swg_cycles(channels: int, ifm: tuple[int, int], ofm: tuple[int, int], kernel: tuple[int, int],
+               stride: tuple[int, int], dilation: tuple[int, int], simd: int) -> int:
+    """FINN ``ConvolutionInputGenerator.get_exp_cycles`` (finn-hlslib sliding window, mmv = 1)."""
+    ifm_w = ifm[1]
+    (ofm_h, ofm_w), (k_h, k_w) = ofm, kernel
+    folds = channels / simd
+    write_block = ofm_w * k_w * k_h * folds
+    read_block = stride[1] * ifm_w * folds
+    return int(ifm_w * k_h * dilation[0] * folds + ofm_h * max(write_block, read_block))
+
+
+def accumulator_bits(mw: int, w: float, a: float, signed_input: bool = True) -> int:
+    """Minimal accumulator width for an MW-term dot product (the bound FINN uses, arXiv:2301.13376)."""
+    alpha = math.log2(max(mw, 1)) + w + a - 1 - int(signed_input)
+    return math.ceil(alpha + math.log2(1 + 2 ** -alpha) + 1)
+
+
+def mvau_luts(pe: int, simd: int, mw: int, mh: int, w: float, a: float, *, res_type: str = "lut",
+              mem_style: str = "block", out_bits: float | None = None) -> int:
+    """FINN-R LUT estimate (``MVAU_hls.lut_estimation``): c0 + c1·PE·(mult + adder tree + acc + thresholds) + c2.
+
+    c0 = 300, c1 = 1.1; multipliers ``SIMD·(2·ceil((W+A)/6) − 1)·(W+A)`` unless mapped to DSPs; adder tree
+    ``(W+A)·(2·SIMD − 1)``; accumulator = its width; distributed weight memory adds
+    ``c2 = PE·SIMD·W·ceil(WMEM/64)``; distributed thresholds ``(2^B − 1)·acc·ceil(TMEM/64)`` plus as many
+    comparator LUTs when the MVAU applies an activation of ``out_bits`` = B.
+    """
+    wa = w + a
+    mult = 0 if res_type == "dsp" else simd * (2 * math.ceil(wa / 6) - 1) * wa
+    adder = wa * (2 * simd - 1)
+    acc = accumulator_bits(mw, w, a)
+    wmem = mw * mh // (pe * simd)
+    c2 = pe * simd * w * math.ceil(wmem / 64) if mem_style == "distributed" else 0
+    thr = comp = 0.0
+    if out_bits is not None:
+        tmem = mh // pe
+        thr = (2 ** out_bits - 1) * acc * math.ceil(tmem / 64)
+        comp = (2 ** out_bits - 1) * acc
+    return int(300 + 1.1 * pe * (mult + adder + acc + thr + comp) + c2)
+
+
+def mvau_bram18(pe: int, simd: int, mw: int, mh: int, w: float, mem_style: str = "block") -> int:
+    """FINN ``MVAU.bram_estimation`` (SDP RAMB18 aspect ratios, UG573 Table 1-10); 0 unless ``block``."""
+    if mem_style != "block":
+        return 0
+    omega = (mw * mh) / (pe * simd)  # memory depth
+    width = simd * w * pe
+    if width <= 1:
+        return math.ceil(omega / 16384)
+    if width <= 2:
+        return math.ceil(omega / 8192)
+    if width <= 4:
+        return math.ceil(omega / 4096) * math.ceil(width / 4)
+    if width <= 9:
+        return math.ceil(omega / 2048) * math.ceil(width / 9)
+    if width <= 18 or omega > 512:
+        return math.ceil(omega / 1024) * math.ceil(width / 18)
+    return math.ceil(omega / 512) * math.ceil(width / 36)
+
+
+def mvau_uram(pe: int, simd: int, mw: int, mh: int, w: float, mem_style: str = "block") -> int:
+    """FINN ``MVAU.uram_estimation``: ceil(width/72)·ceil(depth/4096) when weights live in URAM."""
+    if mem_style != "ultra":
+        return 0
+    return math.ceil(simd * w * pe / 72) * math.ceil((mw * mh) / (pe * simd) / 4096)
+
+
+def mvau_dsps(pe: int, simd: int, w: float, a: float, *, res_type: str = "lut", variant: str = "hls",
+              dsp_block: str = "DSP48E2") -> int:
+    """FINN DSP estimate: HLS ``PE·SIMD·ceil((W+A)/48)`` when ``res_type='dsp'``; RTL packs several
+    products per DSP: DSP58 ``PE·ceil(SIMD/3)``, DSP48 ``ceil(PE/4)·SIMD``.
+    """
+    if variant == "rtl":
+        if dsp_block == "DSP58":
+            return int(pe * math.ceil(simd / 3))
+        return int(math.ceil(pe / 4) * simd)
+    return int(pe * simd * math.ceil((w + a) / 48)) if res_type == "dsp" else 0
+
+
+# ----------------------------------------------------------------------------------------- stages
+@dataclass
+class _Stage:
+    """One FINN stage with its folding space and a function from folding to a LayerRow."""
+
+    layer: str
+    kind: str  # mvau | vvau | swg | pad | thresh | pool
+    info: LayerInfo
+    params: dict[str, Any]
+
+    @property
+    def foldable(self) -> bool:
+        return self.kind in ("mvau", "vvau")
+
+    def bounds(self) -> tuple[int, int]:
+        """(dimension PE must divide, dimension SIMD must divide)."""
+        p = self.params
+        return (p["mh"], p["mw"]) if self.kind == "mvau" else (p["channels"], p["kk"])
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of a (C, L) or (C, H, W) feature map; 1-D maps have height 1."""
+    return (1, shape[1]) if len(shape) == 2 else (shape[1], shape[2])
+
+
+def _pair(v: Any, nd: int) -> tuple[int, int]:
+    t = tuple(v) if isinstance(v, tuple | list) else (v,) * nd
+    return (1, int(t[0])) if nd == 1 else (int(t[0]), int(t[1]))
+
+
+def _stages(layers: list[LayerInfo]) -> list[_Stage]:
+    stages: list[_Stage] = []
+    acc = None  # accumulator width of the last conv/linear: the thresholds compare against it
+    stream = layers[0].act_bits if layers else 0.0  # width of the values streaming between stages
+    for idx, li in enumerate(layers):
+        # the precision an activation must produce is the input precision of the next compute layer
+        nxt = next((x for x in layers[idx + 1:] if x.kind in ("conv", "linear")), None)
+        if li.kind == "conv":
+            m = li.module
+            nd = 1 if isinstance(m, QConv1d) else 2
+            assert isinstance(m, QConv1d | QConv2d)
+            cin, cout = m.in_channels, m.out_channels
+            k = _pair(m.kernel_size, nd)
+            stride = _pair(m.stride, nd)
+            dil = _pair(m.dilation, nd)
+            if isinstance(m.padding, str):
+                raise CostError(f"layer {li.name}: padding={m.padding!r} is not mapped to FINN; give explicit sizes")
+            pad = _pair(m.padding, nd) if nd == 2 else (0, int(m.padding[0]))
+            ifm = _spatial(li.in_shape)
+            padded = (ifm[0] + 2 * pad[0], ifm[1] + 2 * pad[1])
+            ofm = _spatial(li.out_shape)
+            if any(pad):
+                stages.append(_Stage(li.name, "pad", li, {"channels": cin, "pixels": padded[0] * padded[1]}))
+            stages.append(_Stage(li.name, "swg", li, {"channels": cin, "ifm": padded, "ofm": ofm, "kernel": k,
+                                                      "stride": stride, "dilation": dil}))
+            kk = k[0] * k[1]
+            acc = accumulator_bits(cin // m.groups * kk, li.weight_bits, li.act_bits)
+            stream = acc
+            if m.groups == 1:
+                stages.append(_Stage(li.name, "mvau", li, {"mh": cout, "mw": cin * kk, "vectors": ofm[0] * ofm[1]}))
+            elif m.groups == cin == cout:
+                stages.append(_Stage(li.name, "vvau", li, {"channels": cin, "kk": kk, "vectors": ofm[0] * ofm[1]}))
+            else:
+                raise CostError(f"layer {li.name}: grouped convolution (groups={m.groups}) has no FINN mapping; "
+                                "use groups=1 or depthwise (groups=channels)")
+        elif li.kind == "linear":
+            m = li.module
+            acc = accumulator_bits(m.in_features, li.weight_bits, li.act_bits)
+            stream = acc
+            stages.append(_Stage(li.name, "mvau", li, {"mh": m.out_features, "mw": m.in_features, "vectors": 1}))
+        elif li.kind == "act":
+            shape = li.in_shape
+            channels = shape[0]
+            positions = math.prod(shape[1:]) if len(shape) > 1 else 1
+            out_bits = nxt.act_bits if nxt is not None else li.out_bits
+            if out_bits >= 32:
+                raise CostError(f"layer {li.name}: FINN maps activations to thresholds, which needs a quantized "
+                                "output; give the next layer an input quantizer (or this one an output quantizer)")
+            stages.append(_Stage(li.name, "thresh", li, {"channels": channels, "positions": positions,
+                                                         "out_bits": out_bits, "acc_bits": stream}))
+            stream = out_bits
+        elif li.kind == "pool":
+            shape = li.in_shape
+            stages.append(_Stage(li.name, "pool", li, {"channels": shape[0], "pixels": math.prod(shape[1:]),
+                                                       "bits": stream}))
+        # flatten and (folded) batch norm cost nothing in the dataflow
+    return stages
+
+
+def _check_folding(stage: _Stage, fold: Folding) -> None:
+    mh, mw = stage.bounds()
+    what = ("MH (output channels)", "MW (inputs per output)") if stage.kind == "mvau" else ("channels", "K^d")
+    if fold.pe < 1 or mh % fold.pe:
+        raise CostError(f"layer {stage.layer}: PE={fold.pe} must divide {what[0]} = {mh}")
+    if fold.simd < 1 or mw % fold.simd:
+        raise CostError(f"layer {stage.layer}: SIMD={fold.simd} must divide {what[1]} = {mw}")
+
+
+def _row(stage: _Stage, fold: Folding, opts: dict[str, Any], device: Device) -> LayerRow:
+    li, p = stage.info, stage.params
+    w, a = li.weight_bits, li.act_bits
+    row = LayerRow(f"{stage.layer}:{stage.kind}", stage.kind.upper(), li.in_shape, li.out_shape,
+                   weight_bits=w, act_bits=a)
+    res_type, mem_style, variant = opts["res_type"], opts["mem_style"], opts["mvau_variant"]
+    if stage.kind == "mvau":
+        row.macs = li.macs
+        row.cycles = mvau_cycles(p["mh"], p["mw"], fold.pe, fold.simd, p["vectors"])
+        row.luts = 0 if variant == "rtl" else mvau_luts(fold.pe, fold.simd, p["mw"], p["mh"], w, a,
+                                                        res_type=res_type, mem_style=mem_style)
+        row.bram18 = mvau_bram18(fold.pe, fold.simd, p["mw"], p["mh"], w, mem_style)
+        row.uram = mvau_uram(fold.pe, fold.simd, p["mw"], p["mh"], w, mem_style)
+        row.dsps = mvau_dsps(fold.pe, fold.simd, w, a, res_type=res_type, variant=variant, dsp_block=device.dsp_block)
+    elif stage.kind == "vvau":
+        # FINN VVAU: (C/PE)·(K^d/SIMD)·positions cycles; LUTs with the MVAU formula over one K^d-term dot
+        # product per channel (MW = K^d), weights C·K^d deep (hwnas approximation of VVAU's estimators)
+        row.macs = li.macs
+        row.cycles = (p["channels"] // fold.pe) * (p["kk"] // fold.simd) * p["vectors"]
+        row.luts = mvau_luts(fold.pe, fold.simd, p["kk"], p["channels"], w, a, res_type=res_type, mem_style=mem_style)
+        row.bram18 = mvau_bram18(fold.pe, fold.simd, p["kk"], p["channels"], w, mem_style)
+        row.dsps = mvau_dsps(fold.pe, fold.simd, w, a, res_type=res_type)
+    elif stage.kind == "swg":
+        row.cycles = swg_cycles(p["channels"], p["ifm"], p["ofm"], p["kernel"], p["stride"], p["dilation"],
+                                fold.simd)
+        # line buffer of K_h rows × padded width × channels × A bits: BRAM18 when over 4 Kib, else LUTRAM
+        # (64 bits per LUT), plus ~100 LUTs of address logic (hwnas approximation)
+        bits = p["kernel"][0] * p["ifm"][1] * p["channels"] * a
+        if bits > 4096:
+            row.bram18 = math.ceil(bits / _BRAM18_BITS) * math.ceil(fold.simd * a / 36)
+            row.luts = 100
+        else:
+            row.luts = 100 + math.ceil(bits / 64)
+    elif stage.kind == "pad":
+        row.cycles = p["pixels"] * (p["channels"] // fold.simd)
+        row.luts = 50 + fold.simd * a  # a mux per lane (hwnas approximation)
+    elif stage.kind == "thresh":
+        # MultiThreshold: 2^B − 1 thresholds per channel at accumulator width; binary-search evaluation
+        # (FINN Thresholding_rtl) costs one acc-bit comparator per output bit per PE. Threshold memory goes
+        # to BRAM18 above 18 Kib, else LUTRAM at 64 bits per LUT (hwnas approximation of FINN's estimates).
+        row.cycles = p["positions"] * (p["channels"] // fold.pe)
+        b, acc = p["out_bits"], p["acc_bits"]
+        row.act_bits = acc
+        steps = 2 ** int(b) - 1
+        tbits = p["channels"] * steps * acc
+        row.luts = 100 + fold.pe * b * acc + (0 if tbits > _BRAM18_BITS else math.ceil(tbits / 64))
+        row.bram18 = math.ceil(tbits / _BRAM18_BITS) if tbits > _BRAM18_BITS else 0
+        row.extra.update({"thresholds_per_channel": steps, "out_bits": b})
+    elif stage.kind == "pool":
+        row.cycles = p["pixels"] * (p["channels"] // fold.pe)
+        row.act_bits = p["bits"]
+        row.luts = 50 + fold.pe * p["bits"] * 2  # comparator + register per lane (hwnas approximation)
+    row.ffs = FF_PER_LUT * row.luts
+    row.extra.update({"pe": fold.pe, "simd": fold.simd})
+    return row
+
+
+# ----------------------------------------------------------------------------------------- public API
+def _opts(options: dict[str, Any]) -> dict[str, Any]:
+    opts = {"res_type": "lut", "mem_style": "block", "mvau_variant": "hls"}
+    unknown = set(options) - set(opts)
+    if unknown:
+        raise CostError(f"finn options: unknown {sorted(unknown)}; expected {sorted(opts)}")
+    opts.update(options)
+    for key, allowed in (("res_type", ("lut", "dsp")), ("mem_style", ("block", "distributed", "ultra")),
+                         ("mvau_variant", ("hls", "rtl"))):
+        if opts[key] not in allowed:
+            raise CostError(f"finn option {key}: {opts[key]!r} not in {allowed}")
+    return opts
+
+
+def _derived_folding(stages: list[_Stage], folding: dict[str, Folding]) -> dict[int, Folding]:
+    """Per stage: compute stages take the layer's folding; helpers follow their compute stage."""
+    out: dict[int, Folding] = {}
+    for idx, st in enumerate(stages):
+        fold = folding.get(st.layer, Folding())
+        if st.foldable:
+            _check_folding(st, fold)
+            out[idx] = fold
+        elif st.kind in ("swg", "pad"):
+            # the sliding window feeds SIMD input channels per cycle to the MVAU that follows
+            comp = next(s for s in stages[idx:] if s.foldable and s.layer == st.layer)
+            cf = folding.get(comp.layer, Folding())
+            out[idx] = Folding(1, math.gcd(cf.simd, st.params["channels"]))
+        elif st.kind == "thresh":
+            prev = next((s for s in reversed(stages[:idx]) if s.foldable), None)
+            pe = folding.get(prev.layer, Folding()).pe if prev is not None else 1
+            out[idx] = Folding(math.gcd(pe, st.params["channels"]), 1)
+        else:
+            out[idx] = Folding()
+    return out
+
+
+def finn_estimate(model: Any, target: str | Device, input_shape: tuple[int, ...], *,
+                  folding: dict[str, Folding] | None = None, clock_mhz: float | None = None,
+                  **options: Any) -> HardwareEstimate:
+    """Estimate the FINN dataflow accelerator of ``model`` on ``target`` with per-layer ``folding``.
+
+    ``folding`` maps layer names (as in ``model.named_modules()``) to :class:`Folding`; layers not named
+    run at PE = SIMD = 1 (fully folded, as in seed 000). Options: ``res_type`` (``lut``/``dsp`` multipliers),
+    ``mem_style`` (``block``/``distributed``/``ultra`` weight memory), ``mvau_variant`` (``hls``/``rtl``).
+    """
+    device = get_device(target)
+    stages = _stages(describe_model(model, input_shape))
+    return _estimate(stages, dict(folding or {}), device, clock_mhz, _opts(options))
+
+
+def _estimate(stages: list[_Stage], folding: dict[str, Folding], device: Device, clock_mhz: float | None,
+              opts: dict[str, Any]) -> HardwareEstimate:
+    known = {s.layer for s in stages if s.foldable}
+    unknown = sorted(set(folding) - known)
+    if unknown:
+        raise CostError(f"folding: no foldable layer named {unknown}; foldable layers are {sorted(known)}")
+    folds = _derived_folding(stages, folding)
+    rows = [_row(st, folds[i], opts, device) for i, st in enumerate(stages)]
+    f = float(clock_mhz or device.clock_mhz)
+    latency = sum(r.cycles for r in rows)
+    ii = max((r.cycles for r in rows), default=1)
+    est = HardwareEstimate("FINN dataflow", device, f, rows, latency, ii, assumptions={
+        "model": "FINN streaming dataflow (seed 000 eq. 2-3; FINN get_exp_cycles and FINN-R resource formulas)",
+        "device": device.name, "part": device.part, "clock_mhz": f,
+        "folding": {s.layer: (folds[i].pe, folds[i].simd) for i, s in enumerate(stages) if s.foldable},
+        **opts,
+        "ff": f"FF ≈ {FF_PER_LUT}·LUT (seed 000 Table II ratio; FINN does not estimate FFs)",
+        "power": "hwnas.cost.power: static + per-resource dynamic × f (rough, see devices.yaml)",
+    })
+    t = est.totals
+    est.power_w = power_watts(device, f, t["luts"], t["ffs"], t["bram18"], t["uram"], t["dsps"])
+    return est
+
+
+def _options_for(stage: _Stage) -> list[Folding]:
+    mh, mw = stage.bounds()
+    pes = [d for d in range(1, mh + 1) if mh % d == 0]
+    simds = [d for d in range(1, mw + 1) if mw % d == 0]
+    return sorted((Folding(p, s) for p in pes for s in simds), key=lambda fo: (fo.pe * fo.simd, fo.pe))
+
+
+def fold_for_throughput(model: Any, target: str | Device, input_shape: tuple[int, ...], target_fps: float, *,
+                        clock_mhz: float | None = None, **options: Any) -> tuple[dict[str, Folding], HardwareEstimate]:
+    """Cheapest folding (least PE·SIMD per layer) whose slowest stage reaches ``target_fps`` samples/s.
+
+    Each MVAU/VVAU gets the smallest parallelism whose cycles fit the target initiation interval. Stages
+    that cannot be folded (sliding window with the SIMD they inherit, pooling) can still bound the II:
+    the returned estimate says whether the target was met (``assumptions['target_met']``).
+    """
+    device = get_device(target)
+    f = float(clock_mhz or device.clock_mhz)
+    if not target_fps > 0:
+        raise CostError(f"target_fps: must be > 0, got {target_fps!r}")
+    budget = f * 1e6 / target_fps  # cycles per sample
+    opts = _opts(options)
+    stages = _stages(describe_model(model, input_shape))
+    folding: dict[str, Folding] = {}
+    for st in stages:
+        if not st.foldable:
+            continue
+        p = st.params
+        choice = None
+        for fo in _options_for(st):
+            cyc = (mvau_cycles(p["mh"], p["mw"], fo.pe, fo.simd, p["vectors"]) if st.kind == "mvau"
+                   else (p["channels"] // fo.pe) * (p["kk"] // fo.simd) * p["vectors"])
+            if cyc <= budget:
+                choice = fo
+                break
+        folding[st.layer] = choice or _options_for(st)[-1]
+    est = _estimate(stages, folding, device, f, opts)
+    est.assumptions["target_fps"] = target_fps
+    est.assumptions["target_met"] = est.throughput >= target_fps
+    return folding, est
+
+
+def fold_for_resources(model: Any, target: str | Device, input_shape: tuple[int, ...], *, cap: float = 0.8,
+                       clock_mhz: float | None = None, max_steps: int = 10_000,
+                       **options: Any) -> tuple[dict[str, Folding], HardwareEstimate]:
+    """Fastest folding found greedily within ``cap`` × every device resource.
+
+    Starting fully folded, repeatedly give the slowest compute stage its next larger parallelism (spend
+    parallelism where the cycles are), keeping a step only if every resource stays under the cap.
+    """
+    device = get_device(target)
+    if not 0 < cap <= 1:
+        raise CostError(f"cap: must be in (0, 1], got {cap!r}")
+    opts = _opts(options)
+    all_stages = _stages(describe_model(model, input_shape))
+    stages = [s for s in all_stages if s.foldable]
+    folding: dict[str, Folding] = {s.layer: Folding() for s in stages}
+    est = _estimate(all_stages, folding, device, clock_mhz, opts)
+    if not all(u <= cap for u in est.utilization.values()):
+        raise CostError(f"cap: even the fully folded design needs more than {cap:.0%} of {device.name} "
+                        f"({est.verdict})")
+    frozen: set[str] = set()
+    for _ in range(max_steps):
+        rows = {r.name.split(":")[0]: r for r in est.rows if r.type in ("MVAU", "VVAU")}
+        candidates = [s for s in stages if s.layer not in frozen]
+        if not candidates:
+            break
+        slow = max(candidates, key=lambda s: rows[s.layer].cycles)
+        cur = folding[slow.layer]
+        cur_cycles = rows[slow.layer].cycles
+        upgrade = None
+        for fo in _options_for(slow):
+            trial = dict(folding)
+            trial[slow.layer] = fo
+            t_est = _estimate(all_stages, trial, device, clock_mhz, opts)
+            new_cycles = next(r.cycles for r in t_est.rows if r.name.split(":")[0] == slow.layer
+                              and r.type in ("MVAU", "VVAU"))
+            if fo.pe * fo.simd > cur.pe * cur.simd and new_cycles < cur_cycles:
+                upgrade = (fo, t_est)
+                break
+        if upgrade is None or not all(u <= cap for u in upgrade[1].utilization.values()):
+            frozen.add(slow.layer)
+            continue
+        folding[slow.layer], est = upgrade
+    est.assumptions["resource_cap"] = cap
+    return folding, est
+
+
+def resources_of(est: HardwareEstimate) -> dict[str, float]:
+    """Totals of :data:`~hwnas.cost.catalog.RESOURCES` of an estimate (convenience for budgets)."""
+    return {r: est.total(r) for r in RESOURCES}
