@@ -126,8 +126,10 @@ def mvau_uram(pe: int, simd: int, mw: int, mh: int, w: float, mem_style: str = "
 
 def mvau_dsps(pe: int, simd: int, w: float, a: float, *, res_type: str = "lut", variant: str = "hls",
               dsp_block: str = "DSP48E2") -> int:
-    """FINN DSP estimate: HLS ``PE·SIMD·ceil((W+A)/48)`` when ``res_type='dsp'``; RTL packs several
-    products per DSP: DSP58 ``PE·ceil(SIMD/3)``, DSP48 ``ceil(PE/4)·SIMD``.
+    """FINN DSP estimate (``MVAU_hls``/``MVAU_rtl.dsp_estimation``).
+
+    HLS: ``PE·SIMD·ceil((W+A)/48)`` when ``res_type='dsp'``, else 0. RTL packs several products per DSP:
+    DSP58 ``PE·ceil(SIMD/3)``, DSP48 ``ceil(PE/4)·SIMD``.
     """
     if variant == "rtl":
         if dsp_block == "DSP58":
