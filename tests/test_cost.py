@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from torch import nn
 
 import hwnas.nn as hn
@@ -162,3 +163,46 @@ def test_qa_score_and_model_metrics():
     assert m_base.memory_bytes == m_base.weight_bits / 8
     with pytest.raises(CostError, match="baseline"):
         qa_score(small, (2, 1024), baseline="resnet")
+
+
+def hgq_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(hn.QLinear(16, 32), hn.QActivation("relu"),
+                          hn.QLinear(32, 5, input_quantizer=dict(hn.DEFAULT_ACTIVATION, signed=False)))
+    model(torch.randn(4, 16))
+    with torch.no_grad():  # make some operands wide enough for DSPs
+        model[0].weight_quantizer.f[:4].add_(6)
+        model[0].input_quantizer.f.add_(5)
+    model(torch.randn(4, 16))  # weight integer bits follow the new fractional bits
+    return model
+
+
+def test_hls4ml_resources_follow_the_ebops_fits():
+    model = hgq_net()
+    eb = [layer.ebops().item() for layer in (model[0], model[2])]
+    da = estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", strategy="distributed_arithmetic")
+    rows = {r.name: r for r in da.rows}
+    assert rows["0"].luts == pytest.approx(eb[0] ** 0.985) and rows["0"].dsps == 0
+    assert da.initiation_interval == 1
+    for r in (1, 2, 4):
+        est = estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", reuse_factor=r)
+        rows = {row.name: row for row in est.rows}
+        assert rows["0"].luts + 55 * rows["0"].dsps == pytest.approx(eb[0] / r, abs=55)
+        assert est.initiation_interval == r
+        assert rows["0"].cycles == r + math.ceil(math.log2(16)) + 1
+    assert {row.name: row for row in estimate(model, "VU13P", input_shape=(16,), kind="hls4ml").rows}["0"].dsps > 0
+
+
+def test_hls4ml_reuse_factor_trades_resources_for_latency():
+    model = hgq_net()
+    a = estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", reuse_factor=1)
+    b = estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", reuse_factor={"0": 8, "2": 4})
+    assert b.totals["luts"] < a.totals["luts"] and b.latency_cycles > a.latency_cycles
+    assert b.initiation_interval == 8
+    with pytest.raises(CostError, match=r"layer 0: reuse factor 7"):
+        estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", reuse_factor=7)
+    with pytest.raises(CostError, match="distributed arithmetic needs reuse factor 1"):
+        estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", strategy="distributed_arithmetic",
+                 reuse_factor=2)
+    with pytest.raises(CostError, match="strategy"):
+        estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", strategy="dataflow")

@@ -4,6 +4,7 @@
   :class:`HardwareEstimate` (rows, totals, utilization, feasibility verdict, latency, throughput, energy).
 * :mod:`~hwnas.cost.catalog` — the device catalog (``devices.yaml``).
 * :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
+* :mod:`~hwnas.cost.hls4ml_model` — hls4ml io_parallel estimates (reuse factor, EBOPs fits).
 * :mod:`~hwnas.cost.metrics` — MACs, BOPs, EBOPs, weight bits, memory, sparsity, QA-Score.
 """
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from .catalog import RESOURCES, CostError, Device, devices, get_device
 from .finn import Folding, finn_estimate, fold_for_resources, fold_for_throughput
+from .hls4ml_model import hls4ml_estimate
 from .metrics import BASELINES, ModelMetrics, model_metrics, qa_score, vgg10_amc
 from .result import HardwareEstimate, LayerRow
 
@@ -31,20 +33,22 @@ __all__ = [
     "fold_for_resources",
     "fold_for_throughput",
     "get_device",
+    "hls4ml_estimate",
     "model_metrics",
     "qa_score",
     "vgg10_amc",
 ]
 
-_MODELS = {"finn": finn_estimate}
+_MODELS = {"finn": finn_estimate, "hls4ml": hls4ml_estimate}
 
 
 def estimate(model: nn.Module, target: str | Device, *, input_shape: tuple[int, ...], kind: str = "finn",
              **options: Any) -> HardwareEstimate:
-    """Estimate ``model`` on ``target`` with the hardware model ``kind`` (``"finn"``).
+    """Estimate ``model`` on ``target`` with the hardware model ``kind`` (``"finn"`` or ``"hls4ml"``).
 
-    ``options`` go to the model (for FINN: ``folding``, ``clock_mhz``, ``res_type``, ``mem_style``,
-    ``mvau_variant``). The result carries per-layer rows, totals and its assumptions.
+    ``options`` go to the model (FINN: ``folding``, ``clock_mhz``, ``res_type``, ``mem_style``,
+    ``mvau_variant``; hls4ml: ``reuse_factor``, ``strategy``, ``clock_mhz``, ``dsp_threshold``). The result
+    carries per-layer rows, totals and its assumptions.
     """
     if kind not in _MODELS:
         raise CostError(f"kind: unknown hardware model {kind!r}; available {sorted(_MODELS)}")
