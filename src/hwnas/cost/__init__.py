@@ -6,6 +6,7 @@
 * :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
 * :mod:`~hwnas.cost.hls4ml_model` — hls4ml io_parallel estimates (reuse factor, EBOPs fits).
 * :mod:`~hwnas.cost.metrics` — MACs, BOPs, EBOPs, weight bits, memory, sparsity, QA-Score.
+* :mod:`~hwnas.cost.cpu_latency` — CPU latency lookup tables profiled with onnxruntime (HA-NAS style).
 """
 
 from typing import Any
@@ -13,6 +14,20 @@ from typing import Any
 from torch import nn
 
 from .catalog import RESOURCES, CostError, Device, devices, get_device
+from .cpu_latency import (
+    LatencyPrediction,
+    LatencyRow,
+    LatencyTable,
+    Operator,
+    UnsupportedLayerError,
+    default_grid,
+    machine_description,
+    measure_latency,
+    predict_latency,
+    profile_operators,
+    quick_grid,
+    session_options,
+)
 from .finn import Folding, finn_estimate, fold_for_resources, fold_for_throughput
 from .hls4ml_model import hls4ml_estimate
 from .metrics import BASELINES, ModelMetrics, model_metrics, qa_score, vgg10_amc
@@ -25,8 +40,14 @@ __all__ = [
     "Device",
     "Folding",
     "HardwareEstimate",
+    "LatencyPrediction",
+    "LatencyRow",
+    "LatencyTable",
     "LayerRow",
     "ModelMetrics",
+    "Operator",
+    "UnsupportedLayerError",
+    "default_grid",
     "devices",
     "estimate",
     "finn_estimate",
@@ -34,8 +55,14 @@ __all__ = [
     "fold_for_throughput",
     "get_device",
     "hls4ml_estimate",
+    "machine_description",
+    "measure_latency",
     "model_metrics",
+    "predict_latency",
+    "profile_operators",
     "qa_score",
+    "quick_grid",
+    "session_options",
     "vgg10_amc",
 ]
 

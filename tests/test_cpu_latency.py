@@ -1,0 +1,160 @@
+"""CPU latency lookup table: profiling, persistence, interpolation, model walk and measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnx", reason="onnx is not installed; the CPU latency table needs onnx and onnxruntime")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; the CPU latency table needs it")
+
+import itertools
+
+import hwnas.nn as hn
+from hwnas.cost.cpu_latency import (
+    LatencyTable,
+    Operator,
+    UnsupportedLayerError,
+    machine_description,
+    measure_latency,
+    model_operators,
+    predict_latency,
+    profile_operators,
+    quick_grid,
+)
+
+OFF = dict(input_quantizer=None, weight_quantizer=None, bias_quantizer=None)
+
+
+@pytest.fixture(scope="module")
+def table() -> LatencyTable:
+    return profile_operators(quick_grid(), repeats=20)
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        hn.QConv1d(2, 16, 3, padding=1, **OFF), hn.QActivation("relu"), hn.QMaxPool1d(2),
+        hn.QConv1d(16, 32, 3, padding=1, **OFF), hn.QActivation("tanh"), hn.QAvgPool1d(2),
+        hn.Flatten(), hn.QLinear(32 * 32, 64, **OFF), hn.QActivation("relu"), hn.QActivation("identity"),
+        hn.QLinear(64, 11, **OFF),
+    ).eval()
+
+
+def test_machine_description_fields():
+    desc = machine_description(threads=1)
+    for key in ("cpu_model", "logical_cores", "threads", "platform", "torch", "onnxruntime"):
+        assert key in desc
+    assert desc["threads"] == 1 and desc["logical_cores"] >= 1
+    assert desc["torch"] == torch.__version__
+
+
+def test_quick_grid_profiles_every_operator_kind(table):
+    expected = {op.key for op in quick_grid().operators(table.nchwc_block)}
+    assert expected <= set(table.entries)
+    assert {"conv1d", "conv2d", "dwconv1d", "dwconv2d", "linear", "maxpool1d", "avgpool2d", "relu", "tanh",
+            "sigmoid", "identity", "flatten"} <= table.kinds()
+    assert all(v > 0 and math.isfinite(v) for v in table.entries.values())
+    assert table.overhead_us == table.entries[Operator.make("identity", elements=1).key]
+    assert table.machine == machine_description(threads=1) | {"threads": 1}
+
+
+def test_save_load_round_trip(table, tmp_path):
+    path = table.save(tmp_path / "sub" / "table.json")
+    assert not list(path.parent.glob("*.tmp"))  # atomic write leaves no temporary file
+    loaded = LatencyTable.load(path)
+    assert loaded.entries == table.entries
+    assert loaded.machine == table.machine
+    assert loaded.session == table.session
+    assert loaded.overhead_us == table.overhead_us and loaded.batch_size == table.batch_size
+    assert json.loads(path.read_text())["format"] == "hwnas-cpu-latency/1"
+
+
+def test_load_rejects_foreign_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"entries": {}}))
+    with pytest.raises(ValueError, match="not a"):
+        LatencyTable.load(bad)
+
+
+def test_exact_keys_return_measured_values(table):
+    for key, value in list(table.entries.items())[:20]:
+        assert table.predict_operator(Operator.from_key(key)) == value
+        assert table.predict_operator(key) == value
+    op = Operator.make("linear", rows=1, fin=64, fout=16)
+    assert table.predict_operator("linear", rows=1, fin=64, fout=16) == table.entries[op.key]
+
+
+def test_interpolation_is_between_neighbours(table):
+    lo = table.predict_operator("linear", rows=1, fin=64, fout=64)
+    hi = table.predict_operator("linear", rows=1, fin=512, fout=64)
+    mid = table.predict_operator("linear", rows=1, fin=256, fout=64)
+    assert min(lo, hi) <= mid <= max(lo, hi)
+
+
+def test_predictions_positive_and_monotone_in_work(table):
+    def conv(cout: int, length: int) -> float:
+        return table.predict_operator("conv1d", cin=16, cout=cout, length=length, kernel=3, stride=1, padding=1)
+
+    # neighbouring grid points can differ by less than the timing noise: allow 3 % (and 0.3 µs) of slack
+    def not_less(values: list[float]) -> bool:
+        return all(b >= 0.97 * a - 0.3 for a, b in itertools.pairwise(values))
+
+    lengths = [8, 32, 64, 100, 128, 256, 600, 1024]  # inside and outside the quick grid's range
+    for cout in (8, 20, 32, 64):
+        values = [conv(cout, n) for n in lengths]
+        assert all(v > 0 for v in values)
+        assert not_less(values), (cout, values)
+        assert values[-1] > 2 * values[0]  # 128× the work is clearly slower
+    for n in (32, 128, 1024):
+        by_width = [conv(c, n) for c in (8, 20, 32, 64)]
+        assert not_less(by_width), (n, by_width)
+    assert conv(64, 1024) > conv(8, 8)
+
+
+def test_predict_latency_rows_and_total(table):
+    model = small_cnn()
+    pred = predict_latency(model, (2, 128), table)
+    layers = [m for m in model if not isinstance(m, nn.Sequential)]
+    assert len(pred.rows) == len(layers) == 11
+    assert [r.name for r in pred.rows] == [str(i) for i in range(11)]
+    assert pred.rows[0].kind == "conv1d" and pred.rows[0].shape == (2, 128)
+    assert pred.rows[1].kind == "relu+fused" and pred.rows[4].kind == "tanh+fused"
+    assert pred.rows[9].kind == "identity" and pred.rows[9].us == 0.0
+    assert all(r.us >= 0 for r in pred.rows)
+    assert pred.total_us == pytest.approx(pred.overhead_us + sum(r.us for r in pred.rows))
+    assert pred.total_ms == pytest.approx(pred.total_us / 1e3)
+    assert pred.total_ms > 0
+    assert "total" in pred.table()
+
+
+def test_model_operators_skip_quantizers_and_detect_groups():
+    model = nn.Sequential(hn.QConv2d(8, 8, 3, padding=1, groups=8), hn.QConv2d(8, 16, 1, groups=2),
+                          hn.QActivation("relu"), hn.Flatten())
+    ops = model_operators(model, (8, 6, 6))
+    assert [o.operator.kind for o in ops] == ["dwconv2d", "conv2d", "relu", "flatten"]
+    assert ops[1].repeats == 2 and ops[1].operator.p["cin"] == 4
+    assert ops[2].fused and not ops[3].fused
+
+
+def test_unknown_layer_raises_naming_it(table):
+    model = nn.Sequential(hn.QLinear(8, 8, **OFF), nn.LayerNorm(8))
+    with pytest.raises(UnsupportedLayerError, match=r"'1'.*LayerNorm"):
+        predict_latency(model, (8,), table)
+    assert issubclass(UnsupportedLayerError, ValueError)
+
+
+def test_measure_latency_positive():
+    ms = measure_latency(small_cnn(), (2, 128), repeats=30)
+    assert 0 < ms < 100
+
+
+def test_prediction_within_generous_factor_of_measurement(table):
+    model = small_cnn()
+    predicted = predict_latency(model, (2, 128), table).total_ms
+    measured = measure_latency(model, (2, 128), repeats=100)
+    assert measured / 3 <= predicted <= measured * 3, (predicted, measured)
