@@ -13,6 +13,39 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(args: argparse.Namespace) -> int:
+    from hwnas.tasks import TaskError, get_task, task_names
+
+    if args.name is None:
+        for name in task_names():
+            task = get_task(name)
+            print(f"{name:15s} {task.metric:9s} {task.description}")
+        return 0
+    try:
+        task = get_task(args.name)
+    except TaskError as err:
+        print(f"hwnas: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{task.name}: {task.description}\nmetric: {task.metric}   loss: {task.loss}\noptions:")
+    for opt, default in task.defaults.items():
+        print(f"  {opt:15s} default {default!r:12s} {task.option_docs.get(opt, '')}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from hwnas.tasks.amc import generate_cached
+
+    try:
+        data = generate_cached(args.preset, args.per_pair, seed=args.seed, data_dir=args.data_dir,
+                               normalization=args.normalization, progress=not args.quiet)
+    except ValueError as err:
+        print(f"hwnas: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(data)} frames of {args.preset!r} ({len(data.classes)} classes, shape {tuple(data.x.shape[1:])}) "
+          f"in {args.data_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hwnas`` command."""
     parser = argparse.ArgumentParser(
@@ -27,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    tasks = sub.add_parser("tasks", help="list the built-in tasks, or show one task's options")
+    tasks.add_argument("name", nargs="?", help="a task name (omit to list all)")
+    tasks.set_defaults(func=_tasks)
+    gen = sub.add_parser("generate-amc", help="generate a RadioML-like AMC data set into a cache folder")
+    gen.add_argument("--preset", default="rml2016", choices=("rml2016", "rml2018"), help="dataset preset")
+    gen.add_argument("--per-pair", type=int, default=1000, help="frames per (class, SNR) pair (default 1000)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    gen.add_argument("--data-dir", default="data", help="cache folder (default ./data)")
+    gen.add_argument("--normalization", default="unit_power", help="unit_power | rml2016_l1 | none")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_generate)
     return parser
 
 
