@@ -264,3 +264,19 @@ def test_fashion_mnist_task_or_a_clear_error(tmp_path, monkeypatch) -> None:
     assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
     assert data.input_shape == (1, 28, 28) and len(data.classes) == 10
     assert float(data.train.x.max()) <= 1.0 and float(data.train.x.min()) >= 0.0
+
+
+def test_cli_lists_tasks_and_generates_amc(tmp_path, capsys) -> None:
+    from hwnas.cli import main
+
+    assert main(["tasks"]) == 0
+    assert "qubit-readout" in capsys.readouterr().out
+    assert main(["tasks", "amc-rml2018"]) == 0
+    assert "per_pair" in capsys.readouterr().out
+    assert main(["tasks", "nope"]) == 2
+    assert main(["generate-amc", "--per-pair", "2", "--data-dir", str(tmp_path), "--quiet", "--workers", "1"]) == 0
+    assert "440 frames of 'rml2016'" in capsys.readouterr().out
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "manifest.json").is_file() and (folder / "x.npy").is_file()
+    assert main(["generate-amc", "--per-pair", "0", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    assert "per_pair" in capsys.readouterr().err

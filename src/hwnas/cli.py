@@ -37,7 +37,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     try:
         data = generate_cached(args.preset, args.per_pair, seed=args.seed, data_dir=args.data_dir,
-                               normalization=args.normalization, progress=not args.quiet)
+                               normalization=args.normalization, progress=not args.quiet,
+                               workers=args.workers)
     except ValueError as err:
         print(f"hwnas: error: {err}", file=sys.stderr)
         return 2
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--data-dir", default="data", help="cache folder (default ./data)")
     gen.add_argument("--normalization", default="unit_power", help="unit_power | rml2016_l1 | none")
+    gen.add_argument("--workers", type=int, default=2, help="worker processes (default 2; data do not depend on it)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
     return parser

@@ -16,6 +16,7 @@ name                data
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,7 @@ def _amc_loader(preset: str) -> Any:
 
         _check_positive(f"amc-{preset}", "per_pair", o["per_pair"])
         kw = dict(seed=seed, snrs=o["snrs"], classes=o["classes"], normalization=o["normalization"],
-                  amplitude=o["amplitude"], progress=o["progress"])
+                  amplitude=o["amplitude"], progress=o["progress"], workers=o["workers"])
         folder = data_dir(o["data_dir"])
         data = (generate_cached(preset, o["per_pair"], data_dir=folder, **kw) if folder
                 else generate(preset, o["per_pair"], **kw))
@@ -108,12 +109,14 @@ _AMC_DOCS = {
     "test_fraction": "share of every (class, SNR) pair used for testing (RadioML challenge: 0.1)",
     "data_dir": "folder for the .npy cache (None: $HWNAS_DATA, else no cache)",
     "progress": "show a progress bar while generating",
+    "workers": "generator processes (the data do not depend on it)",
 }
 
 
 def _amc_defaults(per_pair: int) -> dict[str, Any]:
     return {"per_pair": per_pair, "snrs": None, "classes": None, "normalization": "unit_power",
-            "amplitude": "snr", "val_fraction": 0.1, "test_fraction": 0.1, "data_dir": None, "progress": True}
+            "amplitude": "snr", "val_fraction": 0.1, "test_fraction": 0.1, "data_dir": None, "progress": True,
+            "workers": min(2, os.cpu_count() or 1)}
 
 
 def _amc_baseline(input_shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
