@@ -158,3 +158,56 @@ def test_prediction_within_generous_factor_of_measurement(table):
     predicted = predict_latency(model, (2, 128), table).total_ms
     measured = measure_latency(model, (2, 128), repeats=100)
     assert measured / 3 <= predicted <= measured * 3, (predicted, measured)
+
+
+def small_mlp() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(hn.QLinear(16, 64, **OFF), hn.QActivation("relu"), hn.QLinear(64, 5, **OFF)).eval()
+
+
+def test_calibration_recovers_a_known_scale(table, tmp_path):
+    from hwnas.cost.cpu_latency import CALIBRATION_GROUPS, calibrate, calibration_group
+
+    cnn2d = nn.Sequential(hn.QConv2d(1, 8, 3, padding=1, **OFF), hn.QActivation("relu"), hn.QMaxPool2d(2),
+                          hn.Flatten(), hn.QLinear(8 * 14 * 14, 10, **OFF)).eval()
+    models = [(small_cnn(), (2, 128)), (small_mlp(), (16,)), (cnn2d, (1, 28, 28))]
+    base = [predict_latency(m, s, table) for m, s in models]
+    cal = calibrate(table, models, measured_ms=[2.0 * p.total_ms for p in base], ridge=0.0)
+    assert set(cal.calibration) == set(CALIBRATION_GROUPS)
+    assert not table.calibration  # the input table is unchanged
+    for (m, s), p in zip(models, base, strict=True):
+        assert predict_latency(m, s, cal).total_ms == pytest.approx(2.0 * p.total_ms, rel=1e-6)
+    assert cal.calibration["dwconv2d"] == 1.0  # no such operator in the models: left alone
+    assert calibration_group("conv2dx4") == "conv2d" and calibration_group("tanh+fused") == "fused_activation"
+    assert calibration_group("maxpool1d") == "pool"
+    again = LatencyTable.load(cal.save(tmp_path / "cal.json"))
+    assert again.calibration == cal.calibration
+    # a ridge pulls the factors toward 1
+    pulled = calibrate(table, models, measured_ms=[2.0 * p.total_ms for p in base], ridge=5.0)
+    assert all(1.0 <= f < 2.0 for f in pulled.calibration.values())
+
+
+def test_calibration_on_real_measurements_and_errors(table):
+    from hwnas.cost.cpu_latency import calibrate
+
+    cal = calibrate(table, [(small_mlp(), (16,)), (small_cnn(), (2, 128))], repeats=20)
+    assert all(math.isfinite(f) and f >= 0 for f in cal.calibration.values())
+    with pytest.raises(ValueError, match="models"):
+        calibrate(table, [])
+    with pytest.raises(ValueError, match="measured_ms"):
+        calibrate(table, [(small_mlp(), (16,))], measured_ms=[1.0, 2.0])
+    with pytest.raises(ValueError, match="measured_ms"):
+        calibrate(table, [(small_mlp(), (16,))], measured_ms=[float("nan")])
+    with pytest.raises(ValueError, match="ridge"):
+        calibrate(table, [(small_mlp(), (16,))], measured_ms=[1.0], ridge=-1)
+
+
+def test_model_zoo_is_seeded_and_runs():
+    from hwnas.cost.latency_zoo import model_zoo
+
+    zoo = model_zoo(0)
+    assert len(zoo) == 36 and [n for n, *_ in zoo] == [n for n, *_ in model_zoo(0)]
+    assert [n for n, *_ in zoo] != [n for n, *_ in model_zoo(1000)]
+    for _, build, shape in zoo[::5]:
+        out = build().eval()(torch.zeros(1, *shape))
+        assert out.ndim == 2 and out.shape[1] in (5, 10, 11, 24)

@@ -6,7 +6,8 @@
 * :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
 * :mod:`~hwnas.cost.hls4ml_model` — hls4ml io_parallel estimates (reuse factor, EBOPs fits).
 * :mod:`~hwnas.cost.metrics` — MACs, BOPs, EBOPs, weight bits, memory, sparsity, QA-Score.
-* :mod:`~hwnas.cost.cpu_latency` — CPU latency lookup tables profiled with onnxruntime (HA-NAS style).
+* :mod:`~hwnas.cost.cpu_latency` — CPU latency lookup tables profiled with onnxruntime (HA-NAS style),
+  calibrated on measured models; :mod:`~hwnas.cost.latency_zoo` — a seeded zoo of models for that.
 """
 
 from typing import Any
@@ -20,6 +21,7 @@ from .cpu_latency import (
     LatencyTable,
     Operator,
     UnsupportedLayerError,
+    calibrate,
     default_grid,
     machine_description,
     measure_latency,
@@ -47,6 +49,7 @@ __all__ = [
     "ModelMetrics",
     "Operator",
     "UnsupportedLayerError",
+    "calibrate",
     "default_grid",
     "devices",
     "estimate",

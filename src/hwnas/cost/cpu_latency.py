@@ -54,12 +54,13 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CALIBRATION_GROUPS",
     "FORMAT",
     "OP_KINDS",
     "LatencyPrediction",
@@ -79,6 +81,8 @@ __all__ = [
     "ProfileGrid",
     "QuietTimer",
     "UnsupportedLayerError",
+    "calibrate",
+    "calibration_group",
     "default_grid",
     "export_onnx",
     "machine_description",
@@ -757,6 +761,8 @@ class LatencyTable:
     overhead_us: float
     batch_size: int = 1
     created: str = ""
+    calibration: dict[str, float] = field(default_factory=dict)
+    """Per operator group factors fitted on measured models by :func:`calibrate` (empty: uncalibrated)."""
     _index: dict[tuple[str, tuple[int, ...]], dict[tuple[float, ...], float]] | None = field(
         default=None, init=False, repr=False, compare=False)
     _fits: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
@@ -768,6 +774,7 @@ class LatencyTable:
         """JSON-ready contents."""
         return {"format": FORMAT, "created": self.created, "batch_size": self.batch_size,
                 "overhead_us": self.overhead_us, "machine": self.machine, "session": self.session,
+                "calibration": dict(sorted(self.calibration.items())),
                 "entries": dict(sorted(self.entries.items()))}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -794,7 +801,8 @@ class LatencyTable:
         entries = {Operator.from_key(k).key: float(v) for k, v in data["entries"].items()}
         return cls(entries=entries, machine=data["machine"], session=data["session"],
                    overhead_us=float(data["overhead_us"]), batch_size=int(data["batch_size"]),
-                   created=data.get("created", ""))
+                   created=data.get("created", ""),
+                   calibration={str(k): float(v) for k, v in data.get("calibration", {}).items()})
 
     # -- queries
     def __len__(self) -> int:
@@ -1210,7 +1218,88 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
         last = rows[-1]
         rows[-1] = LatencyRow(last.name, last.kind, last.shape, last.us + layout.finish(plan[-1].out_shape),
                               last.operator)
+    if table.calibration:
+        cal = table.calibration
+        rows = [LatencyRow(r.name, r.kind, r.shape, r.us * cal.get(calibration_group(r.kind), 1.0),
+                           r.operator) for r in rows]
+        return LatencyPrediction(tuple(rows), table.overhead_us * cal.get("overhead", 1.0))
     return LatencyPrediction(tuple(rows), table.overhead_us)
+
+
+_GROUPS = {"maxpool1d": "pool", "avgpool1d": "pool", "maxpool2d": "pool", "avgpool2d": "pool",
+           "relu": "activation", "tanh": "activation", "sigmoid": "activation", "flatten": "activation",
+           "identity": "activation"}
+CALIBRATION_GROUPS: tuple[str, ...] = ("overhead", "conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear", "pool",
+                                       "activation", "fused_activation")
+"""Groups a calibration fits one factor for (``overhead``: the session overhead)."""
+
+
+def calibration_group(row_kind: str) -> str:
+    """The calibration group of a :class:`LatencyRow` kind (``conv2dx4`` → ``conv2d``, ``tanh+fused`` → …)."""
+    if row_kind.endswith("+fused"):
+        return "fused_activation"
+    base = re.sub(r"x\d+$", "", row_kind)
+    return _GROUPS.get(base, base)
+
+
+def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, ...]]],
+              measured_ms: Sequence[float] | None = None, *, repeats: int = 100, ridge: float = 0.3,
+              progress: bool = False) -> LatencyTable:
+    """A copy of ``table`` whose predictions are corrected by per-group factors fitted on measured models.
+
+    Single operators are timed alone with hot caches; inside a model they see the neighbours' data in the
+    caches, fused epilogues and layout changes. ``calibrate`` measures ``models`` (each ``(model,
+    input_shape)``; or takes ``measured_ms``), predicts them with the uncalibrated table, and fits one factor
+    per :data:`CALIBRATION_GROUPS` entry so that Σ_groups factor · (predicted µs of the group) matches the
+    measured total, by non-negative least squares on the relative error with a ridge term pulling each factor
+    toward 1 (``ridge``: its weight, as if ``ridge``² extra models said "1"). Use models disjoint from the ones
+    you evaluate on (e.g. :func:`hwnas.cost.latency_zoo.model_zoo` with another seed).
+    """
+    from scipy.optimize import nnls
+
+    if not models:
+        raise ValueError("models: need at least one (model, input_shape) to calibrate on")
+    if measured_ms is not None and len(measured_ms) != len(models):
+        raise ValueError(f"measured_ms: {len(measured_ms)} values for {len(models)} models")
+    if ridge < 0:
+        raise ValueError(f"ridge: must be >= 0, got {ridge}")
+    base = replace(table, calibration={})
+    if measured_ms is None:
+        floor = table.session.get("probe_floor_us")
+        it = _progress(models, progress, "measuring calibration models")
+        measured_ms = [measure_latency(m, shape, repeats=repeats, threads=int(table.machine.get("threads", 1)),
+                                       floor_us=floor) for m, shape in it]
+    col = {g: j for j, g in enumerate(CALIBRATION_GROUPS)}
+    a = np.zeros((len(models), len(col)))
+    for i, (model, shape) in enumerate(models):
+        pred = predict_latency(model, shape, base)
+        a[i, col["overhead"]] = pred.overhead_us
+        for r in pred.rows:
+            group = calibration_group(r.kind)
+            if group in col:
+                a[i, col[group]] += r.us
+    y = np.asarray(measured_ms, dtype=np.float64) * 1e3
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("measured_ms: every value must be a positive, finite time")
+    used = a.any(axis=0)
+    a_rel = a[:, used] / y[:, None]
+    rhs = np.ones(len(y))
+    if ridge > 0:
+        k = int(used.sum())
+        a_rel = np.vstack([a_rel, ridge * np.eye(k)])
+        rhs = np.concatenate([rhs, ridge * np.ones(k)])
+    coef, _ = nnls(a_rel, rhs)
+    factors = dict.fromkeys(CALIBRATION_GROUPS, 1.0)
+    factors.update({g: float(c) for g, c in zip(np.array(CALIBRATION_GROUPS)[used], coef, strict=True)})
+    return replace(table, calibration=factors)
+
+
+def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc)
 
 
 def _fused_cost(table: LatencyTable, op: Operator) -> float:
