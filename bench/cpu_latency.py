@@ -3,14 +3,15 @@
 Profiles an operator latency table on this machine (or loads a cached one), builds a seeded set of
 varied models from hwnas layers with their quantizers off — 1-D CNNs on RadioML-sized I/Q frames
 (2×128, 2×1024), 2-D CNNs on 1×28×28 and 3×32×32 images, depthwise-separable stacks, MLPs — then for
-each model measures its real latency (exported with ``torch.onnx.export``, median of ``--repeats`` runs
-in onnxruntime with the table's session settings) and predicts it from the table in the same run, once
-with the table alone and once after :func:`hwnas.cost.cpu_latency.calibrate` has fitted per-group factors
-on 36 *other* models (the zoo with seed + 1000; never the evaluated ones). Prints one line per model and,
-for both, the share of models predicted within ±10 % (project goal: ≥ 95 %) and the median error.
+each model measures its real latency (exported with ``torch.onnx.export``; the smallest of ``--rounds``
+interleaved medians of ``--repeats`` runs in onnxruntime with the table's session settings) and predicts
+it from the table in the same run, once with the table alone and once after
+:func:`hwnas.cost.cpu_latency.calibrate` has fitted per-group factors on 36 *other* models (the zoo with
+seed + 1000; never the evaluated ones). Prints one line per model and, for both, the share of models
+predicted within ±10 % (project goal: ≥ 95 %) and the median error.
 
-    .venv/bin/python bench/cpu_latency.py [--table PATH] [--quick] [--repeats 200] [--threads 1] [--seed 0]
-        [--no-calibration]
+    .venv/bin/python bench/cpu_latency.py [--table PATH] [--quick] [--repeats 200] [--rounds 3]
+        [--threads 1] [--seed 0] [--no-calibration]
 
 ``--table PATH`` loads PATH if it exists (warning when it was measured on another machine) and otherwise
 profiles and saves it there. ``--quick`` profiles the small test grid instead of the full one.
@@ -31,7 +32,7 @@ from hwnas.cost.cpu_latency import (
     LatencyTable,
     calibrate,
     default_grid,
-    measure_latency,
+    measure_latencies,
     predict_latency,
     profile_operators,
     quick_grid,
@@ -69,6 +70,7 @@ def main() -> int:
     parser.add_argument("--table", help="JSON table: loaded if present, else profiled and saved here")
     parser.add_argument("--quick", action="store_true", help="profile the small test grid")
     parser.add_argument("--repeats", type=int, default=200, help="timed quiet runs per model (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model (min of medians)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model set")
     parser.add_argument("--no-calibration", action="store_true", help="skip the model-level calibration")
@@ -87,13 +89,13 @@ def main() -> int:
         cal_seed = args.seed + 1000
         cal_models = [(build().eval(), shape) for _, build, shape in model_zoo(cal_seed)]
         t1 = time.perf_counter()
-        calibrated = calibrate(table, cal_models, repeats=args.repeats)
+        calibrated = calibrate(table, cal_models, repeats=args.repeats, rounds=args.rounds)
         factors = ", ".join(f"{g} {f:.2f}" for g, f in calibrated.calibration.items())
         print(f"calibrated on {len(cal_models)} other models (zoo seed {cal_seed}) in "
               f"{time.perf_counter() - t1:.0f} s: {factors}")
     specs = [(name, build().eval(), shape) for name, build, shape in model_zoo(args.seed)]
-    measured = [measure_latency(model, shape, repeats=args.repeats, threads=args.threads, floor_us=floor)
-                for _, model, shape in specs]
+    measured = measure_latencies([(m, shape) for _, m, shape in specs], args.repeats, rounds=args.rounds,
+                                 threads=args.threads, floor_us=floor)
     print(f"{'model':44s} {'ops':>4s} {'meas ms':>9s} {'pred ms':>9s} {'err %':>7s} {'cal ms':>9s} {'err %':>7s}")
     errors, cal_errors = [], []
     for (name, model, shape), meas in zip(specs, measured, strict=True):

@@ -211,3 +211,12 @@ def test_model_zoo_is_seeded_and_runs():
     for _, build, shape in zoo[::5]:
         out = build().eval()(torch.zeros(1, *shape))
         assert out.ndim == 2 and out.shape[1] in (5, 10, 11, 24)
+
+
+def test_measure_latencies_interleaves_rounds():
+    from hwnas.cost.cpu_latency import measure_latencies
+
+    times = measure_latencies([(small_mlp(), (16,)), (small_cnn(), (2, 128))], repeats=10, rounds=2, warmup=2)
+    assert len(times) == 2 and all(0 < t < 100 for t in times)
+    with pytest.raises(ValueError, match="rounds"):
+        measure_latencies([(small_mlp(), (16,))], rounds=0)

@@ -86,6 +86,7 @@ __all__ = [
     "default_grid",
     "export_onnx",
     "machine_description",
+    "measure_latencies",
     "measure_latency",
     "model_operators",
     "nchwc_block",
@@ -1243,17 +1244,18 @@ def calibration_group(row_kind: str) -> str:
 
 
 def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, ...]]],
-              measured_ms: Sequence[float] | None = None, *, repeats: int = 100, ridge: float = 0.3,
-              progress: bool = False) -> LatencyTable:
+              measured_ms: Sequence[float] | None = None, *, repeats: int = 100, rounds: int = 3,
+              ridge: float = 0.3, progress: bool = False) -> LatencyTable:
     """A copy of ``table`` whose predictions are corrected by per-group factors fitted on measured models.
 
     Single operators are timed alone with hot caches; inside a model they see the neighbours' data in the
     caches, fused epilogues and layout changes. ``calibrate`` measures ``models`` (each ``(model,
-    input_shape)``; or takes ``measured_ms``), predicts them with the uncalibrated table, and fits one factor
-    per :data:`CALIBRATION_GROUPS` entry so that Σ_groups factor · (predicted µs of the group) matches the
-    measured total, by non-negative least squares on the relative error with a ridge term pulling each factor
-    toward 1 (``ridge``: its weight, as if ``ridge``² extra models said "1"). Use models disjoint from the ones
-    you evaluate on (e.g. :func:`hwnas.cost.latency_zoo.model_zoo` with another seed).
+    input_shape)``, with :func:`measure_latencies`; or takes ``measured_ms``), predicts them with the
+    uncalibrated table, and fits one factor per :data:`CALIBRATION_GROUPS` entry so that Σ_groups factor ·
+    (predicted µs of the group) matches the measured total, by non-negative least squares on the relative
+    error with a ridge term pulling each factor toward 1 (``ridge``: its weight, as if ``ridge``² extra
+    models said "1"). Use models disjoint from the ones you evaluate (e.g.
+    :func:`hwnas.cost.latency_zoo.model_zoo` with another seed).
     """
     from scipy.optimize import nnls
 
@@ -1266,9 +1268,8 @@ def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, 
     base = replace(table, calibration={})
     if measured_ms is None:
         floor = table.session.get("probe_floor_us")
-        it = _progress(models, progress, "measuring calibration models")
-        measured_ms = [measure_latency(m, shape, repeats=repeats, threads=int(table.machine.get("threads", 1)),
-                                       floor_us=floor) for m, shape in it]
+        measured_ms = measure_latencies(models, repeats, rounds=rounds, threads=int(table.machine.get("threads", 1)),
+                                        floor_us=floor, progress=progress)
     col = {g: j for j, g in enumerate(CALIBRATION_GROUPS)}
     a = np.zeros((len(models), len(col)))
     for i, (model, shape) in enumerate(models):
@@ -1419,3 +1420,35 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
         warnings.warn(f"measure_latency: the CPU was busy for {max_seconds} s; the timing includes disturbed runs",
                       RuntimeWarning, stacklevel=2)
     return us / 1e3
+
+
+def measure_latencies(models: Sequence[tuple[nn.Module, tuple[int, ...]]], repeats: int = 200, *, rounds: int = 3,
+                      warmup: int = 20, threads: int = 1, cpu: int | None = -1, max_seconds: float = 10.0,
+                      floor_us: float | None = None, progress: bool = False) -> list[float]:
+    """Measured ms of each model, robust to slow phases of a shared machine.
+
+    Every model is exported once; then ``rounds`` passes time every model in turn (as :func:`measure_latency`
+    does: the median of ``repeats`` quiet runs), and each model's result is the smallest of its round medians.
+    Interleaving spreads a model's rounds over minutes, so a slow phase of the machine (which only ever makes
+    runs slower) rarely covers all of them.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds: must be >= 1, got {rounds}")
+    sessions = []
+    rng = np.random.default_rng(0)
+    for model, shape in models:
+        sess = _session(export_onnx(model, tuple(shape), 1), threads)
+        x = rng.standard_normal((1, *shape)).astype(np.float32)
+        sessions.append((sess, {sess.get_inputs()[0].name: x}))
+    best = [math.inf] * len(sessions)
+    steps = _progress(range(rounds * len(sessions)), progress, "measuring models")
+    with pinned(cpu):
+        timer = QuietTimer(threads, floor_us=floor_us)
+        for step in steps:
+            i = step % len(sessions)
+            sess, feed = sessions[i]
+            best[i] = min(best[i], timer.time(sess, feed, repeats, warmup, max_seconds=max_seconds))
+    if timer.disturbed:
+        warnings.warn(f"measure_latencies: {timer.disturbed} of {rounds * len(sessions)} timings include disturbed "
+                      "runs (the CPU was busy)", RuntimeWarning, stacklevel=2)
+    return [us / 1e3 for us in best]
