@@ -39,25 +39,32 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def read_rml2018_hdf5(path: str | os.PathLike[str], *, indices: np.ndarray | None = None) -> Any:
-    """Read RadioML 2018.01A from ``path``; ``indices`` (sorted or not) reads only those frames.
-
-    Raises :class:`RadioMLFileError` naming the file and the dataset when ``X``, ``Y`` or ``Z`` is missing
-    or has the wrong shape, or when ``Y`` is not one-hot.
-    """
+def _open_rml2018(path: str | os.PathLike[str], keys: tuple[str, ...]) -> tuple[Path, Any]:
+    """The open HDF5 file (caller closes it), after checking it has the datasets ``keys``."""
     import h5py
-
-    from .amc import AMCData
 
     p = _existing(path)
     try:
         f = h5py.File(p, "r")
     except OSError as err:
         raise RadioMLFileError(f"{p}: not an HDF5 file ({err})") from err
+    missing = [k for k in keys if k not in f]
+    if missing:
+        f.close()
+        raise RadioMLFileError(f"{p}: dataset {missing[0]!r} missing (RadioML 2018.01A has X, Y, Z)")
+    return p, f
+
+
+def read_rml2018_hdf5(path: str | os.PathLike[str], *, indices: np.ndarray | None = None) -> Any:
+    """Read RadioML 2018.01A from ``path``; ``indices`` (sorted or not) reads only those frames.
+
+    Raises :class:`RadioMLFileError` naming the file and the dataset when ``X``, ``Y`` or ``Z`` is missing
+    or has the wrong shape, or when ``Y`` is not one-hot.
+    """
+    from .amc import AMCData
+
+    p, f = _open_rml2018(path, ("X", "Y", "Z"))
     with f:
-        for key in ("X", "Y", "Z"):
-            if key not in f:
-                raise RadioMLFileError(f"{p}: dataset {key!r} missing (RadioML 2018.01A has X, Y, Z)")
         xd, yd, zd = f["X"], f["Y"], f["Z"]
         n = xd.shape[0]
         if len(xd.shape) != 3 or xd.shape[2] != 2:
@@ -88,17 +95,8 @@ def read_rml2018_hdf5(path: str | os.PathLike[str], *, indices: np.ndarray | Non
 
 def rml2018_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """(class indices int64, SNR int16) of every frame of a RadioML 2018.01A file, without reading ``X``."""
-    import h5py
-
-    p = _existing(path)
-    try:
-        f = h5py.File(p, "r")
-    except OSError as err:
-        raise RadioMLFileError(f"{p}: not an HDF5 file ({err})") from err
+    p, f = _open_rml2018(path, ("Y", "Z"))
     with f:
-        for key in ("Y", "Z"):
-            if key not in f:
-                raise RadioMLFileError(f"{p}: dataset {key!r} missing (RadioML 2018.01A has X, Y, Z)")
         y, z = np.asarray(f["Y"][...]), np.asarray(f["Z"][...])
     if y.ndim != 2 or y.shape[1] != len(RML2018_CLASSES) or z.reshape(-1).shape[0] != y.shape[0]:
         raise RadioMLFileError(f"{p}: datasets 'Y' {y.shape} / 'Z' {z.shape} are not (N, 24) / (N, 1)")
