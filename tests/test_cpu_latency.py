@@ -220,3 +220,15 @@ def test_measure_latencies_interleaves_rounds():
     assert len(times) == 2 and all(0 < t < 100 for t in times)
     with pytest.raises(ValueError, match="rounds"):
         measure_latencies([(small_mlp(), (16,))], rounds=0)
+
+
+def test_measure_nodes_reports_the_optimized_graph():
+    from hwnas.cost.cpu_latency import measure_nodes
+
+    nodes = measure_nodes(small_cnn(), (2, 128), runs=20)
+    ops = [n.op_type for n in nodes]
+    assert "FusedConv" in ops or "Conv" in ops
+    assert any(op in ("Gemm", "FusedGemm") for op in ops)
+    assert all(n.median_us >= 0 and n.runs == 20 for n in nodes)
+    with pytest.raises(ValueError, match="runs"):
+        measure_nodes(small_cnn(), (2, 128), runs=0)

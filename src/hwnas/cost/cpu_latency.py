@@ -77,6 +77,7 @@ __all__ = [
     "LatencyRow",
     "LatencyTable",
     "ModelOperator",
+    "NodeTiming",
     "Operator",
     "ProfileGrid",
     "QuietTimer",
@@ -88,6 +89,7 @@ __all__ = [
     "machine_description",
     "measure_latencies",
     "measure_latency",
+    "measure_nodes",
     "model_operators",
     "nchwc_block",
     "pinned",
@@ -1452,3 +1454,46 @@ def measure_latencies(models: Sequence[tuple[nn.Module, tuple[int, ...]]], repea
         warnings.warn(f"measure_latencies: {timer.disturbed} of {rounds * len(sessions)} timings include disturbed "
                       "runs (the CPU was busy)", RuntimeWarning, stacklevel=2)
     return [us / 1e3 for us in best]
+
+
+@dataclass(frozen=True)
+class NodeTiming:
+    """One ONNX node of an exported model as onnxruntime's profiler saw it (µs are kernel times)."""
+
+    name: str
+    op_type: str
+    median_us: float
+    runs: int
+
+
+def measure_nodes(model: nn.Module, input_shape: tuple[int, ...], runs: int = 500, *, threads: int = 1,
+                  cpu: int | None = -1) -> list[NodeTiming]:
+    """Per-node kernel times of the exported model inside a whole-model run (onnxruntime's profiler).
+
+    The graph is the optimized one (fused ``FusedConv``/``FusedGemm`` nodes, NCHWc ``Reorder*`` nodes), in
+    execution order. Use it to see where a model's time goes and to compare with the rows of
+    :func:`predict_latency`: unlike the single-operator table, these times include the model context (data
+    the other nodes evicted from the caches, layout reorders). The profiler adds a few µs per node to the
+    whole run; the kernel times themselves are what it reports.
+    """
+    if runs < 1:
+        raise ValueError(f"runs: must be >= 1, got {runs}")
+    ort = _ort()
+    options = session_options(threads)
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "hwnas")
+        sess = ort.InferenceSession(export_onnx(model, tuple(input_shape)), options,
+                                    providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+        feed = {sess.get_inputs()[0].name: x}
+        with pinned(cpu):
+            for _ in range(runs):
+                sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    samples: dict[str, tuple[str, list[float]]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            node = e["name"][: -len("_kernel_time")]
+            samples.setdefault(node, (str(e.get("args", {}).get("op_name", "")), []))[1].append(float(e["dur"]))
+    return [NodeTiming(n, op, statistics.median(v), len(v)) for n, (op, v) in samples.items()]
