@@ -1,0 +1,176 @@
+"""QONNX export: executing the exported file with qonnx reproduces the torch model bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import hwnas.nn as hn
+from hwnas.export import QONNX_DOMAIN, ExportError, export_qonnx, verify_qonnx
+
+
+def fixed(bits: int, round_mode: str = "RND_CONV", overflow_mode: str = "SAT", **kw) -> dict:
+    return dict(bits=bits, learnable=False, round_mode=round_mode, overflow_mode=overflow_mode, **kw)
+
+
+def heterogeneous_channels(layer: nn.Module, seed: int) -> None:
+    """Scale each output channel's weights by a random power of two, so its quantizer picks its own (i, f)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        scale = torch.exp2(torch.randint(-3, 4, (layer.weight.shape[0],), generator=g).float())
+        layer.weight.mul_(scale.view(-1, *([1] * (layer.weight.dim() - 1))))
+        layer(torch.zeros(1, *layer.input_shape)) if layer.input_shape else None
+    f = layer.weight_quantizer.kif()[2]
+    assert len(torch.unique(f)) > 1  # the channels really differ
+
+
+def check(model: nn.Module, x: torch.Tensor) -> None:
+    result = verify_qonnx(model, x)
+    assert result["samples"] == len(x)
+    assert result["mismatches"] == 0, result
+    assert result["max_abs_diff"] == 0.0
+
+
+@pytest.mark.parametrize("round_mode", ["RND_CONV", "TRN", "TRN_ZERO", "RND_INF", "RND_ZERO"])
+@pytest.mark.parametrize("overflow_mode", ["SAT", "SAT_SYM"])
+def test_dense_model_is_bit_exact(round_mode: str, overflow_mode: str) -> None:
+    torch.manual_seed(0)
+    act = fixed(6, round_mode, overflow_mode)
+    model = nn.Sequential(
+        hn.QLinear(16, 24, input_quantizer=act, weight_quantizer=fixed(5, granularity="channel"),
+                   bias_quantizer=fixed(8)),
+        hn.QActivation("relu"),
+        hn.QLinear(24, 5, input_quantizer=fixed(5, round_mode, overflow_mode, signed=False),
+                   weight_quantizer=fixed(4), bias_quantizer=fixed(6), output_quantizer=fixed(10, round_mode)),
+    )
+    model(torch.randn(64, 16))  # static activation quantizers take their ranges from the first data
+    heterogeneous_channels(model[0], seed=1)
+    # inputs inside the ranges, on the grid (ties) and far outside (saturation)
+    x = torch.cat([torch.randn(100, 16), torch.round(torch.randn(56, 16) * 16) / 8, torch.randn(100, 16) * 4])
+    check(model, x)
+
+
+def test_unsigned_round_half_up_maps_to_half_up() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(hn.QActivation("relu"), hn.QLinear(8, 3, input_quantizer=fixed(4, "RND", signed=False),
+                                                              weight_quantizer=fixed(6), bias_quantizer=None))
+    model(torch.randn(32, 8))
+    check(model, torch.round(torch.randn(128, 8) * 8) / 16)
+
+
+def test_conv_pool_flatten_model_is_bit_exact() -> None:
+    torch.manual_seed(3)
+    act = fixed(8)
+    model = nn.Sequential(
+        hn.QConv1d(2, 8, 5, padding=2, input_quantizer=act, weight_quantizer=fixed(6, granularity="channel"),
+                   bias_quantizer=fixed(8)),
+        hn.QActivation("relu"), hn.QMaxPool1d(2),
+        hn.QConv1d(8, 8, 3, stride=2, padding=1, groups=8, input_quantizer=fixed(7, signed=False),
+                   weight_quantizer=fixed(5), bias_quantizer=None),
+        hn.QAvgPool1d(2, output_quantizer=fixed(9)),
+        nn.Flatten(),
+        hn.QLinear(8 * 8, 4, input_quantizer=fixed(9), weight_quantizer=fixed(6), bias_quantizer=fixed(8)),
+    )
+    model(torch.randn(32, 2, 64))
+    heterogeneous_channels(model[0], seed=4)
+    check(model, torch.cat([torch.randn(64, 2, 64), torch.randn(16, 2, 64) * 4]))
+
+
+def test_conv2d_depthwise_model_is_bit_exact() -> None:
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        hn.QConv2d(1, 4, 3, padding=1, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=fixed(8)),
+        hn.QActivation("relu"),
+        hn.QConv2d(4, 4, 3, stride=2, padding=1, groups=4, input_quantizer=fixed(6, "TRN", signed=False),
+                   weight_quantizer=fixed(5, granularity="channel"), bias_quantizer=None),
+        hn.QMaxPool2d(2), nn.Flatten(),
+        hn.QLinear(4 * 2 * 2, 3, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=None),
+    )
+    model(torch.rand(16, 1, 8, 8))
+    check(model, torch.cat([torch.rand(32, 1, 8, 8), torch.rand(8, 1, 8, 8) * 4]))
+
+
+def test_file_is_qonnx_with_explicit_quant_attributes(tmp_path) -> None:
+    torch.manual_seed(6)
+    model = nn.Sequential(hn.QLinear(4, 2, input_quantizer=fixed(6, "TRN", "SAT_SYM"), weight_quantizer=fixed(4),
+                                     bias_quantizer=None))
+    path = tmp_path / "model.onnx"
+    export_qonnx(model, (4,), path)
+    proto = onnx.load(path)
+    assert not list(tmp_path.glob("*.tmp"))
+    quants = [n for n in proto.graph.node if n.op_type == "Quant"]
+    assert len(quants) == 2 and all(n.domain == QONNX_DOMAIN for n in quants)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in quants[0].attribute}
+    assert attrs["signed"] == 1 and attrs["narrow"] == 1 and attrs["rounding_mode"] == b"FLOOR"
+    # op types a FINN flow starts from (its streamlining converts them further)
+    assert {n.op_type for n in proto.graph.node} <= {"Quant", "MatMul", "Add", "Conv", "Relu", "MaxPool",
+                                                     "AveragePool", "Flatten", "Identity"}
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6)), r"0\.weight_quantizer: bit-widths vary within a channel"),
+    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6, overflow_mode="WRAP"), weight_quantizer=fixed(4)),
+     r"0\.input_quantizer: overflow mode WRAP"),
+    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6, "RND"), weight_quantizer=fixed(4)),
+     r"0\.input_quantizer: rounding mode RND of signed values"),
+    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(1), weight_quantizer=fixed(4)), r"signed 1-bit"),
+    (lambda: hn.QActivation("tanh", input_quantizer=fixed(6), output_quantizer=fixed(6)), r"0: tanh \(table\)"),
+    (lambda: nn.BatchNorm1d(4), r"0: BatchNorm must be folded first"),
+    (lambda: nn.GELU(), r"0: GELU is not supported"),
+])
+def test_unsupported_features_name_the_layer(layer, message) -> None:
+    torch.manual_seed(7)
+    with pytest.raises(ExportError, match=message):
+        export_qonnx(nn.Sequential(layer()), (4,))
+
+
+def test_non_sequential_models_are_refused() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    with pytest.raises(ExportError, match=r"Branchy: only nn\.Sequential"):
+        export_qonnx(Branchy(), (4,))
+
+
+def test_exported_model_is_deterministic() -> None:
+    torch.manual_seed(8)
+    model = nn.Sequential(hn.QLinear(4, 2, input_quantizer=fixed(6), weight_quantizer=fixed(4)))
+    a = export_qonnx(model, (4,)).SerializeToString()
+    b = export_qonnx(model, (4,)).SerializeToString()
+    assert a == b and np.frombuffer(a, dtype=np.uint8).size > 0
+
+
+def test_scaled_int_ptq_model_is_bit_exact() -> None:
+    from hwnas.quant import calibrate
+
+    torch.manual_seed(9)
+    model = nn.Sequential(
+        hn.QConv1d(2, 8, 3, padding=1, input_quantizer=None, weight_quantizer=None, bias_quantizer=None),
+        hn.QActivation("relu"), hn.QMaxPool1d(2), nn.Flatten(),
+        hn.QLinear(8 * 16, 4, input_quantizer=None, weight_quantizer=None, bias_quantizer=None),
+    )
+    hn.set_quantizers(model, weight=dict(kind="scaled", bits=8, granularity="channel"),
+                      input=dict(kind="scaled", bits=8), layers=(hn.QConv1d, hn.QLinear))
+    hn.set_quantizers(model, weight=dict(kind="scaled", bits=4, symmetric=False), layers=(hn.QLinear,))
+    x = torch.randn(64, 2, 32)
+    calibrate(model, x)
+    check(model, torch.cat([x, torch.randn(16, 2, 32) * 5]))
+
+
+def test_asymmetric_scaled_activation_is_refused() -> None:
+    from hwnas.quant import calibrate
+
+    torch.manual_seed(10)
+    model = nn.Sequential(hn.QLinear(4, 2, input_quantizer=dict(kind="scaled", bits=8, symmetric=False),
+                                     weight_quantizer=fixed(4), bias_quantizer=None))
+    calibrate(model, torch.randn(32, 4))
+    with pytest.raises(ExportError, match=r"0\.input_quantizer: asymmetric"):
+        export_qonnx(model, (4,))
