@@ -159,7 +159,10 @@ def test_scaled_int_ptq_model_is_bit_exact() -> None:
     )
     hn.set_quantizers(model, weight=dict(kind="scaled", bits=8, granularity="channel"),
                       input=dict(kind="scaled", bits=8), layers=(hn.QConv1d, hn.QLinear))
-    hn.set_quantizers(model, weight=dict(kind="scaled", bits=4, symmetric=False), layers=(hn.QLinear,))
+    # the deployed int model's logits are int8 codes: a float output after non-power-of-two scales is summed
+    # in a different order by onnxruntime and torch (≈1 ULP apart), so only quantized tensors can be bit-exact
+    hn.set_quantizers(model, weight=dict(kind="scaled", bits=4, symmetric=False),
+                      output=dict(kind="scaled", bits=8), layers=(hn.QLinear,))
     x = torch.randn(64, 2, 32)
     calibrate(model, x)
     check(model, torch.cat([x, torch.randn(16, 2, 32) * 5]))
