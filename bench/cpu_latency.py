@@ -51,7 +51,7 @@ def get_table(path: str | None, quick: bool, threads: int) -> LatencyTable:
     t0 = time.perf_counter()
     table = profile_operators(grid, threads=threads)
     print(f"profiled {len(table)} operators in {time.perf_counter() - t0:.1f} s "
-          f"(session overhead {table.overhead_us:.2f} µs)")
+          f"(session overhead {table.overhead_us:.2f} µs, per node {table.node_us:.3f} µs)")
     if path:
         table.save(path)
         print(f"saved to {path}")

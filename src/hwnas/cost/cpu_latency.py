@@ -24,12 +24,15 @@ Contract:
   with an unmeasured corner, or in an unmeasured group, scale the nearest measured point the same way.
   (Held-out grid points: interpolation had about half the error of the fitted model alone.)
 * :func:`predict_latency` walks a model (forward hooks on a zero input, batch 1), predicts each operator
-  and sums: total = one session overhead (the run time of a 1-element ``Identity`` model) + per operator
-  its predicted time minus that overhead. Graph rewrites of ``ORT_ENABLE_ALL`` are mirrored: an
-  activation right after a convolution or linear layer is fused into it (ReLU then costs nothing, tanh
-  and sigmoid their element-wise compute); on machines where onnxruntime uses the blocked NCHWc layout
-  for 2-D convolutions and pools, layout reorders are charged only where the layout changes
-  (:func:`nchwc_block`); identity activations and dropout export to no node and cost 0. Quantizers
+  and sums: total = the cost of a session call without nodes (the run time ``overhead_us`` of a 1-element
+  ``Identity`` model minus one node, ``node_us``, the executor's per-node cost measured with chains of
+  1-element Relus, :func:`measure_node_cost`) + per node its predicted time minus the overhead plus one
+  ``node_us``. Graph rewrites of ``ORT_ENABLE_ALL`` are mirrored: an activation right after a convolution
+  or linear layer is fused into it (ReLU then costs nothing, tanh and sigmoid their element-wise compute);
+  on machines where onnxruntime uses the blocked NCHWc layout for 2-D convolutions and pools, layout
+  reorders (their measured time above the overhead, plus one node) are charged only where the layout
+  changes, and taken out of single-op entries that paid them (:func:`nchwc_block`); identity activations
+  and dropout export to no node and cost 0. Quantizers
   inside hwnas layers are ignored: the prediction is for the float graph of the same architecture.
   Modules with children are treated as containers whose forward only chains their children (no hidden
   tensor ops); an unknown leaf module raises :class:`UnsupportedLayerError` naming it.
@@ -89,6 +92,7 @@ __all__ = [
     "machine_description",
     "measure_latencies",
     "measure_latency",
+    "measure_node_cost",
     "measure_nodes",
     "model_operators",
     "nchwc_block",
@@ -595,6 +599,35 @@ def _measure_operator(op: Operator, timer: QuietTimer, *, batch: int, threads: i
     return timer.time(_session(model, threads), feed, repeats, warmup, budget_s, max_seconds=0.1)
 
 
+def _relu_chain(nodes: int) -> bytes:
+    """A model of ``nodes`` chained 1-element ``Relu`` nodes (nothing to fuse, negligible compute)."""
+    from onnx import TensorProto, helper
+
+    names = ["x", *(f"t{k}" for k in range(nodes - 1)), "y"]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", [a], [b]) for a, b in itertools.pairwise(names)], "relu_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
+                             ir_version=_IR_VERSION).SerializeToString()
+
+
+def measure_node_cost(timer: QuietTimer | None = None, *, threads: int = 1, nodes: int = 9,
+                      repeats: int = 400, warmup: int = 50) -> float:
+    """Executor cost of one extra node (µs): (run time of ``nodes`` chained 1-element Relus − one Relu) / (nodes − 1).
+
+    Every node of a model costs this beyond its arithmetic (kernel dispatch, allocation planning); a single-op
+    table entry contains it once for its operator and once per layout reorder onnxruntime wraps around it.
+    """
+    if nodes < 2:
+        raise ValueError(f"nodes: need at least 2, got {nodes}")
+    timer = timer or QuietTimer(threads)
+    feed = {"x": np.ones((1, 1), dtype=np.float32)}
+    one = timer.time(_session(_relu_chain(1), threads), feed, repeats, warmup, 1.0)
+    many = timer.time(_session(_relu_chain(nodes), threads), feed, repeats, warmup, 1.0)
+    return max(0.0, (many - one) / (nodes - 1))
+
+
 # ------------------------------------------------------------------------------------------------ grids
 @dataclass(frozen=True)
 class ProfileGrid:
@@ -755,7 +788,10 @@ class LatencyTable:
     """Measured operator latencies (key -> median µs per ``run``) with the machine they were measured on.
 
     ``overhead_us`` is the time of one ``run`` of a 1-element ``Identity`` model: the fixed cost of a session
-    call that every single-op measurement contains once and a whole model pays once.
+    call that every single-op measurement contains once and a whole model pays once. ``node_us`` is the
+    executor's cost per extra node of a graph (:func:`measure_node_cost`): a single-op entry whose optimized
+    graph has layout reorders around its operator pays it for each of them, and a model pays it per node;
+    0.0 in tables written before it was measured (predictions then ignore it, as they used to).
     """
 
     entries: dict[str, float]
@@ -766,6 +802,8 @@ class LatencyTable:
     created: str = ""
     calibration: dict[str, float] = field(default_factory=dict)
     """Per operator group factors fitted on measured models by :func:`calibrate` (empty: uncalibrated)."""
+    node_us: float = 0.0
+    """Executor cost of one extra graph node (µs); see the class docstring."""
     _index: dict[tuple[str, tuple[int, ...]], dict[tuple[float, ...], float]] | None = field(
         default=None, init=False, repr=False, compare=False)
     _fits: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
@@ -776,7 +814,8 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready contents."""
         return {"format": FORMAT, "created": self.created, "batch_size": self.batch_size,
-                "overhead_us": self.overhead_us, "machine": self.machine, "session": self.session,
+                "overhead_us": self.overhead_us, "node_us": self.node_us, "machine": self.machine,
+                "session": self.session,
                 "calibration": dict(sorted(self.calibration.items())),
                 "entries": dict(sorted(self.entries.items()))}
 
@@ -803,7 +842,8 @@ class LatencyTable:
             raise ValueError(f"{path}: not a {FORMAT} latency table")
         entries = {Operator.from_key(k).key: float(v) for k, v in data["entries"].items()}
         return cls(entries=entries, machine=data["machine"], session=data["session"],
-                   overhead_us=float(data["overhead_us"]), batch_size=int(data["batch_size"]),
+                   overhead_us=float(data["overhead_us"]), node_us=float(data.get("node_us", 0.0)),
+                   batch_size=int(data["batch_size"]),
                    created=data.get("created", ""),
                    calibration={str(k): float(v) for k, v in data.get("calibration", {}).items()})
 
@@ -941,7 +981,7 @@ def _multilinear(points: dict[tuple[float, ...], float], q: tuple[float, ...],
 # ---------------------------------------------------------------------------------------------- profiling
 def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, threads: int = 1,
                       batch_size: int = 1, repeats: int = 25, warmup: int = 5, budget_s: float = 0.02,
-                      passes: int = 1, cpu: int | None = -1, seed: int = 0,
+                      passes: int = 2, cpu: int | None = -1, seed: int = 0,
                       progress: Callable[[int, int, Operator, float], None] | None = None) -> LatencyTable:
     """Time every operator of ``grid`` (default :func:`default_grid`) and return the table.
 
@@ -991,6 +1031,7 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
                 entries[op.key] = min(us, entries[op.key])
             redo = {op.key: op for op in _implausible(entries, block)}
             retried += len(redo)
+        node_us = min(measure_node_cost(timer, threads=threads) for _ in range(3))
     session = {"provider": "CPUExecutionProvider", "intra_op_num_threads": threads, "inter_op_num_threads": 1,
                "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL",
                "opset": _OPSET, "statistic": "median of quiet runs (QuietTimer), smallest over passes",
@@ -998,7 +1039,7 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
                "probe_floor_us": timer.floor_us, "quiet_tolerance": timer.tolerance,
                "disturbed_timings": timer.disturbed, "retried": retried, "nchwc_block": block}
     return LatencyTable(entries=entries, machine=machine_description(threads), session=session,
-                        overhead_us=entries[overhead_op.key], batch_size=batch_size,
+                        overhead_us=entries[overhead_op.key], node_us=node_us, batch_size=batch_size,
                         created=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -1008,7 +1049,7 @@ class LatencyRow:
     """One operator of a model and the predicted µs it adds to a run.
 
     ``kind`` ends in ``+fused`` when the operator is folded into the previous convolution/linear node;
-    ``shape`` is its per-sample input shape.
+    ``shape`` is its per-sample input shape; ``blocked`` marks a node that runs in onnxruntime's NCHWc layout.
     """
 
     name: str
@@ -1016,6 +1057,7 @@ class LatencyRow:
     shape: tuple[int, ...]
     us: float
     operator: Operator | None = None
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -1203,6 +1245,7 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
     """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc)."""
     plan = model_operators(model, input_shape)
     layout = _Layout(table)
+    base_us = table.overhead_us - table.node_us  # a session call without any node
     rows = []
     for item in plan:
         op = item.operator
@@ -1213,20 +1256,22 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
             us = _fused_cost(table, op)
             kind = op.kind + "+fused"
         else:
-            us = max(0.0, table.predict_operator(op) - table.overhead_us) * item.repeats
+            # the operator's own node: its table time above the overhead (which holds one node) plus one node
+            us = max(0.0, table.predict_operator(op) - table.overhead_us + table.node_us) * item.repeats
             kind = op.kind if item.repeats == 1 else f"{op.kind}x{item.repeats}"
         us = max(0.0, us + layout.step(op, item.in_shape, item.out_shape))
-        rows.append(LatencyRow(item.name, kind, item.in_shape, us, op))
+        blocked = not item.fused and layout.runs_blocked(op)
+        rows.append(LatencyRow(item.name, kind, item.in_shape, us, op, blocked=blocked))
     if rows and plan:
         last = rows[-1]
-        rows[-1] = LatencyRow(last.name, last.kind, last.shape, last.us + layout.finish(plan[-1].out_shape),
-                              last.operator)
+        rows[-1] = replace(last, us=last.us + layout.finish(plan[-1].out_shape))
     if table.calibration:
         cal = table.calibration
-        rows = [LatencyRow(r.name, r.kind, r.shape, r.us * cal.get(calibration_group(r.kind), 1.0),
-                           r.operator) for r in rows]
-        return LatencyPrediction(tuple(rows), table.overhead_us * cal.get("overhead", 1.0))
-    return LatencyPrediction(tuple(rows), table.overhead_us)
+        rows = [replace(r, us=max(0.0, r.us * cal.get(calibration_group(r.kind), 1.0)
+                                  + (cal.get(_offset_key(calibration_group(r.kind)), 0.0) if r.blocked else 0.0)))
+                for r in rows]
+        return LatencyPrediction(tuple(rows), base_us * cal.get("overhead", 1.0))
+    return LatencyPrediction(tuple(rows), base_us)
 
 
 _GROUPS = {"maxpool1d": "pool", "avgpool1d": "pool", "maxpool2d": "pool", "avgpool2d": "pool",
@@ -1235,6 +1280,13 @@ _GROUPS = {"maxpool1d": "pool", "avgpool1d": "pool", "maxpool2d": "pool", "avgpo
 CALIBRATION_GROUPS: tuple[str, ...] = ("overhead", "conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear", "pool",
                                        "activation", "fused_activation")
 """Groups a calibration fits one factor for (``overhead``: the session overhead)."""
+NCHWC_GROUPS: tuple[str, ...] = ("conv2d", "dwconv2d", "pool")
+"""Groups whose NCHWc-domain nodes get a signed per-node offset from :func:`calibrate`
+(calibration entries ``nchwc_<group>_us``)."""
+
+
+def _offset_key(group: str) -> str:
+    return f"nchwc_{group}_us"
 
 
 def calibration_group(row_kind: str) -> str:
@@ -1253,10 +1305,13 @@ def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, 
     Single operators are timed alone with hot caches; inside a model they see the neighbours' data in the
     caches, fused epilogues and layout changes. ``calibrate`` measures ``models`` (each ``(model,
     input_shape)``, with :func:`measure_latencies`; or takes ``measured_ms``), predicts them with the
-    uncalibrated table, and fits one factor per :data:`CALIBRATION_GROUPS` entry so that Σ_groups factor ·
-    (predicted µs of the group) matches the measured total, by non-negative least squares on the relative
-    error with a ridge term pulling each factor toward 1 (``ridge``: its weight, as if ``ridge``² extra
-    models said "1"). Use models disjoint from the ones you evaluate (e.g.
+    uncalibrated table, and fits one factor per :data:`CALIBRATION_GROUPS` entry and, for every group of
+    :data:`NCHWC_GROUPS` with NCHWc-domain nodes in the models, a signed µs offset per such node (entry
+    ``nchwc_<group>_us``), so that Σ_groups factor · (predicted µs of the group) + Σ offset · (blocked nodes)
+    matches the measured total, by non-negative least squares on the relative error (an offset as the
+    difference of two non-negative columns) with a ridge term pulling each factor toward 1 and each offset
+    toward 0 (``ridge``: its weight, as if ``ridge``² extra models said "1"). Use models disjoint from the
+    ones you evaluate (e.g.
     :func:`hwnas.cost.latency_zoo.model_zoo` with another seed).
     """
     from scipy.optimize import nnls
@@ -1274,6 +1329,8 @@ def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, 
                                         floor_us=floor, progress=progress)
     col = {g: j for j, g in enumerate(CALIBRATION_GROUPS)}
     a = np.zeros((len(models), len(col)))
+    off_col = {g: j for j, g in enumerate(NCHWC_GROUPS)}
+    blocked = np.zeros((len(models), len(off_col)))
     for i, (model, shape) in enumerate(models):
         pred = predict_latency(model, shape, base)
         a[i, col["overhead"]] = pred.overhead_us
@@ -1281,19 +1338,32 @@ def calibrate(table: LatencyTable, models: Sequence[tuple[nn.Module, tuple[int, 
             group = calibration_group(r.kind)
             if group in col:
                 a[i, col[group]] += r.us
+            if r.blocked and group in off_col:
+                blocked[i, off_col[group]] += 1
     y = np.asarray(measured_ms, dtype=np.float64) * 1e3
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("measured_ms: every value must be a positive, finite time")
     used = a.any(axis=0)
-    a_rel = a[:, used] / y[:, None]
+    k = int(used.sum())
+    # factors (non-negative) and a signed µs offset per NCHWc node of each group seen (a pair of
+    # non-negative columns each); the ridge pulls factors toward 1 and offsets toward 0
+    offsets = [g for g, j in off_col.items() if blocked[:, j].any()]
+    b = blocked[:, [off_col[g] for g in offsets]]
+    a_rel = np.hstack([a[:, used], b, -b]) / y[:, None]
     rhs = np.ones(len(y))
     if ridge > 0:
-        k = int(used.sum())
-        a_rel = np.vstack([a_rel, ridge * np.eye(k)])
-        rhs = np.concatenate([rhs, ridge * np.ones(k)])
+        m = len(offsets)
+        prior = np.zeros((k + m, k + 2 * m))
+        prior[:k, :k] = ridge * np.eye(k)
+        prior[k:, k:k + m] = ridge * np.eye(m)
+        prior[k:, k + m:] = -ridge * np.eye(m)
+        a_rel = np.vstack([a_rel, prior])
+        rhs = np.concatenate([rhs, ridge * np.ones(k), np.zeros(m)])
     coef, _ = nnls(a_rel, rhs)
     factors = dict.fromkeys(CALIBRATION_GROUPS, 1.0)
-    factors.update({g: float(c) for g, c in zip(np.array(CALIBRATION_GROUPS)[used], coef, strict=True)})
+    factors.update({g: float(c) for g, c in zip(np.array(CALIBRATION_GROUPS)[used], coef[:k], strict=True)})
+    m = len(offsets)
+    factors.update({_offset_key(g): float(coef[k + j] - coef[k + m + j]) for j, g in enumerate(offsets)})
     return replace(table, calibration=factors)
 
 
@@ -1340,10 +1410,14 @@ class _Layout:
         self.blocked = False
 
     def _reorder(self, kind: str, shape: tuple[int, ...]) -> float:
-        """A reorder's cost from the fitted model (linear in elements), robust to one noisy entry."""
+        """A reorder node's cost: its table time above the overhead plus the executor's cost of the node.
+
+        The measured (interpolated) entry, not the linear fit: large reorders cost more than linear once
+        their data leaves the L2 cache, and the fit underestimated them by up to 30 %.
+        """
         c, h, w = shape if len(shape) == 3 else (shape[0], math.prod(shape[1:]), 1)
         op = Operator.make(kind, channels=c, height=h, width=w)
-        return max(0.0, self.table.fitted_operator(op) - self.table.overhead_us)
+        return max(0.0, self.table.predict_operator(op) - self.table.overhead_us) + self.table.node_us
 
     def _needs(self, op: Operator) -> bool | None:
         """True: needs NCHWc input, False: needs NCHW, None: either."""
@@ -1376,6 +1450,11 @@ class _Layout:
                 extra -= self._reorder("reorder_in", in_shape)
             extra -= self._reorder("reorder_out", out_shape)
         return extra
+
+    def runs_blocked(self, op: Operator) -> bool:
+        """Whether ``op`` runs as an NCHWc-domain node (2-D convolutions; pools on whole channel blocks)."""
+        return bool(self.block) and (op.kind in ("conv2d", "dwconv2d") or (
+            op.kind in ("maxpool2d", "avgpool2d") and bool(self._needs(op))))
 
     def finish(self, out_shape: tuple[int, ...]) -> float:
         """Cost of returning the model output to NCHW."""
