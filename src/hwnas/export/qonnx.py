@@ -37,6 +37,8 @@ from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
 from hwnas.quant import FixedPointQuantizer, ScaledIntQuantizer
 
+from .errors import ExportError
+
 __all__ = ["QONNX_DOMAIN", "ExportError", "execute_qonnx", "export_qonnx", "verify_qonnx"]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -46,10 +48,6 @@ _IR_VERSION = 8
 _ROUNDING = {"RND_CONV": "ROUND", "TRN": "FLOOR", "TRN_ZERO": "DOWN", "RND_INF": "HALF_UP", "RND_ZERO": "HALF_DOWN"}
 _ROUNDING_UNSIGNED = {"RND": "HALF_UP", "RND_MIN_INF": "HALF_DOWN"}
 _OTHER_PATHS = "use the hls4ml or RTL export, which carry it exactly"
-
-
-class ExportError(ValueError):
-    """The model cannot be exported to this format; the message names the layer (and slot)."""
 
 
 class _Graph:

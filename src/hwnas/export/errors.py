@@ -1,0 +1,13 @@
+"""Errors shared by the exporters."""
+
+from __future__ import annotations
+
+__all__ = ["ExportError", "ToolMissingError"]
+
+
+class ExportError(ValueError):
+    """The model cannot be exported to this format; the message names the layer (and slot)."""
+
+
+class ToolMissingError(RuntimeError):
+    """An external tool an export or verification path needs (g++, Verilator, Yosys, ...) is not available."""
