@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=int, default=2, help="worker processes (default 2; data do not depend on it)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
+    from hwnas.cli_export import add_export_commands
+
+    add_export_commands(sub)
     return parser
 
 

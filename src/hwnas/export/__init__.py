@@ -5,6 +5,7 @@
 * QONNX (:func:`export_qonnx`), checked by executing the export with qonnx (:func:`verify_qonnx`).
 """
 
+from .bundle import ModelBundle, load_model, save_model
 from .errors import ExportError, ToolMissingError
 from .graph import ExportGraph, FixedFormat, extract, float32_exact, run_reference
 from .qonnx import QONNX_DOMAIN, execute_qonnx, export_qonnx, verify_qonnx
@@ -14,11 +15,14 @@ __all__ = [
     "ExportError",
     "ExportGraph",
     "FixedFormat",
+    "ModelBundle",
     "ToolMissingError",
     "execute_qonnx",
     "export_qonnx",
     "extract",
     "float32_exact",
+    "load_model",
     "run_reference",
+    "save_model",
     "verify_qonnx",
 ]

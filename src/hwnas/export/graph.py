@@ -396,8 +396,7 @@ def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
     shapes: list[tuple[int, ...]] = []
     x = torch.zeros((1, *sample))
     with torch.no_grad():
-        model(x)
-        for name, layer in layers:
+        for name, layer in layers:  # running each layer also settles weight quantizers' integer bits
             try:
                 y = layer(x)
             except Exception as err:  # a shape error names the layer

