@@ -145,3 +145,33 @@ def test_cli_verify_and_export(tmp_path, capsys) -> None:
     assert (tmp_path / "q" / "model.qonnx.onnx").is_file()
     assert main(["export", str(hgq), "--to", "qonnx", "--out", str(tmp_path / "q2")]) == 2
     assert "0.input_quantizer" in capsys.readouterr().err
+
+
+def test_a_mismatch_is_located_at_the_first_differing_layer(monkeypatch) -> None:
+    from hwnas.export import verify as verify_mod
+    from hwnas.export.graph import Dense, run_reference
+
+    calls = []
+
+    def broken(model, x, graph, ref, lsb, workdir, options):
+        # a deliberately wrong "artefact": the second Dense layer (layer "2") adds one LSB to output 0
+        calls.append(len(graph.layers()))
+        got = run_reference(graph, x)
+        if any(isinstance(n, Dense) and n.name == "2" for n in graph.nodes):
+            got = got.copy()
+            got[:, 0] += 2.0 ** -6
+        return compare("broken", ref, got, lsb=lsb)
+
+    monkeypatch.setitem(verify_mod._RUNNERS, "broken", broken)
+    torch.manual_seed(4)
+    model = nn.Sequential(hn.QLinear(8, 8, input_quantizer=fixed(6)), hn.QActivation("relu"),
+                          hn.QLinear(8, 8), hn.QActivation("relu"), hn.QLinear(8, 2))
+    model(torch.randn(32, 8))
+    report = verify_model(model, input_shape=(8,), paths=["broken"], samples=16)
+    r = report.results[1]
+    assert r.mismatches == 16 and r.first_mismatch == 0 and r.first_layer == "2"
+    assert not report.passed and report.failures == [r]
+    assert "first differing layer 2" in report.table()
+    assert len(calls) <= 1 + 3  # the full run plus a bisection over 5 layers
+    clean = verify_model(model, input_shape=(8,), paths=["broken"], samples=4, locate=False)
+    assert clean.results[1].first_layer is None

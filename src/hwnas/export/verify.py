@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .errors import ExportError, ToolMissingError
 from .graph import ExportGraph, Quantize, extract, float32_exact, run_reference
 from .result import PathResult, compare, skipped
 
-__all__ = ["PATHS", "VerificationReport", "default_inputs", "verify_model"]
+__all__ = ["PATHS", "VerificationReport", "default_inputs", "locate_first_layer", "verify_model"]
 
 PATHS: tuple[str, ...] = ("reference", "qonnx", "hls4ml", "rtl")
 """Verification paths in the order they run."""
@@ -155,13 +155,15 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                  input_shape: Sequence[int] | None = None, paths: Sequence[str] | None = None,
                  output_dir: str | Path | None = None,
                  options: dict[str, dict[str, Any]] | None = None, samples: int = 256, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> VerificationReport:
+                 progress: Callable[[str], None] | None = None, locate: bool = True) -> VerificationReport:
     """Verify ``model`` on ``x`` (or :func:`default_inputs` of ``samples`` when None) along ``paths``.
 
     ``input_shape`` is needed only without ``x``. ``options`` maps a path to keyword arguments of its
     exporter (e.g. ``{"hls4ml": {"backend": "Vivado", "reuse_factor": 4}}``). Artefacts are written under
     ``output_dir`` (a temporary folder, removed afterwards, when None). ``progress(path)`` is called before
-    each path runs. Raises :class:`ExportError` for an unknown path or bad input data.
+    each path runs. With ``locate``, a path that mismatches and cannot say where is bisected over model
+    prefixes (:func:`locate_first_layer`) to name the first differing layer. Raises :class:`ExportError` for
+    an unknown path or bad input data.
     """
     wanted = list(PATHS if paths is None else paths)
     unknown = [p for p in wanted if p not in _RUNNERS]
@@ -204,5 +206,46 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                     raise
                 result = skipped(path, f"tool missing: the Python package {err.name!r} is not installed "
                                        "(pip install 'hwnas[export]')", len(x))
+            if locate and result.skipped is None and result.mismatches and result.first_layer is None:
+                layer = locate_first_layer(path, model, x, result, root / f"{path}-bisect", options.get(path, {}))
+                result = replace(result, first_layer=layer)
             results.append(result)
     return VerificationReport(results, len(x), float32_exact(graph, x))
+
+
+def locate_first_layer(path: str, model: nn.Module, x: torch.Tensor, result: PathResult, workdir: Path,
+                       options: dict[str, Any] | None = None, max_samples: int = 8) -> str | None:
+    """The first layer after which ``path`` differs from torch, found by bisecting over model prefixes.
+
+    Runs the path on prefixes ``layers[:k]`` of the chain, on ``max_samples`` samples starting at the first
+    mismatching one, and returns the name of the last layer of the shortest differing prefix found; None
+    when a prefix cannot run on its own. (A difference that a later layer hides, e.g. by saturating, makes
+    the bisection name a later layer: the result is the first layer found to differ, not a proof.)
+    """
+    from .graph import chain
+
+    layers = chain(model)
+    if len(layers) < 2 or result.first_mismatch is None:
+        return None
+    xs = x[result.first_mismatch: result.first_mismatch + max_samples]
+
+    def differs(k: int) -> bool:
+        prefix = nn.Sequential(*(m for _, m in layers[:k])).eval()
+        g = extract(prefix, tuple(xs.shape[1:]))
+        ref = _torch_outputs(prefix, xs)
+        r = _RUNNERS[path](prefix, xs, g, ref, _output_lsb(g), workdir / f"prefix{k}", options or {})
+        if r.skipped is not None:
+            raise ExportError(r.skipped)
+        return r.mismatches > 0
+
+    lo, hi = 1, len(layers)  # invariant: the prefix of length hi differs; those shorter than lo do not
+    try:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if differs(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+    except (ExportError, ToolMissingError):
+        return None
+    return layers[hi - 1][0]
