@@ -189,3 +189,20 @@ def test_errors_name_the_layer_and_setting() -> None:
         run_reference(graph, np.zeros((3, 5)))
     with pytest.raises(ExportError, match="NaN"):
         run_reference(graph, np.full((3, 4), np.nan))
+
+
+def test_negative_widths_are_pruned_elements() -> None:
+    torch.manual_seed(8)
+    layer = hn.QLinear(6, 3, input_quantizer=dict(bits=4, granularity="parameter"),
+                       weight_quantizer=dict(bits=4, granularity="parameter"))
+    x = torch.randn(40, 6)
+    layer(x)
+    with torch.no_grad():  # training can push widths below zero: those elements are pruned (0)
+        layer.input_quantizer.f.copy_(torch.tensor([-5.0, -9.0, 2.0, 3.0, -4.0, 1.0]))
+        layer.weight_quantizer.f.view(-1)[:6] = -12.0
+    model = nn.Sequential(layer).eval()
+    graph = extract(model, (6,))
+    fmt = graph.input_format
+    assert np.all(fmt.width >= 0) and np.count_nonzero(fmt.width == 0) >= 2
+    assert np.all((fmt.k == 0) & (fmt.i == 0) & (fmt.f == 0) | (fmt.width > 0))
+    assert np.array_equal(run_reference(graph, x), torch_out(model, x))

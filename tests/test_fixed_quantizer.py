@@ -301,3 +301,28 @@ def test_minimal_integer_bits_is_the_smallest_that_does_not_overflow():
                 assert quantize_fixed_np(x[j], int(k), i, f, "RND", "SAT") == rounded
                 if int(k) + i - 1 + f >= 1:
                     assert quantize_fixed_np(x[j], int(k), i - 1, f, "RND", "SAT") != rounded
+
+
+def test_static_weight_quantizer_is_stable_across_calls() -> None:
+    """A static quantizer whose i follows the weight gives the same weight on every call (i from the data alone).
+
+    Regression: i used to be derived from values rounded at the *previous* f, so a channel whose maximum rounds
+    up into the next power of two at one f but not at the other alternated between two formats.
+    """
+    import hwnas.nn as hn
+
+    for seed in range(12):
+        torch.manual_seed(seed)
+        layer = hn.QLinear(8, 12, weight_quantizer=dict(bits=4, learnable=False, granularity="channel"))
+        first = layer.quantized_weight().detach().clone()
+        kif = [t.clone() for t in layer.weight_quantizer.kif()]
+        for _ in range(3):
+            assert torch.equal(layer.quantized_weight(), first)
+            assert all(torch.equal(a, b) for a, b in zip(layer.weight_quantizer.kif(), kif, strict=True))
+        k, i, f = kif
+        assert torch.all(k + i + f == 4)
+        # minimal: one integer bit fewer (one fractional bit more) overflows some element of every channel
+        w = layer.weight.detach()
+        q = quantize_fixed(w, k, i - 1, f + 1, "RND", "SAT")
+        r = quantize_fixed(w, k, i - 1, f + 1, "RND", "WRAP")
+        assert torch.all(torch.any((q != r) | (q.abs() >= torch.exp2(i - 1)), dim=1))

@@ -165,7 +165,7 @@ def _synth(args: argparse.Namespace) -> int:
 
         out = Path(args.out)
         project = export_rtl(bundle.model, bundle.input_shape, out / "rtl", **_path_options(args)["rtl"])
-        result = synthesize(project.sources, project.top, args.target, output_dir=out / "synth")
+        result = synthesize(project, target=args.target, output_dir=out / "synth", progress=not args.quiet)
     except (ExportError, ToolMissingError, ValueError) as err:
         return _error(str(err))
     print(result.table())
@@ -198,5 +198,6 @@ def add_export_commands(sub: Any) -> None:
     syn.add_argument("model", help="model file written by hwnas.export.save_model")
     syn.add_argument("--target", required=True, help="device from the catalog (e.g. ZCU104, XC7Z020, ECP5-85K)")
     syn.add_argument("--out", required=True, help="output folder (rtl/ and synth/ inside)")
+    syn.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_path_options(syn)
     syn.set_defaults(func=_synth)

@@ -71,8 +71,8 @@ class FixedFormat:
     """Per-element fixed-point format of one tensor: ``ap_fixed<k+i+f, k+i, round_mode, overflow_mode>``.
 
     ``k`` (sign bit, 0/1), ``i`` (integer bits without the sign) and ``f`` (fractional bits) are int64 arrays
-    of the tensor's shape (per sample for activations, the parameter shape for weights). An element of
-    width ``k+i+f <= 0`` is pruned: it is always 0.
+    of the tensor's shape (per sample for activations, the parameter shape for weights). A pruned element
+    (the quantizer's width ``k+i+f <= 0``) is stored as ``(0, 0, 0)``: it is always 0.
     """
 
     k: np.ndarray
@@ -268,7 +268,9 @@ def _fixed_format(q: Any, shape: tuple[int, ...], where: str) -> FixedFormat:
     except ValueError as err:
         raise ExportError(f"{where}: quantizer parameters of shape {tuple(q.kif()[0].shape)} do not fit the "
                           f"tensor shape {shape}") from err
-    return FixedFormat(k.copy(), i.copy(), f.copy(), q.round_mode.value, q.overflow_mode.value, where)
+    pruned = k + i + f <= 0  # trained widths can go below 0: the element is pruned (always 0), stored as (0, 0, 0)
+    k, i, f = (np.where(pruned, 0, a) for a in (k, i, f))
+    return FixedFormat(k, i, f, q.round_mode.value, q.overflow_mode.value, where)
 
 
 def _param(layer: QLayer, name: str, kind: str) -> tuple[np.ndarray | None, FixedFormat | None]:

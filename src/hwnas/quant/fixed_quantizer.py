@@ -273,13 +273,28 @@ class FixedPointQuantizer(Quantizer):
         """
         with torch.no_grad():
             k, _, f = self._kif()
-            need = minimal_integer_bits(x.detach(), k, f, self.round_mode, prune_zeros=True)
+            x = x.detach()
+            if not self.is_learnable and self.init_f is None:
+                # i and f move together (k+i+f = bits): take the smallest i that holds the values once they are
+                # rounded at f = bits-k-i. Computed from the data alone, so it does not depend on the previous
+                # f (rounding at the old f could carry into a new power of two and flip i on every call).
+                bits = float(self.init_bits)
+                raw = minimal_integer_bits(x, k, torch.full_like(f, 60.0), "TRN", prune_zeros=True)
+                raw = self.granularity.reduce(raw, "amax", self.batch_dims)
+                if grow_only:
+                    raw = torch.maximum(self.i, raw)
+                raw = raw.clamp(*self.i_range)
+                f_try = (bits - k - raw).clamp(*self.f_range)
+                need = minimal_integer_bits(x, k, f_try, self.round_mode, prune_zeros=True)
+                need = torch.maximum(raw, self.granularity.reduce(need, "amax", self.batch_dims))
+                self.i.copy_(need.clamp(*self.i_range))
+                self.f.copy_((bits - self.k - self.i).clamp(*self.f_range))
+                return
+            need = minimal_integer_bits(x, k, f, self.round_mode, prune_zeros=True)
             need = self.granularity.reduce(need, "amax", self.batch_dims)
             if grow_only:
                 need = torch.maximum(self.i, need)
             self.i.copy_(need.clamp(*self.i_range))
-            if not self.is_learnable and self.init_f is None:
-                self.f.copy_((float(self.init_bits) - self.k - self.i).clamp(*self.f_range))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantize ``x`` (see :func:`hwnas.quant.quantize_fixed`).

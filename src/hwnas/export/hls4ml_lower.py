@@ -1,0 +1,595 @@
+"""Lowering of an :class:`~hwnas.export.graph.ExportGraph` to hls4ml layer dictionaries with exact types.
+
+Contract (used by :mod:`hwnas.export.hls4ml`; no hls4ml import here, so it is testable without it):
+
+* :func:`lower` walks the graph once and returns a :class:`Lowered`: the list of hls4ml layer dictionaries
+  (``ModelGraph.from_layer_list`` format, channels last), one :class:`HlsLayer` record per dictionary with
+  every type it needs (``result``, ``weight``, ``bias``, ``accum``, ``table``) as an :class:`ApType`, and
+  the layout maps between torch's flat order and hls4ml's.
+* Every type is derived from value ranges, never guessed: a tensor is tracked as per-element bounds and
+  fractional bits (:class:`ValueRange`, torch layout). A quantizer's output has its format's range; a
+  Dense/Conv accumulates ``bias + Σ w·x`` with interval arithmetic on the real weights and the finest grid
+  of any product; pooling takes the window's max/sum; a table its values. Accumulators and results that
+  are not re-quantized get the narrowest ``ap_[u]fixed`` holding every reachable value exactly (WRAP/TRN,
+  so intermediate wrap-around in a sum is harmless: the final sum fits).
+* A uniform quantizer right after a layer becomes that layer's ``result_t`` (with its rounding and overflow
+  modes: hls4ml casts the exact accumulator/value to ``result_t``). A heterogeneous one (per channel or per
+  element) becomes an hls4ml ``FixedPointQuantizer`` layer: a generated function casting every element to
+  its own ``ap_fixed<W,I,mode,mode>``; its output type is the union of the element formats.
+* Channels last: conv weights are transposed to (K…, Cin, Cout), per-element formats to channels last, and a
+  Dense after ``Flatten`` gets its input rows permuted (torch flattens channel-major).
+* What hls4ml cannot do exactly raises :class:`~hwnas.export.errors.ExportError` naming the layer: dilated
+  or grouped (non-depthwise) convolutions, depthwise with a channel multiplier, a Dense on a tensor of rank
+  > 1, a table whose input type exceeds :data:`MAX_TABLE_BITS`, depthwise convolutions with the Resource
+  strategy, and reuse factors that do not divide a layer's multiplications.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.quant.reference import quantize_fixed_np
+
+from .errors import ExportError
+from .graph import Conv, Dense, ExportGraph, FixedFormat, Flatten, Node, Pool, Quantize, ReLU, Table, value_format
+
+__all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "lower", "valid_reuse_factors"]
+
+MAX_TABLE_BITS = 16
+"""Widest table input (2**16 entries): a lookup table indexed by every code of its input type."""
+
+_NOF = -(1 << 20)
+"""Fractional-bit sentinel of an element that is always 0 (it needs no grid)."""
+
+_OTHER_PATH = "the RTL export (hwnas.export, alkaid) has no such restriction"
+
+
+# ------------------------------------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class ApType:
+    """One ``ap_[u]fixed<width, integer, round, overflow>`` type (``integer`` includes the sign bit)."""
+
+    signed: bool
+    width: int
+    integer: int
+    round_mode: str = "TRN"
+    overflow_mode: str = "WRAP"
+
+    @property
+    def fractional(self) -> int:
+        """Fractional bits ``width - integer`` (may be negative)."""
+        return self.width - self.integer
+
+    def cpp(self) -> str:
+        """The C++ spelling, modes only when they are not the TRN/WRAP default."""
+        base = f"ap_{'' if self.signed else 'u'}fixed<{self.width},{self.integer}"
+        if self.round_mode == "TRN" and self.overflow_mode == "WRAP":
+            return base + ">"
+        return f"{base},AP_{self.round_mode},AP_{self.overflow_mode}>"
+
+    def hls(self) -> str:
+        """The spelling hls4ml's precision parser reads back to the same type."""
+        return (f"ap_{'' if self.signed else 'u'}fixed<{self.width},{self.integer},AP_{self.round_mode},"
+                f"AP_{self.overflow_mode},0>")
+
+    def codes(self) -> np.ndarray:
+        """The value of every bit pattern, indexed by the raw pattern (two's complement when signed)."""
+        n = 1 << self.width
+        raw = np.arange(n, dtype=np.int64)
+        if self.signed:
+            raw = np.where(raw >= n // 2, raw - n, raw)
+        return np.ldexp(raw.astype(np.float64), -self.fractional)
+
+
+def format_type(fmt: FixedFormat, index: int = 0) -> ApType:
+    """The type of one element of a format, with the format's rounding and overflow modes."""
+    k, i, f = int(fmt.k.flat[index]), int(fmt.i.flat[index]), int(fmt.f.flat[index])
+    return ApType(bool(k), k + i + f, k + i, fmt.round_mode, fmt.overflow_mode)
+
+
+# ------------------------------------------------------------------------------------------------ ranges
+@dataclass(frozen=True, eq=False)
+class ValueRange:
+    """Reachable values of a tensor: per element ``lo <= x <= hi`` on the grid ``2**-f`` (torch layout)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    f: np.ndarray
+
+    @staticmethod
+    def of_format(fmt: FixedFormat) -> ValueRange:
+        """The range of a quantizer's output: its format's full range (pruned elements are 0)."""
+        alive = fmt.width > 0
+        k, i, f = (a.astype(np.float64) for a in (fmt.k, fmt.i, fmt.f))
+        lo = np.where(alive, -k * np.exp2(i), 0.0)
+        hi = np.where(alive, np.exp2(i) - np.exp2(-f), 0.0)
+        return ValueRange(lo, hi, np.where(alive, fmt.f, _NOF).astype(np.int64))
+
+    @staticmethod
+    def of_values(values: np.ndarray) -> ValueRange:
+        """The (degenerate) range of constants, with the fractional bits each needs."""
+        v = np.asarray(values, dtype=np.float64)
+        f = value_format(v).f
+        return ValueRange(v.copy(), v.copy(), np.where(v != 0, f, _NOF).astype(np.int64))
+
+    def alive(self) -> np.ndarray:
+        """Elements that are not always zero."""
+        return (self.lo != 0) | (self.hi != 0)
+
+    def reshape(self, shape: tuple[int, ...]) -> ValueRange:
+        """The same range for the tensor reshaped (C order)."""
+        return ValueRange(self.lo.reshape(shape), self.hi.reshape(shape), self.f.reshape(shape))
+
+    def union_type(self, signed: bool = False) -> ApType:
+        """The narrowest ``ap_[u]fixed`` (TRN, WRAP) holding every reachable value of every element exactly."""
+        alive = self.alive() & (self.f > _NOF)
+        if not alive.any():
+            return ApType(True, 2, 2) if signed else ApType(False, 1, 1)
+        f = int(self.f[alive].max())
+        lo = float(self.lo.min())
+        hi = float(self.hi.max())
+        c_lo, c_hi = math.ldexp(lo, f), math.ldexp(hi, f)
+        lo_i, hi_i = math.floor(c_lo), math.ceil(c_hi)
+        k = 1 if (lo_i < 0 or signed) else 0
+        m = max(max(hi_i, 0).bit_length(), (-lo_i - 1).bit_length() if lo_i < 0 else 0)
+        if max(abs(c_lo), abs(c_hi)) >= 2.0**52:  # float64 bounds may be rounded: one bit of margin
+            m += 1
+        m = max(m, 1 - k)
+        return ApType(bool(k), k + m, k + m - f)
+
+
+def _torch(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None]
+
+
+def _dense_range(r: ValueRange, w: np.ndarray, b: np.ndarray | None) -> ValueRange:
+    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    hi = wp @ r.hi + wn @ r.lo
+    lo = wp @ r.lo + wn @ r.hi
+    fx = np.where(r.alive(), r.f, _NOF)
+    fw = value_format(w).f
+    terms = np.where((w != 0) & (fx[None, :] > _NOF), fx[None, :] + fw, _NOF)
+    fo = terms.max(axis=1) if terms.size else np.full(w.shape[0], _NOF)
+    if b is not None:
+        fo = np.where(b != 0, np.maximum(fo, value_format(b).f), fo)
+        lo, hi = lo + b, hi + b
+    return ValueRange(lo, hi, fo.astype(np.int64))
+
+
+def _conv_range(node: Conv, r: ValueRange) -> ValueRange:
+    fn = F.conv1d if node.dims == 1 else F.conv2d
+    wp, wn = torch.from_numpy(np.maximum(node.weight, 0.0)), torch.from_numpy(np.minimum(node.weight, 0.0))
+    args = (None, node.stride, node.padding, node.dilation, node.groups)
+    x_lo, x_hi = _torch(r.lo), _torch(r.hi)
+    hi = (fn(x_hi, wp, *args) + fn(x_lo, wn, *args))[0].numpy()
+    lo = (fn(x_lo, wp, *args) + fn(x_hi, wn, *args))[0].numpy()
+    cin = r.lo.shape[0]
+    fx = np.where(r.alive(), r.f, _NOF).reshape(cin, -1).max(axis=1)  # finest grid per input channel
+    cout, cin_g = node.weight.shape[:2]
+    group = np.arange(cout) // (cout // node.groups)
+    fx_w = fx[group[:, None] * cin_g + np.arange(cin_g)[None, :]]  # (Cout, Cin/groups)
+    fx_w = fx_w.reshape(fx_w.shape + (1,) * node.dims)
+    fw = value_format(node.weight).f
+    terms = np.where((node.weight != 0) & (fx_w > _NOF), fx_w + fw, _NOF)
+    fo = terms.reshape(cout, -1).max(axis=1)
+    if node.bias is not None:
+        b = node.bias
+        fo = np.where(b != 0, np.maximum(fo, value_format(b).f), fo)
+        bias = b.reshape((-1,) + (1,) * node.dims)
+        lo, hi = lo + bias, hi + bias
+    f = np.broadcast_to(fo.reshape((-1,) + (1,) * node.dims), lo.shape).astype(np.int64)
+    return ValueRange(lo, hi, f.copy())
+
+
+def _pool_range(node: Pool, r: ValueRange) -> tuple[ValueRange, ValueRange | None]:
+    """Output range and, for average pooling, the range of the window sums (the accumulator)."""
+    maxp = F.max_pool1d if node.dims == 1 else F.max_pool2d
+    f_in = torch.from_numpy(np.where(r.alive(), r.f, _NOF).astype(np.float64))[None]
+    f_out = maxp(f_in, node.kernel, node.stride, node.padding)[0].numpy().astype(np.int64)
+    if node.kind == "max":
+        lo = maxp(_torch(r.lo), node.kernel, node.stride, node.padding)[0].numpy()
+        hi = maxp(_torch(r.hi), node.kernel, node.stride, node.padding)[0].numpy()
+        return ValueRange(lo, hi, f_out), None
+    avgp = F.avg_pool1d if node.dims == 1 else F.avg_pool2d
+    n = math.prod(node.kernel)
+    shift = n.bit_length() - 1
+    lo = avgp(_torch(r.lo), node.kernel, node.stride, node.padding)[0].numpy()
+    hi = avgp(_torch(r.hi), node.kernel, node.stride, node.padding)[0].numpy()
+    f = np.where(f_out > _NOF, f_out + shift, _NOF)
+    return ValueRange(lo, hi, f), ValueRange(lo * n, hi * n, f)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+@dataclass(eq=False)
+class HlsLayer:
+    """One hls4ml layer: its dictionary, the types it is given and where it comes from in the graph."""
+
+    name: str
+    """hls4ml layer name (a C++ identifier)."""
+    source: str
+    """The hwnas layer it implements (``"input"`` for the model input)."""
+    kind: str
+    """What it does, for reports: ``input``, ``quantizer``, ``dense``, ``conv1d``, ``relu``, ``table`` ..."""
+    attrs: dict[str, Any]
+    node_index: int
+    """Index in ``graph.nodes`` of the last node whose output this layer produces (-1: the raw input)."""
+    hls_shape: tuple[int, ...]
+    perm: np.ndarray
+    """hls4ml flat position → torch flat index of the layer's output."""
+    types: dict[str, ApType] = field(default_factory=dict)
+    same_as: HlsLayer | None = None
+    """For in-place layers (Flatten): the layer whose output type this one shares."""
+    foldable: bool = True
+    """Whether its output is a cast of an exact value (so a following uniform quantizer can be its result_t)."""
+    reuse_factor: int = 1
+    strategy: str = "Latency"
+    note: str = ""
+
+    @property
+    def result(self) -> ApType:
+        """The output type (resolved through ``same_as``)."""
+        return self.same_as.result if self.same_as is not None else self.types["result"]
+
+
+@dataclass(eq=False)
+class Lowered:
+    """The lowered graph (see the module docstring)."""
+
+    layers: list[HlsLayer]
+    input_perm: np.ndarray
+    output_perm: np.ndarray
+    input_hls_shape: tuple[int, ...]
+    output_hls_shape: tuple[int, ...]
+
+    def layer_list(self) -> list[dict[str, Any]]:
+        """The dictionaries for ``ModelGraph.from_layer_list``."""
+        return [dict(layer.attrs) for layer in self.layers]
+
+    def layer_config(self) -> dict[str, dict[str, Any]]:
+        """hls4ml ``HLSConfig['LayerName']``: precisions, reuse factor, strategy, tracing, per layer."""
+        out: dict[str, dict[str, Any]] = {}
+        for layer in self.layers:
+            prec = {key: t.hls() for key, t in layer.types.items() if key != "result"}
+            prec["result"] = layer.result.hls()
+            out[layer.name] = {"Precision": prec, "ReuseFactor": layer.reuse_factor, "Strategy": layer.strategy,
+                               "Trace": True}
+        return out
+
+
+def _hls_layout(shape: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Channels-last shape of a torch (C, *S) tensor and the flat permutation hls position → torch index."""
+    idx = np.arange(math.prod(shape)).reshape(shape)
+    if len(shape) == 1:
+        return shape, idx
+    moved = np.moveaxis(idx, 0, -1)
+    return tuple(moved.shape), moved.ravel()
+
+
+def _to_hls(arr: np.ndarray, perm: np.ndarray, hls_shape: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(arr).ravel()[perm].reshape(hls_shape)
+
+
+def valid_reuse_factors(n_in: int, n_out: int, resource: bool) -> list[int]:
+    """Reuse factors hls4ml accepts for a layer of ``n_in × n_out`` multiplications.
+
+    Every reuse factor must divide the multiplications; the Resource kernels also need hls4ml's own
+    conditions (``FPGABackend._validate_reuse_factor``, restated here).
+    """
+    out = []
+    total = n_in * n_out
+    small = [d for d in range(1, math.isqrt(total) + 1) if total % d == 0]
+    for rf in sorted(set(small) | {total // d for d in small}):
+        if resource:
+            mult_limit = math.ceil(total / min(n_in, rf))
+            if not (mult_limit % n_out == 0 or rf >= n_in) or not (rf % n_in == 0 or rf < n_in):
+                continue
+        out.append(rf)
+    return out
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"\W", "_", text)
+
+
+class _Lowerer:
+    def __init__(self, graph: ExportGraph, reuse: dict[str, int], strategy: dict[str, str]) -> None:
+        self.graph = graph
+        self.reuse = reuse
+        self.strategy = strategy
+        self.layers: list[HlsLayer] = []
+        self.names: set[str] = set()
+        self.pending: HlsLayer | None = None
+        self.last: HlsLayer | None = None
+        self.shape: tuple[int, ...] = graph.input_shape
+        self.hls_shape, self.perm = _hls_layout(self.shape)
+        self.range: ValueRange | None = None
+        self.skip = -1
+        """Index of a node already implemented by the previous layer (a table's output quantizer)."""
+
+    # -------------------------------------------------------------- helpers
+    def name(self, kind: str, source: str) -> str:
+        base = f"{kind}_{_ident(source)}"
+        name, n = base, 1
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def emit(self, kind: str, source: str, attrs: dict[str, Any], index: int, **kw: Any) -> HlsLayer:
+        name = self.name(kind, source)
+        attrs = {"name": name, **attrs}
+        layer = HlsLayer(name, source, kind, attrs, index, self.hls_shape, self.perm, **kw)
+        self.layers.append(layer)
+        self.last = layer
+        return layer
+
+    def close(self, signed: bool = False) -> None:
+        """Give the pending layer the exact type of its output (optionally with a sign bit)."""
+        if self.pending is not None:
+            assert self.range is not None
+            self.pending.types["result"] = self.range.union_type(signed)
+            if signed and not self.range.union_type().signed:
+                self.pending.note = "signed: hls4ml pads max pooling with the type's minimum"
+            self.pending = None
+        elif signed and self.last is not None and not self.last.result.signed:  # pragma: no cover - guarded
+            raise ExportError(f"{self.last.source}: internal: unsigned input to a padded max pooling")
+
+    def rf_strategy(self, node: Node, n_in: int, n_out: int, kind: str) -> tuple[int, str]:
+        rf = self.reuse.get(node.name, 1)
+        strategy = self.strategy.get(node.name, "Latency")
+        resource = strategy == "Resource"
+        if kind.startswith("depthwise") and resource:
+            raise ExportError(f"{node.name}: hls4ml has no Resource strategy for depthwise convolutions "
+                              "(its kernel asserts); give this layer strategy 'Latency'")
+        if kind.startswith("depthwise"):
+            n_in, n_out = n_in // n_out, n_out  # one product per kernel tap and channel
+        total = n_in * n_out
+        valid = valid_reuse_factors(n_in, n_out, resource)
+        if rf not in valid:
+            shown = ", ".join(str(v) for v in valid[:16]) + (", ..." if len(valid) > 16 else "")
+            raise ExportError(f"{node.name}: reuse factor {rf} is not valid for this {kind} layer "
+                              f"({n_in}×{n_out} = {total} multiplications, {strategy} strategy); valid: {shown}")
+        return rf, strategy
+
+    def needs_signed(self, index: int) -> bool:
+        """Whether the node after ``index`` is a padded max pooling (hls4ml pads with the type's minimum)."""
+        nxt = self.graph.nodes[index + 1] if index + 1 < len(self.graph.nodes) else None
+        return isinstance(nxt, Pool) and nxt.kind == "max" and any(nxt.padding)
+
+    # -------------------------------------------------------------- nodes
+    def run(self) -> Lowered:
+        nodes = self.graph.nodes
+        first = nodes[0]
+        assert isinstance(first, Quantize)
+        self.range = ValueRange.of_format(first.fmt)
+        inp = self.emit("hwnas", "input", {"class_name": "InputLayer", "input_shape": list(self.hls_shape)}, -1,
+                        note="the model input (quantized by predict with the input format)")
+        inp.kind = "input"
+        self.pending = inp
+        for index, node in enumerate(nodes):
+            if index == self.skip:
+                continue
+            if isinstance(node, Quantize):
+                self.quantize(index, node)
+            elif isinstance(node, Dense):
+                self.dense(index, node)
+            elif isinstance(node, Conv):
+                self.conv(index, node)
+            elif isinstance(node, ReLU):
+                self.relu(index, node)
+            elif isinstance(node, Table):
+                self.table(index, node)
+            elif isinstance(node, Pool):
+                self.pool(index, node)
+            elif isinstance(node, Flatten):
+                self.flatten(index, node)
+            else:  # pragma: no cover - the graph has no other nodes
+                raise ExportError(f"{node.name}: {type(node).__name__} is not supported by the hls4ml exporter")
+        self.close()
+        _, in_perm = _hls_layout(self.graph.input_shape)
+        return Lowered(self.layers, in_perm, self.perm, _hls_layout(self.graph.input_shape)[0], self.hls_shape)
+
+    def quantize(self, index: int, node: Quantize) -> None:
+        fmt = node.fmt
+        new_range = ValueRange.of_format(fmt)
+        pending = self.pending
+        width = fmt.width
+        only_node = pending is not None and pending.kind == "input" and index == len(self.graph.nodes) - 1
+        fold = (pending is not None and pending.foldable and fmt.uniform and fmt.k.size > 0 and not only_node
+                and int(width.flat[0]) > 0 and not (self.needs_signed(index) and int(fmt.k.flat[0]) == 0))
+        if fold:
+            assert pending is not None
+            pending.types["result"] = format_type(fmt)
+            pending.node_index = index
+            pending.note = (pending.note + "; " if pending.note else "") + f"result_t is {fmt.where}"
+            self.pending = None
+        else:
+            self.close()
+            alive = width > 0
+            k = np.where(alive, fmt.k, 0)
+            b = np.where(alive, fmt.k + fmt.i + fmt.f, 0)
+            i = np.where(alive, fmt.k + fmt.i, 0)
+            mask = tuple(_to_hls(a, self.perm, self.hls_shape).astype(np.int16)[None] for a in (k, b, i))
+            desc = fmt.describe() if not fmt.uniform else f"uniform {fmt.describe()}"
+            layer = self.emit("quant", f"{node.name}_{node.slot}", {
+                "class_name": "FixedPointQuantizer", "mask_kbi": mask, "SAT": fmt.overflow_mode,
+                "RND": fmt.round_mode, "fusible": None, "overrides": {}}, index,
+                note=f"{fmt.where}: {desc}, one ap_fixed per element")
+            layer.source = node.name
+            self.pending = layer
+        self.range = new_range
+
+    def _spatial(self, node: Node, dims: int) -> None:
+        if len(self.shape) != dims + 1:
+            raise ExportError(f"{node.name}: expects a {dims}-D (channels, ...) input, got shape {self.shape}")
+
+    def dense(self, index: int, node: Dense) -> None:
+        if len(self.shape) != 1:
+            raise ExportError(f"{node.name}: a Dense on a tensor of shape {self.shape}: torch applies it to the "
+                              "last axis, hls4ml (channels last) to the channels; flatten the input first")
+        assert self.range is not None
+        self.close()
+        n_out, n_in = node.weight.shape
+        rf, strategy = self.rf_strategy(node, n_in, n_out, "dense")
+        weight = node.weight[:, self.perm].T  # rows in hls4ml's input order
+        r = _dense_range(self.range.reshape((n_in,)), node.weight, node.bias)
+        types = {"weight": ValueRange.of_values(node.weight).union_type(),
+                 "accum": r.union_type()}
+        if node.bias is not None:
+            types["bias"] = ValueRange.of_values(node.bias).union_type()
+        self.shape = (n_out,)
+        self.hls_shape, self.perm = _hls_layout(self.shape)
+        layer = self.emit("dense", node.name, {
+            "class_name": "Dense", "n_in": n_in, "n_out": n_out, "weight_data": np.ascontiguousarray(weight),
+            "bias_data": None if node.bias is None else node.bias.copy(), "data_format": "channels_last"}, index,
+            types=types, reuse_factor=rf, strategy=strategy)
+        self.pending = layer
+        self.range = r
+
+    def conv(self, index: int, node: Conv) -> None:
+        self._spatial(node, node.dims)
+        assert self.range is not None
+        if any(d != 1 for d in node.dilation):
+            raise ExportError(f"{node.name}: dilation {node.dilation} is not supported by hls4ml's io_parallel "
+                              f"convolutions; {_OTHER_PATH}")
+        cout, cin_g = node.weight.shape[:2]
+        cin = self.shape[0]
+        depthwise = node.groups > 1
+        if depthwise and not (node.groups == cin and cin_g == 1):
+            raise ExportError(f"{node.name}: grouped convolution (groups={node.groups}, {cin} channels) is not "
+                              f"supported by hls4ml; only groups == channels (depthwise) or 1; {_OTHER_PATH}")
+        if depthwise and cout != cin:
+            raise ExportError(f"{node.name}: depthwise convolution with a channel multiplier ({cout} outputs for "
+                              f"{cin} channels) is not supported by the hls4ml export; {_OTHER_PATH}")
+        self.close()
+        r = _conv_range(node, self.range)
+        out_shape = tuple(r.lo.shape)
+        kind = ("depthwise" if depthwise else "conv") + f"{node.dims}d"
+        n_in = cin_g * math.prod(node.kernel) if not depthwise else cin * math.prod(node.kernel)
+        rf, strategy = self.rf_strategy(node, n_in, cout, kind)
+        w = node.weight
+        if node.dims == 1:
+            kernel = np.transpose(w, (2, 1, 0))  # (K, Cin, Cout); depthwise (K, C, 1)
+            geometry = {"filt_width": node.kernel[0], "stride_width": node.stride[0], "pad_left": node.padding[0],
+                        "pad_right": node.padding[0], "in_width": self.shape[1], "out_width": out_shape[1]}
+        else:
+            kernel = np.transpose(w, (2, 3, 1, 0))  # (KH, KW, Cin, Cout); depthwise (KH, KW, C, 1)
+            geometry = {"filt_height": node.kernel[0], "filt_width": node.kernel[1],
+                        "stride_height": node.stride[0], "stride_width": node.stride[1],
+                        "pad_top": node.padding[0], "pad_bottom": node.padding[0], "pad_left": node.padding[1],
+                        "pad_right": node.padding[1], "in_height": self.shape[1], "in_width": self.shape[2],
+                        "out_height": out_shape[1], "out_width": out_shape[2]}
+        if depthwise:
+            kernel = np.transpose(w, (2, 0, 1) if node.dims == 1 else (2, 3, 0, 1))  # (K..., C, 1)
+        attrs: dict[str, Any] = {
+            "class_name": ("DepthwiseConv" if depthwise else "Conv") + f"{node.dims}D", **geometry,
+            "n_chan": cin, "n_filt": cout, "data_format": "channels_last",
+            "weight_data": np.ascontiguousarray(kernel), "bias_data": None if node.bias is None else node.bias.copy()}
+        if depthwise:
+            attrs.update(depthwise_data=attrs["weight_data"], depth_multiplier=1)
+        types = {"weight": ValueRange.of_values(w).union_type(), "accum": r.union_type()}
+        if node.bias is not None:
+            types["bias"] = ValueRange.of_values(node.bias).union_type()
+        self.shape = out_shape
+        self.hls_shape, self.perm = _hls_layout(self.shape)
+        self.pending = self.emit(kind, node.name, attrs, index, types=types, reuse_factor=rf, strategy=strategy)
+        self.range = r
+
+    def relu(self, index: int, node: ReLU) -> None:
+        assert self.range is not None
+        self.close()
+        r = self.range
+        self.pending = self.emit("relu", node.name, {"class_name": "Activation", "activation": "relu"}, index)
+        self.range = ValueRange(np.maximum(r.lo, 0.0), np.maximum(r.hi, 0.0), r.f)
+
+    def pool(self, index: int, node: Pool) -> None:
+        self._spatial(node, node.dims)
+        assert self.range is not None
+        self.close(signed=node.kind == "max" and any(node.padding))
+        r, acc = _pool_range(node, self.range)
+        out_shape = tuple(r.lo.shape)
+        if node.dims == 1:
+            geometry = {"pool_width": node.kernel[0], "stride_width": node.stride[0], "pad_left": node.padding[0],
+                        "pad_right": node.padding[0], "n_in": self.shape[1], "n_out": out_shape[1],
+                        "in_width": self.shape[1], "out_width": out_shape[1]}
+        else:
+            geometry = {"pool_height": node.kernel[0], "pool_width": node.kernel[1],
+                        "stride_height": node.stride[0], "stride_width": node.stride[1],
+                        "pad_top": node.padding[0], "pad_bottom": node.padding[0], "pad_left": node.padding[1],
+                        "pad_right": node.padding[1], "in_height": self.shape[1], "in_width": self.shape[2],
+                        "out_height": out_shape[1], "out_width": out_shape[2]}
+        op = "Max" if node.kind == "max" else "Average"
+        assert self.last is not None
+        types = {"accum": acc.union_type() if acc is not None else self.last.result}
+        kind = f"{node.kind}pool{node.dims}d"
+        self.shape = out_shape
+        self.hls_shape, self.perm = _hls_layout(self.shape)
+        self.pending = self.emit(kind, node.name, {
+            "class_name": f"{op}Pooling{node.dims}D", **geometry, "n_filt": out_shape[0], "count_pad": True,
+            "data_format": "channels_last"}, index, types=types)
+        self.range = r
+
+    def table(self, index: int, node: Table) -> None:
+        assert self.range is not None
+        self.close()
+        assert self.last is not None
+        t_in = self.last.result
+        if t_in.width > MAX_TABLE_BITS:
+            raise ExportError(f"{node.name}: {node.kind} table over a {t_in.width}-bit input type ({t_in.cpp()}) "
+                              f"would have 2^{t_in.width} entries; hls4ml tables are limited here to "
+                              f"{MAX_TABLE_BITS}-bit inputs: narrow the input quantizer of {node.name}")
+        values = node.apply(t_in.codes())
+        nxt = self.graph.nodes[index + 1] if index + 1 < len(self.graph.nodes) else None
+        out_type: ApType | None = None
+        note = f"{node.kind} over all {1 << t_in.width} codes of {t_in.cpp()}"
+        if (isinstance(nxt, Quantize) and nxt.name == node.name and nxt.fmt.uniform and nxt.fmt.k.size
+                and int(nxt.fmt.width.flat[0]) > 0 and not self.needs_signed(index + 1)):
+            fmt = nxt.fmt
+            k, i, f = (int(a.flat[0]) for a in (fmt.k, fmt.i, fmt.f))  # uniform: one format for all elements
+            values = quantize_fixed_np(values, k, i, f, fmt.round_mode, fmt.overflow_mode)
+            out_type = format_type(fmt)
+            note += f", {fmt.where} applied in the table"
+        table_range = ValueRange.of_values(values)
+        table_t = table_range.union_type()
+        layer = self.emit("table", node.name, {
+            "class_name": "UnaryLUT", "table_data": values, "activation": "unary_lut"}, index,
+            types={"table": table_t}, note=note)
+        r = ValueRange(np.full(self.shape, values.min()), np.full(self.shape, values.max()),
+                       np.full(self.shape, int(table_range.f.max()), dtype=np.int64))
+        if out_type is not None:
+            assert isinstance(nxt, Quantize)
+            layer.types["result"] = out_type
+            layer.node_index = index + 1
+            self.range = ValueRange.of_format(nxt.fmt)
+            self.skip = index + 1
+            self.pending = None
+        else:
+            self.pending = layer
+            self.range = r
+
+    def flatten(self, index: int, node: Flatten) -> None:
+        assert self.range is not None and self.last is not None
+        n = math.prod(self.shape)
+        self.range = self.range.reshape((n,))
+        if len(self.shape) == 1:
+            return
+        producer = self.pending or self.last
+        self.shape = (n,)
+        self.hls_shape = (n,)  # hls4ml's flat order is the channels-last order: perm carries over
+        layer = self.emit("flatten", node.name, {"class_name": "Reshape", "target_shape": [n]}, index,
+                          same_as=producer, foldable=False)
+        layer.node_index = producer.node_index
+        self.last = layer
+
+
+def lower(graph: ExportGraph, reuse: dict[str, int], strategy: dict[str, str]) -> Lowered:
+    """Lower ``graph`` (module docstring); ``reuse``/``strategy`` map layer names to their settings."""
+    return _Lowerer(graph, reuse, strategy).run()

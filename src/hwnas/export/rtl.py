@@ -1,0 +1,370 @@
+"""RTL export: a quantized hwnas model as a Verilog or VHDL project through alkaid, simulated with Verilator.
+
+Contract:
+
+* :func:`export_rtl` extracts the export graph (the one place precisions are read), traces the model with
+  alkaid (:func:`hwnas.export.alkaid_plugin.trace_hwnas`: the hwnas replay handlers turn every layer into
+  alkaid's fixed-point IR, exactly), optimizes the IR and writes alkaid's project into ``output_dir``
+  atomically (a temporary sibling folder, then a rename; an existing project there is replaced). Without a
+  ``latency_cutoff`` (or ``n_stages``) the design is one combinational block (latency 0); with one, alkaid
+  cuts it into pipeline stages of at most that many estimated nanoseconds (registers at the input, between
+  stages and at the output), and ``latency`` is the number of clock cycles from input to output.
+* The circuit's input is the model input already quantized with the graph's input format (the first
+  layer's input quantizer); its float-to-fixed conversion happens outside the circuit. Ports: one input
+  vector ``model_inp`` and one output vector ``model_out`` holding the flattened (torch, C order) elements,
+  each element in its own fixed-point width, plus ``clk`` when pipelined. The element layout is recorded in
+  ``model/comb.json.gz`` (alkaid) and summarized in ``hwnas_rtl.json``.
+* :class:`RtlProject` names the files: ``sources`` (the design: alkaid's static primitives, lookup tables,
+  the per-stage ``logic*`` modules and the top ``<project_name>``, in that order), ``top`` (the design's top
+  module, ``project_name``; feed exactly these to synthesis), ``wrapper`` (``<project_name>_wrapper``, a
+  port-flattening wrapper that is only the simulation top). :meth:`RtlProject.compile` builds alkaid's
+  Verilator emulator (tools from :mod:`hwnas.export.tools`; VHDL also needs GHDL) and
+  :meth:`RtlProject.predict` runs it on float inputs in torch layout (quantized with the input format
+  first), returning float64 outputs in torch layout. :meth:`RtlProject.emulate` runs the same IR with
+  alkaid's C++ interpreter (no Verilator).
+* :func:`verify_rtl` exports, compiles, simulates and compares with the torch model (float64 values of its
+  float32 forward) sample by sample; it returns :func:`~hwnas.export.result.skipped` with the reason when
+  alkaid, Verilator, make or a C++ compiler (or GHDL for VHDL) is missing, and never fails for a missing tool.
+* What cannot be exported raises :class:`~hwnas.export.errors.ExportError` naming the layer (and slot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ExportError, ToolMissingError
+from .graph import ExportGraph, FixedFormat, Quantize, chain, extract
+from .result import PathResult, compare, skipped
+from .tools import find_ghdl, find_verilator, rtl_tools_missing
+
+__all__ = ["DEFAULT_PART", "RtlProject", "RtlSummary", "export_rtl", "verify_rtl"]
+
+DEFAULT_PART = "xcvu13p-flga2577-2-e"
+"""alkaid's default FPGA part (only written into its Vivado/Quartus project scripts)."""
+
+_SUMMARY_FILE = "hwnas_rtl.json"
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# alkaid IR opcodes: 0/1 add/sub, 4 add a constant, 6 multiplexer, 7 multiplier, 8 table lookup
+_ADDERS, _MUX, _MUL, _LUT = (0, 1, 4), (6,), (7,), (8,)
+
+
+@dataclass(frozen=True)
+class RtlSummary:
+    """Size and timing estimates of an exported design (alkaid's cost model, before synthesis)."""
+
+    cost: float
+    """alkaid's area estimate of the combinational logic (roughly LUTs)."""
+    adders: int
+    """Two-input adders/subtractors (incl. constant additions) in the IR before ternary-adder fusion."""
+    multiplexers: int
+    lookups: int
+    """Table lookups (tanh/sigmoid activations), one per activation element."""
+    tables: int
+    """Distinct lookup tables."""
+    reg_bits: int
+    """Pipeline register bits (0 when combinational)."""
+    latency: int
+    """Clock cycles from input to output (0 when combinational)."""
+    stages: int
+    """Combinational blocks (pipeline stages)."""
+    delay_ns: float
+    """alkaid's estimate of the whole combinational path before pipelining, in ns."""
+    inputs: int
+    input_bits: int
+    outputs: int
+    output_bits: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON, tables)."""
+        return asdict(self)
+
+
+@dataclass
+class RtlProject:
+    """An exported RTL project (see the module docstring for the meaning of the files)."""
+
+    path: Path
+    flavor: str
+    top: str
+    """Top module of the design (``project_name``): what synthesis elaborates."""
+    sources: list[Path]
+    """HDL files of the design, dependencies first (static primitives, tables, stage logic, top)."""
+    wrapper: Path
+    """``<top>_wrapper``: Verilator's top for simulation, not part of the design."""
+    latency: int
+    """Clock cycles from input to output (0: combinational)."""
+    summary: RtlSummary
+    graph: ExportGraph
+    latency_cutoff: float = -1
+    n_stages: int = -1
+    clock_period: float = 5.0
+    part_name: str = DEFAULT_PART
+    comb: Any = field(default=None, repr=False)
+    """alkaid's ``CombLogic`` of the design."""
+    _rtl: Any = field(default=None, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample input shape (torch layout)."""
+        return self.graph.input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Per-sample output shape (torch layout)."""
+        return self.graph.output_shape
+
+    @property
+    def input_format(self) -> FixedFormat:
+        """The fixed-point format of the circuit's input (floats are quantized with it before they enter)."""
+        return self.graph.input_format
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile` has built the emulator in this process."""
+        return self._rtl is not None
+
+    def _model(self) -> Any:
+        from alkaid.codegen import RTLModel
+
+        return RTLModel(self.comb, self.path, self.top, flavor=self.flavor, n_stages=self.n_stages,
+                        latency_cutoff=self.latency_cutoff, print_latency=True, part_name=self.part_name,
+                        clock_period=self.clock_period)
+
+    def compile(self, *, verbose: bool = False, jobs: int | None = None, openmp: bool = True) -> RtlProject:
+        """Build alkaid's Verilator emulator of the project (in ``path/sim``); returns ``self``.
+
+        Raises :class:`ToolMissingError` when Verilator (or GHDL for VHDL) is missing and ``RuntimeError``
+        when the build fails (``verbose`` shows the compiler output).
+        """
+        tool = find_verilator()
+        if self.flavor == "vhdl" and find_ghdl() is None:
+            raise ToolMissingError("simulating the VHDL project needs GHDL on PATH (alkaid converts it to Verilog "
+                                   "with ghdl synth); export flavor='verilog' to simulate without it")
+        rtl = self._model()
+        with tool.activated() as env:
+            if self.flavor == "vhdl":
+                # ghdl synth's Verilog trips Verilator lint warnings (COMBDLY) that are errors by default; the
+                # netlist is machine-written, so the lint is not ours to fix: keep the warnings, not fatal
+                env = {**env, "VERILATOR_FLAGS": "-Wno-fatal -Wno-UNUSEDSIGNAL -Wno-COMBDLY -Wno-ALWNEVER"}
+            try:
+                rtl.compile(verbose=verbose, openmp=openmp, nproc=jobs, _env=env)
+            except (RuntimeError, AttributeError, OSError) as err:
+                raise RuntimeError(f"{self.top}: the Verilator build in {self.path / 'sim'} failed ({err}); "
+                                   "rerun compile(verbose=True) for the compiler output") from err
+        self._rtl = rtl
+        return self
+
+    def _flat_inputs(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        from .alkaid_plugin import quantize_values
+
+        h = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+        if h.shape[1:] != self.input_shape:
+            raise ExportError(f"input: expected samples of shape {self.input_shape}, got {h.shape[1:]}")
+        if not np.all(np.isfinite(h)):
+            raise ExportError("input: contains NaN or infinity")
+        fmt = self.input_format
+        q = quantize_values(h, fmt.k, fmt.i, fmt.f, fmt.round_mode, fmt.overflow_mode)
+        return np.ascontiguousarray(q.reshape(len(h), -1))
+
+    def predict(self, x: np.ndarray | torch.Tensor, *, threads: int = 1) -> np.ndarray:
+        """Simulate the RTL on a batch ``x`` (N, *input_shape) of floats; (N, *output_shape) float64.
+
+        ``x`` is quantized with :attr:`input_format` first (as the first layer's input quantizer does).
+        Needs :meth:`compile`; ``threads`` > 1 uses alkaid's OpenMP batch runner.
+        """
+        if self._rtl is None:
+            raise RuntimeError(f"{self.top}: call compile() before predict()")
+        flat = self._flat_inputs(x)
+        if not len(flat):
+            return np.zeros((0, *self.output_shape))
+        out = np.asarray(self._rtl.predict(flat, n_threads=threads), dtype=np.float64)
+        return out.reshape((len(flat), *self.output_shape))
+
+    def emulate(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The design's IR run by alkaid's C++ interpreter (no Verilator) on ``x``; like :meth:`predict`."""
+        flat = self._flat_inputs(x)
+        out = np.asarray(self.comb.predict(flat, n_threads=1), dtype=np.float64)
+        return out.reshape((len(flat), *self.output_shape))
+
+    def describe(self) -> str:
+        """A few lines: files, top, latency and the size estimate."""
+        s = self.summary
+        return (f"RTL project {self.path} ({self.flavor}): top {self.top}, {len(self.sources)} sources, latency "
+                f"{self.latency} cycles ({s.stages} stages), cost ~{s.cost:.0f} LUT, {s.adders} adders, "
+                f"{s.lookups} lookups, {s.reg_bits} register bits; {s.inputs} inputs ({s.input_bits} bits) -> "
+                f"{s.outputs} outputs ({s.output_bits} bits)")
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _sources(path: Path, top: str, flavor: str) -> tuple[list[Path], Path]:
+    suffix = "v" if flavor == "verilog" else "vhd"
+    src = path / "src"
+    wrapper = src / f"{top}_wrapper.{suffix}"
+    static = sorted((src / "static").glob(f"*.{suffix}"))
+    tables = sorted(src.glob(f"{top}_tables.{suffix}"))
+    logic = sorted((p for p in src.glob(f"logic*.{suffix}") if re.fullmatch(r"logic\d+", p.stem)),
+                   key=lambda p: int(p.stem[5:]))
+    top_file = src / f"{top}.{suffix}"
+    known = {wrapper, top_file, *tables, *logic}
+    others = sorted(p for p in src.glob(f"*.{suffix}") if p not in known)
+    return [*static, *tables, *logic, *others, top_file], wrapper
+
+
+def _summary(comb: Any, rtl: Any) -> RtlSummary:
+    ops = Counter(op.opcode for op in comb.ops)
+    in_bits = sum(int(max(sum(q.kif), 0)) for q in comb.inp_qint)
+    out_bits = sum(int(max(sum(q.kif), 0)) for q in comb.out_qint)
+    latency = rtl.latency
+    return RtlSummary(
+        cost=float(comb.cost), adders=sum(ops[c] for c in _ADDERS), multiplexers=sum(ops[c] for c in _MUX),
+        lookups=sum(ops[c] for c in _LUT), tables=len(comb.lookup_tables or ()), reg_bits=int(rtl.reg_bits),
+        latency=int(latency or 0), stages=len(rtl.fsm.logic), delay_ns=float(comb.latency[1]),
+        inputs=int(comb.shape[0]), input_bits=in_bits, outputs=int(comb.shape[1]), output_bits=out_bits)
+
+
+def _check_stable(model: nn.Module) -> None:
+    """Raise :class:`ExportError` naming the slot when a layer's quantized weight or bias changes between calls.
+
+    The replay handlers read the parameters again while tracing, so an unstable quantizer would make the
+    circuit, the export graph and the torch forward disagree.
+    """
+    for name, layer in chain(model):
+        for kind in ("weight", "bias"):
+            q = getattr(layer, f"{kind}_quantizer", None)
+            if getattr(layer, kind, None) is None or q is None:
+                continue
+            get = layer.quantized_weight if kind == "weight" else layer.quantized_bias
+            with torch.no_grad():
+                seen = [get().detach().clone() for _ in range(3)]
+            if not all(torch.equal(seen[0], v) for v in seen[1:]):
+                raise ExportError(
+                    f"{name}.{kind}_quantizer: the quantized {kind} changes from call to call (its integer bits are "
+                    "re-derived from the rounded values and alternate), so the model has no single fixed-point "
+                    "form; give the quantizer i=... or make it learnable")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str | os.PathLike[str], *,
+               flavor: str = "verilog", latency_cutoff: float = -1, n_stages: int = -1, clock_period: float = 5.0,
+               part_name: str | None = None, project_name: str = "hwnas_model",
+               hwconf: tuple[int, int, int] = (1, 1, -1), solver_options: dict[str, Any] | None = None) -> RtlProject:
+    """Export ``model`` (per-sample ``input_shape``) as an alkaid RTL project in ``output_dir``.
+
+    ``flavor`` ``"verilog"`` or ``"vhdl"``; ``latency_cutoff`` (ns per pipeline stage, alkaid's delay
+    estimate) or ``n_stages`` pipelines the design, ``-1`` keeps it combinational; ``clock_period`` and
+    ``part_name`` go into alkaid's timing constraints and vendor project scripts; ``project_name`` is the
+    top module's name; ``hwconf`` and ``solver_options`` are passed to alkaid's tracer (its defaults).
+    Raises :class:`ExportError` naming the layer for anything that has no exact fixed-point circuit.
+    """
+    flavor = flavor.lower()
+    if flavor not in ("verilog", "vhdl"):
+        raise ExportError(f"flavor: {flavor!r} is not an RTL flavor; use 'verilog' or 'vhdl'")
+    if not _IDENT.fullmatch(project_name) or "__" in project_name:
+        raise ExportError(f"project_name: {project_name!r} is not a valid module name (a letter, then letters, "
+                          "digits or single underscores)")
+    try:
+        from alkaid.codegen import RTLModel
+        from alkaid.trace import HWConfig, trace
+
+        from .alkaid_plugin import trace_hwnas
+    except ImportError as err:
+        raise ToolMissingError("the RTL export needs alkaid; install the export extra "
+                               "(pip install 'hwnas[export]')") from err
+
+    graph = extract(model, input_shape)
+    _check_stable(model)
+    inp, out, graph = trace_hwnas(model, graph.input_shape, hwconf=HWConfig(*hwconf),
+                                  solver_options=solver_options, graph=graph)
+    try:
+        comb = trace(inp, out)
+    except (AssertionError, ValueError, RuntimeError) as err:
+        raise ExportError(f"model: alkaid cannot optimize the traced circuit: {err}") from err
+    wide = [sum(q.kif) for q in (*comb.inp_qint, *comb.out_qint)]
+    if wide and max(wide) > 64:
+        raise ExportError(f"model: an input or output element needs {max(wide)} bits; alkaid's simulator carries "
+                          "at most 64 per element; give the last layer an output quantizer")
+
+    final = Path(output_dir).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    part = part_name or DEFAULT_PART
+    try:
+        rtl = RTLModel(comb, tmp, project_name, flavor=flavor, n_stages=n_stages, latency_cutoff=latency_cutoff,
+                       print_latency=True, part_name=part, clock_period=clock_period)
+        rtl.write()
+        summary = _summary(comb, rtl)
+        rel_sources, rel_wrapper = _sources(tmp, project_name, flavor)
+        meta = {
+            "top": project_name, "flavor": flavor, "wrapper": str(rel_wrapper.relative_to(tmp)),
+            "sources": [str(p.relative_to(tmp)) for p in rel_sources],
+            "input_shape": list(graph.input_shape), "output_shape": list(graph.output_shape),
+            "input_format": graph.input_format.describe(), "latency_cutoff": latency_cutoff, "n_stages": n_stages,
+            "clock_period": clock_period, "part_name": part, "summary": summary.as_dict(),
+        }
+        (tmp / _SUMMARY_FILE).write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    sources, wrapper = _sources(final, project_name, flavor)
+    return RtlProject(path=final, flavor=flavor, top=project_name, sources=sources, wrapper=wrapper,
+                      latency=summary.latency, summary=summary, graph=graph, latency_cutoff=latency_cutoff,
+                      n_stages=n_stages, clock_period=clock_period, part_name=part, comb=comb)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+def _output_lsb(graph: ExportGraph) -> np.ndarray | None:
+    last = graph.nodes[-1]
+    if isinstance(last, Quantize) and last.slot == "output":
+        return np.exp2(-last.fmt.f.astype(np.float64))
+    return None
+
+
+def verify_rtl(model: nn.Module, x: torch.Tensor, output_dir: str | os.PathLike[str] | None = None,
+               **export_kwargs: Any) -> PathResult:
+    """Export ``model`` to RTL, build it with Verilator, simulate ``x`` and compare with torch (zero mismatches).
+
+    ``export_kwargs`` go to :func:`export_rtl`. Without ``output_dir`` the project lives in a temporary folder
+    that is removed afterwards. A missing tool gives a skipped result with the reason, never an error.
+    """
+    start = time.perf_counter()
+    flavor = str(export_kwargs.get("flavor", "verilog")).lower()
+    missing = rtl_tools_missing(flavor)
+    if missing is not None:
+        return skipped("rtl", missing, samples=len(x))
+    with tempfile.TemporaryDirectory(prefix="hwnas-rtl-") as scratch:
+        target = Path(output_dir) if output_dir is not None else Path(scratch) / "rtl"
+        project = export_rtl(model, tuple(x.shape[1:]), target, **export_kwargs)  # also puts the model in eval
+        with torch.no_grad():
+            ref = model(x).detach().double().numpy()
+        try:
+            project.compile()
+        except ToolMissingError as err:
+            return skipped("rtl", str(err), samples=len(x))
+        got = project.predict(x)
+        lsb = _output_lsb(project.graph)
+        return compare("rtl", ref, got, lsb=lsb, seconds=time.perf_counter() - start,
+                       artefact=str(project.path) if output_dir is not None else None)
