@@ -175,3 +175,34 @@ def test_a_mismatch_is_located_at_the_first_differing_layer(monkeypatch) -> None
     assert len(calls) <= 1 + 3  # the full run plus a bisection over 5 layers
     clean = verify_model(model, input_shape=(8,), paths=["broken"], samples=4, locate=False)
     assert clean.results[1].first_layer is None
+
+
+@pytest.mark.slow
+def test_cli_every_path_and_synth(tmp_path, capsys) -> None:
+    pytest.importorskip("hls4ml")
+    pytest.importorskip("alkaid")
+    from hwnas.export.tools import rtl_tools_missing
+
+    if rtl_tools_missing("verilog"):
+        pytest.skip(f"RTL tools missing: {rtl_tools_missing('verilog')}")
+    path = save_model(qonnx_friendly(), tmp_path / "m.pt", (16,))
+    code = main(["verify", str(path), "--samples", "64", "--quiet", "--out", str(tmp_path / "art"),
+                 "--strategy", "Resource", "--reuse-factor", "2", "--latency-cutoff", "3"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    for p in ("reference", "qonnx", "hls4ml", "rtl"):
+        assert any(line.startswith(p) and line.rstrip().endswith("ok") for line in text.splitlines()), (p, text)
+    assert (tmp_path / "art" / "hls4ml").is_dir() and (tmp_path / "art" / "rtl").is_dir()
+    assert main(["export", str(path), "--to", "rtl", "--out", str(tmp_path / "rtl"), "--flavor", "vhdl"]) == 0
+    assert list((tmp_path / "rtl").rglob("*.vhd"))
+    assert main(["export", str(path), "--to", "hls4ml", "--out", str(tmp_path / "bad"), "--reuse-factor", "7"]) == 2
+    assert "reuse" in capsys.readouterr().err.lower()
+    try:
+        from hwnas.export.synth_tools import find_yosys
+
+        find_yosys()
+    except Exception as err:
+        pytest.skip(f"no Yosys: {err}")
+    assert main(["synth", str(path), "--target", "ZCU104", "--out", str(tmp_path / "syn"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "LUT" in out and "estimate / synthesis" in out

@@ -169,6 +169,17 @@ def _synth(args: argparse.Namespace) -> int:
     except (ExportError, ToolMissingError, ValueError) as err:
         return _error(str(err))
     print(result.table())
+    # the cost model that matches alkaid's RTL: hls4ml-style distributed arithmetic (LUT ≈ EBOPs^0.985)
+    from hwnas.cost import CostError, estimate
+
+    try:
+        est = estimate(bundle.model, args.target, input_shape=bundle.input_shape, kind="hls4ml",
+                       strategy="distributed_arithmetic")
+    except (CostError, ValueError) as err:
+        print(f"(no cost-model comparison: {err})")
+        return 0
+    print("\nsynthesis vs the distributed-arithmetic cost model (LUT ≈ EBOPs^0.985):")
+    print(result.compare_with(est).table())
     return 0
 
 
