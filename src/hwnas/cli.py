@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_export import add_export_commands
 
     add_export_commands(sub)
+    from hwnas.cli_search import add_search_commands
+
+    add_search_commands(sub)
     return parser
 
 
@@ -85,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "epochs", 1) < 1:
         print("hwnas: error: --epochs must be >= 1", file=sys.stderr)
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,31 +1,98 @@
 """The experiment file: one validated YAML document that names everything a search run needs.
 
-(Skeleton of the schema; the loader with key-path/line errors and the defaults listing live here too.)
+Contract:
+
+* :func:`load_experiment` (a file, or YAML text) and :func:`parse_experiment` (YAML text) return an
+  :class:`Experiment` or raise one :class:`ConfigError` (a ``ValueError``) that lists **every** problem found,
+  one per line, as ``<file>:<line>: <key.path[i].sub>: <what is wrong>``: YAML syntax errors (as
+  ``<file>:<line>:<column>: YAML syntax error: ...``), duplicate keys, unknown keys, wrong types (the whole file,
+  ``space`` included, is validated strictly: ``true`` is not a number, ``"8"`` is not an integer; ``1e-3`` is read
+  as a number), values out of range, unknown metrics, tasks, task options,
+  devices and strategy options, impossible constraints and budgets, and settings that need another one
+  (``cpu_latency_ms`` needs ``hardware.cpu_table``, hardware metrics need a cost model). Lines come from the
+  YAML node of the offending key (for a missing key, the line of the mapping that lacks it). Checks between
+  sections run on every part that is valid by itself, so they are reported with the rest. Nothing is loaded,
+  trained or written while validating: task options are checked against the task registry's declared
+  defaults, devices against the catalog.
+* Every field of every section carries a ``description``: that is the one place where the defaults are
+  documented. :func:`defaults_yaml` prints the complete default experiment as commented YAML (``hwnas config
+  --defaults``) and :func:`reference_markdown` the reference tables of ``docs/config.md``.
+* ``Experiment.to_yaml()`` round-trips: ``parse_experiment(e.to_yaml()) == e``. Equality compares the settings,
+  not the folder the file was read from.
+* Relative paths (``output``, ``hardware.cpu_table``, a ``sqlite:///`` or ``journal:///`` storage file) are
+  relative to the experiment file's folder (the current directory for text without a file):
+  :meth:`Experiment.output_dir`, :meth:`Experiment.cpu_table_path`, :meth:`Experiment.storage_url`.
+* Constraints are hard budgets ``min <= metric <= max``; a bound ``'50%'`` is a share of the target device's
+  capacity (LUTs, FFs, BRAM18, URAM, DSPs only). :meth:`Experiment.constraint_values` turns a trial's metrics
+  into one float per constraint, **<= 0 when satisfied** (Optuna's convention): ``(value - max) / |max|`` and
+  ``(min - value) / |min|`` (the raw difference where the bound is 0), the larger of the two when a constraint
+  has both, so budgets in different units compare on one scale (0.1 = 10 % over budget).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+import math
+import os
+import re
+import textwrap
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from hwnas.space.spec import SpaceConfig
 
+if typing.TYPE_CHECKING:
+    from hwnas.cost.catalog import Device
+    from hwnas.train.trainer import TrainConfig
+
 __all__ = [
+    "CAPACITY_METRICS",
+    "HARDWARE_METRICS",
     "METRICS",
+    "STRATEGY_OPTIONS",
+    "ConfigError",
     "Constraint",
     "Experiment",
+    "HaNasOptions",
     "HardwareConfig",
+    "MonasLqOptions",
+    "Nsga2Options",
     "Objective",
+    "Problem",
+    "PsoOptions",
+    "RandomOptions",
     "SearchConfig",
     "StorageConfig",
+    "StrategyOptions",
     "TaskConfig",
+    "TpeOptions",
     "TrainingConfig",
+    "defaults_yaml",
+    "load_experiment",
+    "parse_experiment",
+    "reference_markdown",
 ]
 
 METRICS: dict[str, str] = {
     "accuracy": "task metric on the validation split (fidelity for qubit readout), higher is better",
-    "test_accuracy": "task metric on the test split",
+    "test_accuracy": "task metric on the test split (reported only; never an objective or constraint)",
     "loss": "validation loss",
     "bops": "Σ MACs·b_w·b_a",
     "ebops": "effective BOPs (HGQ)",
@@ -49,84 +116,1200 @@ METRICS: dict[str, str] = {
 }
 """Every metric a trial records, with its meaning; objectives and constraints must name one of them."""
 
+CAPACITY_METRICS: tuple[str, ...] = ("luts", "ffs", "bram18", "uram", "dsps")
+"""Metrics with a device capacity: the only ones a ``'50%'`` bound may be used on."""
 
+HARDWARE_METRICS: frozenset[str] = frozenset(
+    {*CAPACITY_METRICS, "latency_cycles", "latency_ms", "initiation_interval", "throughput", "energy_mj"})
+"""Metrics that only a hardware cost model measures (``hardware.model`` must not be ``none``)."""
+
+_REPORTED_ONLY = frozenset({"test_accuracy"})
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHARE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*$")
+_FILE_URL_RE = re.compile(r"^(sqlite|journal):///(.+)$")
+_SERVER_URL_RE = re.compile(r"^(postgresql|mysql)(\+[A-Za-z0-9_]+)?://.+$")
+
+
+# ----------------------------------------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class Problem:
+    """One problem of an experiment file: where (file, line, key path) and what is wrong."""
+
+    source: str
+    line: int | None
+    path: str
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        if self.column is not None:
+            where += f":{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """An invalid experiment file; ``problems`` lists every problem, the message has one line per problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _error(loc: tuple[str | int, ...], message: str, value: Any = None) -> InitErrorDetails:
+    """One pydantic line error with a finished message (the loader passes ``config`` messages through)."""
+    return InitErrorDetails(type=PydanticCustomError("config", "{msg}", {"msg": message}), loc=loc, input=value)
+
+
+def _fail(title: str, errors: list[InitErrorDetails]) -> None:
+    """Raise all ``errors`` at once (pydantic prefixes their locations with the enclosing model's)."""
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+
+
+def _custom(message: str) -> PydanticCustomError:
+    return PydanticCustomError("config", "{msg}", {"msg": message})
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------- schema
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every section: unknown keys are errors, values are never coerced across types, frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_metric(value: str) -> str:
+    if value not in METRICS:
+        close = difflib.get_close_matches(value, list(METRICS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _custom(f"unknown metric {value!r}{hint}; metrics are: {', '.join(METRICS)}")
+    if value in _REPORTED_ONLY:
+        raise _custom(f"{value!r} is measured on the test split and only reported: a search that selects on "
+                      "it leaks the test set; use 'accuracy' (the validation split)")
+    return value
 
 
 class TaskConfig(_Strict):
     """Which task (``hwnas tasks`` lists them) and its options."""
 
-    name: str = Field(description="task name, e.g. amc-rml2016, digits, qubit-readout")
-    options: dict[str, Any] = Field(default_factory=dict, description="task options (hwnas tasks <name> lists them)")
+    name: str = Field(description="task name (hwnas tasks lists them), e.g. amc-rml2016, digits, qubit-readout")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="task options; hwnas tasks <name> lists them with their defaults")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from hwnas.tasks import task_names
+
+        names = task_names()
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _custom(f"unknown task {value!r}{hint}; tasks are: {', '.join(names)}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> TaskConfig:
+        from hwnas.tasks import get_task
+
+        defaults = get_task(self.name).defaults
+        errors = []
+        for key, value in self.options.items():
+            if key not in defaults:
+                close = difflib.get_close_matches(key, list(defaults), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                errors.append(_error(("options", key), f"task {self.name!r} has no option {key!r}{hint}; its "
+                                     f"options are: {', '.join(defaults) or '(none)'}", value))
+                continue
+            wrong = _option_type_error(defaults[key], value)
+            if wrong:
+                errors.append(_error(("options", key), wrong, value))
+        _fail("TaskConfig", errors)
+        return self
+
+
+def _option_type_error(default: Any, value: Any) -> str | None:
+    """A message when ``value`` cannot stand in for a task option whose default is ``default``, else None."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else f"must be {kind} (default {default!r}), got {_show(value)}"
 
 
 class Objective(_Strict):
-    """One objective of the search."""
+    """One objective of the search (the study's directions follow the objectives' order)."""
 
-    metric: str = Field(description="a metric name (see METRICS)")
+    metric: str = Field(description="a metric name (see the metric list)")
     direction: Literal["minimize", "maximize"] = Field(description="minimize or maximize")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return _check_metric(value)
+
+
+def _bound(value: Any) -> float | str | None:
+    """A constraint bound: a number, or a device share ``'N%'`` with 0 < N <= 100 (normalized to ``'N%'``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _custom(f"must be a number or a device share like '50%', got {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _custom(f"must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        m = _SHARE_RE.match(value)
+        if not m:
+            raise _custom(f"must be a number or a device share like '50%', got {value!r}")
+        share = float(m.group(1))
+        if not 0 < share <= 100:
+            raise _custom(f"a device share must be in (0, 100] %, got {value!r}")
+        return f"{share:g}%"
+    raise _custom(f"must be a number or a device share like '50%', got {_show(value)}")
 
 
 class Constraint(_Strict):
-    """A hard budget: the metric must stay within [min, max]; a trial outside is kept but infeasible."""
+    """A hard budget ``min <= metric <= max``; a trial outside it is kept (COMPLETE) but infeasible."""
 
-    metric: str = Field(description="a metric name (see METRICS)")
-    max: float | str | None = Field(None, description="upper bound; a string like '50%' is a share of the device")
-    min: float | None = Field(None, description="lower bound")
+    metric: str = Field(description="a metric name (see the metric list)")
+    max: float | str | None = Field(None, description="upper bound; a string like '50%' is that share of the "
+                                    "target device's capacity (luts, ffs, bram18, uram, dsps only)")
+    min: float | str | None = Field(None, description="lower bound (a number, or a device share like max)")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return _check_metric(value)
+
+    @field_validator("max", "min", mode="before")
+    @classmethod
+    def _parse_bound(cls, value: Any) -> float | str | None:
+        return _bound(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Constraint:
+        errors = []
+        if self.max is None and self.min is None:
+            errors.append(_error((), f"constraint on {self.metric!r} needs max, min or both"))
+        for key in ("max", "min"):
+            if isinstance(getattr(self, key), str) and self.metric not in CAPACITY_METRICS:
+                errors.append(_error((key,), f"a device share ({getattr(self, key)}) needs a metric with a device "
+                                     f"capacity ({', '.join(CAPACITY_METRICS)}); {self.metric!r} has none; give "
+                                     "an absolute number", getattr(self, key)))
+        if not errors and isinstance(self.min, float) == isinstance(self.max, float) and self.min is not None \
+                and self.max is not None and _share_or_number(self.min) > _share_or_number(self.max):
+            lo, hi = _bound_text(self.min), _bound_text(self.max)
+            errors.append(_error(("min",), f"min ({lo}) is above max ({hi}): no trial can satisfy it", self.min))
+        _fail("Constraint", errors)
+        return self
+
+    def absolute(self, device: Device | str) -> tuple[float | None, float | None]:
+        """``(min, max)`` in the metric's units, device shares turned into counts of ``device``'s capacity."""
+        from hwnas.cost.catalog import get_device
+
+        dev = get_device(device)
+
+        def resolve(bound: float | str | None) -> float | None:
+            if not isinstance(bound, str):
+                return bound
+            return _share_or_number(bound) / 100.0 * dev.capacity(self.metric)
+
+        return resolve(self.min), resolve(self.max)
+
+    def value(self, measured: float, device: Device | str) -> float:
+        """The normalized violation of ``measured`` (<= 0: satisfied); see the module docstring."""
+        lo, hi = self.absolute(device)
+        terms = []
+        if hi is not None:
+            terms.append((measured - hi) / abs(hi) if hi != 0 else measured - hi)
+        if lo is not None:
+            terms.append((lo - measured) / abs(lo) if lo != 0 else lo - measured)
+        return max(terms)
+
+
+def _bound_text(bound: float | str | None) -> str:
+    return bound if isinstance(bound, str) else f"{bound:g}"
+
+
+def _share_or_number(bound: float | str) -> float:
+    return float(bound[:-1]) if isinstance(bound, str) else float(bound)
 
 
 class HardwareConfig(_Strict):
-    """The hardware target and the cost model that prices each trial."""
+    """The hardware target and the cost models that price each trial."""
 
-    target: str = Field("XC7Z020", description="device from the catalog (hwnas.cost devices)")
-    model: Literal["finn", "hls4ml", "none"] = Field("finn", description="hardware cost model")
-    clock_mhz: float | None = Field(None, gt=0, description="clock (default: the device's)")
-    cpu_table: str | None = Field(None, description="CPU latency table (JSON) for cpu_latency_ms")
+    target: str = Field("XC7Z020", description="FPGA from the device catalog, by name or alias (case-insensitive), "
+                        "e.g. XC7Z020 (PYNQ-Z1), ZCU104, VU13P")
+    model: Literal["finn", "hls4ml", "none"] = Field(
+        "finn", description="hardware cost model: finn (dataflow, PE/SIMD folding), hls4ml (reuse factor) or none "
+        "(no hardware metrics)")
+    clock_mhz: float | None = Field(None, gt=0, description="clock in MHz (null: the device's default clock)")
+    target_fps: float | None = Field(None, gt=0, description="throughput in samples/s the cost model's automatic "
+                                     "folding must reach (null: the smallest design)")
+    cpu_table: str | None = Field(None, description="CPU latency table (JSON from hwnas.cost.cpu_latency "
+                                  "profiling) that prices cpu_latency_ms; relative to the experiment file's folder")
+
+    @field_validator("target")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from hwnas.cost.catalog import CostError, get_device
+
+        try:
+            get_device(value)
+        except CostError as exc:
+            raise _custom(str(exc).removeprefix("target: ")) from None
+        return value
+
+    def device(self) -> Device:
+        """The target :class:`hwnas.cost.Device` from the catalog."""
+        from hwnas.cost.catalog import get_device
+
+        return get_device(self.target)
+
+    def clock(self) -> float:
+        """The clock in MHz: ``clock_mhz``, else the device's default."""
+        return self.clock_mhz if self.clock_mhz is not None else self.device().clock_mhz
 
 
 class TrainingConfig(_Strict):
-    """The training schedule of every trial (fields of hwnas.train.TrainConfig)."""
+    """The training schedule of every trial (fields of hwnas.train.TrainConfig; loss from the task)."""
 
     epochs: int = Field(5, ge=1, description="epochs per trial")
-    batch_size: int = Field(128, ge=1, description="samples per step")
-    lr: float = Field(3e-3, gt=0, description="learning rate")
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")
-    schedule: Literal["constant", "cosine_restarts"] = Field("constant", description="learning-rate schedule")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty")
-    patience: int | None = Field(None, ge=1, description="early-stopping patience in epochs")
+    batch_size: int = Field(128, ge=1, description="samples per optimizer step")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer: adam or sgd (with momentum)")
+    lr: float = Field(3e-3, gt=0, description="learning rate of the weights")
+    bits_lr: float | None = Field(None, gt=0, description="learning rate of learned bit-widths (precision mode "
+                                  "learned; null: 10 × lr)")
+    momentum: float = Field(0.9, ge=0, le=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights (never on bit-widths)")
+    schedule: Literal["constant", "cosine_restarts"] = Field(
+        "constant", description="learning-rate schedule: constant or cosine_restarts (SGDR)")
+    restart_epochs: int = Field(10, ge=1, description="first cosine period in epochs (cosine_restarts)")
+    restart_mult: int = Field(1, ge=1, description="each cosine period is this many times the previous one")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement of the "
+                                 "validation metric (null: never)")
+    min_delta: float = Field(0.0, ge=0, description="smallest change of the validation metric that counts as an "
+                             "improvement")
+
+    def to_train_config(self, seed: int, progress: bool = True, *, loss: str = "ce", beta: float = 0.0,
+                        gamma: float = 0.0) -> TrainConfig:
+        """The :class:`hwnas.train.TrainConfig` of one trial (``seed``: the trial's training seed)."""
+        from hwnas.train.trainer import TrainConfig
+
+        return TrainConfig(**self.model_dump(), loss=loss, beta=beta, gamma=gamma, seed=seed, progress=progress)
+
+
+# ------------------------------------------------------------------------------------- strategy options
+class StrategyOptions(_Strict):
+    """Base of the per-strategy option sections (``search.options``)."""
+
+
+class RandomOptions(StrategyOptions):
+    """Random search: no options."""
+
+
+class TpeOptions(StrategyOptions):
+    """Tree-structured Parzen estimator (Optuna's TPE sampler)."""
+
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+    multivariate: bool = Field(True, description="model the parameters jointly rather than one by one")
+
+
+class Nsga2Options(StrategyOptions):
+    """NSGA-II (Optuna's NSGA-II sampler, constraints through the trials' constraint values)."""
+
+    population_size: int = Field(8, ge=2, description="individuals per generation")
+    crossover_prob: float = Field(0.9, ge=0, le=1, description="probability that a child is made by crossover "
+                                  "(otherwise it copies a parent)")
+    mutation_prob: float | None = Field(None, ge=0, le=1, description="probability that a parameter mutates "
+                                        "(null: 1 / number of parameters)")
+    swapping_prob: float = Field(0.5, ge=0, le=1, description="probability that a parameter comes from the second "
+                                 "parent in uniform crossover")
+
+
+class PsoOptions(StrategyOptions):
+    """Particle swarm optimization over the space's integer encoding."""
+
+    swarm_size: int = Field(8, ge=2, description="particles; each generation trains one trial per particle")
+    generations: int | None = Field(None, ge=1, description="generations (null: until search.n_trials; the search "
+                                    "stops at whichever comes first)")
+    inertia: float = Field(0.7, ge=0, le=1, description="inertia weight w of the velocity update")
+    c1: float = Field(1.5, ge=0, description="cognitive coefficient (pull towards the particle's own best)")
+    c2: float = Field(1.5, ge=0, description="social coefficient (pull towards the swarm's best)")
+    velocity_clamp: float = Field(0.25, gt=0, le=1, description="largest velocity per dimension as a fraction of "
+                                  "that dimension's range")
+    mutation: float = Field(0.05, ge=0, le=1, description="probability per particle and dimension that a move "
+                            "resets the coordinate at random (counters integer stagnation)")
+    score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
+                                "(1 - w)*qa_score the swarm minimizes when there are several objectives")
+
+
+class MonasLqOptions(StrategyOptions):
+    """MONAS-LQ: stage-1 HPO, then predictor-guided rounds on the fixed-length integer encoding."""
+
+    hpo_trials: int = Field(4, ge=0, description="stage 1: trials of the 8-bit backbone, one per filter count "
+                            "(cycling through space.filters), that choose the filter count the later stages keep "
+                            "(0 or a space without filters: skip stage 1); they count towards search.n_trials")
+    score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
+                                "(1 - w)*qa_score (lower is better) the swarm minimizes")
+    swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
+    bootstrap_size: int = Field(16, ge=1, description="random architectures trained fully to fit the first "
+                                "predictor (count towards search.n_trials)")
+    predictor_epochs: int = Field(300, ge=1, description="training epochs of the multi-output predictor per round")
+    predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
+    predictor_lr: float = Field(1e-3, gt=0, description="learning rate of the predictor")
+    candidates_per_round: int = Field(1000, ge=1, description="candidates the swarm scores on the predictor per "
+                                      "round (swarm_size particles over as many generations as it takes)")
+    train_fraction: float = Field(0.01, gt=0, le=1, description="fraction of each round's candidates, best "
+                                  "predicted first, that are trained fully")
+    patience: int = Field(3, ge=1, description="stop after this many rounds without a new Pareto point")
+
+    @model_validator(mode="after")
+    def _trains_some(self) -> MonasLqOptions:
+        if self.candidates_per_round * self.train_fraction < 1:
+            _fail("MonasLqOptions", [_error(("train_fraction",), f"{self.train_fraction} of "
+                                            f"{self.candidates_per_round} candidates_per_round trains no candidate "
+                                            "per round (need at least 1)", self.train_fraction)])
+        return self
+
+
+class HaNasOptions(StrategyOptions):
+    """HA-NAS: evolutionary search whose candidates an accuracy predictor screens before training."""
+
+    warmup_trials: int = Field(10, ge=1, description="random trials trained to warm up the predictor (count "
+                               "towards search.n_trials)")
+    candidates_per_generation: int = Field(200, ge=1, description="mutated and crossed-over candidates the "
+                                           "predictor screens per generation")
+    population_size: int = Field(8, ge=2, description="candidates trained per generation (the best predicted)")
+    predictor_epochs: int = Field(200, ge=1, description="training epochs of the predictor per generation")
+
+    @model_validator(mode="after")
+    def _screens_enough(self) -> HaNasOptions:
+        if self.population_size > self.candidates_per_generation:
+            _fail("HaNasOptions", [_error(("population_size",), f"population_size ({self.population_size}) is "
+                                          f"above candidates_per_generation ({self.candidates_per_generation})",
+                                          self.population_size)])
+        return self
+
+
+STRATEGY_OPTIONS: dict[str, type[StrategyOptions]] = {
+    "nsga2": Nsga2Options, "random": RandomOptions, "tpe": TpeOptions, "pso": PsoOptions,
+    "monas_lq": MonasLqOptions, "ha_nas": HaNasOptions}
+"""The options section of each search strategy."""
+
+Strategy = Literal["nsga2", "random", "tpe", "pso", "monas_lq", "ha_nas"]
 
 
 class SearchConfig(_Strict):
-    """The search strategy and its budget."""
+    """The search strategy, its options and the trial budget."""
 
-    strategy: Literal["nsga2", "random", "tpe", "pso", "monas_lq", "ha_nas"] = Field(
-        "nsga2", description="search strategy")
-    n_trials: int = Field(20, ge=1, description="trials (full trainings) across all workers")
-    population: int = Field(8, ge=2, description="population / swarm size")
-    options: dict[str, Any] = Field(default_factory=dict, description="strategy-specific options")
+    strategy: Strategy = Field("nsga2", description="search strategy: nsga2, random, tpe, pso, monas_lq or ha_nas")
+    n_trials: int = Field(20, ge=1, description="trials (full trainings) across all workers, counted on the study")
+    options: SerializeAsAny[StrategyOptions] = Field(
+        default_factory=dict, validate_default=True,  # type: ignore[arg-type]
+        description="options of the chosen strategy (see the strategy's table); unknown ones are errors")
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _typed_options(cls, value: Any, info: ValidationInfo) -> StrategyOptions:
+        strategy = info.data.get("strategy")
+        if strategy is None:  # the strategy itself is invalid (reported); its options cannot be checked
+            return StrategyOptions()
+        target = STRATEGY_OPTIONS[strategy]
+        if isinstance(value, target):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise _custom(f"must be a mapping of {strategy} options, got {_show(value)}")
+        names = list(target.model_fields)
+        errors = []
+        for key in value:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                errors.append(_error((key,), f"strategy {strategy!r} has no option {key!r}{hint}; its options are: "
+                                     f"{', '.join(names) or '(none)'}", value[key]))
+        try:
+            options = target.model_validate({k: v for k, v in value.items() if k in names})
+        except ValidationError as exc:
+            errors += [_error(tuple(e["loc"]), _message(e)[1], e.get("input")) for e in exc.errors()]
+        _fail("SearchConfig", errors)
+        return options
+
+    @model_validator(mode="after")
+    def _budget(self) -> SearchConfig:
+        opts = self.options
+        errors = []
+        if isinstance(opts, MonasLqOptions) and opts.hpo_trials + opts.bootstrap_size >= self.n_trials:
+            errors.append(_error(("options", "bootstrap_size"), f"hpo_trials + bootstrap_size "
+                                 f"({opts.hpo_trials + opts.bootstrap_size}) leave none of the n_trials "
+                                 f"({self.n_trials}) for predictor-guided rounds", opts.bootstrap_size))
+        if isinstance(opts, HaNasOptions) and opts.warmup_trials >= self.n_trials:
+            errors.append(_error(("options", "warmup_trials"), f"warmup_trials ({opts.warmup_trials}) leave none of "
+                                 f"the n_trials ({self.n_trials}) for the evolution", opts.warmup_trials))
+        _fail("SearchConfig", errors)
+        return self
 
 
 class StorageConfig(_Strict):
-    """Where the study lives, so many workers share it and a run can resume."""
+    """Where the study lives, so that many workers share it and an interrupted run resumes."""
 
-    url: str | None = Field(None, description="sqlite:///file.db, journal:///file.log, postgresql://..., "
-                            "mysql://...; default: sqlite in the output folder")
-    study_name: str | None = Field(None, description="default: the experiment name")
-    heartbeat_s: float = Field(30.0, gt=0, description="worker heartbeat; a silent worker's trial becomes FAILED")
+    url: str | None = Field(None, description="sqlite:///file.db, journal:///file.log (relative to the experiment "
+                            "file's folder; four slashes for an absolute path), postgresql://user@host/db or "
+                            "mysql://user@host/db (null: sqlite file study.db in the output folder)")
+    study_name: str | None = Field(None, description="study name in the storage (null: the experiment name)")
+    heartbeat_s: float = Field(60.0, gt=0, description="seconds between a running trial's heartbeats")
+    grace_s: float | None = Field(None, gt=0, description="a running trial silent this long becomes FAILED (its "
+                                  "worker died); null: 2 × heartbeat_s")
+    retry_failed: int = Field(0, ge=0, description="re-run a FAILED trial (error, divergence, dead worker) up to "
+                              "this many times with the same parameters")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or _FILE_URL_RE.match(value) or _SERVER_URL_RE.match(value):
+            return value
+        raise _custom(f"unsupported storage URL {value!r}; expected sqlite:///file.db, journal:///file.log, "
+                      "postgresql://... or mysql://...")
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> StorageConfig:
+        if self.grace_s is not None and self.grace_s <= self.heartbeat_s:
+            _fail("StorageConfig", [_error(("grace_s",), f"grace_s ({self.grace_s}) must exceed heartbeat_s "
+                                           f"({self.heartbeat_s}), or every running trial looks dead", self.grace_s)])
+        return self
+
+    def resolved_url(self, base_dir: Path, output_dir: Path) -> str:
+        """The URL with a relative ``sqlite``/``journal`` file made absolute against ``base_dir``."""
+        if self.url is None:
+            return f"sqlite:///{(output_dir / 'study.db').resolve()}"
+        m = _FILE_URL_RE.match(self.url)
+        if not m or m.group(2) == ":memory:":
+            return self.url
+        return f"{m.group(1)}:///{(base_dir / m.group(2)).resolve()}"
 
 
 class Experiment(_Strict):
-    """One experiment file."""
+    """One experiment file: the task, the space, what to optimize and within which budgets, and how."""
 
-    name: str = Field(description="experiment name (study name and output folder default)")
-    seed: int = Field(0, description="seed of everything random")
-    output: str | None = Field(None, description="output folder (default runs/<name>)")
-    task: TaskConfig
-    space: SpaceConfig = Field(default_factory=SpaceConfig)
-    objectives: list[Objective] = Field(min_length=1)
-    constraints: list[Constraint] = Field(default_factory=list)
-    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
+    name: str = Field(description="experiment name (letters, digits, . _ -): the default study name and output "
+                      "folder runs/<name>")
+    description: str = Field("", description="free text, kept with the results")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of everything random: worker w samples with seed "
+                      "+ 1000·w, trial n trains with seed + n")
+    output: str | None = Field(None, description="output folder, relative to the experiment file's folder "
+                               "(null: runs/<name>)")
+    task: TaskConfig = Field(description="the task and its options")
+    space: SpaceConfig = Field(default_factory=SpaceConfig, description="the search space")
+    objectives: list[Objective] = Field(min_length=1, description="what the search optimizes, in order")
+    constraints: list[Constraint] = Field(default_factory=list, description="hard budgets; a trial outside is "
+                                          "kept but never selected")
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig, description="hardware target and cost models")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="training of each trial")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="strategy and trial budget")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="study storage shared by workers")
+
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise _custom(f"{value!r} must start with a letter or digit and use only letters, digits, '.', '_', '-' "
+                          "(it names the output folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> Experiment:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            self._base_dir = Path(base)
+        _fail("Experiment", [_error(loc, msg, value) for loc, msg, value in _cross_problems(
+            list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
+            self.base_dir)])
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        """Same settings (the folder the file was read from does not count)."""
+        if not isinstance(other, Experiment):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ---------------------------------------------------------------------------------------- paths
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against: the experiment file's (else the current) folder."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def output_dir(self) -> Path:
+        """The output folder (``output``, default ``runs/<name>``), relative ones against :attr:`base_dir`."""
+        return self._resolve(self.output if self.output is not None else f"runs/{self.name}")
+
+    def cpu_table_path(self) -> Path | None:
+        """The CPU latency table file, or None."""
+        return None if self.hardware.cpu_table is None else self._resolve(self.hardware.cpu_table)
+
+    def storage_url(self) -> str:
+        """The storage URL with relative files resolved (default: ``sqlite:///<output>/study.db``)."""
+        return self.storage.resolved_url(self.base_dir, self.output_dir())
+
+    def study_name(self) -> str:
+        """The study name: ``storage.study_name``, else the experiment name."""
+        return self.storage.study_name or self.name
+
+    # ------------------------------------------------------------------------------------- helpers
+    @property
+    def directions(self) -> list[str]:
+        """The objectives' directions, in order (what ``optuna.create_study(directions=...)`` takes)."""
+        return [o.direction for o in self.objectives]
+
+    def device(self) -> Device:
+        """The hardware target from the catalog."""
+        return self.hardware.device()
+
+    def sampler_seed(self, worker: int) -> int:
+        """Seed of worker ``worker``'s sampler: ``seed + 1000·worker``."""
+        return self.seed + 1000 * worker
+
+    def trial_seed(self, number: int) -> int:
+        """Training seed of trial ``number``: ``seed + number``."""
+        return self.seed + number
+
+    def train_config(self, seed: int, progress: bool = True) -> TrainConfig:
+        """The trainer settings of one trial: ``training``, the task's loss, HGQ β/γ from ``space.precision``."""
+        from hwnas.tasks import get_task
+
+        prec = self.space.precision
+        learned = prec.mode == "learned"
+        return self.training.to_train_config(seed, progress, loss=get_task(self.task.name).loss,
+                                             beta=prec.beta if learned else 0.0,
+                                             gamma=prec.gamma if learned else 0.0)
+
+    def constraint_values(self, metrics: dict[str, float], device: Device | str | None = None) -> list[float]:
+        """One normalized violation per constraint, <= 0 when satisfied (see the module docstring).
+
+        A constraint whose metric is missing from ``metrics`` or NaN is an error naming it.
+        """
+        dev = device if device is not None else self.device()
+        out = []
+        for i, con in enumerate(self.constraints):
+            if con.metric not in metrics:
+                raise ValueError(f"constraints[{i}]: metric {con.metric!r} is missing from the trial's metrics "
+                                 f"({', '.join(sorted(metrics))})")
+            value = float(metrics[con.metric])
+            if math.isnan(value):
+                raise ValueError(f"constraints[{i}]: metric {con.metric!r} is NaN")
+            out.append(con.value(value, dev))
+        return out
+
+    def to_yaml(self, comments: bool = False) -> str:
+        """The experiment as YAML (every key written); ``comments`` adds each key's description."""
+        if comments:
+            return _emit_commented(self)
+        return yaml.dump(self.model_dump(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+# ----------------------------------------------------------------------------------------- cross-checks
+_Loc = tuple[str | int, ...]
+
+
+def _cross_problems(objectives: list[tuple[int, Objective]], constraints: list[tuple[int, Constraint]],
+                    hardware: HardwareConfig | None, space: SpaceConfig | None, base_dir: Path
+                    ) -> list[tuple[_Loc, str, Any]]:
+    """Problems between sections, as ``(loc, message, value)``; pieces that are invalid themselves are left out.
+
+    ``objectives``/``constraints`` are ``(index, item)`` pairs of the items that validated; ``hardware`` and
+    ``space`` are None when their section is invalid.
+    """
+    out: list[tuple[_Loc, str, Any]] = []
+    first: dict[str, int] = {}
+    for i, obj in objectives:
+        if obj.metric in first:
+            out.append((("objectives", i, "metric"), f"{obj.metric!r} is already objectives[{first[obj.metric]}]",
+                        obj.metric))
+        first.setdefault(obj.metric, i)
+    if hardware is None:
+        return out
+    uses: list[tuple[_Loc, str]] = [(("objectives", i, "metric"), o.metric) for i, o in objectives]
+    uses += [(("constraints", i, "metric"), c.metric) for i, c in constraints]
+    for loc, metric in uses:
+        if metric == "cpu_latency_ms" and hardware.cpu_table is None:
+            out.append((loc, "cpu_latency_ms needs hardware.cpu_table (a profiled CPU latency table)", metric))
+        if metric in HARDWARE_METRICS and hardware.model == "none":
+            out.append((loc, f"{metric!r} is measured by a hardware cost model, but hardware.model is none", metric))
+    device = hardware.device()
+    for i, con in constraints:
+        shares = [k for k in ("max", "min") if isinstance(getattr(con, k), str)]
+        if shares and device.capacity(con.metric) == 0:
+            out.append((("constraints", i, shares[0]), f"{device.name} has no {con.metric}: a share of its "
+                        "capacity is meaningless", getattr(con, shares[0])))
+            continue
+        lo, hi = con.absolute(device)
+        if lo is not None and hi is not None and lo > hi:
+            out.append((("constraints", i, "min"), f"min ({_bound_text(con.min)} = {lo:g}) is above max "
+                        f"({_bound_text(con.max)} = {hi:g}) on {device.name}: no trial can satisfy it", con.min))
+    if hardware.cpu_table is not None:
+        table = Path(hardware.cpu_table).expanduser()
+        table = table if table.is_absolute() else base_dir / table
+        if not table.is_file():
+            out.append((("hardware", "cpu_table"), f"no such file: {table}", hardware.cpu_table))
+    if space is not None:
+        mapping = space.mapping
+        if mapping.kind != "none" and mapping.kind != hardware.model:
+            out.append((("space", "mapping", "kind"), f"mapping {mapping.kind!r} does not fit hardware.model "
+                        f"{hardware.model!r}", mapping.kind))
+        if mapping.target_fps is not None and hardware.target_fps is not None \
+                and mapping.target_fps != hardware.target_fps:
+            out.append((("space", "mapping", "target_fps"), f"{mapping.target_fps} differs from hardware.target_fps "
+                        f"({hardware.target_fps}); set one of them", mapping.target_fps))
+    return out
+
+
+def _valid(cls: type[BaseModel], value: Any) -> Any:
+    """``value`` validated as ``cls``, or None when it is invalid (its own errors are reported elsewhere)."""
+    try:
+        return cls.model_validate(value, strict=True)
+    except (ValidationError, TypeError, ValueError):
+        return None
+
+
+def _raw_cross_problems(data: dict[str, Any], base_dir: Path, root: yaml.Node, source: str) -> list[Problem]:
+    """:func:`_cross_problems` on raw data whose full validation failed: the valid pieces still get checked."""
+    def items(key: str, cls: type[BaseModel]) -> list[tuple[int, Any]]:
+        raw = data.get(key)
+        if not isinstance(raw, list):
+            return []
+        return [(i, v) for i, v in ((i, _valid(cls, item)) for i, item in enumerate(raw)) if v is not None]
+
+    hardware = _valid(HardwareConfig, data.get("hardware", {}))
+    space = _valid(SpaceConfig, data.get("space", {}))
+    found = _cross_problems(items("objectives", Objective), items("constraints", Constraint), hardware, space,
+                            base_dir)
+    return [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg) for loc, msg, _ in found]
+
+
+# ----------------------------------------------------------------------------------------------- loader
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML dumper writing lists of scalars on one line."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(isinstance(v, str | int | float | bool) or v is None for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def _key_text(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else "<complex key>"
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str | int, ...], source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            text = _key_text(key)
+            if text in seen and text != "<<":
+                problems.append(Problem(source, key.start_mark.line + 1, _path_text((*path, text)),
+                                        f"duplicate key (first at line {seen[text]})"))
+            seen.setdefault(text, key.start_mark.line + 1)
+            problems += _duplicate_keys(value, (*path, text), source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, (*path, i), source)
+    return problems
+
+
+def _line_of(root: yaml.Node, path: list[str | int]) -> int:
+    """Line (1-based) of the key at ``path``; for a key that is not there, the line of its parent."""
+    node, line = root, root.start_mark.line + 1
+    for elem in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if _key_text(k) == str(elem)), None)
+            if match is None:
+                return line
+            node, line = match[1], match[0].start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(elem, int) and 0 <= elem < len(node.value):
+            node = node.value[elem]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _path_text(path: tuple[str | int, ...] | list[str | int]) -> str:
+    out = ""
+    for elem in path:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", str(elem)):
+            out += f".{elem}" if out else str(elem)
+        else:
+            out += f"[{str(elem)!r}]"
+    return out
+
+
+# --- pydantic locations: which elements are keys/indices and which are union branch labels
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
+        return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _branches(tp: Any) -> list[Any]:
+    return [a for a in get_args(tp) if a is not type(None)]
+
+
+def _label(tp: Any) -> str:
+    tp = _unwrap(tp)
+    if isinstance(tp, type):
+        return tp.__name__
+    origin = get_origin(tp)
+    if origin is not None:
+        return f"{origin.__name__}[{','.join(_label(a) for a in get_args(tp))}]"
+    return str(tp)
+
+
+def _pick_branch(tp: Any, tag: Any) -> Any:
+    for arg in _branches(tp):
+        label = _label(arg)
+        if str(tag) == label or (isinstance(_unwrap(arg), type) and re.search(rf"\b{re.escape(label)}\b", str(tag))):
+            return arg
+    return None
+
+
+def _segments(root: Any, loc: tuple[Any, ...]) -> list[tuple[str, Any]]:
+    """``loc`` split into ``("key"|"index"|"tag", element)`` by walking the schema's types along it."""
+    tp, out = root, []
+    for elem in loc:
+        tp = _unwrap(tp) if tp is not None else None
+        if tp is not None and _is_union(tp):
+            out.append(("tag", elem))
+            tp = _pick_branch(tp, elem)
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fld = tp.model_fields.get(elem) if isinstance(elem, str) else None
+            out.append(("key", elem))
+            tp = fld.annotation if fld is not None else None
+            continue
+        origin = get_origin(tp)
+        if origin in (list, tuple, set, frozenset) and isinstance(elem, int):
+            out.append(("index", elem))
+            args = get_args(tp)
+            tp = args[0] if args else None
+            continue
+        if elem == "[key]":  # pydantic's marker of an invalid mapping key
+            out.append(("keytag", elem))
+            continue
+        if origin is dict:
+            out.append(("key", elem))
+            tp = get_args(tp)[1] if get_args(tp) else None
+            continue
+        out.append(("index" if isinstance(elem, int) else "key", elem))
+        tp = None
+    return out
+
+
+def _type_at(root: Any, path: list[Any]) -> Any:
+    tp = root
+    for elem in path:
+        tp = _unwrap(tp)
+        if _is_union(tp):  # a union with exactly one section branch (IntSpec: its range) continues there
+            models = [a for a in map(_unwrap, _branches(tp)) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) == 1 and isinstance(elem, str):
+                tp = models[0]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fld = tp.model_fields.get(elem)
+            if fld is None:
+                return None
+            tp = fld.annotation
+        elif get_origin(tp) in (list, tuple):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    return tp
+
+
+def _describe(tp: Any) -> str:
+    tp = _unwrap(tp)
+    simple = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in simple:
+        return simple[tp]
+    if get_origin(tp) is list:
+        inner = _describe(get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {inner}s"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a mapping {" + ", ".join(tp.model_fields) + "}"
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return _label(tp)
+
+
+_SHAPE = re.compile(r".*_(type|parsing)$|^(model_attributes_type|literal_error|union_tag_invalid)$")
+
+
+def _message(err: dict[str, Any]) -> tuple[str, str]:
+    """``(kind, text)`` of a pydantic error; ``kind`` is its type."""
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "config":
+        return kind, msg
+    if kind == "missing":
+        return kind, "required key is missing"
+    if kind == "value_error":
+        return kind, msg.removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return kind, f"must be a mapping, got {_show(value)}"
+    if kind == "list_type":
+        return kind, f"must be a list, got {_show(value)}"
+    if kind == "too_short":
+        return kind, f"needs at least {err.get('ctx', {}).get('min_length', 1)} item(s), got {_show(value)}"
+    text = re.sub(r"^Input should be", "must be", msg.split(", unable to parse")[0])
+    text = re.sub(r"^Input", "value", text)
+    return kind, f"{text}, got {_show(value)}"
+
+
+def _problems_from(exc: ValidationError, root: yaml.Node | None, source: str) -> list[Problem]:
+    found: list[tuple[list[Any], str, str]] = []  # (path, kind, message)
+    unions: dict[tuple[Any, ...], list[tuple[dict[str, Any], int, list[Any]]]] = {}
+    for err in exc.errors(include_url=False):
+        segs = _segments(Experiment, tuple(err["loc"]))
+        path = [elem for kind, elem in segs if kind not in ("tag", "keytag")]
+        tag_at = next((i for i, (kind, _) in enumerate(segs) if kind == "tag"), None)
+        if tag_at is None:
+            kind, text = _message(err)
+            found.append((path, kind, "the key " + text if segs and segs[-1][0] == "keytag" else text))
+        else:
+            unions.setdefault(tuple(err["loc"][:tag_at]), []).append((err, tag_at, path))
+    for prefix, items in unions.items():
+        meant = [(e, p) for e, t, p in items if not (len(e["loc"]) == t + 1 and _SHAPE.match(e["type"]))]
+        if meant:
+            found += [(p, *_message(e)) for e, p in meant]
+            continue
+        tp = _unwrap(_type_at(Experiment, list(prefix)))
+        options = [_describe(a) for a in _branches(tp)] if tp is not None and _is_union(tp) else []
+        expected = ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else "".join(options)
+        found.append((list(prefix), "union", f"must be {expected or 'a valid value'}, got "
+                                             f"{_show(items[0][0].get('input'))}"))
+    problems = []
+    for path, kind, message in found:
+        if kind == "extra_forbidden":
+            owner = _unwrap(_type_at(Experiment, path[:-1]))
+            names = list(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else []
+            close = difflib.get_close_matches(str(path[-1]), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            message = f"unknown key{hint}" + (f"; keys here are: {', '.join(names)}" if names else "")
+        line = _line_of(root, path) if root is not None else None
+        problems.append(Problem(source, line, _path_text(path) or "(top level)", message))
+    return problems
+
+
+def _sorted_unique(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in sorted(problems, key=lambda p: (p.line or 0, p.path)):
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None
+                     ) -> Experiment:
+    """Validate YAML ``text`` into an :class:`Experiment` or raise :class:`ConfigError` listing every problem.
+
+    ``source`` names the text in messages; ``base_dir`` is the folder relative paths are resolved against
+    (None: the current directory).
+    """
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        raise ConfigError([Problem(source, mark.line + 1 if mark else None, "", f"YAML syntax error: {what}",
+                                   column=mark.column + 1 if mark else None)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(source, None, "", f"YAML error: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        raise ConfigError([Problem(source, 1, "", "the experiment file is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(source, root.start_mark.line + 1, "(top level)",
+                                   f"must be a mapping of sections, got {type(data).__name__}")])
+    problems = _duplicate_keys(root, (), source)
+    context = {"base_dir": Path(base_dir) if base_dir is not None else None}
+    try:
+        experiment = Experiment.model_validate(data, context=context, strict=True)
+    except ValidationError as exc:
+        problems += _problems_from(exc, root, source)
+        problems += _raw_cross_problems(data, context["base_dir"] or Path.cwd(), root, source)
+    if problems:
+        raise ConfigError(_sorted_unique(problems))
+    return experiment
+
+
+def load_experiment(path_or_text: str | os.PathLike[str]) -> Experiment:
+    """Load an experiment from a file (a path, or a string naming a ``.yaml``/``.yml`` or existing file) or text.
+
+    Relative paths inside are resolved against the file's folder. Every problem is a :class:`ConfigError`.
+    """
+    if isinstance(path_or_text, str) and ("\n" in path_or_text or not (
+            path_or_text.endswith((".yaml", ".yml")) or _is_file(path_or_text))):
+        return parse_experiment(path_or_text)
+    path = Path(path_or_text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError([Problem(str(path), None, "", f"cannot read the experiment file: {reason}")]) from None
+    return parse_experiment(text, source=str(path), base_dir=path.resolve().parent)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------- documentation
+_EXAMPLE_REQUIRED: dict[str, Any] = {
+    "name": "my-search",
+    "task": {"name": "digits"},
+    "objectives": [{"metric": "accuracy", "direction": "maximize"}, {"metric": "luts", "direction": "minimize"}],
+}
+
+
+def _default_experiment() -> Experiment:
+    return Experiment.model_validate(_EXAMPLE_REQUIRED)
+
+
+def _flow(value: Any) -> str:
+    """One YAML value on one line."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    text = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True, sort_keys=False).strip()
+    return text[1:-1]
+
+
+def _comment(text: str, pad: str) -> list[str]:
+    return [f"{pad}# {line}" for line in textwrap.wrap(text, 100 - len(pad) - 2)]
+
+
+def _field_comment(info: Any, pad: str) -> list[str]:
+    desc = info.description or ""
+    if info.is_required():
+        desc += " (required)"
+    return _comment(desc, pad)
+
+
+def _emit_model(model: BaseModel, pad: str) -> list[str]:
+    lines: list[str] = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        lines += _field_comment(info, pad)
+        if name == "objectives" and isinstance(model, Experiment):
+            lines += [f"{pad}# metrics (for objectives and constraints):"]
+            lines += [f"{pad}#   {k}: {v}" for k, v in METRICS.items()]
+        if isinstance(value, BaseModel) and not _is_union(_unwrap(info.annotation)) and type(value).model_fields:
+            lines.append(f"{pad}{name}:")
+            lines += _emit_model(value, pad + "  ")
+        elif isinstance(value, BaseModel) and not type(value).model_fields:
+            lines.append(f"{pad}{name}: {{}}")
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            lines.append(f"{pad}{name}:")
+            lines += _emit_items(value, type(value[0]), pad + "  ")
+        elif isinstance(value, list) and not value and _item_model(info.annotation) is not None:
+            item = _item_model(info.annotation)
+            lines += [f"{pad}# each item:", *_item_docs(item, pad + "#   ")]
+            lines.append(f"{pad}{name}: []")
+            if item is Constraint:
+                lines += [f"{pad}#   - {{metric: luts, max: '50%'}}",
+                          f"{pad}#   - {{metric: latency_cycles, max: 500}}"]
+        else:
+            lines.append(f"{pad}{name}: {_flow(value)}")
+        if isinstance(model, SearchConfig) and name == "options":
+            lines += _other_strategies(model.strategy, pad)
+    return lines
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    tp = _unwrap(annotation)
+    if get_origin(tp) is list:
+        inner = _unwrap(get_args(tp)[0])
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return None
+
+
+def _item_docs(item: type[BaseModel], pad: str) -> list[str]:
+    lines = []
+    for name, info in item.model_fields.items():
+        default = "required" if info.is_required() else f"default {_flow(info.get_default(call_default_factory=True))}"
+        lines += _comment(f"{name}: {info.description} ({default})", pad)
+    return lines
+
+
+def _emit_items(items: list[BaseModel], item: type[BaseModel], pad: str) -> list[str]:
+    lines = _item_docs(item, pad)
+    for value in items:
+        body = _emit_plain(value, pad + "  ")
+        lines.append(pad + "- " + body[0].lstrip())
+        lines += body[1:]
+    return lines
+
+
+def _emit_plain(model: BaseModel, pad: str) -> list[str]:
+    return [f"{pad}{name}: {_flow(getattr(model, name))}" for name in type(model).model_fields]
+
+
+def _other_strategies(current: str, pad: str) -> list[str]:
+    lines = _comment("options of the other strategies, with their defaults:", pad)
+    for strategy, cls in STRATEGY_OPTIONS.items():
+        if strategy == current:
+            continue
+        if not cls.model_fields:
+            lines.append(f"{pad}#   {strategy}: no options")
+            continue
+        lines.append(f"{pad}#   {strategy}:")
+        for name, info in cls.model_fields.items():
+            lines += _comment(info.description or "", f"{pad}#     ")
+            lines.append(f"{pad}#     {name}: {_flow(info.get_default(call_default_factory=True))}")
+    return lines
+
+
+def _emit_commented(experiment: Experiment) -> str:
+    head = ["# hwnas experiment file: every key with its description and default value.",
+            "# Relative paths are relative to this file's folder. Validate with `hwnas config <file>`."]
+    return "\n".join(head + _emit_model(experiment, "")) + "\n"
+
+
+def defaults_yaml() -> str:
+    """The complete default experiment as commented YAML (the required keys filled with an example)."""
+    return _emit_commented(_default_experiment())
+
+
+def _type_text(tp: Any) -> str:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    nullable = _is_union(tp) and type(None) in get_args(tp)
+    tp_u = _unwrap(tp)
+    if _is_union(tp_u):
+        text = " \\| ".join(_type_text(a) for a in _branches(tp_u))
+    elif get_origin(tp_u) is Literal:
+        text = " \\| ".join(str(a) for a in get_args(tp_u))
+    elif get_origin(tp_u) is list:
+        text = f"list of {_type_text(get_args(tp_u)[0])}"
+    elif get_origin(tp_u) is dict:
+        text = "mapping"
+    elif isinstance(tp_u, type) and issubclass(tp_u, BaseModel):
+        text = "{" + ", ".join(tp_u.model_fields) + "}" if tp_u.__name__ == "IntRange" else "section"
+    elif isinstance(tp_u, type):
+        text = {"int": "int", "float": "number", "str": "string", "bool": "bool"}.get(tp_u.__name__, tp_u.__name__)
+    else:
+        text = str(tp_u)
+    return text + " \\| null" if nullable else text
+
+
+def _md(text: str) -> str:
+    """``text`` for a Markdown table cell: ``|`` escaped, ``<``/``>`` escaped outside code spans."""
+    parts = text.replace("``", "`").replace("|", "\\|").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
+
+
+def _table(cls: type[BaseModel], prefix: str) -> list[str]:
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for name, info in cls.model_fields.items():
+        tp = _unwrap(info.annotation)
+        if info.is_required():
+            default = "required"
+        elif cls is SearchConfig and name == "options":
+            default = "the strategy's (below)"
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and not _is_union(info.annotation):
+            default = f"see `{prefix}{name}`"
+        else:
+            default = f"`{_flow(info.get_default(call_default_factory=True))}`"
+        type_text = "list of mappings (below)" if _item_model(info.annotation) else _type_text(info.annotation)
+        rows.append(f"| `{prefix}{name}` | {type_text} | {default} | {_md(info.description or '')} |")
+    return rows
+
+
+def _sections(cls: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseModel], str]]:
+    out = [(prefix.rstrip("."), cls, prefix)]
+    for name, info in cls.model_fields.items():
+        tp = _unwrap(info.annotation)
+        item = _item_model(info.annotation)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not StrategyOptions \
+                and tp.__name__ != "IntRange":
+            out += _sections(tp, f"{prefix}{name}.")
+        elif item is not None:
+            out += _sections(item, f"{prefix}{name}[].")
+    return out
+
+
+def reference_markdown() -> str:
+    """The reference tables of every section and key, generated from the schema's descriptions."""
+    lines: list[str] = []
+    for title, cls, prefix in _sections(Experiment, ""):
+        heading = f"### `{title}`" if title else "### Top level"
+        lines += [heading, "", _md((cls.__doc__ or "").strip().splitlines()[0]), "", *_table(cls, prefix), ""]
+        if cls is SearchConfig:
+            for strategy, opts in STRATEGY_OPTIONS.items():
+                lines += [f"#### `search.options` for `strategy: {strategy}`", "",
+                          _md((opts.__doc__ or "").strip().splitlines()[0]), ""]
+                lines += [*_table(opts, "search.options."), ""] if opts.model_fields else ["No options.", ""]
+    lines += ["### Metrics", "", "| metric | meaning |", "|---|---|"]
+    lines += [f"| `{k}` | {_md(v)} |" for k, v in METRICS.items()]
+    return "\n".join(lines) + "\n"

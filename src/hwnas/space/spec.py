@@ -3,13 +3,17 @@
 Every searchable integer is an :data:`IntSpec`: a single value (fixed), a list (a set of choices, e.g.
 ``[2, 4, 8, 16]``) or a range ``{min: 1, max: 8, step: 1}`` (inclusive). Lists of strings/bools/floats are
 sets of choices. Each field's description is its documentation (``hwnas config --defaults`` prints them).
+
+What is checked here needs nothing but the section itself (value ranges, non-empty choice lists, settings
+that need another one); what depends on the task's input shape (how many pooled blocks fit the input, the
+input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose errors name the same keys.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig", "int_choices"]
 
@@ -45,6 +49,24 @@ def int_choices(spec: IntSpec) -> list[int]:
     return sorted(set(spec))
 
 
+def _check_ints(spec: IntSpec, low: int, high: int | None = None) -> IntSpec:
+    """``spec`` when it has at least one value and every value lies in [low, high]; else a ValueError."""
+    values = int_choices(spec)
+    if not values:
+        raise ValueError("needs at least one choice")
+    bad = [v for v in values if v < low or (high is not None and v > high)]
+    if bad:
+        where = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"every value must be {where}; got {bad}")
+    return spec
+
+
+def _nonempty(values: list[Any]) -> list[Any]:
+    if not values:
+        raise ValueError("needs at least one choice")
+    return values
+
+
 class PrecisionConfig(_Strict):
     """Per-layer weight and activation bit-widths, or learned (HGQ) widths."""
 
@@ -54,12 +76,22 @@ class PrecisionConfig(_Strict):
     weight_bits: IntSpec = Field(default_factory=lambda: IntRange(min=2, max=8),
                                  description="weight bit-widths to choose from (mode fixed)")
     act_bits: IntSpec = Field(default_factory=lambda: IntRange(min=2, max=8),
-                              description="layer-input (activation) bit-widths to choose from (mode fixed)")
+                              description="activation bit-widths to choose from (mode fixed): the width of each "
+                              "hidden layer's output activation, i.e. of the next layer's input")
     per_layer: bool = Field(True, description="one choice per layer (MONAS-LQ layer-wise bits); false: one for all")
     input_bits: int = Field(8, ge=1, le=32, description="bit-width of the model input quantizer")
+    bias_bits: int = Field(16, ge=1, le=32, description="bit-width of the bias quantizers (initial width in mode "
+                           "learned)")
+    table_input_bits: int = Field(8, ge=1, le=16, description="input width of tanh/sigmoid lookup tables "
+                                  "(the table has 2^bits entries)")
     init_bits: int = Field(8, ge=1, le=32, description="initial width of learned quantizers (mode learned)")
     beta: float = Field(1e-5, ge=0, description="EBOPs weight in the loss (mode learned)")
     gamma: float = Field(1e-6, ge=0, description="bit-width L1 weight in the loss (mode learned)")
+
+    @field_validator("weight_bits", "act_bits")
+    @classmethod
+    def _bits(cls, v: IntSpec) -> IntSpec:
+        return _check_ints(v, 1, 32)
 
 
 class MappingConfig(_Strict):
@@ -68,32 +100,74 @@ class MappingConfig(_Strict):
     kind: Literal["none", "finn", "hls4ml"] = Field(
         "none", description="none: the hardware model's defaults; finn: PE/SIMD per layer; hls4ml: reuse factor")
     folding: Literal["auto", "search"] = Field(
-        "auto", description="auto: the cost model's folding search picks PE/SIMD for target_fps; search: PE and "
-        "SIMD per layer are search variables (divisors of the layer's dimensions)")
+        "auto", description="auto: nothing is searched, the cost model picks (FINN: folding search for "
+        "target_fps); search: per layer, FINN PE and SIMD (divisors of the layer's output channels and fan-in) "
+        "or the hls4ml reuse factor (from reuse_factor) are search variables")
     target_fps: float | None = Field(None, gt=0, description="throughput the automatic folding must reach")
-    reuse_factor: IntSpec = Field(1, description="hls4ml reuse factors to choose from (kind hls4ml)")
+    reuse_factor: IntSpec = Field(1, description="hls4ml reuse factors to choose from (kind hls4ml, folding search; "
+                                  "a layer takes the largest divisor of its multiplications not above the choice)")
+
+    @field_validator("reuse_factor")
+    @classmethod
+    def _reuse(cls, v: IntSpec) -> IntSpec:
+        return _check_ints(v, 1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MappingConfig:
+        if self.folding == "search" and self.kind == "none":
+            raise ValueError("folding: 'search' needs kind finn (PE/SIMD) or hls4ml (reuse factor)")
+        if len(int_choices(self.reuse_factor)) > 1 and not (self.kind == "hls4ml" and self.folding == "search"):
+            raise ValueError("reuse_factor: several choices are only searched with kind hls4ml and folding search")
+        return self
 
 
 class SpaceConfig(_Strict):
     """The architecture, precision and mapping choices of one search."""
 
     family: Literal["cnn1d", "cnn2d", "mlp"] = Field(
-        "cnn1d", description="cnn1d (I/Q frames, RadioML), cnn2d (images) or mlp (feature vectors)")
+        "cnn1d", description="cnn1d (I/Q frames, RadioML), cnn2d (images) or mlp (feature vectors; the conv "
+        "settings are ignored)")
     conv_blocks: IntSpec = Field(default_factory=lambda: IntRange(min=1, max=4),
                                  description="number of conv blocks (conv -> [BN] -> activation -> [pool])")
     filters: IntSpec = Field(default_factory=lambda: [8, 16, 32, 64], description="filters per conv block")
     share_filters: bool = Field(False, description="one filter count for every block (MONAS-LQ backbone width)")
-    kernel: IntSpec = Field(default_factory=lambda: [3, 5], description="kernel sizes per conv block")
+    kernel: IntSpec = Field(default_factory=lambda: [3, 5], description="kernel sizes per conv block (zero "
+                            "padding kernel//2: odd kernels keep the length)")
     pooling: list[Literal["max", "avg", "none"]] = Field(default_factory=lambda: ["max"],
                                                         description="pooling after each block (window 2)")
     activation: list[Literal["relu", "tanh", "sigmoid"]] = Field(
-        default_factory=lambda: ["relu"], description="activation (tanh/sigmoid run as exact lookup tables)")
+        default_factory=lambda: ["relu"], description="activation of every conv block and hidden dense layer "
+        "(tanh/sigmoid run as exact lookup tables)")
     batch_norm: list[bool] = Field(default_factory=lambda: [False], description="BatchNorm after each conv")
     separable: list[bool] = Field(default_factory=lambda: [False],
                                   description="depthwise-separable convolutions (depthwise + pointwise)")
     dense_layers: IntSpec = Field(default_factory=lambda: IntRange(min=0, max=2),
                                   description="hidden dense layers before the classifier")
     dense_units: IntSpec = Field(default_factory=lambda: [16, 32, 64, 128], description="units per hidden layer")
-    dropout: list[float] = Field(default_factory=lambda: [0.0], description="dropout before each dense layer")
+    dropout: list[float] = Field(default_factory=lambda: [0.0], description="dropout rate (one per model) before "
+                                 "each dense layer, the classifier included")
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="bit-widths")
     mapping: MappingConfig = Field(default_factory=MappingConfig, description="hardware mapping")
+
+    @field_validator("conv_blocks", "dense_layers")
+    @classmethod
+    def _depth(cls, v: IntSpec) -> IntSpec:
+        return _check_ints(v, 0)
+
+    @field_validator("filters", "kernel", "dense_units")
+    @classmethod
+    def _positive(cls, v: IntSpec) -> IntSpec:
+        return _check_ints(v, 1)
+
+    @field_validator("pooling", "activation", "batch_norm", "separable")
+    @classmethod
+    def _choices(cls, v: list[Any]) -> list[Any]:
+        return _nonempty(v)
+
+    @field_validator("dropout")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        bad = [r for r in _nonempty(v) if not 0.0 <= r < 1.0]
+        if bad:
+            raise ValueError(f"every rate must be in [0, 1); got {bad}")
+        return v

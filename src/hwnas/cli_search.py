@@ -1,0 +1,167 @@
+"""``hwnas config``, ``hwnas search``, ``hwnas worker`` and ``hwnas pareto``: experiments and their studies.
+
+Exit status: 0 success, 2 bad input (a malformed experiment names the key path and line; a storage that
+cannot be opened; a study of another experiment), 1 a search that finished without any feasible trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["add_search_commands"]
+
+
+def _error(message: str) -> int:
+    print(f"hwnas: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _load(path: str) -> Any:
+    from hwnas.config import load_experiment
+
+    return load_experiment(path)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from hwnas.config import ConfigError, defaults_yaml, reference_markdown
+
+    if args.defaults:
+        print(defaults_yaml(), end="")
+        return 0
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
+    if args.file is None:
+        return _error("config: name an experiment file, or use --defaults / --reference")
+    try:
+        exp = _load(args.file)
+    except ConfigError as err:
+        return _error(str(err))
+    print(exp.to_yaml(comments=args.comments), end="")
+    print(f"# valid: {len(exp.objectives)} objective(s), {len(exp.constraints)} constraint(s), strategy "
+          f"{exp.search.strategy}, {exp.search.n_trials} trials, output {exp.output_dir()}", file=sys.stderr)
+    return 0
+
+
+def _print_outcome(outcome: Any, experiment: Any) -> int:
+    s = outcome.summary
+    states = s["states"]
+    print(f"study {s['study_name']!r}: {states['COMPLETE']} complete, {states['FAIL']} failed, "
+          f"{s['remaining']} not run, {s['feasible']} feasible, {s['infeasible']} infeasible"
+          + (f"; stopped early ({s['stopped']})" if s.get("stopped") else ""))
+    metrics = [o.metric for o in experiment.objectives]
+    if outcome.archive.front:
+        print(f"Pareto front ({len(outcome.archive.front)} trials):")
+        print("  trial  " + "  ".join(f"{m:>14s}" for m in metrics) + "  point")
+        for t in outcome.archive.front:
+            vals = outcome.archive.values(t)
+            mark = "*" if t.number == s.get("knee") else " "
+            point = t.user_attrs.get("point")
+            desc = ""
+            if point is not None:
+                from hwnas.space import Point
+
+                try:
+                    desc = Point.from_dict(point).describe()
+                except Exception:  # a point written by another version: show nothing rather than fail
+                    desc = ""
+            print(f"  {t.number:5d}{mark} " + "  ".join(f"{v:14.6g}" for v in vals) + f"  {desc}")
+        print("  (* knee point)")
+    best = s.get("best_composite")
+    if best:
+        print(f"best composite score: trial {best['number']} (score {best['score']:.4f})")
+    print(f"results: {outcome.files['summary'].parent / 'pareto'}  (pareto.csv, trials.csv, pareto.json)")
+    print(f"dashboard: optuna-dashboard {experiment.storage_url()}")
+    return 0 if s["feasible"] else 1
+
+
+def _run(args: argparse.Namespace, create: bool) -> int:
+    import logging
+
+    from hwnas.config import ConfigError
+    from hwnas.search.run import run_search
+    from hwnas.search.storage import StorageError
+    from hwnas.search.workers import StudyMismatchError
+    from hwnas.space import SpaceError
+    from hwnas.tasks import TaskError
+
+    try:
+        exp = _load(args.experiment)
+    except ConfigError as err:
+        return _error(str(err))
+    import optuna
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        outcome = run_search(exp, worker=args.id, create=create, progress=not args.quiet,
+                             timeout_s=args.timeout)
+    except (StorageError, StudyMismatchError, SpaceError, TaskError) as err:
+        return _error(str(err))
+    return _print_outcome(outcome, exp)
+
+
+def _search(args: argparse.Namespace) -> int:
+    return _run(args, create=True)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if args.id < 1:
+        return _error("worker: --worker must be >= 1 (worker 0 is the hwnas search process)")
+    return _run(args, create=False)
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from hwnas.config import ConfigError
+    from hwnas.search.run import open_study, write_results
+    from hwnas.search.storage import StorageError
+    from hwnas.search.workers import StudyMismatchError
+
+    try:
+        exp = _load(args.experiment)
+        study = open_study(exp)
+    except ConfigError as err:
+        return _error(str(err))
+    except (StorageError, StudyMismatchError) as err:
+        return _error(str(err))
+    outcome = write_results(exp, study)
+    if args.json:
+        print(json.dumps(outcome.summary, indent=2, default=str))
+        return 0
+    return _print_outcome(outcome, exp)
+
+
+def add_search_commands(sub: Any) -> None:
+    """Register ``config``, ``search``, ``worker`` and ``pareto`` on the ``hwnas`` sub-command parser."""
+    cfg = sub.add_parser("config", help="validate an experiment file and print it with every default filled in")
+    cfg.add_argument("file", nargs="?", help="experiment YAML")
+    cfg.add_argument("--defaults", action="store_true", help="print the complete default experiment (commented)")
+    cfg.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
+    cfg.add_argument("--comments", action="store_true", help="add each key's description as a comment")
+    cfg.set_defaults(func=_config)
+
+    for name, helptext, func in (
+            ("search", "create the experiment's study (or resume it) and run worker 0 until the budget is spent",
+             _search),
+            ("worker", "join an existing study from another process or machine and run trials", _worker)):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("experiment", help="experiment YAML")
+        if name == "worker":
+            p.add_argument("--worker", "--id", dest="id", type=int, required=True,
+                           help="this worker's index (>= 1, distinct per worker): seeds its sampler")
+        else:
+            p.set_defaults(id=0)
+        p.add_argument("--timeout", type=float, default=None, help="stop claiming trials after this many seconds")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--verbose", action="store_true", help="log every trial")
+        p.set_defaults(func=func)
+
+    par = sub.add_parser("pareto", help="export the study's Pareto archive again and print the front")
+    par.add_argument("experiment", help="experiment YAML")
+    par.add_argument("--json", action="store_true", help="print the summary as JSON")
+    par.set_defaults(func=_pareto)

@@ -1,0 +1,441 @@
+"""Predictor-guided strategies as Optuna samplers: the MONAS-LQ pipeline and the HA-NAS flavour.
+
+Contract:
+
+* :class:`GuidedSampler` samples the search space's fixed-length integer vector (Optuna parameters
+  ``x0 … x{n−1}``, decoded by :meth:`hwnas.space.SearchSpace.decode`; the objective is
+  :func:`hwnas.search.objective.make_objective` with ``vector=True``). Like :class:`~hwnas.search.pso.PSOSampler`
+  it keeps no state that a restart would lose: what trial ``n`` evaluates follows from ``n`` and the
+  study's finished trials, so one study is shared by several workers and survives restarts.
+* Trials are numbered into stages (:class:`Schedule`):
+
+  - **stage 1** (MONAS-LQ only; ``hpo_trials`` trials, when the space has filter variables): the backbone —
+    every slot at its middle choice, every bit-width at its largest value up to 8 — with the filter
+    variables at choice ``n mod len(filters)``. The stage-1 trial of lowest composite score fixes the filter
+    choice of every later trial (MONAS-LQ's hyper-parameter pre-selection of the backbone width).
+  - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): random vectors from
+    ``numpy.random.default_rng([seed, n])``.
+  - **rounds** of ``round_size`` trials (MONAS-LQ: ``max(1, ⌊candidates_per_round·train_fraction⌋)``;
+    HA-NAS: ``population_size``). Round ``r`` is proposed once from the COMPLETE trials numbered below its
+    first trial: a predictor (:class:`~hwnas.search.predictor.MultiOutputPredictor`) is fitted on their
+    vectors, candidates are generated and scored on it, a shortlist is priced exactly by the cost models
+    (:func:`hwnas.search.objective.price`: an untrained model has the trained model's BOPs, resources and
+    latency when precision is fixed), and the best ``round_size`` distinct, untrained candidates are
+    trained. Slot ``j`` of the round is trial ``first + j``.
+
+* **MONAS-LQ rounds** (stage 3 MOLP + stage 4 hybrid PSO): the MOLP predicts ``accuracy``, ``bops`` and the
+  composite score ``w·(1 − accuracy) + (1 − w)·qa_score`` (lower is better); a
+  :class:`~hwnas.search.pso.ParticleSwarm` seeded ``[seed, r]`` (half its particles started at the best
+  trained vectors) minimizes the predicted score over ``candidates_per_round`` evaluations; every evaluated
+  position is a candidate. The shortlist is the best ``4·round_size`` by predicted score plus the best
+  ``4·round_size`` by predicted (accuracy, BOPs) dominance.
+* **HA-NAS rounds** (one generation): the predictor predicts ``accuracy`` only; ``candidates_per_generation``
+  children of the best trained vectors (binary tournament on feasibility then dominance rank, uniform
+  crossover, per-coordinate mutation with probability 1/n) are all priced exactly (CPU latency from the
+  table, memory, hardware) — the latency/memory budgets are checked exactly, not predicted.
+* **Selection** of a round: candidates whose exact costs violate a constraint (accuracy constraints use the
+  predicted accuracy) come last; the rest are sorted by non-dominated rank on the experiment's objectives
+  (accuracy predicted, the others exact), then by crowding distance (largest first). Fewer candidates than
+  slots: the remaining slots are random vectors.
+* **Patience** (MONAS-LQ): :class:`PatienceStop` is a trial callback; once ``patience`` consecutive finished
+  rounds added no point to the feasible Pareto front it records ``hwnas:stopped`` on the study and stops the
+  worker (every worker stops after its current trial; the remaining WAITING trials stay unused).
+* Each guided trial records in ``user_attrs["guided"]`` its stage, round and (for rounds) the prediction it
+  was chosen by and the predictor's R² (``predictor``: ``r2``, ``split`` — ``"validation"``, 20 % held
+  out, from 20 trained points on; ``"train"`` below that — and the sample counts).
+
+Errors name the option: a composite score without ``qa_score`` (a task without baseline model), a vector of
+another length than the space's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from .objective import TrialContext, composite_score, price
+from .pareto import nondominated_ranks
+from .predictor import MultiOutputPredictor
+from .pso import ParticleSwarm
+
+__all__ = ["STOPPED_ATTR", "TRAINED_METRICS", "GuidedSampler", "PatienceStop", "Schedule", "crowding_distance"]
+
+TRAINED_METRICS = frozenset({"accuracy", "test_accuracy"})
+"""Metrics that need a trained model (predicted for candidates); every other metric is priced exactly."""
+STOPPED_ATTR = "hwnas:stopped"
+"""Study user attribute: why a pipeline stopped early (patience)."""
+_GUIDED_ATTR = "guided"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which stage a trial number belongs to."""
+
+    hpo: int
+    warmup: int
+    round_size: int
+
+    def stage(self, number: int) -> tuple[str, int, int]:
+        """``(stage, round, slot)``: ``"hpo"``, ``"bootstrap"`` (HA-NAS's warm-up too) or ``"round"``.
+
+        Round and slot are −1 outside rounds.
+        """
+        if number < self.hpo:
+            return "hpo", -1, -1
+        if number < self.hpo + self.warmup:
+            return "bootstrap", -1, -1
+        r, j = divmod(number - self.hpo - self.warmup, self.round_size)
+        return "round", r, j
+
+    def round_start(self, r: int) -> int:
+        """The first trial number of round ``r``."""
+        return self.hpo + self.warmup + r * self.round_size
+
+
+def crowding_distance(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row of ``losses`` (one front; extremes get infinity)."""
+    n, m = losses.shape
+    out = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(losses[:, k], kind="stable")
+        col = losses[order, k]
+        span = col[-1] - col[0]
+        out[order[0]] = out[order[-1]] = np.inf
+        if span > 0:
+            out[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return out
+
+
+@dataclass
+class _Trained:
+    number: int
+    vector: tuple[int, ...]
+    metrics: dict[str, float]
+    constraints: list[float]
+
+    @property
+    def violation(self) -> float:
+        return float(sum(max(c, 0.0) for c in self.constraints))
+
+
+def _trained(study: optuna.Study, below: int | None = None) -> list[_Trained]:
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if below is not None and t.number >= below:
+            continue
+        vec, metrics = t.user_attrs.get("vector"), t.user_attrs.get("metrics")
+        if vec is None or not metrics:
+            continue
+        out.append(_Trained(t.number, tuple(int(v) for v in vec), dict(metrics),
+                            [float(c) for c in t.user_attrs.get("constraints", [])]))
+    return sorted(out, key=lambda d: d.number)
+
+
+class GuidedSampler(BaseSampler):
+    """MONAS-LQ (``kind="monas_lq"``) or HA-NAS (``kind="ha_nas"``) over a space's integer vector.
+
+    Args:
+        ctx: the experiment's trial context (space, cost models, constraints).
+        kind: ``"monas_lq"`` or ``"ha_nas"``.
+        options: the strategy's options (:class:`hwnas.config.MonasLqOptions` / :class:`~hwnas.config.HaNasOptions`).
+        seed: the experiment seed (every worker must use the same one: proposals depend only on it and the
+            finished trials).
+    """
+
+    def __init__(self, ctx: TrialContext, kind: str, options: Any, seed: int) -> None:
+        if kind not in ("monas_lq", "ha_nas"):
+            raise ValueError(f"kind must be 'monas_lq' or 'ha_nas', got {kind!r}")
+        self.ctx, self.kind, self.options, self.seed = ctx, kind, options, int(seed)
+        space = ctx.space
+        self.layout = space.layout()
+        self.bounds = [(int(lo), int(hi)) for lo, hi in space.bounds()]
+        self.names = [f"x{j}" for j in range(len(self.bounds))]
+        self._dists = {n: IntDistribution(lo, hi) for n, (lo, hi) in zip(self.names, self.bounds, strict=True)}
+        self.filter_slots = [j for j, s in enumerate(self.layout)
+                             if (s.name == "filters" or s.name.endswith(".filters")) and s.high > s.low]
+        exp = ctx.experiment
+        self.objectives = [(o.metric, o.direction) for o in exp.objectives]
+        if kind == "monas_lq":
+            hpo = options.hpo_trials if self.filter_slots else 0
+            size = max(1, math.floor(options.candidates_per_round * options.train_fraction))
+            self.schedule = Schedule(hpo, options.bootstrap_size, size)
+            if ctx.baseline is None:
+                raise ValueError(f"search.strategy monas_lq: task {exp.task.name!r} has no baseline model, so no "
+                                 "qa_score for the composite score")
+        else:
+            self.schedule = Schedule(0, options.warmup_trials, options.population_size)
+        self._rounds: dict[int, list[tuple[tuple[int, ...], dict[str, Any]]]] = {}
+        self._predictor_r2: dict[int, dict[str, Any]] = {}
+        self._fixed: dict[int, int] | None = None
+        self._random = RandomSampler(seed=self.seed)
+
+    # -- Optuna interface -----------------------------------------------------------------------------------
+    def reseed_rng(self) -> None:
+        """Nothing to reseed: every draw derives from the seed and the trial number."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        """The vector parameters ``x0 … x{n−1}``."""
+        return dict(self._dists)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The vector of trial ``trial.number`` (module docstring), recorded in ``user_attrs["guided"]``."""
+        if not search_space:
+            return {}
+        vec, info = self.propose(study, trial.number)
+        study._storage.set_trial_user_attr(trial._trial_id, _GUIDED_ATTR, info)
+        return {n: int(v) for n, v in zip(self.names, vec, strict=True) if n in search_space}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        """Parameters outside the vector: at random."""
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    # -- vectors ------------------------------------------------------------------------------------------------
+    def canonical(self, vec: Sequence[float]) -> tuple[int, ...]:
+        """The vector as the space encodes its point (inactive slots normalized), filter choice applied."""
+        v = [round(float(x)) for x in vec]
+        v = [min(max(x, lo), hi) for x, (lo, hi) in zip(v, self.bounds, strict=True)]
+        if self._fixed:
+            for j, c in self._fixed.items():
+                v[j] = c
+        return tuple(int(x) for x in self.ctx.space.encode(self.ctx.space.decode(v)))
+
+    def backbone(self, choice: int) -> tuple[int, ...]:
+        """Stage 1's backbone vector with the filter slots at ``choice`` (modulo each slot's choices)."""
+        v = []
+        for j, s in enumerate(self.layout):
+            if s.name.endswith(("weight_bits", "act_bits")):
+                vals = [c for c in range(s.low, s.high + 1) if c <= 8] or [s.low]
+                v.append(max(vals))
+            elif j in self.filter_slots:
+                v.append(s.low + choice % (s.high - s.low + 1))
+            else:
+                v.append((s.low + s.high + 1) // 2)
+        return tuple(int(x) for x in self.ctx.space.encode(self.ctx.space.decode(v)))
+
+    def _random_vector(self, number: int, salt: int = 0) -> tuple[int, ...]:
+        rng = np.random.default_rng([self.seed, number, salt])
+        point = self.ctx.space.sample(rng)
+        return self.canonical(self.ctx.space.encode(point))
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        return composite_score(metrics, self.options.score_weight)
+
+    def _filter_choice(self, study: optuna.Study) -> dict[int, int] | None:
+        """Filter slot values chosen by stage 1 (None before stage 1 finished or without stage 1)."""
+        if self._fixed is not None or self.schedule.hpo == 0:
+            return self._fixed
+        done = [d for d in _trained(study, below=self.schedule.hpo)]
+        finished = [t for t in study.get_trials(deepcopy=False) if t.number < self.schedule.hpo
+                    and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
+        if len(finished) < self.schedule.hpo or not done:
+            return None
+        best = min(done, key=lambda d: (self._score(d.metrics), d.number))
+        self._fixed = {j: best.vector[j] for j in self.filter_slots}
+        return self._fixed
+
+    def propose(self, study: optuna.Study, number: int) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """The vector trial ``number`` evaluates and the record of why."""
+        stage, r, j = self.schedule.stage(number)
+        if stage == "hpo":
+            return self.backbone(number), {"stage": "hpo", "filter_choice": number}
+        self._filter_choice(study)
+        if stage == "bootstrap":
+            return self._random_vector(number), {"stage": "bootstrap"}
+        proposals = self._round(study, r)
+        if j < len(proposals):
+            vec, why = proposals[j]
+            return vec, {"stage": "round", "round": r, **why, "predictor": self._predictor_r2.get(r, {})}
+        return self._random_vector(number, salt=1), {"stage": "round", "round": r, "fallback": "random"}
+
+    # -- rounds ---------------------------------------------------------------------------------------------
+    def _round(self, study: optuna.Study, r: int) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+        if r in self._rounds:
+            return self._rounds[r]
+        data = _trained(study, below=self.schedule.round_start(r))
+        if len(data) < 4:
+            self._rounds[r] = []
+            return []
+        pool = self._monas_pool(data, r) if self.kind == "monas_lq" else self._hanas_pool(data, r)
+        seen = {d.vector for d in data}
+        for t in study.get_trials(deepcopy=False):  # vectors already claimed by running or waiting trials
+            if t.params and len(t.params) == len(self.names):
+                seen.add(tuple(int(t.params[n]) for n in self.names))
+        pool = {v: p for v, p in pool.items() if v not in seen}
+        self._rounds[r] = self._select(pool, self.schedule.round_size, r)
+        return self._rounds[r]
+
+    def _fit(self, data: list[_Trained], targets: tuple[str, ...], r: int) -> MultiOutputPredictor:
+        x = np.array([d.vector for d in data], dtype=float)
+        y: dict[str, list[float]] = {t: [] for t in targets}
+        for d in data:
+            for t in targets:
+                y[t].append(self._score(d.metrics) if t == "score" else max(float(d.metrics[t]), 1e-12)
+                            if t == "bops" else float(d.metrics[t]))
+        opts = self.options
+        hidden = tuple(getattr(opts, "predictor_hidden", (64, 64)))
+        lr = float(getattr(opts, "predictor_lr", 3e-3))
+        epochs = int(opts.predictor_epochs)
+        pred = MultiOutputPredictor(targets, bounds=self.bounds, hidden=hidden, epochs=epochs, lr=lr,
+                                    patience=max(20, epochs // 5), seed=self.seed + r,
+                                    validation_fraction=0.2 if len(data) >= 20 else 0.0)
+        report = pred.fit(x, y)
+        self._predictor_r2[r] = {"r2": {k: round(float(v), 4) for k, v in report.r2.items()},
+                                 "split": report.split, "n_train": report.n_train,
+                                 "n_validation": report.n_validation}
+        return pred
+
+    def _monas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
+        opts = self.options
+        pred = self._fit(data, ("accuracy", "bops", "score"), r)
+        bounds = list(self.bounds)
+        for j, c in (self._fixed or {}).items():
+            bounds[j] = (c, c)
+        swarm_size = int(opts.swarm_size)
+        best = sorted(data, key=lambda d: (d.violation > 0, self._score(d.metrics)))[: swarm_size // 2]
+        swarm = ParticleSwarm(bounds, swarm_size=swarm_size, seed=self.seed * 7919 + r, mutation=0.05,
+                              initial_positions=list(dict.fromkeys(self.canonical(d.vector) for d in best)))
+        generations = max(1, math.ceil(opts.candidates_per_round / swarm_size))
+        pool: dict[tuple[int, ...], dict[str, float]] = {}
+        for _ in range(generations):
+            positions = [self.canonical(p) for p in swarm.ask()]
+            out = pred.predict(np.array(positions, dtype=float))
+            swarm.tell([float(s) for s in out["score"]])
+            for i, v in enumerate(positions):
+                pool.setdefault(v, {t: float(out[t][i]) for t in out})
+        return pool
+
+    def _hanas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
+        opts = self.options
+        pred = self._fit(data, ("accuracy",), r)
+        rng = np.random.default_rng([self.seed, 1, r])
+        losses = np.array([self._losses_of(d.metrics) for d in data])
+        ranks = nondominated_ranks(losses)
+        key = [(d.violation > 0, d.violation, int(rk)) for d, rk in zip(data, ranks, strict=True)]
+        order = sorted(range(len(data)), key=lambda i: (key[i], data[i].number))
+        parents = [data[i].vector for i in order[: max(2, opts.population_size)]]
+        rank_of = {data[i].vector: pos for pos, i in enumerate(order)}
+        d = len(self.bounds)
+        vecs: list[tuple[int, ...]] = []
+        seen: set[tuple[int, ...]] = set()
+        attempts = 0
+        while len(vecs) < opts.candidates_per_generation and attempts < 20 * opts.candidates_per_generation:
+            attempts += 1
+            a, b = (min(rng.choice(len(parents), 2, replace=False), key=lambda i: rank_of[parents[i]])
+                    for _ in range(2))
+            pa, pb = np.array(parents[a]), np.array(parents[b])
+            child = np.where(rng.random(d) < 0.5, pa, pb)
+            mutate = rng.random(d) < 1.0 / d
+            for k in np.flatnonzero(mutate):
+                lo, hi = self.bounds[k]
+                child[k] = rng.integers(lo, hi + 1)
+            v = self.canonical(child)
+            if v not in seen:
+                seen.add(v)
+                vecs.append(v)
+        if not vecs:
+            return {}
+        out = pred.predict(np.array(vecs, dtype=float))
+        return {v: {"accuracy": float(out["accuracy"][i])} for i, v in enumerate(vecs)}
+
+    def _losses_of(self, metrics: dict[str, float]) -> list[float]:
+        return [(-1.0 if direction == "maximize" else 1.0) * float(metrics.get(m, math.nan))
+                for m, direction in self.objectives]
+
+    def _select(self, pool: dict[tuple[int, ...], dict[str, float]], k: int, r: int
+                ) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+        if not pool:
+            return []
+        vecs = list(pool)
+        if self.kind == "monas_lq":
+            by_score = sorted(vecs, key=lambda v: pool[v]["score"])[: 4 * k]
+            two = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
+            ranks = nondominated_ranks(two)
+            by_front = [vecs[i] for i in sorted(range(len(vecs)), key=lambda i: (ranks[i], -two[i, 0]))][: 4 * k]
+            shortlist = list(dict.fromkeys(by_score + by_front))
+        else:
+            shortlist = vecs
+        exp = self.ctx.experiment
+        rows = []
+        for v in shortlist:
+            point = self.ctx.space.decode(list(v))
+            metrics = price(point, self.ctx, seed=self.seed)
+            for name in TRAINED_METRICS:
+                if name in pool[v]:
+                    metrics[name] = pool[v][name]
+                elif name == "test_accuracy" and "accuracy" in pool[v]:
+                    metrics[name] = pool[v]["accuracy"]
+            cons = exp.constraint_values(metrics, self.ctx.device) if exp.constraints else []
+            violation = float(sum(max(c, 0.0) for c in cons))
+            record = {"predicted": dict(pool[v]),
+                      "priced": {m: float(metrics[m]) for m, _ in self.objectives
+                                 if m in metrics and m not in TRAINED_METRICS}}
+            rows.append((v, metrics, violation, record))
+        feasible = [row for row in rows if row[2] <= 0]
+        infeasible = sorted((row for row in rows if row[2] > 0), key=lambda row: row[2])
+        chosen: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+        if feasible:
+            losses = np.array([self._losses_of(row[1]) for row in feasible])
+            ranks = nondominated_ranks(losses)
+            for rank in sorted(set(int(x) for x in ranks)):
+                idx = [i for i in range(len(feasible)) if ranks[i] == rank]
+                crowd = crowding_distance(losses[idx])
+                for i in sorted(range(len(idx)), key=lambda t: -crowd[t]):
+                    chosen.append((feasible[idx[i]][0], feasible[idx[i]][3]))
+                if len(chosen) >= k:
+                    break
+        for row in infeasible:
+            if len(chosen) >= k:
+                break
+            chosen.append((row[0], {**row[3], "violation": row[2]}))  # predicted infeasible: last resort
+        return chosen[:k]
+
+
+class PatienceStop:
+    """Trial callback: stop once ``patience`` finished rounds in a row added no feasible Pareto point."""
+
+    def __init__(self, sampler: GuidedSampler, patience: int) -> None:
+        self.sampler, self.patience = sampler, int(patience)
+
+    def stale_rounds(self, study: optuna.Study) -> int:
+        """Consecutive finished rounds, counted from the last, without a new point on the feasible front."""
+        sched = self.sampler.schedule
+        trials = study.get_trials(deepcopy=False)
+        finished = {t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)}
+        data = _trained(study)
+        feasible = [d for d in data if d.violation <= 0]
+        stale, r = 0, 0
+        while True:
+            start, end = sched.round_start(r), sched.round_start(r + 1)
+            if not all(n in finished for n in range(start, end)) or end > len(trials):
+                break
+            upto = [d for d in feasible if d.number < end]
+            new = False
+            if upto:
+                losses = np.array([self.sampler._losses_of(d.metrics) for d in upto])
+                ranks = nondominated_ranks(losses)
+                new = any(rk == 0 and d.number >= start for d, rk in zip(upto, ranks, strict=True))
+            stale = 0 if new else stale + 1
+            r += 1
+        return stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Stop the worker when the study is stopped or the patience ran out."""
+        if study.user_attrs.get(STOPPED_ATTR):
+            study.stop()
+            return
+        stale = self.stale_rounds(study)
+        if stale >= self.patience:
+            study.set_user_attr(STOPPED_ATTR, f"patience: {stale} rounds without a new Pareto point")
+            study.stop()

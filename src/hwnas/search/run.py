@@ -1,0 +1,143 @@
+"""Run an experiment's search: create the study once, run a worker on it, export the Pareto archive.
+
+Contract:
+
+* :func:`experiment_metadata` is what every worker of one study must agree on: a SHA-256 of the experiment's
+  settings without ``search.n_trials`` (the budget is checked on its own, so a larger budget gives a clear
+  "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study), plus the
+  strategy name.
+* :func:`run_search` (``hwnas search``) creates the study if needed (:func:`hwnas.search.workers.create_study`,
+  idempotent: re-running resumes the same study), then runs worker ``worker`` until no trial is left and
+  every running trial of other workers has finished, then exports the archive. :func:`run_search` with
+  ``create=False`` (``hwnas worker``) only joins: the study must exist. A study stopped early by a pipeline
+  (``hwnas:stopped``) runs no more trials.
+* The archive export (``<output>/pareto/``: CSV, JSON, per-trial folders; :meth:`ParetoArchive.export`) and
+  ``<output>/search.json`` (the study summary, the worker's report, the knee point and, for strategies with
+  a composite score, the best composite trial) are written atomically after the worker finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .guided import STOPPED_ATTR
+from .objective import TrialContext, composite_score, make_objective
+from .pareto import NoSelectionError, ParetoArchive
+from .storage import resolve_storage
+from .strategies import make_strategy
+from .workers import WorkerReport, create_study, join_study, run_worker, study_summary
+
+__all__ = ["SearchOutcome", "experiment_metadata", "open_study", "run_search", "write_results"]
+
+log = logging.getLogger(__name__)
+
+
+def experiment_metadata(experiment: Any) -> dict[str, Any]:
+    """The settings every worker of the study must share (module docstring)."""
+    data = experiment.model_dump()
+    data.get("search", {}).pop("n_trials", None)
+    data.pop("storage", None)
+    data.pop("output", None)
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return {"experiment": experiment.name, "strategy": experiment.search.strategy,
+            "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}
+
+
+def _storage(experiment: Any) -> optuna.storages.BaseStorage:
+    st = experiment.storage
+    return resolve_storage(experiment.storage_url(), experiment.output_dir(), heartbeat_s=st.heartbeat_s,
+                           grace_s=st.grace_s)
+
+
+def open_study(experiment: Any) -> optuna.Study:
+    """The experiment's existing study (read-only use: reports, exports)."""
+    return join_study(experiment.study_name(), _storage(experiment), budget=experiment.search.n_trials,
+                      metadata=experiment_metadata(experiment))
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`run_search` did and wrote."""
+
+    study: optuna.Study
+    report: WorkerReport | None
+    archive: ParetoArchive
+    summary: dict[str, Any]
+    files: dict[str, Path]
+
+
+def _best_composite(archive: ParetoArchive, weight: float) -> dict[str, Any] | None:
+    best = None
+    for t in archive.feasible:
+        try:
+            s = composite_score(t.user_attrs["metrics"], weight)
+        except KeyError:
+            return None
+        if best is None or s < best[0]:
+            best = (s, t)
+    if best is None:
+        return None
+    return {"number": best[1].number, "score": best[0], "point": best[1].user_attrs.get("point"),
+            "metrics": best[1].user_attrs.get("metrics")}
+
+
+def write_results(experiment: Any, study: optuna.Study, report: WorkerReport | None = None) -> SearchOutcome:
+    """Export the archive to ``<output>/pareto`` and the summary to ``<output>/search.json``."""
+    out = experiment.output_dir()
+    archive = ParetoArchive.from_study(study, [(o.metric, o.direction) for o in experiment.objectives])
+    files = archive.export(out / "pareto")
+    summary = study_summary(study)
+    summary["strategy"] = experiment.search.strategy
+    summary["stopped"] = study.user_attrs.get(STOPPED_ATTR)
+    summary["front"] = [t.number for t in archive.front]
+    try:
+        summary["knee"] = archive.knee_point().number
+    except NoSelectionError:
+        summary["knee"] = None
+    weight = getattr(experiment.search.options, "score_weight", None)
+    summary["best_composite"] = _best_composite(archive, weight) if weight is not None else None
+    summary["report"] = report.to_dict() if report is not None else None
+    path = out / "search.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, path)
+    files = dict(files)
+    files["summary"] = path
+    return SearchOutcome(study, report, archive, summary, files)
+
+
+def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progress: bool = True,
+               timeout_s: float | None = None, ctx: TrialContext | None = None) -> SearchOutcome:
+    """Create (or join, ``create=False``) the study and run one worker on it (module docstring).
+
+    Raises:
+        StorageError: the storage URL cannot be opened.
+        StudyMismatchError: the study exists with other settings, or (``create=False``) does not exist.
+    """
+    ctx = ctx if ctx is not None else TrialContext.create(experiment)  # space errors before the study exists
+    strategy = make_strategy(ctx, worker)
+    storage = _storage(experiment)
+    name, budget = experiment.study_name(), experiment.search.n_trials
+    meta = experiment_metadata(experiment)
+    if create:
+        study = create_study(name, storage, experiment.directions, budget=budget, metadata=meta)
+    else:
+        study = join_study(name, storage, budget=budget, metadata=meta)
+    report = None
+    if study.user_attrs.get(STOPPED_ATTR):
+        log.info("study %r was stopped (%s): no more trials", name, study.user_attrs[STOPPED_ATTR])
+    else:
+        report = run_worker(name, storage, make_objective(ctx, vector=strategy.vector), sampler=strategy.sampler,
+                            budget=budget, worker_id=worker, callbacks=strategy.callbacks, progress=progress,
+                            timeout_s=timeout_s, metadata=meta, retry_failed=experiment.storage.retry_failed,
+                            wait=True)
+    study = join_study(name, storage)
+    return write_results(experiment, study, report)

@@ -1,0 +1,290 @@
+"""One point of a search space: a concrete architecture, its precision and its hardware mapping.
+
+Contract:
+
+* :class:`Point` is a frozen, hashable dataclass (tuples of frozen dataclasses all the way down): two points
+  are equal exactly when every choice is equal, so points serve as dictionary keys and set members (caches,
+  de-duplication of proposals).
+* Layout: ``conv`` (one :class:`ConvBlock` per conv block, empty for ``mlp``), ``dense`` (one
+  :class:`DenseLayer` per hidden dense layer), then the classifier (implicit: its width is the task's class
+  count). Precision: ``weight_bits`` has one entry per compute layer in that order (conv blocks, hidden dense
+  layers, classifier) and ``act_bits`` one per hidden layer (conv blocks, hidden dense layers): the width of
+  that layer's output activation, which is the next layer's input. Both are empty when ``learned`` (HGQ
+  per-parameter widths). ``mapping`` is empty unless the space searches the hardware mapping; then it holds one
+  :class:`LayerMapping` per hardware compute layer, in model order, labelled ``conv{i}.dw`` (the depthwise
+  half of a separable block), ``conv{i}``, ``dense{j}`` and ``classifier``.
+* :meth:`Point.to_dict` gives plain JSON/YAML types (the ``"point"`` user attribute of a trial) and
+  :meth:`Point.from_dict` reads it back (``Point.from_dict(p.to_dict()) == p``); a malformed dict is a
+  :class:`SpaceError` naming the key. Whether a point belongs to a given space is
+  :meth:`hwnas.space.SearchSpace.check`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["ConvBlock", "DenseLayer", "LayerMapping", "Point", "SpaceError"]
+
+FAMILIES = ("cnn1d", "cnn2d", "mlp")
+POOLINGS = ("max", "avg", "none")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+class SpaceError(ValueError):
+    """A search space that does not fit the task, or a point, parameter set or vector outside the space."""
+
+
+def _int(value: Any, where: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SpaceError(f"{where}: expected an integer, got {value!r}")
+    v = int(value)
+    if low is not None and v < low:
+        raise SpaceError(f"{where}: must be >= {low}, got {v}")
+    return v
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpaceError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
+    if value not in allowed:
+        raise SpaceError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+    return str(value)
+
+
+def _keys(d: Any, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise SpaceError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - required - optional)
+    if unknown:
+        raise SpaceError(f"{where}: unknown key(s) {unknown}; expected {sorted(required | optional)}")
+    missing = sorted(required - set(d))
+    if missing:
+        raise SpaceError(f"{where}: missing key(s) {missing}")
+    return d
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise SpaceError(f"{where}: expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """One conv block: conv (or depthwise + pointwise) → [BatchNorm] → activation → [pool 2]."""
+
+    filters: int
+    kernel: int
+    pooling: str = "max"
+    batch_norm: bool = False
+    separable: bool = False
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _int(self.filters, "filters", 1)
+        _int(self.kernel, "kernel", 1)
+        _choice(self.pooling, POOLINGS, "pooling")
+        _bool(self.batch_norm, "batch_norm")
+        _bool(self.separable, "separable")
+        _choice(self.activation, ACTIVATIONS, "activation")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the block."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "conv") -> ConvBlock:
+        """Read a block written by :meth:`to_dict`."""
+        d = _keys(d, where, {"filters", "kernel"}, {"pooling", "batch_norm", "separable", "activation"})
+        try:
+            return cls(**d)
+        except SpaceError as err:
+            raise SpaceError(f"{where}.{err}") from None
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One hidden dense layer: [dropout] → linear → activation."""
+
+    units: int
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _int(self.units, "units", 1)
+        _choice(self.activation, ACTIVATIONS, "activation")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the layer."""
+        return {"units": self.units, "activation": self.activation}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "dense") -> DenseLayer:
+        """Read a layer written by :meth:`to_dict`."""
+        d = _keys(d, where, {"units"}, {"activation"})
+        try:
+            return cls(**d)
+        except SpaceError as err:
+            raise SpaceError(f"{where}.{err}") from None
+
+
+@dataclass(frozen=True)
+class LayerMapping:
+    """Hardware parallelism of one compute layer: FINN ``pe``/``simd`` or the hls4ml ``reuse_factor``."""
+
+    layer: str
+    pe: int | None = None
+    simd: int | None = None
+    reuse_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise SpaceError(f"layer: expected a layer label such as 'conv0', got {self.layer!r}")
+        for name in ("pe", "simd", "reuse_factor"):
+            if getattr(self, name) is not None:
+                _int(getattr(self, name), name, 1)
+        if (self.pe is None) != (self.simd is None):
+            raise SpaceError(f"{self.layer}: pe and simd are given together")
+        if self.pe is None and self.reuse_factor is None:
+            raise SpaceError(f"{self.layer}: give pe and simd (FINN) or reuse_factor (hls4ml)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; unset fields are left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "mapping") -> LayerMapping:
+        """Read a mapping written by :meth:`to_dict`."""
+        d = _keys(d, where, {"layer"}, {"pe", "simd", "reuse_factor"})
+        try:
+            return cls(**d)
+        except SpaceError as err:
+            raise SpaceError(f"{where}.{err}") from None
+
+
+@dataclass(frozen=True)
+class Point:
+    """A concrete architecture + precision + mapping (see the module docstring for the layout)."""
+
+    family: str
+    conv: tuple[ConvBlock, ...] = ()
+    dense: tuple[DenseLayer, ...] = ()
+    dropout: float = 0.0
+    learned: bool = False
+    weight_bits: tuple[int, ...] = ()
+    act_bits: tuple[int, ...] = ()
+    mapping: tuple[LayerMapping, ...] = ()
+
+    def __post_init__(self) -> None:
+        _choice(self.family, FAMILIES, "point.family")
+        for name, kind in (("conv", ConvBlock), ("dense", DenseLayer), ("mapping", LayerMapping)):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(x, kind) for x in value):
+                raise SpaceError(f"point.{name}: expected a tuple of {kind.__name__}")
+        if self.family == "mlp" and self.conv:
+            raise SpaceError("point.conv: an mlp has no conv blocks")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0.0 <= float(self.dropout) < 1.0:
+            raise SpaceError(f"point.dropout: expected a rate in [0, 1), got {self.dropout!r}")
+        _bool(self.learned, "point.learned")
+        for name in ("weight_bits", "act_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                raise SpaceError(f"point.{name}: expected a tuple of integers")
+            for i, b in enumerate(value):
+                _int(b, f"point.{name}[{i}]", 1)
+        hidden = len(self.conv) + len(self.dense)
+        want = (0, 0) if self.learned else (hidden + 1, hidden)
+        got = (len(self.weight_bits), len(self.act_bits))
+        if got != want:
+            what = "learned precision has no fixed bits" if self.learned else \
+                f"{hidden + 1} weight widths (conv blocks, dense layers, classifier) and {hidden} activation widths"
+            raise SpaceError(f"point.weight_bits/act_bits: expected {what}, got {got[0]} and {got[1]}")
+        labels = [m.layer for m in self.mapping]
+        if self.mapping and labels != self.compute_layers():
+            raise SpaceError(f"point.mapping: expected one entry per compute layer {self.compute_layers()}, "
+                             f"got {labels}")
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def hidden_layers(self) -> int:
+        """Conv blocks + hidden dense layers (the layers with an output activation width)."""
+        return len(self.conv) + len(self.dense)
+
+    def compute_layers(self) -> list[str]:
+        """Labels of the hardware compute layers in model order (``conv{i}.dw``, ``conv{i}``, ...)."""
+        out: list[str] = []
+        for i, block in enumerate(self.conv):
+            if block.separable:
+                out.append(f"conv{i}.dw")
+            out.append(f"conv{i}")
+        out += [f"dense{j}" for j in range(len(self.dense))] + ["classifier"]
+        return out
+
+    def layer_mapping(self, label: str) -> LayerMapping | None:
+        """The mapping of the compute layer ``label``, or None when the mapping is not searched."""
+        return next((m for m in self.mapping if m.layer == label), None)
+
+    # ------------------------------------------------------------------ serialization
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML types: ``Point.from_dict(p.to_dict()) == p``."""
+        return {
+            "family": self.family,
+            "conv": [b.to_dict() for b in self.conv],
+            "dense": [d.to_dict() for d in self.dense],
+            "dropout": float(self.dropout),
+            "learned": self.learned,
+            "weight_bits": list(self.weight_bits),
+            "act_bits": list(self.act_bits),
+            "mapping": [m.to_dict() for m in self.mapping],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Point:
+        """Read a point written by :meth:`to_dict`; errors name the key (``point.conv[1].kernel``)."""
+        d = _keys(d, "point", {"family"}, {"conv", "dense", "dropout", "learned", "weight_bits", "act_bits",
+                                           "mapping"})
+        conv = tuple(ConvBlock.from_dict(b, f"point.conv[{i}]")
+                     for i, b in enumerate(_list(d.get("conv", []), "point.conv")))
+        dense = tuple(DenseLayer.from_dict(b, f"point.dense[{i}]")
+                      for i, b in enumerate(_list(d.get("dense", []), "point.dense")))
+        mapping = tuple(LayerMapping.from_dict(m, f"point.mapping[{i}]")
+                        for i, m in enumerate(_list(d.get("mapping", []), "point.mapping")))
+        dropout = d.get("dropout", 0.0)
+        if isinstance(dropout, numbers.Integral) and not isinstance(dropout, bool):
+            dropout = float(dropout)
+        return cls(
+            family=d["family"], conv=conv, dense=dense, dropout=dropout, learned=d.get("learned", False),
+            weight_bits=tuple(_list(d.get("weight_bits", []), "point.weight_bits")),
+            act_bits=tuple(_list(d.get("act_bits", []), "point.act_bits")),
+            mapping=mapping,
+        )
+
+    def describe(self) -> str:
+        """One line, e.g. ``cnn1d conv[16k3/relu/max, 32k5/tanh/-] dense[64/relu] w[4,8,2,8] a[4,4,6]``."""
+        def block(b: ConvBlock) -> str:
+            tags = ["sep" if b.separable else "", "bn" if b.batch_norm else "", b.activation,
+                    "-" if b.pooling == "none" else b.pooling]
+            return f"{b.filters}k{b.kernel}/" + "/".join(t for t in tags if t)
+
+        parts = [self.family]
+        if self.conv:
+            parts.append("conv[" + ", ".join(block(b) for b in self.conv) + "]")
+        parts.append("dense[" + ", ".join(f"{d.units}/{d.activation}" for d in self.dense) + "]")
+        if self.dropout:
+            parts.append(f"drop {self.dropout:g}")
+        if self.learned:
+            parts.append("bits learned")
+        else:
+            parts.append("w[" + ",".join(map(str, self.weight_bits)) + "] a[" + ",".join(map(str, self.act_bits))
+                         + "]")
+        if self.mapping:
+            def fold(m: LayerMapping) -> str:
+                return f"{m.pe}x{m.simd}" if m.pe is not None else f"R{m.reuse_factor}"
+            parts.append("map[" + ",".join(fold(m) for m in self.mapping) + "]")
+        return " ".join(parts)

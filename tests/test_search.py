@@ -1,0 +1,355 @@
+"""Search end to end: experiments on tiny tasks through every strategy, resume, workers, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hwnas.cli import main
+from hwnas.config import load_experiment
+from hwnas.export import load_model
+from hwnas.search.guided import STOPPED_ATTR, PatienceStop, Schedule, crowding_distance
+from hwnas.search.objective import TrialContext, composite_score
+from hwnas.search.pareto import read_export
+from hwnas.search.run import experiment_metadata, run_search
+
+TINY = """\
+name: tiny
+seed: 3
+output: out
+task: {name: digits}
+space:
+  family: mlp
+  dense_layers: {min: 0, max: 2}
+  dense_units: [8, 16, 32]
+  precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+constraints:
+  - {metric: luts, max: '30%'}
+hardware: {target: zcu104, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: nsga2, n_trials: 5, options: {population_size: 4}}
+"""
+
+MONAS = """\
+name: monas
+seed: 1
+output: out
+task: {name: digits-image}
+space:
+  family: cnn2d
+  conv_blocks: {min: 1, max: 2}
+  filters: [4, 8]
+  share_filters: true
+  dense_layers: {min: 0, max: 1}
+  dense_units: [16, 32]
+  precision: {weight_bits: {min: 2, max: 8}, act_bits: {min: 2, max: 8}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+hardware: {target: xc7z020, model: finn}
+training: {epochs: 1}
+search:
+  strategy: monas_lq
+  n_trials: 14
+  options: {hpo_trials: 2, bootstrap_size: 6, candidates_per_round: 150, train_fraction: 0.02, patience: 5,
+            predictor_epochs: 60, swarm_size: 10}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state == TrialState.COMPLETE]
+
+
+def test_nsga2_search_cli_resume_and_artefacts(tmp_path, capsys):
+    path = write(tmp_path, TINY)
+    assert main(["search", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'tiny': 5 complete" in out and "Pareto front" in out and "optuna-dashboard sqlite:///" in out
+    exp = load_experiment(path)
+    study = optuna.load_study(study_name="tiny", storage=exp.storage_url())
+    assert len(study.trials) == 5 and len(complete(study)) == 5
+    for t in study.trials:
+        attrs = t.user_attrs
+        assert set(attrs) >= {"metrics", "constraints", "point", "vector", "checkpoint", "estimate", "worker"}
+        assert {"accuracy", "test_accuracy", "bops", "luts", "qa_score"} <= set(attrs["metrics"])
+        assert t.values == [attrs["metrics"]["accuracy"], attrs["metrics"]["bops"]]
+        assert t.constraints == {"c0": attrs["constraints"][0]}  # Optuna's own record for NSGA-II
+        assert Path(attrs["checkpoint"]).is_file()
+    # the exported front: feasible, non-dominated, checkpoints copied and loadable
+    export = read_export(tmp_path / "out" / "pareto")
+    front = [row["number"] for row in export["front"]]
+    assert front and all(study.trials[n].user_attrs["constraints"][0] <= 0 for n in front)
+    summary = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert summary["front"] == front and summary["knee"] in front
+    bundle = load_model(tmp_path / "out" / "pareto" / f"trial_{front[0]:05d}" / "model.pt")
+    assert tuple(bundle.input_shape) == (64,)
+    # resume: the study is complete, nothing more runs and nothing is duplicated
+    assert main(["search", str(path), "--quiet"]) == 0
+    assert len(optuna.load_study(study_name="tiny", storage=exp.storage_url()).trials) == 5
+    # another experiment in the same study is refused, naming the difference
+    write(tmp_path, TINY.replace("epochs: 1", "epochs: 2"))
+    assert main(["search", str(path), "--quiet"]) == 2
+    assert "experiment_hash" in capsys.readouterr().err
+
+
+def test_search_is_deterministic(tmp_path):
+    runs = []
+    for k in range(2):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        exp = load_experiment(write(folder, TINY.replace("n_trials: 5", "n_trials: 3")))
+        study = run_search(exp, progress=False).study
+        runs.append([(t.params, t.values) for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+def test_malformed_experiment_fails_before_any_work(tmp_path, capsys):
+    path = write(tmp_path, TINY.replace("epochs: 1", "epochs: 0").replace("population_size", "populaton_size"))
+    assert main(["search", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "exp.yaml:16: training.epochs: must be greater than or equal to 1" in err
+    assert "search.options.populaton_size: strategy 'nsga2' has no option" in err
+    assert not (tmp_path / "out").exists()
+    # a space the task cannot feed fails before the study is created
+    path = write(tmp_path, TINY.replace("family: mlp", "family: cnn2d"))
+    assert main(["search", str(path)]) == 2
+    assert "space.family: cnn2d needs (channels, height, width)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "study.db").exists()
+    # a worker cannot join a study that was never created
+    path = write(tmp_path, TINY)
+    assert main(["worker", str(path), "--worker", "1"]) == 2
+    assert "no study named 'tiny'" in capsys.readouterr().err
+
+
+def test_config_command(tmp_path, capsys):
+    path = write(tmp_path, TINY)
+    assert main(["config", str(path)]) == 0
+    cap = capsys.readouterr()
+    assert "strategy: nsga2" in cap.out and "heartbeat_s: 60.0" in cap.out and "# valid: 2 objective(s)" in cap.err
+    assert main(["config", "--defaults"]) == 0
+    assert "search:" in capsys.readouterr().out
+    assert main(["config", str(write(tmp_path, "name: x\n", "bad.yaml"))]) == 2
+    assert "bad.yaml:1: task: required key is missing" in capsys.readouterr().err
+
+
+def test_pso_strategy_samples_the_vector(tmp_path):
+    text = TINY.replace("strategy: nsga2", "strategy: pso").replace("{population_size: 4}", "{swarm_size: 3}")
+    exp = load_experiment(write(tmp_path, text.replace("n_trials: 5", "n_trials: 6")))
+    outcome = run_search(exp, progress=False)
+    trials = complete(outcome.study)
+    assert len(trials) == 6
+    for t in trials:
+        assert sorted(t.params) == sorted(f"x{j}" for j in range(len(t.user_attrs["vector"])))
+        assert [t.params[f"x{j}"] for j in range(len(t.params))] == t.user_attrs["vector"]
+        assert t.system_attrs["pso:generation"] == t.number // 3
+    assert outcome.summary["best_composite"]["number"] in {t.number for t in outcome.archive.feasible}
+
+
+def test_monas_lq_pipeline_stages(tmp_path):
+    exp = load_experiment(write(tmp_path, MONAS))
+    outcome = run_search(exp, progress=False)
+    study = outcome.study
+    trials = complete(study)
+    assert len(trials) == 14
+    stages = [t.user_attrs["guided"]["stage"] for t in study.trials]
+    assert stages == ["hpo"] * 2 + ["bootstrap"] * 6 + ["round"] * 6
+    # stage 1: one backbone per filter count, 8-bit; the best composite fixes the filter choice afterwards
+    ctx = TrialContext.create(exp)
+    filt = next(j for j, s in enumerate(ctx.space.layout()) if s.name == "filters")
+    hpo = study.trials[:2]
+    assert [t.user_attrs["vector"][filt] for t in hpo] == [0, 1]
+    for t in hpo:
+        point = t.user_attrs["point"]
+        assert set(point["weight_bits"]) == {8} and set(point["act_bits"]) == {8}
+    chosen = min(hpo, key=lambda t: composite_score(t.user_attrs["metrics"])).user_attrs["vector"][filt]
+    assert all(t.user_attrs["vector"][filt] == chosen for t in study.trials[2:])
+    # rounds of 3 trials proposed by the MOLP + swarm: new vectors, with the prediction recorded
+    rounds = study.trials[8:]
+    assert [t.user_attrs["guided"]["round"] for t in rounds] == [0, 0, 0, 1, 1, 1]
+    earlier = [tuple(t.user_attrs["vector"]) for t in study.trials[:8]]
+    for t in rounds:
+        g = t.user_attrs["guided"]
+        assert set(g["predicted"]) == {"accuracy", "bops", "score"} and "bops" in g["priced"]
+        assert g["priced"]["bops"] == pytest.approx(t.user_attrs["metrics"]["bops"])  # exact for fixed precision
+        assert tuple(t.user_attrs["vector"]) not in earlier
+    assert len({tuple(t.user_attrs["vector"]) for t in rounds}) == 6
+    best = outcome.summary["best_composite"]
+    assert best["score"] == min(composite_score(t.user_attrs["metrics"]) for t in trials)
+    # the same seed proposes the same candidates again (serial run)
+    again = tmp_path / "again"
+    again.mkdir()
+    study2 = run_search(load_experiment(write(again, MONAS)), progress=False).study
+    assert [t.user_attrs["vector"] for t in study2.trials] == [t.user_attrs["vector"] for t in study.trials]
+
+
+def _add(study: optuna.Study, number_metrics: list[tuple[float, float]]) -> None:
+    for acc, bops in number_metrics:
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, bops], user_attrs={"metrics": {"accuracy": acc, "bops": bops}, "constraints": [],
+                                            "vector": [0]}))
+
+
+class _Stub:
+    """Just what PatienceStop reads from a sampler: the schedule and the objectives' loss vector."""
+
+    def __init__(self) -> None:
+        self.schedule = Schedule(hpo=0, warmup=2, round_size=2)
+
+    def _losses_of(self, m: dict[str, float]) -> list[float]:
+        return [-m["accuracy"], m["bops"]]
+
+
+def test_patience_counts_rounds_without_a_new_front_point():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    stop = PatienceStop(_Stub(), patience=2)  # type: ignore[arg-type]
+    _add(study, [(0.5, 100.0), (0.6, 200.0)])  # warm-up
+    _add(study, [(0.7, 300.0), (0.4, 500.0)])  # round 0: (0.7, 300) is new on the front
+    assert stop.stale_rounds(study) == 0
+    _add(study, [(0.3, 900.0), (0.2, 800.0)])  # round 1: dominated
+    assert stop.stale_rounds(study) == 1
+    _add(study, [(0.55, 250.0)])  # round 2 unfinished: not counted
+    assert stop.stale_rounds(study) == 1
+    _add(study, [(0.1, 1000.0)])  # round 2 finished, dominated
+    assert stop.stale_rounds(study) == 2
+
+
+def test_patience_stops_the_optimization_loop():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    _add(study, [(0.5, 100.0), (0.6, 200.0), (0.7, 300.0), (0.4, 500.0)])  # warm-up + a new front point
+
+    def dominated(trial: optuna.Trial) -> tuple[float, float]:
+        acc, bops = 0.1, 1000.0 + trial.number
+        trial.set_user_attr("metrics", {"accuracy": acc, "bops": bops})
+        trial.set_user_attr("vector", [0])
+        return acc, bops
+
+    study.optimize(dominated, n_trials=20, callbacks=[PatienceStop(_Stub(), patience=2)])  # type: ignore[arg-type]
+    assert len(study.trials) == 4 + 4  # two stale rounds of two trials, then stopped
+    assert study.user_attrs[STOPPED_ATTR] == "patience: 2 rounds without a new Pareto point"
+
+
+def test_crowding_distance_prefers_spread_points():
+    losses = np.array([[0.0, 1.0], [0.1, 0.9], [0.5, 0.5], [1.0, 0.0]])
+    d = crowding_distance(losses)
+    assert np.isinf(d[0]) and np.isinf(d[3]) and d[2] > d[1]
+
+
+@pytest.fixture(scope="module")
+def cpu_table(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime", reason="the CPU latency table needs onnxruntime")
+    from hwnas.cost.cpu_latency import profile_operators, quick_grid
+
+    path = tmp_path_factory.mktemp("table") / "cpu.json"
+    profile_operators(quick_grid(), repeats=5).save(path)
+    return path
+
+
+def test_ha_nas_under_cpu_latency_and_memory_budgets(tmp_path, cpu_table):
+    text = f"""\
+name: hanas
+seed: 2
+output: out
+task: {{name: digits}}
+space:
+  family: mlp
+  dense_layers: {{min: 1, max: 3}}
+  dense_units: [8, 16, 32, 64]
+  precision: {{weight_bits: [4, 8], act_bits: [4, 8]}}
+objectives:
+  - {{metric: accuracy, direction: maximize}}
+  - {{metric: cpu_latency_ms, direction: minimize}}
+constraints:
+  - {{metric: memory_kb, max: 1.5}}
+hardware: {{model: none, cpu_table: {cpu_table}}}
+training: {{epochs: 1}}
+search:
+  strategy: ha_nas
+  n_trials: 12
+  options: {{warmup_trials: 6, population_size: 3, candidates_per_generation: 30, predictor_epochs: 50}}
+"""
+    exp = load_experiment(write(tmp_path, text))
+    study = run_search(exp, progress=False).study
+    trials = complete(study)
+    assert len(trials) == 12 and all("cpu_latency_ms" in t.user_attrs["metrics"] for t in trials)
+    guided = [t for t in trials if t.user_attrs["guided"]["stage"] == "round"]
+    assert len(guided) == 6
+    warm = [t for t in trials if t.user_attrs["guided"]["stage"] == "bootstrap"]
+    # candidates are priced exactly before training: every proposed one within the memory budget
+    # (while random warm-up points were not all within it — the budget is binding)
+    assert any(t.user_attrs["metrics"]["memory_kb"] > 1.5 for t in warm)
+    for t in guided:
+        assert t.user_attrs["metrics"]["memory_kb"] <= 1.5
+        assert "violation" not in t.user_attrs["guided"]
+        assert t.user_attrs["guided"]["priced"]["cpu_latency_ms"] == pytest.approx(
+            t.user_attrs["metrics"]["cpu_latency_ms"])
+
+
+def test_experiment_metadata_ignores_budget_output_and_storage(tmp_path):
+    a = load_experiment(write(tmp_path, TINY))
+    b = load_experiment(write(tmp_path, TINY.replace("n_trials: 5", "n_trials: 9").replace("output: out",
+                                                                                          "output: elsewhere")))
+    c = load_experiment(write(tmp_path, TINY.replace("seed: 3", "seed: 4")))
+    assert experiment_metadata(a) == experiment_metadata(b) != experiment_metadata(c)
+
+
+def test_search_and_worker_processes_share_one_journal_study(tmp_path):
+    text = TINY.replace("n_trials: 5", "n_trials: 10").replace("epochs: 1", "epochs: 6") + \
+        "storage: {url: 'journal:///study.log', heartbeat_s: 2}\n"
+    path = write(tmp_path, text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [sys.executable, "-m", "hwnas"]
+    search = subprocess.Popen([*cmd, "search", str(path), "--quiet"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
+    log = tmp_path / "study.log"  # relative to the experiment file's folder
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or "hwnas:ready" not in log.read_text()):
+        time.sleep(0.2)
+    assert log.exists(), "hwnas search did not create the study"
+    worker = subprocess.Popen([*cmd, "worker", str(path), "--worker", "1", "--quiet"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)
+    out_s, _ = search.communicate(timeout=600)
+    out_w, _ = worker.communicate(timeout=600)
+    assert search.returncode == 0, out_s
+    assert worker.returncode == 0, out_w
+    exp = load_experiment(path)
+    from hwnas.search.storage import resolve_storage
+
+    study = optuna.load_study(study_name="tiny", storage=resolve_storage(exp.storage_url(), exp.output_dir()))
+    assert len(study.trials) == 10 and len(complete(study)) == 10
+    assert sorted(t.number for t in study.trials) == list(range(10))
+    ids = {t.user_attrs["worker"]["id"] for t in study.trials}
+    assert ids <= {0, 1} and ids
+    assert "study 'tiny': 10 complete" in out_w  # the worker waited for the search's trials to finish
+
+
+def test_learned_precision_search_trains_with_the_ebops_loss(tmp_path):
+    text = TINY.replace("precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}",
+                        "precision: {mode: learned, beta: 1e-4, init_bits: 6}").replace("n_trials: 5", "n_trials: 2")
+    text = text.replace("{metric: bops, direction: minimize}", "{metric: ebops, direction: minimize}")
+    exp = load_experiment(write(tmp_path, text))
+    assert exp.train_config(0).beta == 1e-4
+    study = run_search(exp, progress=False).study
+    for t in complete(study):
+        assert t.user_attrs["point"]["learned"] is True
+        m = t.user_attrs["metrics"]
+        assert 0 < m["ebops"] and t.values[1] == m["ebops"]
+        bundle = load_model(t.user_attrs["checkpoint"])
+        assert any(n.endswith(".f") for n, _ in bundle.model.named_parameters())  # learnable bit-widths
