@@ -9,7 +9,11 @@ BOPs divided by that reference so the volume lies in [0, 1]. Prints the hypervol
 the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used.
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0] [--epochs 5]
-        [--per-pair 50] [--out /tmp/hwnas_search_bench] [--json FILE]
+        [--per-pair 50] [--hpo 2] [--bootstrap 6] [--round-size 2] [--out /tmp/hwnas_search_bench] [--json FILE]
+
+The studies are kept in ``--out``, one folder per strategy and budget: a second run with the same settings
+resumes them (runs nothing), so e.g. ``--n 32 --factor 5`` reuses the 160-trial NSGA-II/random studies of
+``--n 16 --factor 10``.
 """
 
 from __future__ import annotations
@@ -58,17 +62,18 @@ search:
 def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object:
     """The benchmark experiment of one strategy (its own output folder)."""
     if strategy == "monas_lq":
-        rounds_budget = n_trials - 2 - args.bootstrap
+        rounds_budget = n_trials - args.hpo - args.bootstrap
         if rounds_budget < 2:
-            raise SystemExit(f"--n {n_trials} leaves no trials for the guided rounds (2 stage-1 + "
+            raise SystemExit(f"--n {n_trials} leaves no trials for the guided rounds ({args.hpo} stage-1 + "
                              f"{args.bootstrap} bootstrap)")
-        options = (f"{{hpo_trials: 2, bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
+        options = (f"{{hpo_trials: {args.hpo}, bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
                    f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
         options = "{}"
-    out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}"
+    tag = f"_hpo{args.hpo}_b{args.bootstrap}_r{args.round_size}" if strategy == "monas_lq" else ""
+    out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
     return parse_experiment(text, source=f"<{strategy}>")
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="trainings of the guided pipeline (default 16)")
     ap.add_argument("--factor", type=int, default=10, help="budget multiple of NSGA-II and random (default 10)")
+    ap.add_argument("--hpo", type=int, default=2, help="MONAS-LQ stage-1 trainings (default 2: one per filter "
+                    "count; 0 keeps the filter count a search variable)")
     ap.add_argument("--bootstrap", type=int, default=6, help="MONAS-LQ bootstrap trainings (default 6)")
     ap.add_argument("--round-size", type=int, default=2, help="trainings per guided round (default 2)")
     ap.add_argument("--seed", type=int, default=0)

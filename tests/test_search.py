@@ -171,7 +171,7 @@ def test_monas_lq_pipeline_stages(tmp_path):
     assert len(trials) == 14
     stages = [t.user_attrs["guided"]["stage"] for t in study.trials]
     assert stages == ["hpo"] * 2 + ["bootstrap"] * 6 + ["round"] * 6
-    # stage 1: one backbone per filter count, 8-bit; the best composite fixes the filter choice afterwards
+    # stage 1: one backbone per filter count, 8-bit; the most accurate fixes the filter choice afterwards
     ctx = TrialContext.create(exp)
     filt = next(j for j, s in enumerate(ctx.space.layout()) if s.name == "filters")
     hpo = study.trials[:2]
@@ -179,7 +179,7 @@ def test_monas_lq_pipeline_stages(tmp_path):
     for t in hpo:
         point = t.user_attrs["point"]
         assert set(point["weight_bits"]) == {8} and set(point["act_bits"]) == {8}
-    chosen = min(hpo, key=lambda t: composite_score(t.user_attrs["metrics"])).user_attrs["vector"][filt]
+    chosen = min(hpo, key=lambda t: (-t.user_attrs["metrics"]["accuracy"], t.number)).user_attrs["vector"][filt]
     assert all(t.user_attrs["vector"][filt] == chosen for t in study.trials[2:])
     # rounds of 3 trials proposed by the MOLP + swarm: new vectors, with the prediction recorded
     rounds = study.trials[8:]

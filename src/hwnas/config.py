@@ -464,8 +464,9 @@ class MonasLqOptions(StrategyOptions):
     """MONAS-LQ: stage-1 HPO, then predictor-guided rounds on the fixed-length integer encoding."""
 
     hpo_trials: int = Field(4, ge=0, description="stage 1: trials of the 8-bit backbone, one per filter count "
-                            "(cycling through space.filters), that choose the filter count the later stages keep "
-                            "(0 or a space without filters: skip stage 1); they count towards search.n_trials")
+                            "(cycling through space.filters); the most accurate fixes the filter count the later "
+                            "stages keep (0 or a space without filters: skip stage 1); they count towards "
+                            "search.n_trials")
     score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
                                 "(1 - w)*qa_score (lower is better) the swarm minimizes")
     swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")

@@ -11,8 +11,10 @@ Contract:
 
   - **stage 1** (MONAS-LQ only; ``hpo_trials`` trials, when the space has filter variables): the backbone —
     every slot at its middle choice, every bit-width at its largest value up to 8 — with the filter
-    variables at choice ``n mod len(filters)``. The stage-1 trial of lowest composite score fixes the filter
-    choice of every later trial (MONAS-LQ's hyper-parameter pre-selection of the backbone width).
+    variables at choice ``n mod len(filters)``. The stage-1 trial of highest accuracy (ties: the earlier
+    trial, i.e. the smaller filter count) fixes the filter choice of every later trial (MONAS-LQ's
+    hyper-parameter pre-selection of the backbone width; cost is left to the later stages, which search
+    the bits).
   - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): random vectors from
     ``numpy.random.default_rng([seed, n])``.
   - **rounds** of ``round_size`` trials (MONAS-LQ: ``max(1, ⌊candidates_per_round·train_fraction⌋)``;
@@ -34,9 +36,11 @@ Contract:
   crossover, per-coordinate mutation with probability 1/n) are all priced exactly (CPU latency from the
   table, memory, hardware) — the latency/memory budgets are checked exactly, not predicted.
 * **Selection** of a round: candidates whose exact costs violate a constraint (accuracy constraints use the
-  predicted accuracy) come last; the rest are sorted by non-dominated rank on the experiment's objectives
-  (accuracy predicted, the others exact), then by crowding distance (largest first). Fewer candidates than
-  slots: the remaining slots are random vectors.
+  predicted accuracy) come last. The feasible ones are chosen greedily by the largest hypervolume they add
+  to the feasible front of the trained points (objectives scaled to [0, 1] over trained points and
+  candidates, reference 1.1; accuracy predicted, the others exact), each choice joining the front before
+  the next; once no candidate adds volume, the rest follow by non-dominated rank and crowding distance.
+  Fewer candidates than slots: the remaining slots are random vectors.
 * **Patience** (MONAS-LQ): :class:`PatienceStop` is a trial callback; once ``patience`` consecutive finished
   rounds added no point to the feasible Pareto front it records ``hwnas:stopped`` on the study and stops the
   worker (every worker stops after its current trial; the remaining WAITING trials stay unused).
@@ -62,7 +66,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from .objective import TrialContext, composite_score, price
-from .pareto import nondominated_ranks
+from .pareto import hypervolume, nondominated_ranks
 from .predictor import MultiOutputPredictor
 from .pso import ParticleSwarm
 
@@ -241,7 +245,7 @@ class GuidedSampler(BaseSampler):
                     and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
         if len(finished) < self.schedule.hpo or not done:
             return None
-        best = min(done, key=lambda d: (self._score(d.metrics), d.number))
+        best = min(done, key=lambda d: (-float(d.metrics["accuracy"]), d.number))
         self._fixed = {j: best.vector[j] for j in self.filter_slots}
         return self._fixed
 
@@ -273,7 +277,7 @@ class GuidedSampler(BaseSampler):
             if t.params and len(t.params) == len(self.names):
                 seen.add(tuple(int(t.params[n]) for n in self.names))
         pool = {v: p for v, p in pool.items() if v not in seen}
-        self._rounds[r] = self._select(pool, self.schedule.round_size, r)
+        self._rounds[r] = self._select(pool, self.schedule.round_size, data)
         return self._rounds[r]
 
     def _fit(self, data: list[_Trained], targets: tuple[str, ...], r: int) -> MultiOutputPredictor:
@@ -353,7 +357,47 @@ class GuidedSampler(BaseSampler):
         return [(-1.0 if direction == "maximize" else 1.0) * float(metrics.get(m, math.nan))
                 for m, direction in self.objectives]
 
-    def _select(self, pool: dict[tuple[int, ...], dict[str, float]], k: int, r: int
+    def _by_improvement(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int) -> list[tuple[Any, ...]]:
+        """Up to ``k`` feasible rows: greedy largest hypervolume improvement, then dominance rank and crowding."""
+        if not rows:
+            return []
+        cand = np.array([self._losses_of(row[1]) for row in rows])
+        known = [self._losses_of(d.metrics) for d in data if d.violation <= 0]
+        front = np.array(known, dtype=float).reshape(-1, cand.shape[1])
+        front = front[np.isfinite(front).all(axis=1)]
+        both = np.vstack([cand, front])
+        lo, hi = both.min(axis=0), both.max(axis=0)
+        scale = np.where(hi > lo, hi - lo, 1.0)
+        norm_c, norm_f = (cand - lo) / scale, (front - lo) / scale
+        ref = np.full(cand.shape[1], 1.1)
+        picked: list[int] = []
+        base = hypervolume(norm_f, ref) if len(norm_f) else 0.0
+        while len(picked) < k:
+            best, gain = -1, 0.0
+            for i in range(len(rows)):
+                if i in picked:
+                    continue
+                g = hypervolume(np.vstack([norm_f, norm_c[i:i + 1]]), ref) - base
+                if g > gain + 1e-12:
+                    best, gain = i, g
+            if best < 0:
+                break
+            picked.append(best)
+            norm_f = np.vstack([norm_f, norm_c[best:best + 1]])
+            base += gain
+        out = [rows[i] for i in picked]
+        if len(out) < k:  # nothing improves the predicted front any more: spread along the dominance ranks
+            rest = [i for i in range(len(rows)) if i not in picked]
+            ranks = nondominated_ranks(cand[rest])
+            for rank in sorted({int(x) for x in ranks}):
+                idx = [rest[j] for j in range(len(rest)) if ranks[j] == rank]
+                crowd = crowding_distance(cand[idx])
+                out += [rows[idx[j]] for j in sorted(range(len(idx)), key=lambda t: -crowd[t])]
+                if len(out) >= k:
+                    break
+        return out[:k]
+
+    def _select(self, pool: dict[tuple[int, ...], dict[str, float]], k: int, data: list[_Trained]
                 ) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
         if not pool:
             return []
@@ -384,17 +428,7 @@ class GuidedSampler(BaseSampler):
             rows.append((v, metrics, violation, record))
         feasible = [row for row in rows if row[2] <= 0]
         infeasible = sorted((row for row in rows if row[2] > 0), key=lambda row: row[2])
-        chosen: list[tuple[tuple[int, ...], dict[str, Any]]] = []
-        if feasible:
-            losses = np.array([self._losses_of(row[1]) for row in feasible])
-            ranks = nondominated_ranks(losses)
-            for rank in sorted(set(int(x) for x in ranks)):
-                idx = [i for i in range(len(feasible)) if ranks[i] == rank]
-                crowd = crowding_distance(losses[idx])
-                for i in sorted(range(len(idx)), key=lambda t: -crowd[t]):
-                    chosen.append((feasible[idx[i]][0], feasible[idx[i]][3]))
-                if len(chosen) >= k:
-                    break
+        chosen = [(row[0], row[3]) for row in self._by_improvement(feasible, data, k)]
         for row in infeasible:
             if len(chosen) >= k:
                 break
