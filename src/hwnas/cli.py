@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_export import add_export_commands
 
     add_export_commands(sub)
-    from hwnas.cli_search import add_search_commands
+    from hwnas.cli_search import add_run_commands, add_search_commands
 
     add_search_commands(sub)
+    add_run_commands(sub)
     return parser
 
 

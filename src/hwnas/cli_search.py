@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_search_commands"]
+__all__ = ["add_run_commands", "add_search_commands"]
 
 
 def _error(message: str) -> int:
@@ -165,3 +165,42 @@ def add_search_commands(sub: Any) -> None:
     par.add_argument("experiment", help="experiment YAML")
     par.add_argument("--json", action="store_true", help="print the summary as JSON")
     par.set_defaults(func=_pareto)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from hwnas.config import ConfigError
+    from hwnas.export.errors import ExportError
+    from hwnas.pipeline import STAGES, PipelineError, run_pipeline
+    from hwnas.search.storage import StorageError
+    from hwnas.search.workers import StudyMismatchError
+
+    try:
+        exp = _load(args.experiment)
+    except ConfigError as err:
+        return _error(str(err))
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stages = list(STAGES) if args.command == "run" else [args.command]
+    if args.command == "run" and args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    try:
+        run_pipeline(exp, stages=stages, force=args.force, progress=not args.quiet)
+    except (PipelineError, StorageError, StudyMismatchError, ExportError) as err:
+        return _error(str(err))
+    return 0
+
+
+def add_run_commands(sub: Any) -> None:
+    """Register ``run``, ``select`` and ``report`` on the ``hwnas`` sub-command parser."""
+    for name, helptext in (
+            ("run", "the whole flow on one resumable output folder: search, select, verify, report"),
+            ("select", "apply the experiment's run.select rules to its study (selection.json)"),
+            ("report", "write the HTML report of an experiment's output folder (report/index.html)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("experiment", help="experiment YAML")
+        if name == "run":
+            p.add_argument("--stages", help="comma-separated subset of search,select,verify,report (default all)")
+        p.add_argument("--force", action="store_true", help="run the stage(s) again even if done")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=_pipeline)

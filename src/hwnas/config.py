@@ -78,6 +78,7 @@ __all__ = [
     "Problem",
     "PsoOptions",
     "RandomOptions",
+    "RunConfig",
     "SearchConfig",
     "StorageConfig",
     "StrategyOptions",
@@ -610,6 +611,22 @@ class StorageConfig(_Strict):
         return f"{m.group(1)}:///{(base_dir / m.group(2)).resolve()}"
 
 
+class RunConfig(_Strict):
+    """What ``hwnas run`` does after the search: which models it selects and how it verifies them."""
+
+    select: list[Literal["knee", "best", "cheapest"]] = Field(
+        default_factory=lambda: ["knee", "best"], min_length=1,
+        description="selection rules over the feasible trials: knee (the front's knee point), best (best on the "
+                    "first objective), cheapest (best on the last objective, with accuracy_floor when set)")
+    accuracy_floor: float | None = Field(None, description="cheapest: only trials whose first objective is at "
+                                         "least this (null: the whole front)")
+    verify: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
+        default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
+        description="export paths executed and compared with torch for every selected model (a path whose tool "
+                    "is absent, or that cannot express the model, is reported as skipped)")
+    verify_samples: int = Field(200, ge=1, description="test samples each verification path runs")
+
+
 class Experiment(_Strict):
     """One experiment file: the task, the space, what to optimize and within which budgets, and how."""
 
@@ -629,6 +646,8 @@ class Experiment(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training of each trial")
     search: SearchConfig = Field(default_factory=SearchConfig, description="strategy and trial budget")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="study storage shared by workers")
+    run: RunConfig = Field(default_factory=RunConfig, description="selection and verification after the search "
+                           "(hwnas run)")
 
     _base_dir: Path | None = PrivateAttr(None)
 

@@ -4,8 +4,8 @@ Contract:
 
 * :func:`experiment_metadata` is what every worker of one study must agree on: a SHA-256 of the experiment's
   settings without ``search.n_trials`` (the budget is checked on its own, so a larger budget gives a clear
-  "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study), plus the
-  strategy name.
+  "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study) and ``run``
+  (what happens after the search), plus the strategy name.
 * :func:`run_search` (``hwnas search``) creates the study if needed (:func:`hwnas.search.workers.create_study`,
   idempotent: re-running resumes the same study), then runs worker ``worker`` until no trial is left and
   every running trial of other workers has finished, then exports the archive. :func:`run_search` with
@@ -46,6 +46,7 @@ def experiment_metadata(experiment: Any) -> dict[str, Any]:
     data.get("search", {}).pop("n_trials", None)
     data.pop("storage", None)
     data.pop("output", None)
+    data.pop("run", None)
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return {"experiment": experiment.name, "strategy": experiment.search.strategy,
             "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}

@@ -1,0 +1,21 @@
+"""The run report: Pareto projections, per-layer latency, bit-width histograms, resources, verification.
+
+* :mod:`hwnas.report.collect` — gather what the report shows from the output folder and the study.
+* :mod:`hwnas.report.plots` — the PNG figures (matplotlib, Agg).
+* :mod:`hwnas.report.html` — the static page and its CSV/Markdown tables, written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .collect import ReportData, SelectedModel, collect
+from .html import write_report
+
+__all__ = ["ReportData", "SelectedModel", "build_report", "collect", "write_report"]
+
+
+def build_report(experiment: Any, study: Any, folder: Path | None = None) -> Path:
+    """Collect and render the report of ``experiment`` (default ``<output>/report/index.html``)."""
+    return write_report(collect(experiment, study), folder)

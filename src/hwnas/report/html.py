@@ -1,0 +1,169 @@
+"""The report page: static HTML beside its PNGs, CSV and Markdown tables, written atomically.
+
+Contract: :func:`write_report` renders a :class:`~hwnas.report.collect.ReportData` into ``folder``
+(default ``<output>/report``): ``index.html`` (self-contained but for the PNGs next to it; no script, no
+network), ``figures/*.png``, ``selected.csv``/``selected.md`` (one row per selected model) and
+``verification.md``. The folder is built beside the target and renamed into place, so a failed render
+leaves the previous report whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .collect import ReportData
+
+__all__ = ["write_report"]
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;
+text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;margin:.3em}
+.ok{color:#2b8a3e;font-weight:bold}.bad{color:#c92a2a;font-weight:bold}.note{color:#666;font-size:.85em}"""
+
+_SHOWN = ("accuracy", "test_accuracy", "bops", "ebops", "wbits", "qa_score", "luts", "dsps", "bram18",
+          "latency_cycles", "throughput", "energy_mj", "cpu_latency_ms", "memory_kb")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    head = "".join(f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
+                   for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="l">{html.escape(_fmt(c))}</td>' if i < left
+                                    else f"<td>{html.escape(_fmt(c))}</td>" for i, c in enumerate(r)) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(folder: Path, path: Path | None, alt: str) -> str:
+    if path is None:
+        return ""
+    return f'<img src="{html.escape(str(path.relative_to(folder)))}" alt="{html.escape(alt)}">'
+
+
+def _markdown(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _verification_rows(data: ReportData) -> list[list[Any]]:
+    rows = []
+    for s in data.selected:
+        for p in s.verification or []:
+            status = "skipped: " + p["skipped"] if p.get("skipped") else ("ok" if p["mismatches"] == 0 else "MISMATCH")
+            rows.append([f"#{s.number}", p["path"], p["samples"], p["mismatches"], p["max_lsb"], status])
+    return rows
+
+
+def _render(data: ReportData, folder: Path) -> None:
+    exp = data.experiment
+    fig = folder / "figures"
+    objectives = [(o.metric, o.direction) for o in exp.objectives]
+    selected = {s.number: s.rule for s in data.selected}
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>hwnas report: {html.escape(exp.name)}"
+             f"</title><style>{_CSS}</style></head><body>",
+             f"<h1>hwnas report: {html.escape(exp.name)}</h1>",
+             f"<p>{html.escape(exp.description)}</p>" if exp.description else "",
+             _table(["setting", "value"], [
+                 ["task", exp.task.name], ["strategy", exp.search.strategy], ["trials", exp.search.n_trials],
+                 ["objectives", ", ".join(f"{m} ({d})" for m, d in objectives)],
+                 ["constraints", "; ".join(f"{c.metric} {'≤ ' + str(c.max) if c.max is not None else ''}"
+                                           f"{' ≥ ' + str(c.min) if c.min is not None else ''}"
+                                           for c in exp.constraints) or "none"],
+                 ["device", f"{exp.hardware.target} ({exp.hardware.model} cost model)"], ["seed", exp.seed]],
+                    left=2)]
+    states = data.summary.get("states", {})
+    feasible = sum(t["feasible"] for t in data.trials)
+    parts.append(f"<p>{len(data.trials)} complete trials ({feasible} feasible, "
+                 f"{states.get('FAIL', 0)} failed); {sum(t['front'] for t in data.trials)} on the Pareto front.</p>")
+
+    parts.append("<h2>Pareto fronts</h2>")
+    for path in plots.pareto_pairs(data.trials, objectives, selected, fig):
+        parts.append(_img(folder, path, path.stem))
+
+    header = ["trial", "rule", "point", *[m for m in _SHOWN if any(m in s.metrics for s in data.selected)]]
+    rows = [[f"#{s.number}", s.rule, s.point, *[s.metrics.get(m) for m in header[3:]]] for s in data.selected]
+    parts.append("<h2>Selected models</h2>")
+    parts.append(_table(header, rows, left=3) if rows else "<p class='note'>no model selected yet</p>")
+    with open(folder / "selected.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    (folder / "selected.md").write_text(_markdown(header, rows))
+
+    parts.append("<h2>Resource utilization</h2>")
+    cap = data.capacity
+    res_rows = []
+    for s in data.selected:
+        totals = (s.estimate or {}).get("totals") or {}
+        res_rows.append([f"#{s.number} estimate", *[f"{totals.get(r, 0):.0f} ({100 * totals.get(r, 0) / cap[r]:.1f} %)"
+                                                     for r in cap]])
+        if s.synthesis:
+            synth = s.synthesis.get("totals", {})
+            res_rows.append([f"#{s.number} synthesis", *[f"{synth.get(r, 0):.0f}" for r in cap]])
+    res_rows.append(["device capacity", *[cap[r] for r in cap]])
+    parts.append(_table(["", *cap], res_rows))
+    parts.append(_img(folder, plots.resources(data.selected, cap, fig), "resources"))
+
+    snr = plots.accuracy_per_snr(data.selected, fig)
+    if snr is not None:
+        parts.append("<h2>Accuracy per SNR</h2>" + _img(folder, snr, "accuracy per SNR"))
+
+    for s in data.selected:
+        parts.append(f"<h2>Trial #{s.number} ({html.escape(s.rule)})</h2><p>{html.escape(s.point)}</p>")
+        parts.append(_img(folder, plots.layer_latency(s.number, s.estimate, fig), f"latency {s.number}"))
+        parts.append(_img(folder, plots.bit_histograms(s.number, s.weight_bits, s.act_bits, fig), f"bits {s.number}"))
+        if s.layer_bits:
+            parts.append(_table(["layer", "type", "MACs", "BOPs", "weight bits", "params"],
+                                [[r["layer"], r["type"], r["macs"], r["bops"], r["weight_bits"], r["params"]]
+                                 for r in s.layer_bits], left=2))
+
+    parts.append("<h2>Verification</h2>")
+    vrows = _verification_rows(data)
+    vheader = ["trial", "path", "samples", "mismatching", "max diff (LSB)", "status"]
+    if vrows:
+        cells = []
+        for r in vrows:
+            cls = "ok" if r[-1] == "ok" else ("bad" if r[-1] == "MISMATCH" else "note")
+            cells.append("<tr>" + "".join(f'<td class="l">{html.escape(_fmt(c))}</td>' for c in r[:2])
+                         + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r[2:-1])
+                         + f'<td class="l {cls}">{html.escape(r[-1])}</td></tr>')
+        parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in vheader) + "</tr>" + "".join(cells) + "</table>")
+    else:
+        parts.append("<p class='note'>not verified yet (hwnas verify)</p>")
+    (folder / "verification.md").write_text(_markdown(vheader, vrows))
+    if data.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in data.notes) + "</ul>")
+    parts.append("</body></html>")
+    (folder / "index.html").write_text("\n".join(p for p in parts if p))
+
+
+def write_report(data: ReportData, folder: Path | None = None) -> Path:
+    """Render the report into ``folder`` (default ``<output>/report``) and return ``index.html``'s path."""
+    target = Path(folder) if folder is not None else data.experiment.output_dir() / "report"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        _render(data, tmp)
+        old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target / "index.html"

@@ -1,0 +1,138 @@
+"""The report's figures as PNG files (matplotlib, Agg backend; no display needed).
+
+Each function writes one PNG and returns its path, or None when there is nothing to draw (then the page
+leaves the figure out). Figures: every pair of objectives with feasible, infeasible and front trials and the
+selected models marked; per-layer latency (cycles) of a selected model; weight and activation bit-width
+histograms; resource use against the device's capacity; accuracy per SNR.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+__all__ = ["accuracy_per_snr", "bit_histograms", "layer_latency", "pareto_pairs", "resources"]
+
+_DPI = 110
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def pareto_pairs(trials: list[dict[str, Any]], objectives: list[tuple[str, str]], selected: dict[int, str],
+                 folder: Path) -> list[Path]:
+    """One scatter per objective pair (a single objective: against trial number)."""
+    names = [m for m, _ in objectives]
+    pairs = list(itertools.combinations(names, 2)) if len(names) > 1 else [("trial", names[0])]
+    out = []
+    for a, b in pairs:
+        fig, ax = plt.subplots(figsize=(5.2, 4.0))
+
+        def xy(rows: list[dict[str, Any]], a: str = a, b: str = b) -> tuple[list[float], list[float]]:
+            xs = [r["number"] if a == "trial" else r["objectives"][a] for r in rows]
+            return xs, [r["objectives"][b] for r in rows]
+
+        groups = (("infeasible", [t for t in trials if not t["feasible"]], dict(c="#bbbbbb", marker="x", s=18)),
+                  ("feasible", [t for t in trials if t["feasible"] and not t["front"]], dict(c="#6b8fc9", s=14)),
+                  ("Pareto front", [t for t in trials if t["front"]], dict(c="#d9480f", s=26)))
+        for label, rows, style in groups:
+            if rows:
+                ax.scatter(*xy(rows), label=label, **style)
+        for t in trials:
+            if t["number"] in selected:
+                x, y = xy([t])
+                ax.scatter(x, y, s=140, facecolors="none", edgecolors="black", linewidths=1.5)
+                ax.annotate(f"#{t['number']} {selected[t['number']]}", (x[0], y[0]), xytext=(6, 6),
+                            textcoords="offset points", fontsize=8)
+        ax.set_xlabel(a)
+        ax.set_ylabel(b)
+        if b in ("bops", "ebops", "macs", "luts", "wbits", "params"):
+            ax.set_yscale("log")
+        if a in ("bops", "ebops", "macs", "luts", "wbits", "params"):
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        out.append(_save(fig, folder / f"pareto_{a}_{b}.png"))
+    return out
+
+
+def layer_latency(number: int, estimate: dict[str, Any] | None, folder: Path) -> Path | None:
+    """Cycles per hardware stage of the estimate (FINN: the slowest stage sets the throughput)."""
+    rows = (estimate or {}).get("rows") or []
+    rows = [r for r in rows if r.get("cycles", 0) > 0]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 0.35 * len(rows) + 1.4))
+    names = [f"{r['name']} ({r['type']})" for r in rows]
+    cycles = [r["cycles"] for r in rows]
+    worst = max(cycles)
+    ax.barh(names, cycles, color=["#d9480f" if c == worst else "#6b8fc9" for c in cycles])
+    ax.invert_yaxis()
+    ax.set_xlabel("cycles per sample")
+    ax.set_title(f"trial {number}: per-layer latency ({estimate.get('model', '')}, {estimate.get('device', '')})",
+                 fontsize=9)
+    return _save(fig, folder / f"latency_{number:05d}.png")
+
+
+def bit_histograms(number: int, weight: dict[int, int], act: dict[int, int], folder: Path) -> Path | None:
+    """Element counts per bit-width, weights (and biases) beside activations."""
+    if not weight and not act:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    for ax, data, title in ((axes[0], weight, "weights and biases"), (axes[1], act, "activations")):
+        if data:
+            keys = sorted(data)
+            ax.bar(keys, [data[k] for k in keys], color="#6b8fc9")
+            ax.set_xticks(keys)
+        ax.set_xlabel("bits")
+        ax.set_ylabel("elements")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"trial {number}: bit-width histogram", fontsize=10)
+    return _save(fig, folder / f"bits_{number:05d}.png")
+
+
+def resources(selected: list[Any], capacity: dict[str, int], folder: Path) -> Path | None:
+    """Share of each device resource used by every selected model (estimate; synthesis when present)."""
+    rows = [s for s in selected if s.estimate and s.estimate.get("totals")]
+    if not rows:
+        return None
+    res = [r for r in ("luts", "ffs", "bram18", "dsps") if capacity.get(r)]
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    width = 0.8 / len(rows)
+    for k, s in enumerate(rows):
+        shares = [100.0 * float(s.estimate["totals"].get(r, 0.0)) / capacity[r] for r in res]
+        ax.bar([i + k * width for i in range(len(res))], shares, width, label=f"#{s.number} estimate")
+    ax.axhline(100, color="black", linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(res))])
+    ax.set_xticklabels(res)
+    ax.set_ylabel("% of device")
+    ax.legend(fontsize=8)
+    ax.set_title("resource utilization (cost model)", fontsize=9)
+    return _save(fig, folder / "resources.png")
+
+
+def accuracy_per_snr(selected: list[Any], folder: Path) -> Path | None:
+    """Test accuracy against SNR of every selected model (tasks with SNR labels)."""
+    rows = [s for s in selected if s.accuracy_per_snr]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for s in rows:
+        snrs = sorted(s.accuracy_per_snr)
+        ax.plot(snrs, [s.accuracy_per_snr[k] for k in snrs], marker="o", label=f"#{s.number}")
+    ax.set_xlabel("SNR (dB)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, folder / "accuracy_per_snr.png")

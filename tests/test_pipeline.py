@@ -1,0 +1,121 @@
+"""hwnas run: every stage on a tiny experiment, artefacts agree, resume skips, the report renders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.cli import main
+from hwnas.config import load_experiment
+from hwnas.export import load_model
+
+TINY = """\
+name: tiny
+seed: 5
+output: out
+task: {name: digits}
+space:
+  family: mlp
+  dense_layers: {min: 1, max: 1}
+  dense_units: [8, 16]
+  precision: {weight_bits: {min: 3, max: 6}, act_bits: {min: 3, max: 6}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+hardware: {target: zcu104, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: random, n_trials: 3}
+run: {select: [knee, best], verify: [hls4ml], verify_samples: 50}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny experiment run through every stage once (module-scoped: the tests read its folder)."""
+    pytest.importorskip("hls4ml", reason="hls4ml is not installed (pip install 'hwnas[export]')")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH (hls4ml's C emulation)")
+    folder = tmp_path_factory.mktemp("run")
+    path = folder / "exp.yaml"
+    path.write_text(TINY)
+    assert main(["run", str(path), "--quiet"]) == 0
+    return path, ""
+
+
+def test_every_stage_leaves_agreeing_artefacts(finished):
+    path, _ = finished
+    exp = load_experiment(path)
+    out = exp.output_dir()
+    marks = json.loads((out / "stages.json").read_text())
+    assert list(marks) == ["search", "select", "verify", "report"]
+    selection = json.loads((out / "selection.json").read_text())["selected"]
+    assert selection and all(e["rule"] for e in selection)
+    numbers = {e["number"] for e in selection}
+    # verified model == selected model: same trial, same file, zero mismatches on the path that ran
+    for e in selection:
+        ver = json.loads((out / "verify" / f"trial_{e['number']:05d}.json").read_text())
+        assert ver["trial"] == e["number"] and ver["passed"] and "hls4ml" in ver["ran"]
+        hls = next(p for p in ver["paths"] if p["path"] == "hls4ml")
+        assert hls["samples"] == 50 and hls["mismatches"] == 0
+        bundle = load_model(e["checkpoint"])
+        assert bundle.metadata["trial"] == e["number"]
+    # report == selection: the selected table lists exactly the selected trials
+    with open(out / "report" / "selected.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {int(r["trial"].lstrip("#")) for r in rows} == numbers
+    page = (out / "report" / "index.html").read_text()
+    for n in numbers:
+        assert f"Trial #{n}" in page
+    for img in ("pareto_accuracy_bops.png", "resources.png"):
+        assert (out / "report" / "figures" / img).is_file() and f"figures/{img}" in page
+    assert "verification" in page.lower() and "0 mismatching" not in page  # table cells, not log text
+    assert (out / "report" / "verification.md").read_text().count("| hls4ml | 50 | 0 | 0 | ok |") == len(numbers)
+
+
+def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
+    path, _ = finished
+    capsys.readouterr()
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 4 and "[verify] running" not in out
+    assert main(["report", str(path), "--force"]) == 0
+    assert "[report] running" in capsys.readouterr().out
+
+
+def test_malformed_experiment_fails_before_any_work(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(TINY.replace("select: [knee, best]", "select: [knee, fastest]"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "exp.yaml:16: run.select[1]: must be 'knee', 'best' or 'cheapest', got 'fastest'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium_with_its_images(finished, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); report not rendered")
+    path, _ = finished
+    page = load_experiment(path).output_dir() / "report" / "index.html"
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
+           "--window-size=1100,2400", f"--screenshot={shot}", page.as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # the Pareto front's orange markers (#d9480f) exist only inside the loaded PNG figures
+    orange = np.abs(pixels - np.array([0xD9, 0x48, 0x0F])).sum(axis=1) < 40
+    assert orange.sum() > 50, "the report's figures did not load in Chromium"
