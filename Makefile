@@ -1,5 +1,6 @@
 # hwnas: two commands, nothing installed by hand.
-#   make demo   creates .venv if missing, installs hwnas, runs the main job
+#   make demo   creates .venv if missing, installs hwnas, runs the main job (hwnas run on the small MONAS-LQ
+#               example; the report lands in runs/amc-monas-lq-small/report/index.html)
 #   make test   creates .venv if missing, installs hwnas with test extras, runs the whole test suite
 # torch is pinned to 2.13.0 everywhere (its CPU wheel is on this machine's disk); it is installed first
 # and alone so nothing else can pull a different (CUDA) build.
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m hwnas demo
+	$(PY) -m hwnas run examples/amc_monas_lq_small.yaml
 
 test: $(STAMP)
 	@$(PY) -m pytest; rc=$$?; \

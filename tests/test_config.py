@@ -454,3 +454,11 @@ def test_docs_example_is_valid():
     exp = parse_experiment(block, source="docs/config.md")
     assert exp.name == "amc-zynq" and len(exp.constraints) == 4
     assert parse_experiment(exp.to_yaml()) == exp
+
+
+def test_run_section_reads_yaml_on_off_as_synth_modes():
+    for text, mode in (("off", "off"), ("on", "on"), ("auto", "auto"), ("false", "off")):
+        exp = parse_experiment(MINIMAL + f"run: {{synth: {text}}}\n")
+        assert exp.run.synth == mode
+    with pytest.raises(ConfigError, match=r"run\.local\.precisions\[0\]"):
+        parse_experiment(MINIMAL + "run: {local: {precisions: [[8]]}}\n")

@@ -31,7 +31,12 @@ objectives:
 hardware: {target: zcu104, model: hls4ml}
 training: {epochs: 1}
 search: {strategy: random, n_trials: 3}
-run: {select: [knee, best], verify: [hls4ml], verify_samples: 50}
+run:
+  select: [knee, best]
+  verify: [hls4ml]
+  verify_samples: 50
+  synth: auto
+  local: {enabled: true, precisions: [[8, 3]], warmup_epochs: 1, iterations: 1, epochs_per_iteration: 1, max_drop: 1.0}
 """
 
 
@@ -53,13 +58,17 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     exp = load_experiment(path)
     out = exp.output_dir()
     marks = json.loads((out / "stages.json").read_text())
-    assert list(marks) == ["search", "select", "verify", "report"]
+    assert list(marks) == ["search", "select", "local", "verify", "synth", "report"]
     selection = json.loads((out / "selection.json").read_text())["selected"]
     assert selection and all(e["rule"] for e in selection)
     numbers = {e["number"] for e in selection}
-    # verified model == selected model: same trial, same file, zero mismatches on the path that ran
+    # verified model == the local search's model of the selected trial; zero mismatches on the path that ran
     for e in selection:
+        local = json.loads((out / "local" / f"trial_{e['number']:05d}.json").read_text())
+        assert local["precision"] == [8, 3] and Path(local["checkpoint"]).is_file()
+        assert load_model(local["checkpoint"]).metadata["local_search"] == "ap_fixed<8,3>"
         ver = json.loads((out / "verify" / f"trial_{e['number']:05d}.json").read_text())
+        assert ver["model"] == local["checkpoint"]
         assert ver["trial"] == e["number"] and ver["passed"] and "hls4ml" in ver["ran"]
         hls = next(p for p in ver["paths"] if p["path"] == "hls4ml")
         assert hls["samples"] == 50 and hls["mismatches"] == 0
@@ -76,6 +85,14 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
         assert (out / "report" / "figures" / img).is_file() and f"figures/{img}" in page
     assert "verification" in page.lower() and "0 mismatching" not in page  # table cells, not log text
     assert (out / "report" / "verification.md").read_text().count("| hls4ml | 50 | 0 | 0 | ok |") == len(numbers)
+    # synthesis (Yosys from the export extra): one result per selected model, shown beside the estimate
+    for n in numbers:
+        syn = json.loads((out / "synth" / f"trial_{n:05d}.json").read_text())
+        assert syn["trial"] == n and syn["model"].endswith(f"local/trial_{n:05d}/model.pt")
+        assert syn["totals"]["luts"] > 0
+        assert {r["resource"] for r in syn["distributed_arithmetic"]["rows"]} >= {"luts", "dsps"}
+    assert "estimate (distributed arithmetic)" in page and f"{n} synthesis" in page
+    assert "local search: kept ap_fixed&lt;8,3&gt;" in page
 
 
 def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
@@ -83,7 +100,7 @@ def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
     capsys.readouterr()
     assert main(["run", str(path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped") == 4 and "[verify] running" not in out
+    assert out.count("skipped") == 6 and "[verify] running" not in out
     assert main(["report", str(path), "--force"]) == 0
     assert "[report] running" in capsys.readouterr().out
 
@@ -93,7 +110,8 @@ def test_malformed_experiment_fails_before_any_work(tmp_path, capsys):
     path.write_text(TINY.replace("select: [knee, best]", "select: [knee, fastest]"))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "exp.yaml:16: run.select[1]: must be 'knee', 'best' or 'cheapest', got 'fastest'" in err
+    line = TINY.splitlines().index("  select: [knee, best]") + 1
+    assert f"exp.yaml:{line}: run.select[1]: must be 'knee', 'best' or 'cheapest', got 'fastest'" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -119,3 +137,11 @@ def test_report_renders_in_headless_chromium_with_its_images(finished, tmp_path)
     # the Pareto front's orange markers (#d9480f) exist only inside the loaded PNG figures
     orange = np.abs(pixels - np.array([0xD9, 0x48, 0x0F])).sum(axis=1) < 40
     assert orange.sum() > 50, "the report's figures did not load in Chromium"
+
+
+def test_example_experiments_are_valid():
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        exp = load_experiment(path)  # a ConfigError names the file, line and key
+        assert exp.output_dir().parent.name == "runs"

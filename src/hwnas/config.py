@@ -72,6 +72,7 @@ __all__ = [
     "Experiment",
     "HaNasOptions",
     "HardwareConfig",
+    "LocalConfig",
     "MonasLqOptions",
     "Nsga2Options",
     "Objective",
@@ -611,6 +612,23 @@ class StorageConfig(_Strict):
         return f"{m.group(1)}:///{(base_dir / m.group(2)).resolve()}"
 
 
+class LocalConfig(_Strict):
+    """Local search on each selected model: fixed-point QAT per precision pair + iterative magnitude pruning."""
+
+    enabled: bool = Field(False, description="run the local search stage (off: verify the searched models as they are)")
+    precisions: list[Annotated[list[Annotated[int, Field(ge=1, le=32)]], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=lambda: [[8, 3], [6, 2]], min_length=1,
+        description="[total, integer] bits of the ap_fixed<total, integer> pairs tried on weights, biases and "
+                    "layer inputs")
+    warmup_epochs: int = Field(3, ge=1, description="QAT epochs before pruning, per precision")
+    iterations: int = Field(3, ge=1, description="pruning iterations (each removes prune_rate of what is left, "
+                            "trains, rewinds)")
+    prune_rate: float = Field(0.2, gt=0, lt=1, description="share of the remaining weights pruned per iteration")
+    epochs_per_iteration: int = Field(2, ge=1, description="training epochs after each pruning step")
+    max_drop: float = Field(0.01, ge=0, description="the cheapest result (effective BOPs) whose validation metric "
+                            "is at most this below the searched model's is kept; none: the most accurate")
+
+
 class RunConfig(_Strict):
     """What ``hwnas run`` does after the search: which models it selects and how it verifies them."""
 
@@ -620,11 +638,23 @@ class RunConfig(_Strict):
                     "first objective), cheapest (best on the last objective, with accuracy_floor when set)")
     accuracy_floor: float | None = Field(None, description="cheapest: only trials whose first objective is at "
                                          "least this (null: the whole front)")
+    local: LocalConfig = Field(default_factory=LocalConfig, description="local search on the selected models")
     verify: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
         default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
         description="export paths executed and compared with torch for every selected model (a path whose tool "
                     "is absent, or that cannot express the model, is reported as skipped)")
     verify_samples: int = Field(200, ge=1, description="test samples each verification path runs")
+    synth: Literal["auto", "on", "off"] = Field(
+        "auto", description="synthesize every selected model's RTL with Yosys (nextpnr on ECP5) for the target: "
+                            "auto (when Yosys is installed), on (an error without it), off (YAML's bare on/off, "
+                            "true/false mean the same)")
+
+    @field_validator("synth", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare on/off as a boolean
+            return "on" if value else "off"
+        return value
 
 
 class Experiment(_Strict):

@@ -3,8 +3,14 @@
 Contract:
 
 * Stages, in order: ``search`` (:func:`hwnas.search.run.run_search`), ``select`` (the ``run.select`` rules over
-  the feasible Pareto archive → ``selection.json``), ``verify`` (every selected model along ``run.verify``
-  with :func:`hwnas.export.verify_model` → ``verify/trial_<n>.json``) and ``report``
+  the feasible Pareto archive → ``selection.json``), ``local`` (``run.local``, when enabled: fixed-point QAT
+  per precision pair + iterative magnitude pruning with rewinding on each selected model, keeping the
+  cheapest result within ``max_drop`` of its validation metric → ``local/trial_<n>/model.pt`` and
+  ``local/trial_<n>.json``; the later stages then use that model), ``verify`` (every selected model along ``run.verify``
+  with :func:`hwnas.export.verify.verify_model` → ``verify/trial_<n>.json``), ``synth`` (``run.synth``: the RTL
+  of every selected model synthesized with Yosys for the target, beside the distributed-arithmetic cost
+  model → ``synth/trial_<n>.json``; ``auto`` skips it, recorded with the reason, when Yosys is absent) and
+  ``report``
   (:mod:`hwnas.report` → ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
@@ -23,9 +29,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STAGES", "PipelineError", "run_pipeline", "select_models", "verify_selected"]
+__all__ = ["STAGES", "PipelineError", "local_search_selected", "model_path", "run_pipeline", "select_models",
+           "synthesize_selected", "verify_selected"]
 
-STAGES: tuple[str, ...] = ("search", "select", "verify", "report")
+STAGES: tuple[str, ...] = ("search", "select", "local", "verify", "synth", "report")
 
 
 class PipelineError(RuntimeError):
@@ -76,6 +83,62 @@ def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
              "checkpoint": study.trials[n].user_attrs.get("checkpoint")} for n, rules in chosen.items()]
 
 
+def model_path(experiment: Any, entry: dict[str, Any]) -> str:
+    """The model a later stage uses for a selected trial: the local search's result, else the trial's."""
+    local = experiment.output_dir() / "local" / f"trial_{int(entry['number']):05d}" / "model.pt"
+    return str(local) if local.is_file() else str(entry["checkpoint"])
+
+
+def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
+                          log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
+    """``run.local`` on every selected model; the results, or why the stage did nothing."""
+    import torch
+
+    from hwnas.cost import model_metrics
+    from hwnas.export import load_model, save_model
+    from hwnas.tasks import get_task
+    from hwnas.train.local_search import effective_bops, local_search, to_fixed_point
+
+    cfg = experiment.run.local
+    out = experiment.output_dir() / "local"
+    if not cfg.enabled:
+        return "run.local.enabled is false"
+    task = get_task(experiment.task.name)
+    data = task.load(seed=experiment.seed, **experiment.task.options)
+    results = {}
+    for entry in selection:
+        n = int(entry["number"])
+        bundle = load_model(entry["checkpoint"])
+        base = task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric]
+        log(f"local search trial {n}: {len(cfg.precisions)} precisions x {cfg.iterations} pruning iterations")
+        train_cfg = experiment.train_config(experiment.trial_seed(n), progress=False)
+        found = local_search(bundle.model, data.train.pair, data.val.pair, [tuple(p) for p in cfg.precisions],
+                             config=train_cfg, warmup_epochs=cfg.warmup_epochs, iterations=cfg.iterations,
+                             prune_rate=cfg.prune_rate, epochs_per_iteration=cfg.epochs_per_iteration)
+        candidates = []
+        for r in found.results:
+            model = to_fixed_point(bundle.model, r.total_bits, r.int_bits)
+            model.load_state_dict(r.best_state)
+            model.eval()
+            metric = task.evaluate(model, data.val, classes=data.classes)[task.metric]
+            candidates.append((r, model, float(metric), float(effective_bops(model))))
+        within = [c for c in candidates if c[2] >= base - cfg.max_drop]
+        r, model, metric, bops = (min(within, key=lambda c: c[3]) if within else max(candidates, key=lambda c: c[2]))
+        with torch.no_grad():
+            model(bundle.test_inputs[:1] if bundle.test_inputs is not None else torch.zeros(1, *bundle.input_shape))
+        path = save_model(model, out / f"trial_{n:05d}" / "model.pt", bundle.input_shape,
+                          test_inputs=bundle.test_inputs,
+                          metadata={**bundle.metadata, "local_search": f"ap_fixed<{r.total_bits},{r.int_bits}>"})
+        m = model_metrics(model, bundle.input_shape)
+        data_out = {"trial": n, "searched_metric": float(base), "metric": metric, "within_max_drop": bool(within),
+                    "precision": [r.total_bits, r.int_bits], "best_iteration": r.best_iteration,
+                    "effective_bops": bops, "bops": float(m.bops), "sparsity": float(m.sparsity),
+                    "checkpoint": str(path), "table": found.table()}
+        _write_json(out / f"trial_{n:05d}.json", data_out)
+        results[n] = data_out
+    return results
+
+
 def verify_selected(experiment: Any, selection: list[dict[str, Any]],
                     progress: Callable[[str], None] | None = None) -> dict[int, dict[str, Any]]:
     """Run ``run.verify`` on every selected model's test inputs; write ``verify/trial_<n>.json``."""
@@ -86,7 +149,7 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
     results = {}
     for entry in selection:
         n = int(entry["number"])
-        bundle = load_model(entry["checkpoint"])
+        bundle = load_model(model_path(experiment, entry))
         x = bundle.test_inputs
         if x is not None:
             x = x[: experiment.run.verify_samples]
@@ -95,8 +158,53 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=list(experiment.run.verify),
                               output_dir=out / f"trial_{n:05d}_artefacts", samples=experiment.run.verify_samples,
                               seed=experiment.seed)
-        data = {"trial": n, "passed": not report.failures, "ran": [p.path for p in report.ran],
+        data = {"trial": n, "model": model_path(experiment, entry), "passed": not report.failures,
+                "ran": [p.path for p in report.ran],
                 "paths": [p.as_dict() for p in report.results]}
+        _write_json(out / f"trial_{n:05d}.json", data)
+        results[n] = data
+    return results
+
+
+def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
+                        log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
+    """Synthesize every selected model (``run.synth``); the results, or why the stage was skipped."""
+    from hwnas.export import ToolMissingError, load_model
+    from hwnas.export.rtl import export_rtl
+    from hwnas.export.synth import synthesize
+    from hwnas.export.synth_tools import find_yosys
+
+    mode = experiment.run.synth
+    if mode == "off":
+        return "run.synth is off"
+    dev = experiment.device()
+    try:
+        find_yosys(command="synth_ecp5" if dev.yosys_family == "ecp5" else "synth_xilinx")
+    except ToolMissingError as err:
+        if mode == "on":
+            raise PipelineError(f"synth: run.synth is on but {err}") from err
+        return f"Yosys is not installed ({err})"
+    from hwnas.cost import CostError, estimate
+
+    out = experiment.output_dir() / "synth"
+    results = {}
+    for entry in selection:
+        n = int(entry["number"])
+        bundle = load_model(model_path(experiment, entry))
+        log(f"synth trial {n}: RTL + Yosys for {dev.name}")
+        work = out / f"trial_{n:05d}_work"
+        project = export_rtl(bundle.model, bundle.input_shape, work / "rtl")
+        result = synthesize(project, target=dev, output_dir=work / "synth", progress=False)
+        data: dict[str, Any] = {"trial": n, "model": model_path(experiment, entry), "device": dev.name,
+                                "totals": dict(result.totals),
+                                "fmax_mhz": result.fmax_mhz, "seconds": round(result.seconds, 1),
+                                "summary": result.summary()}
+        try:
+            est = estimate(bundle.model, dev, input_shape=bundle.input_shape, kind="hls4ml",
+                           strategy="distributed_arithmetic")
+            data["distributed_arithmetic"] = result.compare_with(est).as_dict()
+        except (CostError, ValueError) as err:
+            data["distributed_arithmetic"] = f"no comparison: {err}"
         _write_json(out / f"trial_{n:05d}.json", data)
         results[n] = data
     return results
@@ -154,6 +262,24 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
                 log(f"[verify] trial {n}: {paths}")
             if not all(r["passed"] for r in results.values()):
                 raise PipelineError("verify: a path disagrees with torch (see verify/*.json)")
+        elif stage == "local":
+            sel = json.loads((out / "selection.json").read_text())["selected"]
+            results = local_search_selected(experiment, sel, log=log)
+            produced["local"] = results
+            if isinstance(results, str):
+                log(f"[local] skipped: {results}")
+            for n, r in (results.items() if isinstance(results, dict) else []):
+                log(f"[local] trial {n}: ap_fixed<{r['precision'][0]},{r['precision'][1]}>, sparsity "
+                    f"{r['sparsity']:.2f}, metric {r['metric']:.4f} (searched {r['searched_metric']:.4f})")
+        elif stage == "synth":
+            sel = json.loads((out / "selection.json").read_text())["selected"]
+            results = synthesize_selected(experiment, sel, log=log)
+            produced["synth"] = results
+            if isinstance(results, str):
+                log(f"[synth] skipped: {results}")
+            for n, r in (results.items() if isinstance(results, dict) else []):
+                t = r["totals"]
+                log(f"[synth] trial {n}: {t['luts']:.0f} LUT, {t['ffs']:.0f} FF, {t['dsps']:.0f} DSP on {r['device']}")
         else:
             produced["report"] = build_report(experiment, open_study(experiment))
             log(f"[report] {produced['report']}")

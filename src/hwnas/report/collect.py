@@ -1,7 +1,8 @@
 """What a report shows, gathered from a run's output folder: trials, selection, models, verification.
 
 Contract: :func:`collect` reads only files the earlier stages wrote (the study through the experiment's
-storage, ``selection.json``, the selected trials' model files, ``verify/<trial>.json``,
+storage, ``selection.json``, the selected trials' model files — the local search's when it ran —,
+``local/trial_<n>.json``, ``verify/<trial>.json``,
 ``synth/<trial>.json``) and evaluates the selected models once more on the task's test split for the
 per-SNR accuracy (AMC tasks). Nothing is trained or exported here. A missing optional file leaves its part
 of the report out, with the reason in :attr:`ReportData.notes`.
@@ -31,6 +32,8 @@ class SelectedModel:
     act_bits: dict[int, int] = field(default_factory=dict)
     layer_bits: list[dict[str, Any]] = field(default_factory=list)
     accuracy_per_snr: dict[int, float] = field(default_factory=dict)
+    local: dict[str, Any] | None = None
+    """The local search's result (``local/trial_<n>.json``) when it ran; the figures then show its model."""
     verification: list[dict[str, Any]] | None = None
     synthesis: dict[str, Any] | None = None
 
@@ -115,6 +118,9 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
         sel = SelectedModel(number=t.number, rule=str(entry.get("rule", "")), metrics=dict(ua.get("metrics") or {}),
                             point=_describe(ua.get("point")), checkpoint=ua.get("checkpoint"),
                             estimate=ua.get("estimate"))
+        sel.local = _json(out / "local" / f"trial_{t.number:05d}.json")
+        if sel.local:
+            sel.checkpoint = sel.local["checkpoint"]
         if details:
             _model_details(sel, experiment, notes)
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")

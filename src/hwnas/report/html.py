@@ -126,6 +126,22 @@ def _render(data: ReportData, folder: Path) -> None:
         parts.append(f"<h2>Trial #{s.number} ({html.escape(s.rule)})</h2><p>{html.escape(s.point)}</p>")
         parts.append(_img(folder, plots.layer_latency(s.number, s.estimate, fig), f"latency {s.number}"))
         parts.append(_img(folder, plots.bit_histograms(s.number, s.weight_bits, s.act_bits, fig), f"bits {s.number}"))
+        if s.local:
+            lo = s.local
+            parts.append(f"<p>local search: kept ap_fixed&lt;{lo['precision'][0]},{lo['precision'][1]}&gt; "
+                         f"(iteration {lo['best_iteration']}, sparsity {lo['sparsity']:.2f}): validation "
+                         f"{lo['metric']:.4f} vs {lo['searched_metric']:.4f} searched; BOPs {lo['bops']:.4g}, "
+                         f"effective BOPs {lo['effective_bops']:.4g}. The figures below show this model.</p>")
+            parts.append("<pre>" + html.escape(lo["table"]) + "</pre>")
+        syn = s.synthesis or {}
+        comp = syn.get("distributed_arithmetic")
+        if syn:
+            parts.append(f"<p>synthesis: {html.escape(str(syn.get('summary', '')))}</p>")
+        if isinstance(comp, dict):
+            parts.append(_table(["resource", "synthesis", "estimate (distributed arithmetic)", "estimate / synthesis"],
+                                [[r["resource"], r["synthesized"], r["estimated"], r["ratio"]] for r in comp["rows"]]))
+        elif comp:
+            parts.append(f"<p class='note'>{html.escape(str(comp))}</p>")
         if s.layer_bits:
             parts.append(_table(["layer", "type", "MACs", "BOPs", "weight bits", "params"],
                                 [[r["layer"], r["type"], r["macs"], r["bops"], r["weight_bits"], r["params"]]
