@@ -282,7 +282,7 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
                 log(f"[synth] trial {n}: {t['luts']:.0f} LUT, {t['ffs']:.0f} FF, {t['dsps']:.0f} DSP on {r['device']}")
         else:
             produced["report"] = build_report(experiment, open_study(experiment))
-            log(f"[report] {produced['report']}")
+            log(f"[report] {Path(produced['report']).resolve()}")
         marks[stage] = {"hash": digest, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "seconds": round(time.perf_counter() - t0, 1)}
         _write_json(marks_path, marks)
