@@ -23,11 +23,12 @@ Contract:
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hwnas.search.run import write_json as _write_json
 
 __all__ = ["STAGES", "PipelineError", "local_search_selected", "model_path", "run_pipeline", "select_models",
            "synthesize_selected", "verify_selected"]
@@ -37,13 +38,6 @@ STAGES: tuple[str, ...] = ("search", "select", "local", "verify", "synth", "repo
 
 class PipelineError(RuntimeError):
     """A stage cannot run (e.g. selection over a study without any feasible trial)."""
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _hash(experiment: Any) -> str:
@@ -210,6 +204,21 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
     return results
 
 
+def _selection(out: Path) -> list[dict[str, Any]]:
+    """The ``select`` stage's entries."""
+    return json.loads((out / "selection.json").read_text())["selected"]
+
+
+def _log_results(stage: str, results: dict[int, dict[str, Any]] | str, log: Callable[[str], None],
+                 line: Callable[[dict[str, Any]], str]) -> None:
+    """One line per trial, or why the stage did nothing (a string result)."""
+    if isinstance(results, str):
+        log(f"[{stage}] skipped: {results}")
+        return
+    for n, r in results.items():
+        log(f"[{stage}] trial {n}: {line(r)}")
+
+
 def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the stages of ``experiment``; returns what each stage produced (module docstring)."""
@@ -252,8 +261,7 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
             for e in selection:
                 log(f"[select] trial {e['number']} ({e['rule']})")
         elif stage == "verify":
-            sel = json.loads((out / "selection.json").read_text())["selected"]
-            results = verify_selected(experiment, sel, progress=log)
+            results = verify_selected(experiment, _selection(out), progress=log)
             produced["verify"] = results
             for n, r in results.items():
                 paths = ", ".join(f"{p['path']}: " + (f"skipped ({p['skipped'][:60]})" if p["skipped"] else
@@ -263,23 +271,15 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
             if not all(r["passed"] for r in results.values()):
                 raise PipelineError("verify: a path disagrees with torch (see verify/*.json)")
         elif stage == "local":
-            sel = json.loads((out / "selection.json").read_text())["selected"]
-            results = local_search_selected(experiment, sel, log=log)
-            produced["local"] = results
-            if isinstance(results, str):
-                log(f"[local] skipped: {results}")
-            for n, r in (results.items() if isinstance(results, dict) else []):
-                log(f"[local] trial {n}: ap_fixed<{r['precision'][0]},{r['precision'][1]}>, sparsity "
-                    f"{r['sparsity']:.2f}, metric {r['metric']:.4f} (searched {r['searched_metric']:.4f})")
+            produced["local"] = local_search_selected(experiment, _selection(out), log=log)
+            _log_results("local", produced["local"], log, lambda r: (
+                f"ap_fixed<{r['precision'][0]},{r['precision'][1]}>, sparsity {r['sparsity']:.2f}, "
+                f"metric {r['metric']:.4f} (searched {r['searched_metric']:.4f})"))
         elif stage == "synth":
-            sel = json.loads((out / "selection.json").read_text())["selected"]
-            results = synthesize_selected(experiment, sel, log=log)
-            produced["synth"] = results
-            if isinstance(results, str):
-                log(f"[synth] skipped: {results}")
-            for n, r in (results.items() if isinstance(results, dict) else []):
-                t = r["totals"]
-                log(f"[synth] trial {n}: {t['luts']:.0f} LUT, {t['ffs']:.0f} FF, {t['dsps']:.0f} DSP on {r['device']}")
+            produced["synth"] = synthesize_selected(experiment, _selection(out), log=log)
+            _log_results("synth", produced["synth"], log, lambda r: (
+                f"{r['totals']['luts']:.0f} LUT, {r['totals']['ffs']:.0f} FF, {r['totals']['dsps']:.0f} DSP "
+                f"on {r['device']}"))
         else:
             produced["report"] = build_report(experiment, open_study(experiment))
             log(f"[report] {Path(produced['report']).resolve()}")

@@ -64,13 +64,12 @@ def _describe(point: Any) -> str:
         return json.dumps(point)
 
 
-def _model_details(sel: SelectedModel, exp: Any, notes: list[str]) -> None:
+def _model_details(sel: SelectedModel, task: Any, data: Any, notes: list[str]) -> None:
     import torch
 
     from hwnas.export import load_model
     from hwnas.nn import bit_histogram
     from hwnas.nn.metrics import layer_costs
-    from hwnas.tasks import get_task
 
     if not sel.checkpoint or not Path(sel.checkpoint).is_file():
         notes.append(f"trial {sel.number}: no model file ({sel.checkpoint}); bit-widths and per-SNR accuracy left out")
@@ -83,8 +82,6 @@ def _model_details(sel: SelectedModel, exp: Any, notes: list[str]) -> None:
     sel.act_bits = {int(k): int(v) for k, v in bit_histogram(model, "activation").items()}
     sel.layer_bits = [{"layer": c.name, "type": c.type, "macs": int(c.macs), "bops": float(c.bops),
                        "weight_bits": float(c.weight_bits), "params": int(c.params)} for c in layer_costs(model)]
-    task = get_task(exp.task.name)
-    data = task.load(seed=exp.seed, **exp.task.options)
     result = task.evaluate(model, data.test, classes=data.classes)
     sel.accuracy_per_snr = {int(k): float(v) for k, v in (result.get("accuracy_per_snr") or {}).items()}
 
@@ -109,6 +106,12 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
     selection = _json(out / "selection.json") or {"selected": []}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     selected = []
+    task = data = None
+    if details and selection["selected"]:
+        from hwnas.tasks import get_task
+
+        task = get_task(experiment.task.name)
+        data = task.load(seed=experiment.seed, **experiment.task.options)
     for entry in selection["selected"]:
         t = by_number.get(int(entry["number"]))
         if t is None:
@@ -122,7 +125,7 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
         if sel.local:
             sel.checkpoint = sel.local["checkpoint"]
         if details:
-            _model_details(sel, experiment, notes)
+            _model_details(sel, task, data, notes)
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")
         sel.verification = ver["paths"] if ver else None
         sel.synthesis = _json(out / "synth" / f"trial_{t.number:05d}.json")

@@ -240,7 +240,7 @@ class GuidedSampler(BaseSampler):
         """Filter slot values chosen by stage 1 (None before stage 1 finished or without stage 1)."""
         if self._fixed is not None or self.schedule.hpo == 0:
             return self._fixed
-        done = [d for d in _trained(study, below=self.schedule.hpo)]
+        done = _trained(study, below=self.schedule.hpo)
         finished = [t for t in study.get_trials(deepcopy=False) if t.number < self.schedule.hpo
                     and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
         if len(finished) < self.schedule.hpo or not done:

@@ -120,7 +120,7 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
     mapping = getattr(point, "mapping", None)
     if kind == "finn":
         target_fps = exp.hardware.target_fps or exp.space.mapping.target_fps
-        folding = ctx.space.folding(point) if hasattr(ctx.space, "folding") and mapping else None
+        folding = ctx.space.folding(point) if mapping else None
         if folding:
             est = estimate(folded, ctx.device, input_shape=shape, kind="finn", folding=folding, clock_mhz=clock)
         elif target_fps:
@@ -128,7 +128,7 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
         else:
             est = estimate(folded, ctx.device, input_shape=shape, kind="finn", clock_mhz=clock)
     else:
-        rf = ctx.space.reuse_factors(point) if hasattr(ctx.space, "reuse_factors") and mapping else 1
+        rf = ctx.space.reuse_factors(point) if mapping else 1
         est = estimate(folded, ctx.device, input_shape=shape, kind="hls4ml", reuse_factor=rf or 1, clock_mhz=clock)
     t = est.totals
     metrics = {r: float(t[r]) for r in ("luts", "ffs", "bram18", "uram", "dsps")}

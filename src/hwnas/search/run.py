@@ -35,7 +35,7 @@ from .storage import resolve_storage
 from .strategies import make_strategy
 from .workers import WorkerReport, create_study, join_study, run_worker, study_summary
 
-__all__ = ["SearchOutcome", "experiment_metadata", "open_study", "run_search", "write_results"]
+__all__ = ["SearchOutcome", "experiment_metadata", "open_study", "run_search", "write_json", "write_results"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ def experiment_metadata(experiment: Any) -> dict[str, Any]:
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return {"experiment": experiment.name, "strategy": experiment.search.strategy,
             "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temporary sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def _storage(experiment: Any) -> optuna.storages.BaseStorage:
@@ -107,9 +115,7 @@ def write_results(experiment: Any, study: optuna.Study, report: WorkerReport | N
     summary["best_composite"] = _best_composite(archive, weight) if weight is not None else None
     summary["report"] = report.to_dict() if report is not None else None
     path = out / "search.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json(path, summary)
     files = dict(files)
     files["summary"] = path
     return SearchOutcome(study, report, archive, summary, files)
