@@ -33,6 +33,8 @@ training: {epochs: 1}
 search: {strategy: random, n_trials: 3}
 run:
   select: [knee, best]
+  export: [qonnx, hls4ml, rtl]
+  hls4ml: {reuse_factor: 4}
   verify: [hls4ml]
   verify_samples: 50
   synth: auto
@@ -58,7 +60,7 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     exp = load_experiment(path)
     out = exp.output_dir()
     marks = json.loads((out / "stages.json").read_text())
-    assert list(marks) == ["search", "select", "local", "verify", "synth", "report"]
+    assert list(marks) == ["search", "select", "local", "export", "verify", "synth", "report"]
     selection = json.loads((out / "selection.json").read_text())["selected"]
     assert selection and all(e["rule"] for e in selection)
     numbers = {e["number"] for e in selection}
@@ -66,12 +68,25 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     for e in selection:
         local = json.loads((out / "local" / f"trial_{e['number']:05d}.json").read_text())
         assert local["precision"] == [8, 3] and Path(local["checkpoint"]).is_file()
-        assert load_model(local["checkpoint"]).metadata["local_search"] == "ap_fixed<8,3>"
+        assert load_model(local["checkpoint"]).metadata["local_search"].startswith("ap_fixed<8,3>")
         ver = json.loads((out / "verify" / f"trial_{e['number']:05d}.json").read_text())
         assert ver["model"] == local["checkpoint"]
         assert ver["trial"] == e["number"] and ver["passed"] and "hls4ml" in ver["ran"]
         hls = next(p for p in ver["paths"] if p["path"] == "hls4ml")
         assert hls["samples"] == 50 and hls["mismatches"] == 0
+        # exported == verified: the export stage's hls4ml project is the one compiled, its sources unchanged
+        exp_rec = json.loads((out / "export" / f"trial_{e['number']:05d}.json").read_text())
+        assert exp_rec["model"] == local["checkpoint"]
+        by_path = {p["path"]: p for p in exp_rec["paths"]}
+        assert set(by_path) == {"qonnx", "hls4ml", "rtl"}
+        project = out / "export" / f"trial_{e['number']:05d}" / "hls4ml"
+        assert by_path["hls4ml"]["artefact"] == str(project) and hls["same_as_export"] is True
+        assert hls["artefact"] == str(project) and (project / "firmware").is_dir()
+        assert all(rf <= 4 for rf in exp_rec["options"]["hls4ml"]["reuse_factor"].values())
+        assert "ReuseFactor: 4" in (project / "hls4ml_config.yml").read_text() or max(
+            exp_rec["options"]["hls4ml"]["reuse_factor"].values()) < 4
+        assert (out / "export" / f"trial_{e['number']:05d}" / "rtl").is_dir() and by_path["rtl"]["digest"]
+        assert by_path["qonnx"]["skipped"] or by_path["qonnx"]["digest"]
         bundle = load_model(e["checkpoint"])
         assert bundle.metadata["trial"] == e["number"]
     # report == selection: the selected table lists exactly the selected trials
@@ -92,7 +107,8 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
         assert syn["totals"]["luts"] > 0
         assert {r["resource"] for r in syn["distributed_arithmetic"]["rows"]} >= {"luts", "dsps"}
     assert "estimate (distributed arithmetic)" in page and f"{n} synthesis" in page
-    assert "local search: kept ap_fixed&lt;8,3&gt;" in page
+    assert "local search (precision_pairs): kept ap_fixed&lt;8,3&gt;" in page
+    assert ">exported</th>" in page and "artefact = export" in page
 
 
 def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
@@ -100,7 +116,7 @@ def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
     capsys.readouterr()
     assert main(["run", str(path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped") == 6 and "[verify] running" not in out
+    assert out.count("skipped") == 7 and "[verify] running" not in out
     assert main(["report", str(path), "--force"]) == 0
     assert "[report] running" in capsys.readouterr().out
 

@@ -1,8 +1,10 @@
 """``hwnas export``, ``hwnas verify`` and ``hwnas synth``: the export paths on a saved model file.
 
 A model file is written by :func:`hwnas.export.save_model` (the module, its input shape, optional test
-inputs). Exit status: 0 success (verify: every path that ran matches torch on every sample), 1 a
-verification mismatch, 2 bad input (missing file, malformed data, a model a path cannot express).
+inputs). Given an experiment file (``.yaml``/``.yml``) instead, each command runs that stage of
+``hwnas run`` on the experiment's output folder (:mod:`hwnas.pipeline`). Exit status: 0 success (verify:
+every path that ran matches torch on every sample), 1 a verification mismatch, 2 bad input (missing file,
+malformed data, a model a path cannot express).
 """
 
 from __future__ import annotations
@@ -75,9 +77,25 @@ def _add_path_options(p: argparse.ArgumentParser) -> None:
                    help="pipeline the RTL so each stage's delay stays under this cutoff (default: combinational)")
 
 
+def _is_experiment(path: str) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
+def _stage(args: argparse.Namespace) -> int:
+    """``hwnas export|verify|synth experiment.yaml``: that stage of ``hwnas run`` on the experiment's folder."""
+    from hwnas.cli_search import _pipeline
+
+    return _pipeline(argparse.Namespace(experiment=args.model, command=args.command, force=args.force,
+                                        quiet=args.quiet, stages=None))
+
+
 def _export(args: argparse.Namespace) -> int:
     from hwnas.export import ExportError, ToolMissingError, load_model
 
+    if _is_experiment(args.model):
+        return _stage(args)
+    if args.to is None or args.out is None:
+        return _error("export: --to and --out are needed for a model file")
     try:
         bundle = load_model(args.model)
     except ValueError as err:
@@ -111,6 +129,8 @@ def _verify(args: argparse.Namespace) -> int:
     from hwnas.export import ExportError, load_model
     from hwnas.export.verify import verify_model
 
+    if _is_experiment(args.model):
+        return _stage(args)
     try:
         bundle = load_model(args.model)
         if args.data:
@@ -155,6 +175,10 @@ def _verify(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from hwnas.export import ExportError, ToolMissingError, load_model
 
+    if _is_experiment(args.model):
+        return _stage(args)
+    if args.target is None or args.out is None:
+        return _error("synth: --target and --out are needed for a model file")
     try:
         bundle = load_model(args.model)
     except ValueError as err:
@@ -185,15 +209,18 @@ def _synth(args: argparse.Namespace) -> int:
 
 def add_export_commands(sub: Any) -> None:
     """Register ``export``, ``verify`` and ``synth`` on the ``hwnas`` sub-command parser."""
-    exp = sub.add_parser("export", help="export a saved model to QONNX, an hls4ml project or RTL")
-    exp.add_argument("model", help="model file written by hwnas.export.save_model")
-    exp.add_argument("--to", required=True, choices=("qonnx", "hls4ml", "rtl"), help="export path")
-    exp.add_argument("--out", required=True, help="output folder (or .onnx file for --to qonnx)")
+    model_help = ("model file written by hwnas.export.save_model, or an experiment YAML: then this stage of "
+                  "hwnas run on its output folder (the other options come from the experiment's run: section)")
+    exp = sub.add_parser("export", help="export a saved model to QONNX, an hls4ml project or RTL (or an "
+                         "experiment's selected models)")
+    exp.add_argument("model", help=model_help)
+    exp.add_argument("--to", choices=("qonnx", "hls4ml", "rtl"), help="export path (model file)")
+    exp.add_argument("--out", help="output folder, or .onnx file for --to qonnx (model file)")
     _add_path_options(exp)
     exp.set_defaults(func=_export)
 
     ver = sub.add_parser("verify", help="run every export path on test data and count mismatches against torch")
-    ver.add_argument("model", help="model file written by hwnas.export.save_model")
+    ver.add_argument("model", help=model_help)
     ver.add_argument("--paths", default="qonnx,hls4ml,rtl", help="comma-separated paths (default qonnx,hls4ml,rtl)")
     ver.add_argument("--data", help="test inputs: .npy, .npz (key x) or .pt (default: the model file's, else seeded)")
     ver.add_argument("--random", action="store_true", help="use seeded inputs even if the model file has test inputs")
@@ -206,9 +233,12 @@ def add_export_commands(sub: Any) -> None:
     ver.set_defaults(func=_verify)
 
     syn = sub.add_parser("synth", help="export RTL and synthesize it with Yosys (and nextpnr for ECP5)")
-    syn.add_argument("model", help="model file written by hwnas.export.save_model")
-    syn.add_argument("--target", required=True, help="device from the catalog (e.g. ZCU104, XC7Z020, ECP5-85K)")
-    syn.add_argument("--out", required=True, help="output folder (rtl/ and synth/ inside)")
+    syn.add_argument("model", help=model_help)
+    syn.add_argument("--target", help="device from the catalog, e.g. ZCU104, XC7Z020, ECP5-85K (model file)")
+    syn.add_argument("--out", help="output folder, rtl/ and synth/ inside (model file)")
     syn.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_path_options(syn)
     syn.set_defaults(func=_synth)
+    for p in (exp, ver, syn):
+        p.add_argument("--force", action="store_true", help="experiment: run the stage again even if done")
+    exp.add_argument("--quiet", action="store_true", help="experiment: no progress bars")

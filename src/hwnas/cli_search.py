@@ -194,13 +194,16 @@ def _pipeline(args: argparse.Namespace) -> int:
 def add_run_commands(sub: Any) -> None:
     """Register ``run``, ``select`` and ``report`` on the ``hwnas`` sub-command parser."""
     for name, helptext in (
-            ("run", "the whole flow on one resumable output folder: search, select, verify, synth, report"),
+            ("run", "the whole flow on one resumable output folder: search, select, local, export, verify, "
+                    "synth, report"),
             ("select", "apply the experiment's run.select rules to its study (selection.json)"),
+            ("local", "the local search (run.local) on the experiment's selected models"),
             ("report", "write the HTML report of an experiment's output folder (report/index.html)")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("experiment", help="experiment YAML")
         if name == "run":
-            p.add_argument("--stages", help="comma-separated subset of search,select,verify,synth,report (default all)")
+            p.add_argument("--stages", help="comma-separated subset of search,select,local,export,verify,synth,report "
+                           "(default all)")
         p.add_argument("--force", action="store_true", help="run the stage(s) again even if done")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_pipeline)

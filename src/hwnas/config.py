@@ -612,10 +612,31 @@ class StorageConfig(_Strict):
         return f"{m.group(1)}:///{(base_dir / m.group(2)).resolve()}"
 
 
+_PTQ_SCHEME = re.compile(r"^(int([1-9]|1[0-6])-(tensor|channel)|fp16)$")
+
+
 class LocalConfig(_Strict):
-    """Local search on each selected model: fixed-point QAT per precision pair + iterative magnitude pruning."""
+    """Local search on each selected model: precision pairs + pruning, an HGQ β-sweep, or a PTQ study."""
 
     enabled: bool = Field(False, description="run the local search stage (off: verify the searched models as they are)")
+    method: Literal["precision_pairs", "beta_sweep", "ptq"] = Field(
+        "precision_pairs", description="precision_pairs: fixed-point QAT per pair + iterative magnitude pruning; "
+        "beta_sweep: one HGQ training with β growing from beta0 to beta1, keeping the (metric, EBOPs) front "
+        "(needs space.precision.mode learned); ptq: post-training quantization of the trained model per "
+        "ptq_schemes, with the per-layer sensitivity and model-size tables")
+    beta0: float = Field(1e-7, gt=0, description="beta_sweep: β of the first epoch")
+    beta1: float = Field(1e-4, gt=0, description="beta_sweep: β of the last epoch (exponential ramp)")
+    sweep_epochs: int = Field(20, ge=2, description="beta_sweep: training epochs of the sweep")
+    ptq_schemes: list[str] = Field(
+        default_factory=lambda: ["int8-channel", "int8-tensor", "int4-channel", "int4-tensor", "fp16"], min_length=1,
+        description="ptq: weight formats tried, int<bits>-tensor, int<bits>-channel (symmetric scaled integers, "
+                    "one scale per tensor or output channel) or fp16; biases stay float32")
+    ptq_activation_bits: int | None = Field(None, ge=2, le=16, description="ptq: also quantize every layer input "
+                                            "and the last layer's output (integer logits) to this many bits "
+                                            "(per-tensor scales, percentile calibration on the training split); "
+                                            "null: layer inputs keep the trained model's quantizers")
+    sensitivity_bits: int = Field(4, ge=1, le=16, description="ptq: bits of the one-layer-at-a-time sensitivity "
+                                  "table (per-tensor)")
     precisions: list[Annotated[list[Annotated[int, Field(ge=1, le=32)]], Field(min_length=2, max_length=2)]] = Field(
         default_factory=lambda: [[8, 3], [6, 2]], min_length=1,
         description="[total, integer] bits of the ap_fixed<total, integer> pairs tried on weights, biases and "
@@ -625,8 +646,37 @@ class LocalConfig(_Strict):
                             "trains, rewinds)")
     prune_rate: float = Field(0.2, gt=0, lt=1, description="share of the remaining weights pruned per iteration")
     epochs_per_iteration: int = Field(2, ge=1, description="training epochs after each pruning step")
-    max_drop: float = Field(0.01, ge=0, description="the cheapest result (effective BOPs) whose validation metric "
-                            "is at most this below the searched model's is kept; none: the most accurate")
+    max_drop: float = Field(0.01, ge=0, description="the cheapest result (precision_pairs: effective BOPs; "
+                            "beta_sweep: EBOPs; ptq: stored bits) whose validation metric is at most this below "
+                            "the searched model's is kept; none: the most accurate")
+
+    @field_validator("ptq_schemes")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _PTQ_SCHEME.match(v)]
+        if bad:
+            raise _custom(f"unknown PTQ scheme(s) {bad}: use int<1-16>-tensor, int<1-16>-channel or fp16")
+        return value
+
+
+class Hls4mlExportConfig(_Strict):
+    """Settings of the hls4ml projects the export stage writes (and the verify stage compiles)."""
+
+    backend: Literal["Vitis", "Vivado"] = Field("Vitis", description="hls4ml backend of the project")
+    reuse_factor: int = Field(1, ge=1, description="reuse factor of every Dense/Conv layer (each layer takes the "
+                              "largest divisor of its multiplications not above it)")
+    strategy: Literal["Latency", "Resource"] = Field("Latency", description="hls4ml strategy of every Dense/Conv layer")
+    part: str | None = Field(None, description="FPGA part of the project (null: the hardware target's part)")
+    clock_period_ns: float | None = Field(None, gt=0, description="target clock period in ns (null: the hardware "
+                                          "clock's period)")
+
+
+class RtlExportConfig(_Strict):
+    """Settings of the RTL projects (alkaid) the export, verify and synth stages write."""
+
+    flavor: Literal["verilog", "vhdl"] = Field("verilog", description="HDL of the RTL project")
+    latency_cutoff_ns: float = Field(-1, description="pipeline the design into stages of at most this delay in ns "
+                                     "(alkaid's estimate); -1: combinational")
 
 
 class RunConfig(_Strict):
@@ -639,6 +689,12 @@ class RunConfig(_Strict):
     accuracy_floor: float | None = Field(None, description="cheapest: only trials whose first objective is at "
                                          "least this (null: the whole front)")
     local: LocalConfig = Field(default_factory=LocalConfig, description="local search on the selected models")
+    export: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
+        default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
+        description="artefacts written for every selected model into export/trial_<n>/ (model.qonnx.onnx, "
+                    "hls4ml/, rtl/); a path that cannot express the model is recorded as skipped with the reason")
+    hls4ml: Hls4mlExportConfig = Field(default_factory=Hls4mlExportConfig, description="hls4ml project settings")
+    rtl: RtlExportConfig = Field(default_factory=RtlExportConfig, description="RTL project settings")
     verify: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
         default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
         description="export paths executed and compared with torch for every selected model (a path whose tool "
@@ -697,6 +753,11 @@ class Experiment(_Strict):
         _fail("Experiment", [_error(loc, msg, value) for loc, msg, value in _cross_problems(
             list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
             self.base_dir)])
+        local = self.run.local
+        if local.enabled and local.method == "beta_sweep" and self.space.precision.mode != "learned":
+            _fail("Experiment", [_error(("run", "local", "method"), "beta_sweep trains HGQ bit-widths: it needs "
+                                        "space.precision.mode learned (fixed widths have nothing to sweep)",
+                                        local.method)])
         return self
 
     def __eq__(self, other: object) -> bool:

@@ -1,17 +1,18 @@
-"""``hwnas run``: search → select → verify → report on one resumable output folder.
+"""``hwnas run``: search → select → local → export → verify → synth → report on one resumable output folder.
 
 Contract:
 
 * Stages, in order: ``search`` (:func:`hwnas.search.run.run_search`), ``select`` (the ``run.select`` rules over
-  the feasible Pareto archive → ``selection.json``), ``local`` (``run.local``, when enabled: fixed-point QAT
-  per precision pair + iterative magnitude pruning with rewinding on each selected model, keeping the
-  cheapest result within ``max_drop`` of its validation metric → ``local/trial_<n>/model.pt`` and
-  ``local/trial_<n>.json``; the later stages then use that model), ``verify`` (every selected model along ``run.verify``
-  with :func:`hwnas.export.verify.verify_model` → ``verify/trial_<n>.json``), ``synth`` (``run.synth``: the RTL
-  of every selected model synthesized with Yosys for the target, beside the distributed-arithmetic cost
-  model → ``synth/trial_<n>.json``; ``auto`` skips it, recorded with the reason, when Yosys is absent) and
-  ``report``
-  (:mod:`hwnas.report` → ``report/index.html``).
+  the feasible Pareto archive → ``selection.json``), ``local`` (``run.local``, when enabled: precision pairs +
+  pruning, an HGQ β-sweep or a PTQ study on each selected model, :mod:`hwnas.pipeline_local` →
+  ``local/trial_<n>/model.pt`` and ``local/trial_<n>.json``; the later stages then use that model), ``export``
+  (``run.export``: QONNX / hls4ml / RTL artefacts, :mod:`hwnas.pipeline_export` → ``export/trial_<n>/`` and
+  ``export/trial_<n>.json``), ``verify`` (every selected model along ``run.verify`` with
+  :func:`hwnas.export.verify.verify_model`, its artefacts built in ``export/trial_<n>/`` with the export
+  settings and checked unchanged against the export's digests → ``verify/trial_<n>.json``), ``synth``
+  (``run.synth``: the RTL of every selected model synthesized with Yosys for the target, beside the
+  distributed-arithmetic cost model → ``synth/trial_<n>.json``; ``auto`` skips it, recorded with the reason,
+  when Yosys is absent) and ``report`` (:mod:`hwnas.report` → ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
   ``force``, runs it again and every stage after it. The search stage itself resumes its study; it counts
@@ -28,12 +29,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwnas.pipeline_export import ARTEFACT_NAMES, artefact_digest, export_dir, export_selected, path_options
+from hwnas.pipeline_local import local_search_selected
 from hwnas.search.run import write_json as _write_json
 
-__all__ = ["STAGES", "PipelineError", "local_search_selected", "model_path", "run_pipeline", "select_models",
-           "synthesize_selected", "verify_selected"]
+__all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
+           "select_models", "synthesize_selected", "verify_selected"]
 
-STAGES: tuple[str, ...] = ("search", "select", "local", "verify", "synth", "report")
+STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "report")
 
 
 class PipelineError(RuntimeError):
@@ -83,59 +86,13 @@ def model_path(experiment: Any, entry: dict[str, Any]) -> str:
     return str(local) if local.is_file() else str(entry["checkpoint"])
 
 
-def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
-                          log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
-    """``run.local`` on every selected model; the results, or why the stage did nothing."""
-    import torch
-
-    from hwnas.cost import model_metrics
-    from hwnas.export import load_model, save_model
-    from hwnas.tasks import get_task
-    from hwnas.train.local_search import effective_bops, local_search, to_fixed_point
-
-    cfg = experiment.run.local
-    out = experiment.output_dir() / "local"
-    if not cfg.enabled:
-        return "run.local.enabled is false"
-    task = get_task(experiment.task.name)
-    data = task.load(seed=experiment.seed, **experiment.task.options)
-    results = {}
-    for entry in selection:
-        n = int(entry["number"])
-        bundle = load_model(entry["checkpoint"])
-        base = task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric]
-        log(f"local search trial {n}: {len(cfg.precisions)} precisions x {cfg.iterations} pruning iterations")
-        train_cfg = experiment.train_config(experiment.trial_seed(n), progress=False)
-        found = local_search(bundle.model, data.train.pair, data.val.pair, [tuple(p) for p in cfg.precisions],
-                             config=train_cfg, warmup_epochs=cfg.warmup_epochs, iterations=cfg.iterations,
-                             prune_rate=cfg.prune_rate, epochs_per_iteration=cfg.epochs_per_iteration)
-        candidates = []
-        for r in found.results:
-            model = to_fixed_point(bundle.model, r.total_bits, r.int_bits)
-            model.load_state_dict(r.best_state)
-            model.eval()
-            metric = task.evaluate(model, data.val, classes=data.classes)[task.metric]
-            candidates.append((r, model, float(metric), float(effective_bops(model))))
-        within = [c for c in candidates if c[2] >= base - cfg.max_drop]
-        r, model, metric, bops = (min(within, key=lambda c: c[3]) if within else max(candidates, key=lambda c: c[2]))
-        with torch.no_grad():
-            model(bundle.test_inputs[:1] if bundle.test_inputs is not None else torch.zeros(1, *bundle.input_shape))
-        path = save_model(model, out / f"trial_{n:05d}" / "model.pt", bundle.input_shape,
-                          test_inputs=bundle.test_inputs,
-                          metadata={**bundle.metadata, "local_search": f"ap_fixed<{r.total_bits},{r.int_bits}>"})
-        m = model_metrics(model, bundle.input_shape)
-        data_out = {"trial": n, "searched_metric": float(base), "metric": metric, "within_max_drop": bool(within),
-                    "precision": [r.total_bits, r.int_bits], "best_iteration": r.best_iteration,
-                    "effective_bops": bops, "bops": float(m.bops), "sparsity": float(m.sparsity),
-                    "checkpoint": str(path), "table": found.table()}
-        _write_json(out / f"trial_{n:05d}.json", data_out)
-        results[n] = data_out
-    return results
-
-
 def verify_selected(experiment: Any, selection: list[dict[str, Any]],
                     progress: Callable[[str], None] | None = None) -> dict[int, dict[str, Any]]:
-    """Run ``run.verify`` on every selected model's test inputs; write ``verify/trial_<n>.json``."""
+    """Run ``run.verify`` on every selected model's test inputs; write ``verify/trial_<n>.json``.
+
+    The artefacts are built in ``export/trial_<n>/`` with the export stage's settings; a path the export
+    stage wrote gets ``same_as_export``: whether the verified artefact's source digest equals the exported one.
+    """
     from hwnas.export import load_model
     from hwnas.export.verify import verify_model
 
@@ -143,18 +100,30 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
     results = {}
     for entry in selection:
         n = int(entry["number"])
-        bundle = load_model(model_path(experiment, entry))
+        source = model_path(experiment, entry)
+        bundle = load_model(source)
         x = bundle.test_inputs
         if x is not None:
             x = x[: experiment.run.verify_samples]
         if progress:
             progress(f"verify trial {n}: {', '.join(experiment.run.verify)}")
+        folder = export_dir(experiment, n)
+        exported_file = experiment.output_dir() / "export" / f"trial_{n:05d}.json"
+        exported = json.loads(exported_file.read_text()) if exported_file.is_file() else None
+        if exported is not None and exported.get("model") != source:
+            exported = None  # written for another model (e.g. before a local search): not comparable
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=list(experiment.run.verify),
-                              output_dir=out / f"trial_{n:05d}_artefacts", samples=experiment.run.verify_samples,
-                              seed=experiment.seed)
-        data = {"trial": n, "model": model_path(experiment, entry), "passed": not report.failures,
-                "ran": [p.path for p in report.ran],
-                "paths": [p.as_dict() for p in report.results]}
+                              output_dir=folder, samples=experiment.run.verify_samples, seed=experiment.seed,
+                              options=path_options(experiment, bundle.model, bundle.input_shape))
+        digests = {p["path"]: p["digest"] for p in (exported or {}).get("paths", []) if p.get("digest")}
+        paths = []
+        for p in report.results:
+            row = p.as_dict()
+            if p.path in digests and p.skipped is None:
+                row["same_as_export"] = artefact_digest(folder / ARTEFACT_NAMES[p.path]) == digests[p.path]
+            paths.append(row)
+        data = {"trial": n, "model": source, "passed": not report.failures,
+                "ran": [p.path for p in report.ran], "paths": paths}
         _write_json(out / f"trial_{n:05d}.json", data)
         results[n] = data
     return results
@@ -187,7 +156,8 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
         bundle = load_model(model_path(experiment, entry))
         log(f"synth trial {n}: RTL + Yosys for {dev.name}")
         work = out / f"trial_{n:05d}_work"
-        project = export_rtl(bundle.model, bundle.input_shape, work / "rtl")
+        project = export_rtl(bundle.model, bundle.input_shape, work / "rtl",
+                             **path_options(experiment)["rtl"])
         result = synthesize(project, target=dev, output_dir=work / "synth", progress=False)
         data: dict[str, Any] = {"trial": n, "model": model_path(experiment, entry), "device": dev.name,
                                 "totals": dict(result.totals),
@@ -270,11 +240,22 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
                 log(f"[verify] trial {n}: {paths}")
             if not all(r["passed"] for r in results.values()):
                 raise PipelineError("verify: a path disagrees with torch (see verify/*.json)")
+            changed = [f"trial {n} {p['path']}" for n, r in results.items() for p in r["paths"]
+                       if p.get("same_as_export") is False]
+            if changed:
+                raise PipelineError("verify: the verified artefact differs from the exported one "
+                                    f"({', '.join(changed)}): the export is not deterministic")
         elif stage == "local":
             produced["local"] = local_search_selected(experiment, _selection(out), log=log)
             _log_results("local", produced["local"], log, lambda r: (
-                f"ap_fixed<{r['precision'][0]},{r['precision'][1]}>, sparsity {r['sparsity']:.2f}, "
+                f"kept {r['kept']}, sparsity {r['sparsity']:.2f}, "
                 f"metric {r['metric']:.4f} (searched {r['searched_metric']:.4f})"))
+        elif stage == "export":
+            produced["export"] = export_selected(experiment, _selection(out), lambda e: model_path(experiment, e),
+                                                 log=log)
+            _log_results("export", produced["export"], log, lambda r: ", ".join(
+                f"{p['path']}: " + (f"skipped ({p['skipped'][:60]})" if p["skipped"] else p["artefact"])
+                for p in r["paths"]))
         elif stage == "synth":
             produced["synth"] = synthesize_selected(experiment, _selection(out), log=log)
             _log_results("synth", produced["synth"], log, lambda r: (

@@ -175,7 +175,7 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
     if x is None:
         if input_shape is None:
             raise ExportError("input_shape: needed when no test inputs are given")
-        graph = extract(model, tuple(input_shape))
+        graph = extract(model, tuple(input_shape))  # seeded inputs need the input format: an error propagates
         x = default_inputs(graph, samples, seed)
     else:
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -185,9 +185,9 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
             raise ExportError("x: the test inputs contain NaN or infinity")
         if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
             raise ExportError(f"x: samples of shape {tuple(x.shape[1:])}, expected {tuple(input_shape)}")
-        graph = extract(model, tuple(x.shape[1:]))
+        graph = _extract_or_reason(model, tuple(x.shape[1:]))
     ref = _torch_outputs(model, x)
-    lsb = _output_lsb(graph)
+    lsb = _output_lsb(graph) if isinstance(graph, ExportGraph) else None
     results: list[PathResult] = []
     with tempfile.TemporaryDirectory(prefix="hwnas-verify-") as tmp:
         root = Path(output_dir) if output_dir is not None else Path(tmp)
@@ -196,6 +196,8 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
             if progress is not None:
                 progress(path)
             try:
+                if isinstance(graph, str) and path in _NEED_GRAPH:
+                    raise ExportError(graph)
                 result = _RUNNERS[path](model, x, graph, ref, lsb, root, options.get(path, {}))
             except ExportError as err:
                 result = skipped(path, f"not expressible: {err}", len(x))
@@ -210,7 +212,19 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                 layer = locate_first_layer(path, model, x, result, root / f"{path}-bisect", options.get(path, {}))
                 result = replace(result, first_layer=layer)
             results.append(result)
-    return VerificationReport(results, len(x), float32_exact(graph, x))
+    return VerificationReport(results, len(x), float32_exact(graph, x) if isinstance(graph, ExportGraph) else [])
+
+
+_NEED_GRAPH = ("reference", "hls4ml", "rtl")
+"""Paths that run on the fixed-point graph (QONNX also carries scaled-integer and fp16 quantizers)."""
+
+
+def _extract_or_reason(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph | str:
+    """The fixed-point graph of ``model``, or why it has none (e.g. scaled-integer PTQ quantizers)."""
+    try:
+        return extract(model, input_shape)
+    except ExportError as err:
+        return str(err)
 
 
 def locate_first_layer(path: str, model: nn.Module, x: torch.Tensor, result: PathResult, workdir: Path,

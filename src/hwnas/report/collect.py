@@ -35,6 +35,8 @@ class SelectedModel:
     local: dict[str, Any] | None = None
     """The local search's result (``local/trial_<n>.json``) when it ran; the figures then show its model."""
     verification: list[dict[str, Any]] | None = None
+    export: dict[str, Any] | None = None
+    """The export stage's record (``export/trial_<n>.json``) when it ran."""
     synthesis: dict[str, Any] | None = None
 
 
@@ -129,6 +131,7 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")
         sel.verification = ver["paths"] if ver else None
         sel.synthesis = _json(out / "synth" / f"trial_{t.number:05d}.json")
+        sel.export = _json(out / "export" / f"trial_{t.number:05d}.json")
         selected.append(sel)
     dev = experiment.device()
     capacity = {r: int(dev.capacity(r)) for r in ("luts", "ffs", "bram18", "dsps")}

@@ -64,7 +64,8 @@ def _verification_rows(data: ReportData) -> list[list[Any]]:
     for s in data.selected:
         for p in s.verification or []:
             status = "skipped: " + p["skipped"] if p.get("skipped") else ("ok" if p["mismatches"] == 0 else "MISMATCH")
-            rows.append([f"#{s.number}", p["path"], p["samples"], p["mismatches"], p["max_lsb"], status])
+            same = {True: "yes", False: "NO"}.get(p.get("same_as_export"), "-")
+            rows.append([f"#{s.number}", p["path"], p["samples"], p["mismatches"], p["max_lsb"], status, same])
     return rows
 
 
@@ -128,11 +129,17 @@ def _render(data: ReportData, folder: Path) -> None:
         parts.append(_img(folder, plots.bit_histograms(s.number, s.weight_bits, s.act_bits, fig), f"bits {s.number}"))
         if s.local:
             lo = s.local
-            parts.append(f"<p>local search: kept ap_fixed&lt;{lo['precision'][0]},{lo['precision'][1]}&gt; "
-                         f"(iteration {lo['best_iteration']}, sparsity {lo['sparsity']:.2f}): validation "
+            kept = lo.get("kept") or f"ap_fixed<{lo['precision'][0]},{lo['precision'][1]}>"
+            parts.append(f"<p>local search ({html.escape(str(lo.get('method', 'precision_pairs')))}): kept "
+                         f"{html.escape(kept)}, sparsity {lo['sparsity']:.2f}: validation "
                          f"{lo['metric']:.4f} vs {lo['searched_metric']:.4f} searched; BOPs {lo['bops']:.4g}, "
-                         f"effective BOPs {lo['effective_bops']:.4g}. The figures below show this model.</p>")
+                         f"effective BOPs {lo['effective_bops']:.4g}, EBOPs {lo.get('ebops', float('nan')):.4g}. "
+                         "The figures below show this model.</p>")
             parts.append("<pre>" + html.escape(lo["table"]) + "</pre>")
+        if s.export:
+            parts.append(_table(["exported", "artefact", "source digest"],
+                                [[p["path"], p["artefact"] or f"skipped: {p['skipped']}",
+                                  (p["digest"] or "")[:16]] for p in s.export["paths"]], left=2))
         syn = s.synthesis or {}
         comp = syn.get("distributed_arithmetic")
         if syn:
@@ -149,14 +156,14 @@ def _render(data: ReportData, folder: Path) -> None:
 
     parts.append("<h2>Verification</h2>")
     vrows = _verification_rows(data)
-    vheader = ["trial", "path", "samples", "mismatching", "max diff (LSB)", "status"]
+    vheader = ["trial", "path", "samples", "mismatching", "max diff (LSB)", "status", "artefact = export"]
     if vrows:
         cells = []
         for r in vrows:
-            cls = "ok" if r[-1] == "ok" else ("bad" if r[-1] == "MISMATCH" else "note")
+            cls = "ok" if r[-2] == "ok" else ("bad" if r[-2] == "MISMATCH" else "note")
             cells.append("<tr>" + "".join(f'<td class="l">{html.escape(_fmt(c))}</td>' for c in r[:2])
-                         + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r[2:-1])
-                         + f'<td class="l {cls}">{html.escape(r[-1])}</td></tr>')
+                         + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r[2:-2])
+                         + f'<td class="l {cls}">{html.escape(r[-2])}</td><td>{html.escape(r[-1])}</td></tr>')
         parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in vheader) + "</tr>" + "".join(cells) + "</table>")
     else:
         parts.append("<p class='note'>not verified yet (hwnas verify)</p>")

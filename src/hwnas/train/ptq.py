@@ -153,13 +153,17 @@ def post_training_quantize(
     activation_bits: int | str | None = None,
     activation_calibration: str = "percentile",
     calibration_size: int = 1024,
+    output_bits: int | None = None,
 ) -> PTQResult:
     """Quantize a copy of the trained ``model``; ``metric(model) -> float`` scores it (higher is better).
 
     Weights of every hwnas layer get ``weight_bits`` (``int`` or ``"fp16"``) with ``granularity``
     ``"tensor"`` or ``"channel"`` scales; biases stay float32. With ``activation_bits`` every layer input is
     quantized too (per-tensor scales) and calibrated on the first ``calibration_size`` samples of
-    ``calibration_data`` by ``activation_calibration`` (``minmax``/``percentile``/``mse``).
+    ``calibration_data`` by ``activation_calibration`` (``minmax``/``percentile``/``mse``). With ``output_bits``
+    the last layer's output is quantized too (per-tensor, calibrated the same way): integer logits, as an
+    integer-only deployment returns them, which also makes exported artefacts bit-exact (a float output
+    after non-power-of-two scales depends on the summation order).
     """
     if granularity not in ("tensor", "channel"):
         raise TrainError(f"granularity: expected 'tensor' or 'channel', got {granularity!r}")
@@ -176,8 +180,18 @@ def post_training_quantize(
             if act["kind"] == "scaled" and (isinstance(activation_bits, bool) or not isinstance(activation_bits, int)):
                 raise TrainError(f"activation_bits: expected an integer or 'fp16', got {activation_bits!r}")
             set_quantizers(q, input=act)
-            calibrate(q, calibration_data[:calibration_size])
             desc += f", activations {'fp16' if activation_bits == 'fp16' else f'int{activation_bits}'}"
+        if output_bits is not None:
+            if isinstance(output_bits, bool) or not isinstance(output_bits, int) or output_bits < 2:
+                raise TrainError(f"output_bits: expected an integer >= 2, got {output_bits!r}")
+            last = [m for m in q.modules() if isinstance(m, QLayer)][-1:]
+            if not last:
+                raise TrainError("model: no hwnas layer whose output could be quantized")
+            set_quantizers(last[0], output={"kind": "scaled", "bits": output_bits,
+                                            "calibration": activation_calibration})
+            desc += f", output int{output_bits}"
+        if activation_bits is not None or output_bits is not None:
+            calibrate(q, calibration_data[:calibration_size])
     except QuantizationError as err:
         raise TrainError(str(err)) from err
     return PTQResult(q, float_metric, metric(q), size_table(q), desc)

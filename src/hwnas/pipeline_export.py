@@ -1,0 +1,143 @@
+"""The ``export`` stage of ``hwnas run``: QONNX, hls4ml and RTL artefacts of every selected model.
+
+Contract:
+
+* For each selected model (the local search's when it ran) and each path in ``run.export``, the artefact is
+  written into ``<output>/export/trial_<n>/`` under the name the verify stage uses for it:
+  ``model.qonnx.onnx``, ``hls4ml/`` (project, not compiled), ``rtl/`` (alkaid project, not built). The settings
+  come from ``run.hls4ml`` / ``run.rtl`` (:func:`path_options`); the same settings drive the verify and synth
+  stages, so what is verified is what was exported.
+* ``export/trial_<n>.json`` lists per path the artefact, a SHA-256 digest of its source files
+  (:func:`artefact_digest`: build products such as compiled libraries and Verilator's ``obj_dir`` are left
+  out) or why it was skipped (a model the format cannot express, a tool that is not installed). The verify
+  stage recomputes the digest after it has compiled and run the artefact in the same folder and records
+  whether it is unchanged (``same_as_export``).
+* A model that a path cannot express is not an error (the reason is recorded); anything else raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ARTEFACT_NAMES", "artefact_digest", "export_dir", "export_selected", "path_options", "reuse_per_layer"]
+
+ARTEFACT_NAMES: dict[str, str] = {"qonnx": "model.qonnx.onnx", "hls4ml": "hls4ml", "rtl": "rtl"}
+"""Where each path's artefact lives inside ``export/trial_<n>/`` (the names :func:`verify_model` writes)."""
+
+_SOURCE_SUFFIXES = {".onnx", ".h", ".hh", ".hpp", ".c", ".cc", ".cpp", ".v", ".sv", ".vhd", ".vhdl", ".tcl", ".xdc",
+                    ".sdc", ".txt", ".csv", ".md", ".json"}
+_BUILD_DIRS = {"obj_dir", "build", "__pycache__", "tb_data", "verilator"}
+
+
+def export_dir(experiment: Any, number: int) -> Path:
+    """``<output>/export/trial_<n>/``: the artefacts of selected trial ``number``."""
+    return experiment.output_dir() / "export" / f"trial_{int(number):05d}"
+
+
+def artefact_digest(path: Path) -> str:
+    """SHA-256 over the source files of an artefact (one file, or a folder's files by relative path).
+
+    Build products (compiled libraries, object files, Verilator's ``obj_dir``, hidden files) are left out, so
+    compiling a project in place keeps its digest.
+    """
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SOURCE_SUFFIXES
+        and not any(part in _BUILD_DIRS or part.startswith(".") for part in p.relative_to(path).parts))
+    for f in files:
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        h.update(rel.encode() + b"\0")
+        h.update(f.read_bytes().replace(str(path.absolute()).encode(), b"<artefact>") + b"\0")
+    return h.hexdigest()
+
+
+def reuse_per_layer(model: Any, input_shape: tuple[int, ...], reuse_factor: int, strategy: str) -> dict[str, int]:
+    """Per Dense/Conv layer: the largest reuse factor hls4ml accepts for it that is not above ``reuse_factor``."""
+    import numpy as np
+
+    from hwnas.export.graph import Conv, Dense, extract
+    from hwnas.export.hls4ml_lower import valid_reuse_factors
+
+    out = {}
+    for node in extract(model, tuple(input_shape)).nodes:
+        if isinstance(node, Dense | Conv):
+            n_out = int(node.weight.shape[0])
+            n_in = int(np.prod(node.weight.shape[1:]))
+            valid = valid_reuse_factors(n_in, n_out, strategy == "Resource")
+            out[node.name] = max([v for v in valid if v <= reuse_factor] or [1])
+    return out
+
+
+def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...] | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of each exporter from ``run.hls4ml`` / ``run.rtl`` and the hardware target.
+
+    With ``model`` the hls4ml reuse factor becomes a per-layer dict (:func:`reuse_per_layer`).
+    """
+    dev = experiment.device()
+    hls_cfg, rtl_cfg = experiment.run.hls4ml, experiment.run.rtl
+    period = hls_cfg.clock_period_ns or 1000.0 / experiment.hardware.clock()
+    reuse: Any = hls_cfg.reuse_factor
+    if model is not None and input_shape is not None and reuse > 1:
+        reuse = reuse_per_layer(model, input_shape, reuse, hls_cfg.strategy)
+    hls = {"backend": hls_cfg.backend, "strategy": hls_cfg.strategy, "reuse_factor": reuse,
+           "part": hls_cfg.part or dev.part, "clock_period": round(period, 4)}
+    rtl = {"flavor": rtl_cfg.flavor, "latency_cutoff": rtl_cfg.latency_cutoff_ns, "clock_period": round(period, 4),
+           "part_name": dev.part}
+    return {"hls4ml": hls, "rtl": rtl}
+
+
+def _export_one(path: str, model: Any, input_shape: tuple[int, ...], target: Path, options: dict[str, Any]) -> None:
+    if path == "qonnx":
+        from hwnas.export.qonnx import export_qonnx
+
+        export_qonnx(model, input_shape, target)
+    elif path == "hls4ml":
+        from hwnas.export.hls4ml import export_hls4ml
+
+        export_hls4ml(model, input_shape, target, **options)
+    else:
+        from hwnas.export.rtl import export_rtl
+
+        export_rtl(model, input_shape, target, **options)
+
+
+def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file: Callable[[dict[str, Any]], str],
+                    log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
+    """Write ``run.export``'s artefacts of every selected model; the results, or why the stage did nothing."""
+    from hwnas.export import ExportError, ToolMissingError, load_model
+    from hwnas.search.run import write_json
+
+    if not experiment.run.export:
+        return "run.export is empty"
+    results = {}
+    for entry in selection:
+        n = int(entry["number"])
+        source = model_file(entry)
+        bundle = load_model(source)
+        folder = export_dir(experiment, n)
+        folder.mkdir(parents=True, exist_ok=True)
+        options = path_options(experiment, bundle.model, bundle.input_shape)
+        log(f"export trial {n}: {', '.join(experiment.run.export)}")
+        paths = []
+        for path in experiment.run.export:
+            target = folder / ARTEFACT_NAMES[path]
+            row: dict[str, Any] = {"path": path, "artefact": None, "digest": None, "skipped": None}
+            try:
+                _export_one(path, bundle.model, bundle.input_shape, target, options.get(path, {}))
+            except ExportError as err:
+                row["skipped"] = f"not expressible: {err}"
+            except (ToolMissingError, ModuleNotFoundError) as err:
+                row["skipped"] = f"tool missing: {err}"
+            else:
+                row["artefact"] = str(target)
+                row["digest"] = artefact_digest(target)
+            paths.append(row)
+        data = {"trial": n, "model": source, "options": options, "paths": paths}
+        write_json(experiment.output_dir() / "export" / f"trial_{n:05d}.json", data)
+        results[n] = data
+    return results

@@ -1,0 +1,174 @@
+"""The ``local`` stage of ``hwnas run``: refine every selected model by ``run.local.method``.
+
+Contract:
+
+* ``precision_pairs``: fixed-point QAT per ``run.local.precisions`` pair + iterative magnitude pruning with
+  rewinding (:func:`hwnas.train.local_search.local_search`); candidates are ranked by effective BOPs.
+* ``beta_sweep``: one HGQ training of the selected (learned-precision) model with β growing exponentially
+  from ``beta0`` to ``beta1`` over ``sweep_epochs`` (:func:`hwnas.train.sweep.beta_sweep`); the calibrated
+  (metric, EBOPs) front checkpoints are the candidates, ranked by EBOPs.
+* ``ptq``: post-training quantization of the selected model per ``ptq_schemes``
+  (:func:`hwnas.train.ptq.post_training_quantize`), calibrated on the training split; candidates are ranked by
+  stored model bits; the per-layer sensitivity table (:func:`hwnas.train.ptq.layer_sensitivity`) and the size
+  table of the kept model are recorded.
+* Every candidate is scored with the task's metric on the validation split. The kept model is the cheapest
+  whose metric is at most ``max_drop`` below the searched model's; when none is, the most accurate one.
+  It is written to ``local/trial_<n>/model.pt`` (with the searched model's test inputs); the record, with a
+  Markdown table of every candidate, to ``local/trial_<n>.json``. Later stages use that model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Candidate", "local_dir", "local_search_selected"]
+
+
+@dataclass
+class Candidate:
+    """One refined model the local search may keep."""
+
+    model: nn.Module
+    metric: float
+    cost: float
+    """What the method ranks by (effective BOPs, EBOPs or stored bits): lower is cheaper."""
+    kept: str
+    """How the model was made, in words (shown in the log and the report)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def local_dir(experiment: Any, number: int) -> Path:
+    """``<output>/local/trial_<n>/``: the local search's files of selected trial ``number``."""
+    return experiment.output_dir() / "local" / f"trial_{int(number):05d}"
+
+
+def _precision_pairs(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
+                     ) -> tuple[list[Candidate], str, str]:
+    from hwnas.train.local_search import effective_bops, local_search, to_fixed_point
+
+    cfg = experiment.run.local
+    train_cfg = experiment.train_config(seed, progress=False)
+    found = local_search(model, data.train.pair, data.val.pair, [tuple(p) for p in cfg.precisions],
+                         config=train_cfg, warmup_epochs=cfg.warmup_epochs, iterations=cfg.iterations,
+                         prune_rate=cfg.prune_rate, epochs_per_iteration=cfg.epochs_per_iteration)
+    out = []
+    for r in found.results:
+        q = to_fixed_point(model, r.total_bits, r.int_bits)
+        q.load_state_dict(r.best_state)
+        q.eval()
+        metric = task.evaluate(q, data.val, classes=data.classes)[task.metric]
+        out.append(Candidate(q, float(metric), float(effective_bops(q)), f"ap_fixed<{r.total_bits},{r.int_bits}> "
+                             f"(pruning iteration {r.best_iteration})",
+                             {"precision": [r.total_bits, r.int_bits], "best_iteration": r.best_iteration}))
+    return out, found.table(), "effective BOPs"
+
+
+def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
+                ) -> tuple[list[Candidate], str, str]:
+    from hwnas.nn import ebops
+    from hwnas.train.sweep import beta_sweep
+
+    cfg = experiment.run.local
+    train_cfg = replace(experiment.train_config(seed, progress=False), epochs=cfg.sweep_epochs)
+    start = copy.deepcopy(model)
+    result = beta_sweep(start, data.train.pair, data.val.pair, work / "sweep", config=train_cfg,
+                        beta0=cfg.beta0, beta1=cfg.beta1)
+    out = []
+    for c in result.checkpoints:
+        q = copy.deepcopy(model)
+        q.load_state_dict(torch.load(c.path, weights_only=True))
+        q.eval()
+        metric = task.evaluate(q, data.val, classes=data.classes)[task.metric]
+        with torch.no_grad():
+            cost = float(ebops(q))
+        out.append(Candidate(q, float(metric), cost, f"HGQ β-sweep epoch {c.epoch} (β = {c.beta:.3g})",
+                             {"epoch": c.epoch, "beta": c.beta, "ebops": cost}))
+    return out, result.table(), "EBOPs"
+
+
+def _ptq(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
+         ) -> tuple[list[Candidate], str, str]:
+    from hwnas.train.ptq import layer_sensitivity, post_training_quantize
+
+    cfg = experiment.run.local
+
+    def metric(m: nn.Module) -> float:
+        return float(task.evaluate(m, data.val, classes=data.classes)[task.metric])
+
+    torch.manual_seed(seed)
+    out = []
+    lines = ["| scheme | val metric | drop | weights smaller | model smaller | stored KiB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for scheme in cfg.ptq_schemes:
+        bits: int | str = "fp16" if scheme == "fp16" else int(scheme.split("-")[0][3:])
+        granularity = "tensor" if scheme == "fp16" else scheme.split("-")[1]
+        r = post_training_quantize(model, metric, data.train.x, weight_bits=bits, granularity=granularity,
+                                   activation_bits=cfg.ptq_activation_bits, output_bits=cfg.ptq_activation_bits)
+        stored = sum(row.bits for row in r.sizes)
+        lines.append(f"| {r.description} | {r.quant_metric:.4f} | {r.drop:+.4f} | {r.weight_compression:.2f}x | "
+                     f"{r.model_compression:.2f}x | {stored / 8192:.2f} |")
+        out.append(Candidate(r.model, r.quant_metric, float(stored), f"PTQ {r.description}",
+                             {"scheme": scheme, "stored_bits": stored, "size_table": r.table()}))
+    sens = layer_sensitivity(model, metric, bits=cfg.sensitivity_bits)
+    lines += ["", f"sensitivity: only one layer's weights at int{cfg.sensitivity_bits} per-tensor "
+              f"(searched model {metric(model):.4f})", "", "| layer | val metric |", "|---|---:|"]
+    lines += [f"| {s['layer']} | {s['metric']:.4f} |" for s in sens]
+    return out, "\n".join(lines), "stored bits"
+
+
+_METHODS: dict[str, Callable[..., tuple[list[Candidate], str, str]]] = {
+    "precision_pairs": _precision_pairs, "beta_sweep": _beta_sweep, "ptq": _ptq}
+
+
+def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
+                          log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
+    """``run.local`` on every selected model; the results, or why the stage did nothing (module docstring)."""
+    from hwnas.cost import model_metrics
+    from hwnas.export import load_model, save_model
+    from hwnas.nn import ebops
+    from hwnas.search.run import write_json
+    from hwnas.tasks import get_task
+    from hwnas.train.local_search import effective_bops
+
+    cfg = experiment.run.local
+    if not cfg.enabled:
+        return "run.local.enabled is false"
+    task = get_task(experiment.task.name)
+    data = task.load(seed=experiment.seed, **experiment.task.options)
+    results = {}
+    for entry in selection:
+        n = int(entry["number"])
+        bundle = load_model(entry["checkpoint"])
+        base = float(task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
+        log(f"local search trial {n}: {cfg.method}")
+        work = local_dir(experiment, n)
+        candidates, table, ranked_by = _METHODS[cfg.method](experiment, bundle.model, data, task, work,
+                                                            experiment.trial_seed(n))
+        within = [c for c in candidates if c.metric >= base - cfg.max_drop]
+        best = min(within, key=lambda c: c.cost) if within else max(candidates, key=lambda c: c.metric)
+        with torch.no_grad():
+            best.model(bundle.test_inputs[:1] if bundle.test_inputs is not None
+                       else torch.zeros(1, *bundle.input_shape))
+        path = save_model(best.model, work / "model.pt", bundle.input_shape, test_inputs=bundle.test_inputs,
+                          metadata={**bundle.metadata, "local_search": best.kept})
+        m = model_metrics(best.model, bundle.input_shape)
+        with torch.no_grad():
+            eb = float(ebops(best.model))
+        extra = {k: v for k, v in best.extra.items() if k != "size_table"}
+        record = {"trial": n, "method": cfg.method, "kept": best.kept, "searched_metric": base,
+                  "metric": best.metric, "within_max_drop": bool(within), "ranked_by": ranked_by,
+                  "cost": best.cost, "candidates": len(candidates), "bops": float(m.bops),
+                  "effective_bops": float(effective_bops(best.model)), "ebops": eb,
+                  "sparsity": float(m.sparsity), "checkpoint": str(path),
+                  "table": table + ("\n\n" + best.extra["size_table"] if "size_table" in best.extra else ""),
+                  **extra}
+        write_json(experiment.output_dir() / "local" / f"trial_{n:05d}.json", record)
+        results[n] = record
+    return results
