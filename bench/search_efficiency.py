@@ -9,7 +9,8 @@ BOPs divided by that reference so the volume lies in [0, 1]. Prints the hypervol
 the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used.
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0] [--epochs 5]
-        [--per-pair 50] [--hpo 2] [--bootstrap 6] [--round-size 2] [--out /tmp/hwnas_search_bench] [--json FILE]
+        [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1] [--lcb 0]
+        [--out /tmp/hwnas_search_bench] [--json FILE]
 
 The studies are kept in ``--out``, one folder per strategy and budget: a second run with the same settings
 resumes them (runs nothing), so e.g. ``--n 32 --factor 5`` reuses the 160-trial NSGA-II/random studies of
@@ -66,13 +67,19 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         if rounds_budget < 2:
             raise SystemExit(f"--n {n_trials} leaves no trials for the guided rounds ({args.hpo} stage-1 + "
                              f"{args.bootstrap} bootstrap)")
-        options = (f"{{hpo_trials: {args.hpo}, bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
-                   f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20}}")
+        options = (f"{{hpo_trials: {args.hpo}, hpo_tolerance: {args.hpo_tolerance}, "
+                   f"bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
+                   f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20, "
+                   f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
         options = "{}"
-    tag = f"_hpo{args.hpo}_b{args.bootstrap}_r{args.round_size}" if strategy == "monas_lq" else ""
+    tag = ""
+    if strategy == "monas_lq":
+        tag = f"_hpo{args.hpo}t{args.hpo_tolerance:g}_b{args.bootstrap}_r{args.round_size}"
+    if strategy == "monas_lq" and (args.ensemble > 1 or args.lcb > 0):
+        tag += f"_e{args.ensemble}_k{args.lcb:g}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
@@ -86,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=int, default=10, help="budget multiple of NSGA-II and random (default 10)")
     ap.add_argument("--hpo", type=int, default=2, help="MONAS-LQ stage-1 trainings (default 2: one per filter "
                     "count; 0 keeps the filter count a search variable)")
+    ap.add_argument("--hpo-tolerance", type=float, default=0.02, help="MONAS-LQ stage 1: the widest backbone "
+                    "within this accuracy of the best is kept (default 0.02)")
     ap.add_argument("--bootstrap", type=int, default=6, help="MONAS-LQ bootstrap trainings (default 6)")
     ap.add_argument("--round-size", type=int, default=2, help="trainings per guided round (default 2)")
+    ap.add_argument("--ensemble", type=int, default=1, help="MONAS-LQ predictor ensemble members (default 1)")
+    ap.add_argument("--lcb", type=float, default=0.0, help="MONAS-LQ accuracy lower-confidence bound in ensemble "
+                    "standard deviations (default 0: the mean)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs per trial (default 5)")
     ap.add_argument("--per-pair", type=int, default=50, help="frames per (class, SNR) pair (default 50)")

@@ -161,3 +161,134 @@ def test_example_experiments_are_valid():
     for path in examples:
         exp = load_experiment(path)  # a ConfigError names the file, line and key
         assert exp.output_dir().parent.name == "runs"
+
+
+def test_stage_commands_take_the_experiment(finished, capsys):
+    path, _ = finished
+    capsys.readouterr()
+    assert main(["export", str(path), "--force", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    # export forced: it and every later stage run again; the verified project is still the exported one
+    assert "[export] running" in out and "[verify] running" not in out  # one stage only
+    assert main(["verify", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[verify] running" in out and "0 mismatching of 50" in out
+    assert main(["local", str(path), "--quiet"]) == 0
+    assert "[local] done earlier" in capsys.readouterr().out
+
+
+LEARNED = """\
+name: tiny-hgq
+seed: 3
+output: out
+task: {name: digits}
+space:
+  family: mlp
+  dense_layers: {min: 1, max: 1}
+  dense_units: [16]
+  precision: {mode: learned, beta: 1.0e-6}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: ebops, direction: minimize}
+hardware: {target: zcu104, model: none}
+training: {epochs: 3}
+search: {strategy: random, n_trials: 1}
+run:
+  select: [best]
+  local: {enabled: true, method: beta_sweep, beta0: 1.0e-6, beta1: 1.0e-3, sweep_epochs: 4, max_drop: 1.0}
+  export: [qonnx, hls4ml]
+  verify: [hls4ml]
+  verify_samples: 40
+  synth: off
+"""
+
+
+def test_beta_sweep_local_search_keeps_the_cheapest_front_model(tmp_path):
+    pytest.importorskip("hls4ml", reason="hls4ml is not installed (pip install 'hwnas[export]')")
+    path = tmp_path / "exp.yaml"
+    path.write_text(LEARNED)
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    rec = json.loads((out / "local" / "trial_00000.json").read_text())
+    assert rec["method"] == "beta_sweep" and rec["kept"].startswith("HGQ β-sweep epoch")
+    assert rec["ranked_by"] == "EBOPs" and rec["candidates"] >= 1 and "| epoch | beta |" in rec["table"]
+    # max_drop 1.0 admits every front model: the kept one is the one of fewest EBOPs, and its EBOPs are the
+    # saved model's
+    model = load_model(rec["checkpoint"]).model
+    import torch
+
+    from hwnas.nn import ebops
+
+    with torch.no_grad():
+        assert float(ebops(model)) == pytest.approx(rec["ebops"], rel=1e-6)
+    assert rec["ebops"] <= rec["cost"] + 1e-6
+    ver = json.loads((out / "verify" / "trial_00000.json").read_text())
+    hls = next(p for p in ver["paths"] if p["path"] == "hls4ml")
+    assert hls["mismatches"] == 0 and hls["same_as_export"] is True
+
+
+def test_beta_sweep_needs_learned_precision(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(LEARNED.replace("precision: {mode: learned, beta: 1.0e-6}", "precision: {weight_bits: [4]}")
+                    .replace("metric: ebops", "metric: bops"))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "run.local.method: beta_sweep trains HGQ bit-widths: it needs space.precision.mode learned" in err
+    assert not (tmp_path / "out").exists()
+
+
+PTQ = """\
+name: tiny-ptq
+seed: 3
+output: out
+task: {name: digits}
+space:
+  family: mlp
+  dense_layers: {min: 1, max: 1}
+  dense_units: [16]
+  precision: {weight_bits: [16], act_bits: [16], input_bits: 16}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: params, direction: minimize}
+hardware: {target: zcu104, model: none}
+training: {epochs: 3}
+search: {strategy: random, n_trials: 1}
+run:
+  select: [best]
+  local: {enabled: true, method: ptq, ptq_schemes: [int8-channel, int4-tensor, fp16], ptq_activation_bits: 8,
+          max_drop: 1.0}
+  export: [qonnx, hls4ml]
+  verify: [qonnx]
+  verify_samples: 50
+  synth: off
+"""
+
+
+def test_ptq_local_search_tables_and_bit_exact_qonnx(tmp_path):
+    pytest.importorskip("qonnx", reason="qonnx is not installed (pip install 'hwnas[export]')")
+    path = tmp_path / "exp.yaml"
+    path.write_text(PTQ)
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    rec = json.loads((out / "local" / "trial_00000.json").read_text())
+    # max_drop 1.0: the smallest scheme (int4 per-tensor) is kept; the table lists every scheme and layer
+    assert rec["method"] == "ptq" and rec["scheme"] == "int4-tensor"
+    assert rec["kept"] == "PTQ weights int4 per-tensor, activations int8, output int8"
+    for row in ("weights int8 per-channel", "weights int4 per-tensor", "weights fp16 per-tensor", "sensitivity"):
+        assert row in rec["table"]
+    assert "| 0.weight | weight |" in rec["table"]
+    exp_rec = json.loads((out / "export" / "trial_00000.json").read_text())
+    by_path = {p["path"]: p for p in exp_rec["paths"]}
+    assert by_path["qonnx"]["digest"] and "ScaledIntQuantizer" in by_path["hls4ml"]["skipped"]
+    ver = json.loads((out / "verify" / "trial_00000.json").read_text())
+    qonnx = next(p for p in ver["paths"] if p["path"] == "qonnx")
+    assert ver["passed"] and qonnx["samples"] == 50 and qonnx["mismatches"] == 0 and qonnx["same_as_export"]
+    ref = next(p for p in ver["paths"] if p["path"] == "reference")
+    assert "ScaledIntQuantizer" in ref["skipped"]
+
+
+def test_unknown_ptq_scheme_is_named(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(PTQ.replace("int4-tensor, fp16]", "int4-layer, fp16]"))
+    assert main(["run", str(path)]) == 2
+    assert "run.local.ptq_schemes: unknown PTQ scheme(s) ['int4-layer']" in capsys.readouterr().err

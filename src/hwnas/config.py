@@ -458,6 +458,8 @@ class PsoOptions(StrategyOptions):
                                   "that dimension's range")
     mutation: float = Field(0.05, ge=0, le=1, description="probability per particle and dimension that a move "
                             "resets the coordinate at random (counters integer stagnation)")
+    hpo_tolerance: float = Field(0.02, ge=0, description="stage 1: of the backbones whose accuracy is within "
+                                 "this of the best, the one with the most MACs is kept (0: the most accurate)")
     score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
                                 "(1 - w)*qa_score the swarm minimizes when there are several objectives")
 
@@ -469,6 +471,8 @@ class MonasLqOptions(StrategyOptions):
                             "(cycling through space.filters); the most accurate fixes the filter count the later "
                             "stages keep (0 or a space without filters: skip stage 1); they count towards "
                             "search.n_trials")
+    hpo_tolerance: float = Field(0.02, ge=0, description="stage 1: of the backbones whose accuracy is within "
+                                 "this of the best, the one with the most MACs is kept (0: the most accurate)")
     score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
                                 "(1 - w)*qa_score (lower is better) the swarm minimizes")
     swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
@@ -478,6 +482,11 @@ class MonasLqOptions(StrategyOptions):
     predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
     predictor_lr: float = Field(1e-3, gt=0, description="learning rate of the predictor")
+    predictor_ensemble: int = Field(1, ge=1, description="members of the predictor ensemble (each from its own "
+                                    "seed); their mean is the prediction, their spread its uncertainty")
+    accuracy_lcb: float = Field(0.0, ge=0, description="a round chooses its trainings by predicted accuracy "
+                                "minus this many ensemble standard deviations (a lower confidence bound; 0: the "
+                                "mean)")
     candidates_per_round: int = Field(1000, ge=1, description="candidates the swarm scores on the predictor per "
                                       "round (swarm_size particles over as many generations as it takes)")
     train_fraction: float = Field(0.01, gt=0, le=1, description="fraction of each round's candidates, best "

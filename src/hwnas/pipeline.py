@@ -15,7 +15,8 @@ Contract:
   when Yosys is absent) and ``report`` (:mod:`hwnas.report` → ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
-  ``force``, runs it again and every stage after it. The search stage itself resumes its study; it counts
+  ``force``, runs it again and every stage after it. A stage that runs clears the records of the stages after
+  it, so running one stage alone (``hwnas export exp.yaml --force``) leaves the later ones to be redone. The search stage itself resumes its study; it counts
   as finished once no trial is waiting or running (or a pipeline stopped it early).
 * Every file is written atomically (temporary file, then rename); a stage that fails is not recorded and
   raises, so the next run repeats it.
@@ -266,5 +267,7 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
             log(f"[report] {Path(produced['report']).resolve()}")
         marks[stage] = {"hash": digest, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "seconds": round(time.perf_counter() - t0, 1)}
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            marks.pop(later, None)  # built on the previous result of this stage: no longer done
         _write_json(marks_path, marks)
     return produced

@@ -11,8 +11,10 @@ Contract:
 
   - **stage 1** (MONAS-LQ only; ``hpo_trials`` trials, when the space has filter variables): the backbone —
     every slot at its middle choice, every bit-width at its largest value up to 8 — with the filter
-    variables at choice ``n mod len(filters)``. The stage-1 trial of highest accuracy (ties: the earlier
-    trial, i.e. the smaller filter count) fixes the filter choice of every later trial (MONAS-LQ's
+    variables at choice ``n mod len(filters)``. Of the stage-1 trials whose accuracy is within
+    ``hpo_tolerance`` of the best, the one with the most MACs (ties: the more accurate, then the earlier)
+    fixes the filter choice of every later trial — a 5-epoch accuracy difference below the tolerance is
+    noise, and the wider backbone leaves the later stages more to trade through the bits (MONAS-LQ's
     hyper-parameter pre-selection of the backbone width; cost is left to the later stages, which search
     the bits).
   - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): random vectors from
@@ -245,7 +247,10 @@ class GuidedSampler(BaseSampler):
                     and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)]
         if len(finished) < self.schedule.hpo or not done:
             return None
-        best = min(done, key=lambda d: (-float(d.metrics["accuracy"]), d.number))
+        top = max(float(d.metrics["accuracy"]) for d in done)
+        tol = float(getattr(self.options, "hpo_tolerance", 0.0))
+        close = [d for d in done if float(d.metrics["accuracy"]) >= top - tol]
+        best = min(close, key=lambda d: (-float(d.metrics.get("macs", 0.0)), -float(d.metrics["accuracy"]), d.number))
         self._fixed = {j: best.vector[j] for j in self.filter_slots}
         return self._fixed
 
@@ -293,6 +298,7 @@ class GuidedSampler(BaseSampler):
         epochs = int(opts.predictor_epochs)
         pred = MultiOutputPredictor(targets, bounds=self.bounds, hidden=hidden, epochs=epochs, lr=lr,
                                     patience=max(20, epochs // 5), seed=self.seed + r,
+                                    ensemble=int(getattr(opts, "predictor_ensemble", 1)),
                                     validation_fraction=0.2 if len(data) >= 20 else 0.0)
         report = pred.fit(x, y)
         self._predictor_r2[r] = {"r2": {k: round(float(v), 4) for k, v in report.r2.items()},
@@ -303,6 +309,7 @@ class GuidedSampler(BaseSampler):
     def _monas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
         opts = self.options
         pred = self._fit(data, ("accuracy", "bops", "score"), r)
+        kappa = float(getattr(opts, "accuracy_lcb", 0.0))
         bounds = list(self.bounds)
         for j, c in (self._fixed or {}).items():
             bounds[j] = (c, c)
@@ -314,10 +321,14 @@ class GuidedSampler(BaseSampler):
         pool: dict[tuple[int, ...], dict[str, float]] = {}
         for _ in range(generations):
             positions = [self.canonical(p) for p in swarm.ask()]
-            out = pred.predict(np.array(positions, dtype=float))
+            out, std = pred.predict(np.array(positions, dtype=float), return_std=True)
             swarm.tell([float(s) for s in out["score"]])
             for i, v in enumerate(positions):
-                pool.setdefault(v, {t: float(out[t][i]) for t in out})
+                row = {t: float(out[t][i]) for t in out}
+                if kappa > 0:
+                    row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
+                    row["accuracy"] -= kappa * row["accuracy_std"]
+                pool.setdefault(v, row)
         return pool
 
     def _hanas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
