@@ -9,7 +9,8 @@ BOPs divided by that reference so the volume lies in [0, 1]. Prints the hypervol
 the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used.
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0] [--epochs 5]
-        [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1] [--lcb 0]
+        [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
+        [--lcb 0] [--accuracy-model molp]
         [--out /tmp/hwnas_search_bench] [--json FILE]
 
 The studies are kept in ``--out``, one folder per strategy and budget: a second run with the same settings
@@ -70,7 +71,8 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         options = (f"{{hpo_trials: {args.hpo}, hpo_tolerance: {args.hpo_tolerance}, "
                    f"bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
                    f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20, "
-                   f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}}}")
+                   f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}, "
+                   f"accuracy_model: {args.accuracy_model}}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
@@ -80,6 +82,8 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         tag = f"_hpo{args.hpo}t{args.hpo_tolerance:g}_b{args.bootstrap}_r{args.round_size}"
     if strategy == "monas_lq" and (args.ensemble > 1 or args.lcb > 0):
         tag += f"_e{args.ensemble}_k{args.lcb:g}"
+    if strategy == "monas_lq" and args.accuracy_model != "molp":
+        tag += f"_{args.accuracy_model}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble", type=int, default=1, help="MONAS-LQ predictor ensemble members (default 1)")
     ap.add_argument("--lcb", type=float, default=0.0, help="MONAS-LQ accuracy lower-confidence bound in ensemble "
                     "standard deviations (default 0: the mean)")
+    ap.add_argument("--accuracy-model", default="molp", choices=("molp", "gp"),
+                    help="MONAS-LQ round accuracy predictor (default molp)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs per trial (default 5)")
     ap.add_argument("--per-pair", type=int, default=50, help="frames per (class, SNR) pair (default 50)")

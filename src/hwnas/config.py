@@ -484,6 +484,10 @@ class MonasLqOptions(StrategyOptions):
     predictor_lr: float = Field(1e-3, gt=0, description="learning rate of the predictor")
     predictor_ensemble: int = Field(1, ge=1, description="members of the predictor ensemble (each from its own "
                                     "seed); their mean is the prediction, their spread its uncertainty")
+    accuracy_model: Literal["molp", "gp"] = Field(
+        "molp", description="what predicts the accuracy a round chooses its trainings by: molp (the multi-output "
+        "predictor's accuracy head) or gp (a Gaussian process on the trained points, which reverts to their "
+        "mean away from them; the MOLP still steers the swarm)")
     accuracy_lcb: float = Field(0.0, ge=0, description="a round chooses its trainings by predicted accuracy "
                                 "minus this many ensemble standard deviations (a lower confidence bound; 0: the "
                                 "mean)")

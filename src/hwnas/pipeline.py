@@ -15,9 +15,10 @@ Contract:
   when Yosys is absent) and ``report`` (:mod:`hwnas.report` → ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
-  ``force``, runs it again and every stage after it. A stage that runs clears the records of the stages after
-  it, so running one stage alone (``hwnas export exp.yaml --force``) leaves the later ones to be redone. The search stage itself resumes its study; it counts
-  as finished once no trial is waiting or running (or a pipeline stopped it early).
+  ``force``, runs it again and every stage after it. A stage that runs clears the records of the stages
+  after it, so running one stage alone (``hwnas export exp.yaml --force``) leaves the later ones to be
+  redone. The search stage itself resumes its study; it counts as finished once no trial is waiting or
+  running (or a pipeline stopped it early).
 * Every file is written atomically (temporary file, then rename); a stage that fails is not recorded and
   raises, so the next run repeats it.
 """

@@ -329,7 +329,38 @@ class GuidedSampler(BaseSampler):
                     row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
                     row["accuracy"] -= kappa * row["accuracy_std"]
                 pool.setdefault(v, row)
+        if getattr(opts, "accuracy_model", "molp") == "gp" and pool:
+            self._gp_accuracy(data, pool, kappa)
         return pool
+
+    def _gp_accuracy(self, data: list[_Trained], pool: dict[tuple[int, ...], dict[str, float]], kappa: float) -> None:
+        """Replace the pool's predicted accuracy by a Gaussian process's (mean − kappa·std) on the trained points.
+
+        The GP (Matérn 5/2 with a fitted noise term, vectors scaled to [0, 1] per coordinate, accuracy
+        centred on the trained mean) reverts to that mean away from the data instead of extrapolating.
+        """
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        lo = np.array([b[0] for b in self.bounds], dtype=float)
+        span = np.maximum(np.array([b[1] for b in self.bounds], dtype=float) - lo, 1.0)
+        x = (np.array([d.vector for d in data], dtype=float) - lo) / span
+        y = np.array([float(d.metrics["accuracy"]) for d in data])
+        kernel = ConstantKernel(1.0, (1e-3, 1e2)) * Matern(length_scale=np.ones(x.shape[1]), length_scale_bounds=(
+            0.05, 20.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
+        gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
+                                      random_state=int(self.seed) % (2**31))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gp.fit(x, y)
+        vecs = list(pool)
+        mean, std = gp.predict((np.array(vecs, dtype=float) - lo) / span, return_std=True)
+        for v, m, sd in zip(vecs, mean, std, strict=True):
+            pool[v]["accuracy_molp"] = pool[v].get("accuracy_mean", pool[v]["accuracy"])
+            pool[v]["accuracy_mean"], pool[v]["accuracy_std"] = float(m), float(sd)
+            pool[v]["accuracy"] = float(m - kappa * sd)
 
     def _hanas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
         opts = self.options
