@@ -179,7 +179,11 @@ def test_monas_lq_pipeline_stages(tmp_path):
     for t in hpo:
         point = t.user_attrs["point"]
         assert set(point["weight_bits"]) == {8} and set(point["act_bits"]) == {8}
-    chosen = min(hpo, key=lambda t: (-t.user_attrs["metrics"]["accuracy"], t.number)).user_attrs["vector"][filt]
+    # of the backbones within hpo_tolerance (default 0.02) of the best accuracy, the one with the most MACs
+    top = max(t.user_attrs["metrics"]["accuracy"] for t in hpo)
+    close = [t for t in hpo if t.user_attrs["metrics"]["accuracy"] >= top - 0.02]
+    chosen = min(close, key=lambda t: (-t.user_attrs["metrics"]["macs"], -t.user_attrs["metrics"]["accuracy"],
+                                       t.number)).user_attrs["vector"][filt]
     assert all(t.user_attrs["vector"][filt] == chosen for t in study.trials[2:])
     # rounds of 3 trials proposed by the MOLP + swarm: new vectors, with the prediction recorded
     rounds = study.trials[8:]
@@ -198,6 +202,27 @@ def test_monas_lq_pipeline_stages(tmp_path):
     again.mkdir()
     study2 = run_search(load_experiment(write(again, MONAS)), progress=False).study
     assert [t.user_attrs["vector"] for t in study2.trials] == [t.user_attrs["vector"] for t in study.trials]
+
+
+def test_monas_lq_gaussian_process_accuracy_with_lower_confidence_bound(tmp_path):
+    text = MONAS.replace("n_trials: 14", "n_trials: 11").replace(
+        "swarm_size: 10}", "swarm_size: 10,\n            accuracy_model: gp, accuracy_lcb: 1.0, hpo_tolerance: 0.0}")
+    exp = load_experiment(write(tmp_path, text))
+    assert exp.search.options.accuracy_model == "gp"
+    study = run_search(exp, progress=False).study
+    hpo = study.trials[:2]
+    ctx = TrialContext.create(exp)
+    filt = next(j for j, s in enumerate(ctx.space.layout()) if s.name == "filters")
+    # tolerance 0: the most accurate backbone; an exact tie goes to the one with more MACs
+    best = min(hpo, key=lambda t: (-t.user_attrs["metrics"]["accuracy"], -t.user_attrs["metrics"]["macs"]))
+    assert all(t.user_attrs["vector"][filt] == best.user_attrs["vector"][filt] for t in study.trials[2:])
+    trained = [t.user_attrs["metrics"]["accuracy"] for t in study.trials[:8]]
+    for t in study.trials[8:]:
+        g = t.user_attrs["guided"]["predicted"]
+        # the round chose by the GP's mean − 1·std; the GP stays within reach of the trained accuracies
+        assert g["accuracy"] == pytest.approx(g["accuracy_mean"] - g["accuracy_std"])
+        assert g["accuracy_std"] > 0 and "accuracy_molp" in g
+        assert min(trained) - 0.5 < g["accuracy_mean"] < max(trained) + 0.5
 
 
 def _add(study: optuna.Study, number_metrics: list[tuple[float, float]]) -> None:
