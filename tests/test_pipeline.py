@@ -177,6 +177,15 @@ def test_stage_commands_take_the_experiment(finished, capsys):
     assert "[local] done earlier" in capsys.readouterr().out
 
 
+def _run_single(tmp_path: Path, text: str) -> tuple[Path, dict]:
+    """Run a one-trial experiment (output ``out``) through every stage; its folder and local-search record."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    return out, json.loads((out / "local" / "trial_00000.json").read_text())
+
+
 LEARNED = """\
 name: tiny-hgq
 seed: 3
@@ -205,11 +214,7 @@ run:
 
 def test_beta_sweep_local_search_keeps_the_cheapest_front_model(tmp_path):
     pytest.importorskip("hls4ml", reason="hls4ml is not installed (pip install 'hwnas[export]')")
-    path = tmp_path / "exp.yaml"
-    path.write_text(LEARNED)
-    assert main(["run", str(path), "--quiet"]) == 0
-    out = tmp_path / "out"
-    rec = json.loads((out / "local" / "trial_00000.json").read_text())
+    out, rec = _run_single(tmp_path, LEARNED)
     assert rec["method"] == "beta_sweep" and rec["kept"].startswith("HGQ β-sweep epoch")
     assert rec["ranked_by"] == "EBOPs" and rec["candidates"] >= 1 and "| epoch | beta |" in rec["table"]
     # max_drop 1.0 admits every front model: the kept one is the one of fewest EBOPs, and its EBOPs are the
@@ -266,11 +271,7 @@ run:
 
 def test_ptq_local_search_tables_and_bit_exact_qonnx(tmp_path):
     pytest.importorskip("qonnx", reason="qonnx is not installed (pip install 'hwnas[export]')")
-    path = tmp_path / "exp.yaml"
-    path.write_text(PTQ)
-    assert main(["run", str(path), "--quiet"]) == 0
-    out = tmp_path / "out"
-    rec = json.loads((out / "local" / "trial_00000.json").read_text())
+    out, rec = _run_single(tmp_path, PTQ)
     # max_drop 1.0: the smallest scheme (int4 per-tensor) is kept; the table lists every scheme and layer
     assert rec["method"] == "ptq" and rec["scheme"] == "int4-tensor"
     assert rec["kept"] == "PTQ weights int4 per-tensor, activations int8, output int8"

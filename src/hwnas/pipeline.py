@@ -31,8 +31,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hwnas.pipeline_export import ARTEFACT_NAMES, artefact_digest, export_dir, export_selected, path_options
-from hwnas.pipeline_local import local_search_selected
+from hwnas.pipeline_export import (
+    ARTEFACT_NAMES,
+    artefact_digest,
+    export_dir,
+    export_record,
+    export_selected,
+    path_options,
+)
+from hwnas.pipeline_local import local_dir, local_search_selected
 from hwnas.search.run import write_json as _write_json
 
 __all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
@@ -84,7 +91,7 @@ def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
 
 def model_path(experiment: Any, entry: dict[str, Any]) -> str:
     """The model a later stage uses for a selected trial: the local search's result, else the trial's."""
-    local = experiment.output_dir() / "local" / f"trial_{int(entry['number']):05d}" / "model.pt"
+    local = local_dir(experiment, int(entry["number"])) / "model.pt"
     return str(local) if local.is_file() else str(entry["checkpoint"])
 
 
@@ -110,7 +117,7 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
         if progress:
             progress(f"verify trial {n}: {', '.join(experiment.run.verify)}")
         folder = export_dir(experiment, n)
-        exported_file = experiment.output_dir() / "export" / f"trial_{n:05d}.json"
+        exported_file = export_record(experiment, n)
         exported = json.loads(exported_file.read_text()) if exported_file.is_file() else None
         if exported is not None and exported.get("model") != source:
             exported = None  # written for another model (e.g. before a local search): not comparable

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARTEFACT_NAMES", "artefact_digest", "export_dir", "export_selected", "path_options", "reuse_per_layer"]
+__all__ = ["ARTEFACT_NAMES", "artefact_digest", "export_dir", "export_record", "export_selected", "path_options",
+           "reuse_per_layer"]
 
 ARTEFACT_NAMES: dict[str, str] = {"qonnx": "model.qonnx.onnx", "hls4ml": "hls4ml", "rtl": "rtl"}
 """Where each path's artefact lives inside ``export/trial_<n>/`` (the names :func:`verify_model` writes)."""
@@ -35,6 +36,11 @@ _BUILD_DIRS = {"obj_dir", "build", "__pycache__", "tb_data", "verilator"}
 def export_dir(experiment: Any, number: int) -> Path:
     """``<output>/export/trial_<n>/``: the artefacts of selected trial ``number``."""
     return experiment.output_dir() / "export" / f"trial_{int(number):05d}"
+
+
+def export_record(experiment: Any, number: int) -> Path:
+    """``<output>/export/trial_<n>.json``: what the export stage wrote for selected trial ``number``."""
+    return experiment.output_dir() / "export" / f"trial_{int(number):05d}.json"
 
 
 def artefact_digest(path: Path) -> str:
@@ -138,6 +144,6 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
                 row["digest"] = artefact_digest(target)
             paths.append(row)
         data = {"trial": n, "model": source, "options": options, "paths": paths}
-        write_json(experiment.output_dir() / "export" / f"trial_{n:05d}.json", data)
+        write_json(export_record(experiment, n), data)
         results[n] = data
     return results
