@@ -10,8 +10,11 @@ the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the tra
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
-        [--lcb 0] [--accuracy-model molp]
-        [--out /tmp/hwnas_search_bench] [--json FILE]
+        [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
+        [--neighbours 0] [--trend none] [--against nsga2 random] [--out /tmp/hwnas_search_bench] [--json FILE]
+
+The defaults are the library's MONAS-LQ defaults except the stage sizes (``hpo_trials`` 2, ``bootstrap_size``
+6, rounds of 2, for a budget of 16).
 
 The studies are kept in ``--out``, one folder per strategy and budget: a second run with the same settings
 resumes them (runs nothing), so e.g. ``--n 32 --factor 5`` reuses the 160-trial NSGA-II/random studies of
@@ -72,7 +75,9 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
                    f"bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
                    f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20, "
                    f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}, "
-                   f"accuracy_model: {args.accuracy_model}}}")
+                   f"accuracy_model: {args.accuracy_model}, bootstrap_design: {args.bootstrap_design}, "
+                   f"accuracy_features: {args.accuracy_features}, front_neighbours: {args.neighbours}, "
+                   f"accuracy_trend: {args.trend}}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
@@ -84,6 +89,14 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         tag += f"_e{args.ensemble}_k{args.lcb:g}"
     if strategy == "monas_lq" and args.accuracy_model != "molp":
         tag += f"_{args.accuracy_model}"
+    if strategy == "monas_lq" and args.accuracy_features != "vector":
+        tag += f"_{args.accuracy_features}"
+    if strategy == "monas_lq" and args.bootstrap_design != "random":
+        tag += f"_{args.bootstrap_design}"
+    if strategy == "monas_lq" and args.neighbours:
+        tag += f"_nb{args.neighbours}"
+    if strategy == "monas_lq" and args.trend != "none":
+        tag += f"_{args.trend}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
@@ -102,10 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=6, help="MONAS-LQ bootstrap trainings (default 6)")
     ap.add_argument("--round-size", type=int, default=2, help="trainings per guided round (default 2)")
     ap.add_argument("--ensemble", type=int, default=1, help="MONAS-LQ predictor ensemble members (default 1)")
-    ap.add_argument("--lcb", type=float, default=0.0, help="MONAS-LQ accuracy lower-confidence bound in ensemble "
+    ap.add_argument("--lcb", type=float, default=1.0, help="MONAS-LQ accuracy lower-confidence bound in ensemble "
                     "standard deviations (default 0: the mean)")
-    ap.add_argument("--accuracy-model", default="molp", choices=("molp", "gp"),
-                    help="MONAS-LQ round accuracy predictor (default molp)")
+    ap.add_argument("--accuracy-model", default="gp", choices=("molp", "gp"),
+                    help="MONAS-LQ round accuracy predictor (default gp)")
+    ap.add_argument("--accuracy-features", default="summary", choices=("vector", "summary"),
+                    help="inputs of the gp accuracy model (default summary)")
+    ap.add_argument("--bootstrap-design", default="stratified", choices=("random", "stratified"),
+                    help="MONAS-LQ bootstrap vectors (default stratified)")
+    ap.add_argument("--neighbours", type=int, default=0, help="MONAS-LQ front_neighbours (default 0)")
+    ap.add_argument("--trend", default="none", choices=("none", "log_bops"), help="MONAS-LQ accuracy_trend of "
+                    "the gp accuracy model (default none)")
+    ap.add_argument("--against", nargs="+", default=["nsga2", "random"], choices=("nsga2", "random"),
+                    help="the larger-budget searches to compare with (default: nsga2 random)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs per trial (default 5)")
     ap.add_argument("--per-pair", type=int, default=50, help="frames per (class, SNR) pair (default 50)")
@@ -113,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
-    runs = [("monas_lq", args.n), ("nsga2", args.factor * args.n), ("random", args.factor * args.n)]
+    runs = [("monas_lq", args.n)] + [(other, args.factor * args.n) for other in args.against]
     fronts: dict[str, np.ndarray] = {}
     rows = []
     for strategy, n in runs:
@@ -141,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"hypervolume": hv, "runs": [dict(zip(("strategy", "budget", "trainings", "seconds"), r,
                                                     strict=True)) for r in rows],
                "reference": {"accuracy": chance, "bops": bops_ref}, "args": vars(args)}
-    for other in ("nsga2", "random"):
+    for other in args.against:
         ratio = hv["monas_lq"] / hv[other] if hv[other] > 0 else float("inf")
         results[f"ratio_vs_{other}"] = ratio
         print(f"guided ({args.n} trainings) / {other} ({args.factor * args.n} trainings): {ratio:.3f}  "

@@ -462,3 +462,69 @@ def test_run_section_reads_yaml_on_off_as_synth_modes():
         assert exp.run.synth == mode
     with pytest.raises(ConfigError, match=r"run\.local\.precisions\[0\]"):
         parse_experiment(MINIMAL + "run: {local: {precisions: [[8]]}}\n")
+
+
+# ------------------------------------------------------------------------------------------ task options
+QUBIT = """\
+name: q
+task:
+  name: qubit-readout
+  options: {n_shots: 2000}
+space:
+  family: mlp
+  task_options:
+    window_start: {min: 0, max: 300, step: 50}
+    window_size: [50, 100, 400]
+objectives:
+  - {metric: accuracy, direction: maximize}
+"""
+
+
+def test_task_options_are_parsed_and_round_trip():
+    exp = parse_experiment(QUBIT)
+    assert list(exp.space.task_options) == ["window_start", "window_size"]
+    assert parse_experiment(exp.to_yaml()) == exp
+    assert "task_options: {}" in defaults_yaml()
+    # any option of the task may be searched when it is not fixed in task.options too (here the shot count)
+    other = parse_experiment(QUBIT.replace("{n_shots: 2000}", "{}").replace("window_size: [50, 100, 400]",
+                                                                           "n_shots: [1000, 2000]"))
+    assert other.space.task_options["n_shots"] == [1000, 2000]
+
+
+@pytest.mark.parametrize(("edit", "fragment", "path", "message"), [
+    (("window_size: [50, 100, 400]", "window_sise: [50, 100, 400]"), "window_sise", "space.task_options.window_sise",
+     "task 'qubit-readout' has no option 'window_sise' (did you mean 'window_size'?); its options are: n_shots, "),
+    (("{min: 0, max: 300, step: 50}", "{min: 300, max: 0}"), "window_start", "space.task_options.window_start",
+     "max (0) is below min (300)"),
+    (("{min: 0, max: 300, step: 50}", "{min: 0, max: 300, step: 0}"), "window_start",
+     "space.task_options.window_start.step", "must be greater than or equal to 1, got 0"),
+    (("{min: 0, max: 300, step: 50}", "[]"), "window_start", "space.task_options.window_start",
+     "needs at least one choice"),
+    (("{min: 0, max: 300, step: 50}", "100"), "window_start", "space.task_options.window_start",
+     "must be a list of choices or a mapping {min, max, step}, got 100"),
+    (("window_size: [50, 100, 400]", "window_size: [50, 'wide']"), "window_size", "space.task_options.window_size",
+     "must be an integer (default 400), got 'wide'"),
+    (("{n_shots: 2000}", "{n_shots: 2000, window_size: 200}"), "window_size: [", "space.task_options.window_size",
+     "also fixed in task.options (200); a searched option takes each trial's choice"),
+    (("window_size: [50, 100, 400]", "window_size: [50, 100, 500]"), "task_options", "space.task_options",
+     "window_start 300, window_size 500: task 'qubit-readout': window_start 300 + window_size 500 = 800 runs "
+     "past the 770 samples of a shot (every combination of the choices must be valid)"),
+])
+def test_task_option_errors_name_the_key_path(edit, fragment, path, message):
+    old, new = edit
+    assert old in QUBIT
+    text = QUBIT.replace(old, new)
+    got = problems(text)
+    assert len(got) == 1, got
+    prefix = f"exp.yaml:{line_of(text, fragment)}: {path}: "
+    assert got[0].startswith(prefix), got[0]
+    assert message in got[0][len(prefix):], got[0]
+
+
+def test_task_options_of_a_task_without_a_shape_function():
+    text = QUBIT.replace("name: qubit-readout\n  options: {n_shots: 2000}", "name: radioml2016")
+    text = text.replace("window_start: {min: 0, max: 300, step: 50}\n    window_size: [50, 100, 400]",
+                        "split_seed: [1, 2]")
+    got = problems(text)
+    assert got == [f"exp.yaml:{line_of(text, 'task_options')}: space.task_options: task 'radioml2016' cannot tell "
+                   "its input shape without loading its data, so its options cannot be searched"]

@@ -293,3 +293,74 @@ def test_unknown_ptq_scheme_is_named(tmp_path, capsys):
     path.write_text(PTQ.replace("int4-tensor, fp16]", "int4-layer, fp16]"))
     assert main(["run", str(path)]) == 2
     assert "run.local.ptq_schemes: unknown PTQ scheme(s) ['int4-layer']" in capsys.readouterr().err
+
+
+WINDOW = """\
+name: tiny-window
+seed: 4
+output: out
+task:
+  name: qubit-readout
+  options: {n_shots: 800}
+space:
+  family: mlp
+  dense_layers: 1
+  dense_units: [4]
+  precision: {weight_bits: [4], act_bits: [4], input_bits: 8}
+  task_options:
+    window_start: [100, 200]
+    window_size: [8, 24]
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: luts, direction: minimize}
+hardware: {target: zcu102, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: random, n_trials: 3}
+run:
+  select: [knee, best]
+  local: {enabled: true, precisions: [[8, 3]], warmup_epochs: 1, iterations: 1, epochs_per_iteration: 1, max_drop: 1.0}
+  export: [hls4ml]
+  hls4ml: {reuse_factor: 4}
+  verify: [hls4ml]
+  verify_samples: 40
+  synth: off
+"""
+
+
+def test_searched_readout_window_reaches_every_stage(tmp_path):
+    pytest.importorskip("hls4ml", reason="hls4ml is not installed (pip install 'hwnas[export]')")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH (hls4ml's C emulation)")
+    import optuna
+    import torch
+
+    from hwnas.tasks import get_task
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(WINDOW)
+    assert main(["run", str(path), "--quiet"]) == 0
+    exp = load_experiment(path)
+    out = tmp_path / "out"
+    study = optuna.load_study(study_name=exp.study_name(), storage=exp.storage_url())
+    selected = json.loads((out / "selection.json").read_text())["selected"]
+    rows = {r["trial"]: r for r in csv.DictReader(open(out / "report" / "selected.csv"))}
+    for entry in selected:
+        n = entry["number"]
+        opts = study.trials[n].user_attrs["task_options"]
+        start, size = opts["window_start"], opts["window_size"]
+        data = get_task("qubit-readout").load(seed=exp.seed, **opts)
+        # the local search trained on the trial's window and its model carries it to export, verify and report
+        local = load_model(out / "local" / f"trial_{n:05d}" / "model.pt")
+        assert tuple(local.input_shape) == (2 * size,) and local.metadata["task_options"] == opts
+        assert torch.equal(local.test_inputs, data.test.x[:256])
+        ver = json.loads((out / "verify" / f"trial_{n:05d}.json").read_text())
+        paths = {p["path"]: p for p in ver["paths"]}
+        assert ver["passed"] and ver["model"].endswith(f"local/trial_{n:05d}/model.pt")
+        for name in ("reference", "hls4ml"):
+            assert paths[name]["samples"] == 40 and paths[name]["mismatches"] == 0, paths[name]
+        assert (out / "export" / f"trial_{n:05d}" / "hls4ml").is_dir()
+        row = rows[f"#{n}"]
+        assert (int(row["window_start"]), int(row["window_size"])) == (start, size)
+        assert f"window_size={size},window_start={start}" in row["point"]
+    html = (out / "report" / "index.html").read_text()
+    assert "searched: window_start [100, 200], window_size [8, 24]" in html

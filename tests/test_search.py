@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import os
 import subprocess
@@ -163,8 +165,11 @@ def test_pso_strategy_samples_the_vector(tmp_path):
     assert outcome.summary["best_composite"]["number"] in {t.number for t in outcome.archive.feasible}
 
 
+MONAS_MOLP = MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_model: molp, accuracy_lcb: 0}")
+
+
 def test_monas_lq_pipeline_stages(tmp_path):
-    exp = load_experiment(write(tmp_path, MONAS))
+    exp = load_experiment(write(tmp_path, MONAS_MOLP))  # the MOLP's accuracy head chooses (the default is a GP)
     outcome = run_search(exp, progress=False)
     study = outcome.study
     trials = complete(study)
@@ -176,6 +181,11 @@ def test_monas_lq_pipeline_stages(tmp_path):
     filt = next(j for j, s in enumerate(ctx.space.layout()) if s.name == "filters")
     hpo = study.trials[:2]
     assert [t.user_attrs["vector"][filt] for t in hpo] == [0, 1]
+    # stage 2: a stratified bootstrap (the default) covers every depth
+    boot = study.trials[2:8]
+    assert all(t.user_attrs["guided"].get("design") == "stratified" for t in boot)
+    depth = next(j for j, s in enumerate(ctx.space.layout()) if s.name == "conv_blocks")
+    assert sorted(t.user_attrs["vector"][depth] for t in boot) == [1, 1, 1, 2, 2, 2]
     for t in hpo:
         point = t.user_attrs["point"]
         assert set(point["weight_bits"]) == {8} and set(point["act_bits"]) == {8}
@@ -200,15 +210,18 @@ def test_monas_lq_pipeline_stages(tmp_path):
     # the same seed proposes the same candidates again (serial run)
     again = tmp_path / "again"
     again.mkdir()
-    study2 = run_search(load_experiment(write(again, MONAS)), progress=False).study
+    study2 = run_search(load_experiment(write(again, MONAS_MOLP)), progress=False).study
     assert [t.user_attrs["vector"] for t in study2.trials] == [t.user_attrs["vector"] for t in study.trials]
 
 
-def test_monas_lq_gaussian_process_accuracy_with_lower_confidence_bound(tmp_path):
+@pytest.mark.parametrize(("features", "trend"), [("vector", "none"), ("summary", "log_bops")])
+def test_monas_lq_gaussian_process_accuracy_with_lower_confidence_bound(tmp_path, features, trend):
     text = MONAS.replace("n_trials: 14", "n_trials: 11").replace(
-        "swarm_size: 10}", "swarm_size: 10,\n            accuracy_model: gp, accuracy_lcb: 1.0, hpo_tolerance: 0.0}")
+        "swarm_size: 10}", "swarm_size: 10,\n            accuracy_model: gp, accuracy_lcb: 1.0, hpo_tolerance: 0.0,"
+        f"\n            accuracy_features: {features}, accuracy_trend: {trend}}}")
     exp = load_experiment(write(tmp_path, text))
     assert exp.search.options.accuracy_model == "gp"
+    assert (exp.search.options.accuracy_features, exp.search.options.accuracy_trend) == (features, trend)
     study = run_search(exp, progress=False).study
     hpo = study.trials[:2]
     ctx = TrialContext.create(exp)
@@ -378,3 +391,89 @@ def test_learned_precision_search_trains_with_the_ebops_loss(tmp_path):
         assert 0 < m["ebops"] and t.values[1] == m["ebops"]
         bundle = load_model(t.user_attrs["checkpoint"])
         assert any(n.endswith(".f") for n, _ in bundle.model.named_parameters())  # learnable bit-widths
+
+
+WINDOW = """\
+name: window
+seed: 2
+output: out
+task:
+  name: qubit-readout
+  options: {n_shots: 600}
+space:
+  family: mlp
+  dense_layers: [1, 2]
+  dense_units: [4, 8]
+  precision: {weight_bits: [4, 6], act_bits: [4], input_bits: 8}
+  mapping: {kind: hls4ml, reuse_factor: 4}
+  task_options:
+    window_start: {min: 100, max: 300, step: 100}
+    window_size: [10, 20, 40]
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: luts, direction: minimize}
+hardware: {target: zcu102, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: random, n_trials: 6}
+"""
+
+
+@pytest.mark.parametrize("strategy", ["random", "pso"])
+def test_searched_task_options_give_each_trial_its_own_data(tmp_path, strategy):
+    text = WINDOW if strategy == "random" else WINDOW.replace("strategy: random", "strategy: pso, options: "
+                                                              "{swarm_size: 3}")
+    exp = load_experiment(write(tmp_path, text))
+    outcome = run_search(exp, progress=False)
+    trials = complete(outcome.study)
+    assert len(trials) == 6
+    sizes = set()
+    ctx = TrialContext.create(exp, save_models=False)
+    for t in trials:
+        attrs = t.user_attrs
+        opts = attrs["task_options"]  # the options its data was loaded with: task.options + its own window
+        assert opts == {"n_shots": 600, **attrs["point"]["task_options"]}
+        size = opts["window_size"]
+        sizes.add(size)
+        if strategy == "random":  # define-by-run parameters; PSO's are the vector x0.. (window slots last)
+            assert t.params["task.window_size"] == size and t.params["task.window_start"] == opts["window_start"]
+        else:
+            assert attrs["vector"][-1] == [10, 20, 40].index(size)
+        bundle = load_model(attrs["checkpoint"])
+        assert tuple(bundle.input_shape) == (2 * size,) and bundle.metadata["task_options"] == opts
+        data = ctx.data_for(ctx.space.decode(attrs["vector"]))
+        assert torch_equal(bundle.test_inputs, data.test.x[:256])  # the trial's own window of the test shots
+        units = [d["units"] for d in attrs["point"]["dense"]]
+        widths = [2 * size, *units, 2]  # the cost models price the model as built: the input follows the window
+        assert attrs["metrics"]["macs"] == sum(a * b for a, b in itertools.pairwise(widths))
+    assert len(sizes) > 1, sizes
+    rows = list(csv.DictReader(open(tmp_path / "out" / "pareto" / "trials.csv")))
+    assert {"task.window_start", "task.window_size", "task.n_shots"} <= set(rows[0])
+    assert {int(r["task.window_size"]) for r in rows} == sizes
+    front = read_export(tmp_path / "out" / "pareto")["front"]
+    assert all(rec["task_options"]["window_size"] == rec["point"]["task_options"]["window_size"] for rec in front)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def test_trial_context_caches_task_data_per_option_set(tmp_path):
+    exp = load_experiment(write(tmp_path, WINDOW))
+    ctx = TrialContext.create(exp, save_models=False)
+    ctx.data_cache_size = 2
+    rng = np.random.default_rng(0)
+    points = [ctx.space.sample(rng) for _ in range(12)]
+    first = points[0]
+    vec = ctx.space.encode(first)
+    vec[1] = 1 - vec[1]  # dense0.units: another model on the same window
+    same = ctx.space.decode(vec)
+    assert same != first and same.task_options == first.task_options
+    assert ctx.data_for(first) is ctx.data_for(same)  # same window: the data is loaded once
+    size = first.task_option_dict()["window_size"]
+    assert ctx.data_for(first).input_shape == ctx.input_shape_of(first) == (2 * size,)
+    for p in points:
+        ctx.data_for(p)
+    assert len(ctx._data_cache) <= 2
+    assert ctx.data_for(None) is ctx.data  # the experiment's own options

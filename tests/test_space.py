@@ -23,7 +23,8 @@ SHAPES = {"cnn1d": (2, 128), "cnn2d": (1, 28, 28), "mlp": (16,)}
 CLASSES = {"cnn1d": 11, "cnn2d": 10, "mlp": 5}
 
 
-def _space(family: str, n_classes: int | None = None, shape: tuple[int, ...] | None = None, **over) -> SearchSpace:
+def _space(family: str, n_classes: int | None = None, shape: tuple[int, ...] | None = None, shape_of=None,
+           **over) -> SearchSpace:
     raw = {
         "family": family,
         "conv_blocks": {"min": 0 if family == "cnn2d" else 1, "max": 3},
@@ -41,7 +42,7 @@ def _space(family: str, n_classes: int | None = None, shape: tuple[int, ...] | N
     for key, value in over.items():
         raw[key] = value
     cfg = SpaceConfig.model_validate(raw, strict=True)
-    return SearchSpace(cfg, shape or SHAPES[family], n_classes or CLASSES[family])
+    return SearchSpace(cfg, shape or SHAPES[family], n_classes or CLASSES[family], shape_of=shape_of)
 
 
 MAPPINGS = {
@@ -520,3 +521,115 @@ def test_config_errors_name_the_field(raw, loc, text):
     err = info.value.errors()[0]
     assert tuple(err["loc"][:len(loc)]) == loc
     assert re.search(text, err["msg"])
+
+
+# ------------------------------------------------------------------------------------------ task options
+def _window_shape(opts):
+    """A stand-in for Task.input_shape: an I/Q window of ``size`` samples from ``start`` in a 100-sample trace."""
+    start, size = opts["start"], opts["size"]
+    if start + size > 100:
+        raise ValueError(f"the window {start}+{size} ends past the 100 samples of a trace")
+    return (2, size) if opts.get("layout", "flat") == "iq" else (2 * size,)
+
+
+TASK_OPTIONS = {"start": {"min": 0, "max": 60, "step": 20}, "size": [8, 16, 32], "layout": ["flat"]}
+
+
+@pytest.mark.parametrize(("family", "mapping"), [("mlp", "hls4ml"), ("mlp", "finn"), ("cnn1d", "finn"),
+                                                 ("cnn1d", "none")])
+def test_task_options_round_trip_in_both_encodings(family, mapping):
+    opts = dict(TASK_OPTIONS, layout=["iq"] if family == "cnn1d" else ["flat"])
+    space = _space(family, shape=(2, 8) if family == "cnn1d" else (16,), conv_blocks={"min": 1, "max": 2},
+                   task_options=opts, shape_of=_window_shape, **MAPPINGS[mapping])
+    layout = [s.name for s in space.layout()]
+    # the searched options come last in the vector; a single choice (layout) is fixed and not in it
+    assert layout[-2:] == ["task.start", "task.size"] and "task.layout" not in layout
+    assert [s.encoding for s in space.layout()[-2:]] == ["index", "index"]
+    assert set(space.input_shapes) == {_window_shape({**{"layout": opts["layout"][0]}, "start": 0, "size": s})
+                                       for s in (8, 16, 32)}
+    rng = np.random.default_rng(5)
+    points = {space.sample(rng) for _ in range(80)}
+    assert {p.task_option_dict()["size"] for p in points} == {8, 16, 32}
+    for p in points:
+        assert space.from_params(space.params(p)) == p
+        assert space.decode(space.encode(p)) == p
+        assert Point.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+        assert Point.from_dict(yaml.safe_load(yaml.safe_dump(p.to_dict()))) == p
+        assert p.to_dict()["task_options"] == {"layout": opts["layout"][0], "start": p.task_option_dict()["start"],
+                                                "size": p.task_option_dict()["size"]}
+        assert "task[layout=" in p.describe()
+        shape = space.input_shape_of(p)
+        assert shape == _window_shape(p.task_option_dict())
+        if mapping == "hls4ml":  # the first layer's reuse factor divides its weights on this point's input size
+            rf = p.mapping[0].reuse_factor
+            assert (math.prod(shape) * (p.dense[0].units if p.dense else CLASSES[family])) % rf == 0
+    for p in list(points)[:6]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = _forward(space.build(p, seed=1), space.input_shape_of(p))
+        assert y.shape == (4, CLASSES[family])
+    # every in-bounds vector decodes to a valid point of its own input size
+    bounds = space.bounds()
+    for _ in range(20):
+        vec = [int(rng.integers(lo, hi + 1)) for lo, hi in bounds]
+        p = space.decode(vec)
+        assert space.decode(space.encode(p)) == p and space.input_shape_of(p) == _window_shape(p.task_option_dict())
+
+
+def test_task_options_in_define_by_run_and_size():
+    space = _space("mlp", task_options={"start": [0, 50], "size": [8, 16]}, dense_layers=[0, 1], dense_units=[4],
+                   precision={"weight_bits": [2], "act_bits": [4]},
+                   mapping={"kind": "hls4ml", "folding": "search", "reuse_factor": [1, 3]}, shape_of=_window_shape)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+
+    def objective(trial):
+        p = space.suggest(trial)
+        assert list(trial.params)[:2] == ["task.start", "task.size"]  # asked first: they fix the input shape
+        assert space.from_params(trial.params) == p
+        seen.add(p.task_options)
+        return 0.0
+
+    study.optimize(objective, n_trials=25)
+    assert len(seen) == 4
+    dists = {}
+    for t in study.trials:
+        for k, d in t.distributions.items():
+            assert dists.setdefault(k, d) == d, k
+    assert dists["task.start"] == optuna.distributions.IntDistribution(0, 50, step=50)
+    # the count is exact over the four input sizes (a reuse factor's effective value depends on the layer size)
+    assert space.size() == len(_enumerate(space))
+
+
+def test_task_option_errors_name_the_key():
+    cfg = SpaceConfig.model_validate({"family": "mlp", "task_options": {"start": [0, 90], "size": [8, 16]}},
+                                     strict=True)
+    with pytest.raises(SpaceError, match=r"space.task_options: searching task options needs the task's input shape"):
+        SearchSpace(cfg, (16,), 3)
+    with pytest.raises(SpaceError, match=r"space.task_options: start 90, size 16: the window 90\+16 ends past"):
+        SearchSpace(cfg, (16,), 3, shape_of=_window_shape)
+    cnn = SpaceConfig.model_validate({"family": "cnn1d", "conv_blocks": 3, "task_options": {"size": [4, 16]}},
+                                     strict=True)
+    with pytest.raises(SpaceError, match=r"space.conv_blocks: up to 3 blocks.*\(4,\).*larger inputs in "
+                                         r"space.task_options"):
+        SearchSpace(cnn, (2, 16), 3, shape_of=lambda o: (2, o["size"]))
+    space = SearchSpace(cfg.model_copy(update={"task_options": {"start": [0, 50], "size": [8, 16]}}), (16,), 3,
+                        shape_of=_window_shape)
+    p = space.sample(np.random.default_rng(0))
+    with pytest.raises(SpaceError, match=r"point.task_options: the point has none, the space searches"):
+        space.check(Point(p.family, dense=p.dense, weight_bits=p.weight_bits, act_bits=p.act_bits))
+    other = Point(p.family, dense=p.dense, weight_bits=p.weight_bits, act_bits=p.act_bits,
+                  task_options=(("start", 20), ("size", 8)))
+    with pytest.raises(SpaceError, match=r"point task.start: 20 is not a choice of space.task_options.start"):
+        space.check(other)
+    with pytest.raises(SpaceError, match=r"point.task_options.size: expected a number"):
+        Point("mlp", weight_bits=(4,), task_options=(("size", [8]),))
+    with pytest.raises(SpaceError, match=r"point.task_options: expected a mapping"):
+        Point.from_dict({"family": "mlp", "weight_bits": [4], "task_options": [8]})
+    for raw, text in (({"start": {"min": 9, "max": 1}}, r"max \(1\) is below min \(9\)"),
+                      ({"start": []}, "at least one choice"), ({"start": 5}, "valid list")):
+        with pytest.raises(ValidationError) as info:
+            SpaceConfig.model_validate({"task_options": raw}, strict=True)
+        errs = info.value.errors()
+        assert all(tuple(e["loc"][:2]) == ("task_options", "start") for e in errs)
+        assert any(re.search(text, e["msg"]) for e in errs)

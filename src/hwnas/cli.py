@@ -47,6 +47,45 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_cpu(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from hwnas.cost.cpu_latency import LatencyTable
+    from hwnas.cost.cpu_profile import profile_table
+
+    out = Path(args.table).expanduser()
+    if out.exists() and not out.is_file():
+        print(f"hwnas: error: {out} exists and is not a file; give the latency table another path", file=sys.stderr)
+        return 2
+    if out.exists() and not args.force:
+        try:
+            table = LatencyTable.load(out)
+        except (ValueError, OSError) as err:
+            print(f"hwnas: error: {err}; the existing file is not overwritten (choose another path, or --force to "
+                  "replace it)", file=sys.stderr)
+            return 2
+        print(f"{out} exists ({len(table)} operators, profiled {table.created or 'at an unknown time'} on "
+              f"{table.machine.get('cpu_model', 'an unknown CPU')}); kept (--force profiles again)")
+        return 0
+    if args.threads < 1:
+        print(f"hwnas: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        table = profile_table(out, grid=args.grid, threads=args.threads, cpu=None if args.cpu == -2 else args.cpu,
+                              seed=args.seed, progress=not args.quiet)
+    except (ValueError, OSError) as err:
+        print(f"hwnas: error: {err}", file=sys.stderr)
+        return 2
+    s = table.session
+    pinned = "not pinned" if s.get("pinned_cpu") is None else f"pinned to CPU {s['pinned_cpu']}"
+    disturbed = int(s.get("disturbed_timings", 0))
+    print(f"{len(table)} operators timed in {time.perf_counter() - start:.0f} s ({pinned}; {disturbed} "
+          f"timing{'' if disturbed == 1 else 's'} disturbed by a busy CPU, retried): {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hwnas`` command."""
     parser = argparse.ArgumentParser(
@@ -73,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=int, default=2, help="worker processes (default 2; data do not depend on it)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_generate)
+    prof = sub.add_parser("profile-cpu", help="time onnxruntime operators on this machine into a CPU latency "
+                          "table (hardware.cpu_table, prices cpu_latency_ms)")
+    prof.add_argument("table", help="the JSON file to write (an existing table is kept unless --force)")
+    prof.add_argument("--grid", default="default", choices=("default", "quick"),
+                      help="operator grid: default (~6,500 operators, ~1 min on a quiet core, several on a busy "
+                      "one) or quick (seconds; tests and smoke runs)")
+    prof.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    prof.add_argument("--cpu", type=int, default=-1,
+                      help="CPU to pin the timing thread to (default -1: the last usable one; -2: not pinned)")
+    prof.add_argument("--seed", type=int, default=0, help="order of the timing passes (default 0)")
+    prof.add_argument("--force", action="store_true", help="profile again when the file exists")
+    prof.add_argument("--quiet", action="store_true", help="no progress bar")
+    prof.set_defaults(func=_profile_cpu)
     from hwnas.cli_export import add_export_commands
 
     add_export_commands(sub)

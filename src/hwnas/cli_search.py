@@ -82,6 +82,7 @@ def _run(args: argparse.Namespace, create: bool) -> int:
     import logging
 
     from hwnas.config import ConfigError
+    from hwnas.cost.cpu_profile import CpuTableError
     from hwnas.search.run import run_search
     from hwnas.search.storage import StorageError
     from hwnas.search.workers import StudyMismatchError
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace, create: bool) -> int:
     try:
         outcome = run_search(exp, worker=args.id, create=create, progress=not args.quiet,
                              timeout_s=args.timeout)
-    except (StorageError, StudyMismatchError, SpaceError, TaskError) as err:
+    except (StorageError, StudyMismatchError, SpaceError, TaskError, CpuTableError) as err:
         return _error(str(err))
     return _print_outcome(outcome, exp)
 
@@ -169,6 +170,7 @@ def add_search_commands(sub: Any) -> None:
 
 def _pipeline(args: argparse.Namespace) -> int:
     from hwnas.config import ConfigError
+    from hwnas.cost.cpu_profile import CpuTableError
     from hwnas.export.errors import ExportError
     from hwnas.pipeline import STAGES, PipelineError, run_pipeline
     from hwnas.search.storage import StorageError
@@ -186,7 +188,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     try:
         run_pipeline(exp, stages=stages, force=args.force, progress=not args.quiet)
-    except (PipelineError, StorageError, StudyMismatchError, ExportError) as err:
+    except (PipelineError, StorageError, StudyMismatchError, ExportError, CpuTableError) as err:
         return _error(str(err))
     return 0
 

@@ -32,6 +32,7 @@ Contract:
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import os
 import re
@@ -56,7 +57,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from hwnas.space.spec import SpaceConfig
+from hwnas.space.spec import IntRange, SpaceConfig, task_option_choices
 
 if typing.TYPE_CHECKING:
     from hwnas.cost.catalog import Device
@@ -365,6 +366,10 @@ class HardwareConfig(_Strict):
                                      "folding must reach (null: the smallest design)")
     cpu_table: str | None = Field(None, description="CPU latency table (JSON from hwnas.cost.cpu_latency "
                                   "profiling) that prices cpu_latency_ms; relative to the experiment file's folder")
+    cpu_profile: Literal["never", "default", "quick"] = Field(
+        "never", description="when hardware.cpu_table does not exist yet: never (a config error; make it with "
+        "hwnas profile-cpu), default or quick (profile that operator grid on this machine into it before the "
+        "search: default ~1 min on a quiet core, minutes on a busy one; quick a few seconds, for smoke runs)")
 
     @field_validator("target")
     @classmethod
@@ -478,6 +483,10 @@ class MonasLqOptions(StrategyOptions):
     swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
     bootstrap_size: int = Field(16, ge=1, description="random architectures trained fully to fit the first "
                                 "predictor (count towards search.n_trials)")
+    bootstrap_design: Literal["random", "stratified"] = Field(
+        "stratified", description="how the bootstrap vectors are drawn: random (independently) or stratified (a "
+        "Latin hypercube over the vector: every value range of every slot, e.g. every depth, is covered in equal "
+        "shares, so the first predictor never extrapolates to a depth it has not seen)")
     predictor_epochs: int = Field(300, ge=1, description="training epochs of the multi-output predictor per round")
     predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
@@ -485,12 +494,23 @@ class MonasLqOptions(StrategyOptions):
     predictor_ensemble: int = Field(1, ge=1, description="members of the predictor ensemble (each from its own "
                                     "seed); their mean is the prediction, their spread its uncertainty")
     accuracy_model: Literal["molp", "gp"] = Field(
-        "molp", description="what predicts the accuracy a round chooses its trainings by: molp (the multi-output "
+        "gp", description="what predicts the accuracy a round chooses its trainings by: molp (the multi-output "
         "predictor's accuracy head) or gp (a Gaussian process on the trained points, which reverts to their "
         "mean away from them; the MOLP still steers the swarm)")
-    accuracy_lcb: float = Field(0.0, ge=0, description="a round chooses its trainings by predicted accuracy "
-                                "minus this many ensemble standard deviations (a lower confidence bound; 0: the "
-                                "mean)")
+    accuracy_lcb: float = Field(1.0, ge=0, description="a round chooses its trainings by predicted accuracy "
+                                "minus this many standard deviations (of the ensemble, or of the GP; a lower "
+                                "confidence bound; 0: the mean)")
+    accuracy_trend: Literal["none", "log_bops"] = Field(
+        "none", description="mean of the gp accuracy model: none (the trained mean) or log_bops (a line in log2 "
+        "BOPs fitted on the trained points, slope at least 0: away from the data a cheap candidate reverts to "
+        "the accuracy typical of its cost)")
+    accuracy_features: Literal["vector", "summary"] = Field(
+        "summary", description="inputs of the gp accuracy model: vector (the integer vector) or summary (depth, "
+        "widths and the active layers' bit-width minimum/mean/first/last, read from the decoded point: inactive "
+        "slots drop out instead of looking like 2-bit layers)")
+    front_neighbours: int = Field(0, ge=0, description="untrained vectors one move from the trained Pareto front "
+                                  "(bit-widths one or two lower, one slot one step) added to each round's shortlist "
+                                  "and priced exactly, cheapest moves first (0: the swarm's candidates only)")
     candidates_per_round: int = Field(1000, ge=1, description="candidates the swarm scores on the predictor per "
                                       "round (swarm_size particles over as many generations as it takes)")
     train_fraction: float = Field(0.01, gt=0, le=1, description="fraction of each round's candidates, best "
@@ -765,7 +785,7 @@ class Experiment(_Strict):
             self._base_dir = Path(base)
         _fail("Experiment", [_error(loc, msg, value) for loc, msg, value in _cross_problems(
             list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
-            self.base_dir)])
+            self.base_dir) + _task_option_problems(self.task, self.space)])
         local = self.run.local
         if local.enabled and local.method == "beta_sweep" and self.space.precision.mode != "learned":
             _fail("Experiment", [_error(("run", "local", "method"), "beta_sweep trains HGQ bit-widths: it needs "
@@ -901,8 +921,15 @@ def _cross_problems(objectives: list[tuple[int, Objective]], constraints: list[t
     if hardware.cpu_table is not None:
         table = Path(hardware.cpu_table).expanduser()
         table = table if table.is_absolute() else base_dir / table
-        if not table.is_file():
-            out.append((("hardware", "cpu_table"), f"no such file: {table}", hardware.cpu_table))
+        if table.exists() and not table.is_file():
+            out.append((("hardware", "cpu_table"), f"{table} is not a file", hardware.cpu_table))
+        elif not table.exists() and hardware.cpu_profile == "never":
+            out.append((("hardware", "cpu_table"), f"no such file: {table} (profile it with `hwnas profile-cpu "
+                        f"{table}`, or set hardware.cpu_profile: default to profile it before the search)",
+                        hardware.cpu_table))
+    elif hardware.cpu_profile != "never":
+        out.append((("hardware", "cpu_profile"), f"{hardware.cpu_profile!r} needs hardware.cpu_table (the file to "
+                    "profile into)", hardware.cpu_profile))
     if space is not None:
         mapping = space.mapping
         if mapping.kind != "none" and mapping.kind != hardware.model:
@@ -913,6 +940,61 @@ def _cross_problems(objectives: list[tuple[int, Objective]], constraints: list[t
             out.append((("space", "mapping", "target_fps"), f"{mapping.target_fps} differs from hardware.target_fps "
                         f"({hardware.target_fps}); set one of them", mapping.target_fps))
     return out
+
+
+def _task_option_problems(task: TaskConfig | None, space: SpaceConfig | None) -> list[tuple[_Loc, str, Any]]:
+    """Problems of ``space.task_options`` against the task (empty when either section is invalid itself).
+
+    Unknown options, options also fixed in ``task.options``, choices of the wrong type, and option sets the
+    task rejects (each combination's input shape is computed without loading data).
+    """
+    if task is None or space is None or not space.task_options:
+        return []
+    from hwnas.space.space import MAX_TASK_OPTION_COMBINATIONS
+    from hwnas.tasks import TaskError, get_task
+
+    spec = get_task(task.name)
+    defaults = spec.defaults
+    out: list[tuple[_Loc, str, Any]] = []
+    for name, choices in space.task_options.items():
+        loc: _Loc = ("space", "task_options", name)
+        if name not in defaults:
+            close = difflib.get_close_matches(name, list(defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append((loc, f"task {task.name!r} has no option {name!r}{hint}; its options are: "
+                        f"{', '.join(defaults) or '(none)'}", name))
+        elif name in task.options:
+            out.append((loc, f"also fixed in task.options ({_show(task.options[name])}); a searched option takes "
+                        "each trial's choice: remove it from one of the two", name))
+        elif isinstance(choices, IntRange):
+            default = defaults[name]
+            if isinstance(default, bool) or not (default is None or isinstance(default, int | float)):
+                out.append((loc, f"a range {{min, max, step}} needs a numeric option; {name!r} defaults to "
+                            f"{default!r}: give a list of choices", name))
+        else:
+            for value in choices:
+                wrong = _option_type_error(defaults[name], value)
+                if wrong:
+                    out.append((loc, wrong, value))
+    if out:
+        return out
+    names = list(space.task_options)
+    values = [task_option_choices(space.task_options[n]) for n in names]
+    count = math.prod(len(v) for v in values)
+    if count > MAX_TASK_OPTION_COMBINATIONS:
+        return [(("space", "task_options"), f"{count:,} combinations of {', '.join(names)}; at most "
+                 f"{MAX_TASK_OPTION_COMBINATIONS:,} (use fewer choices or a coarser step)", None)]
+    for combo in itertools.product(*values):
+        chosen = dict(zip(names, combo, strict=True))
+        try:
+            spec.input_shape(**{**task.options, **chosen})
+        except TaskError as err:
+            if spec.shape is None:
+                return [(("space", "task_options"), str(err), None)]
+            given = ", ".join(f"{k} {v!r}" for k, v in chosen.items())
+            return [(("space", "task_options"), f"{given}: {err} (every combination of the choices must be "
+                     "valid)", None)]
+    return []
 
 
 def _valid(cls: type[BaseModel], value: Any) -> Any:
@@ -935,6 +1017,7 @@ def _raw_cross_problems(data: dict[str, Any], base_dir: Path, root: yaml.Node, s
     space = _valid(SpaceConfig, data.get("space", {}))
     found = _cross_problems(items("objectives", Objective), items("constraints", Constraint), hardware, space,
                             base_dir)
+    found += _task_option_problems(_valid(TaskConfig, data.get("task")), space)
     return [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg) for loc, msg, _ in found]
 
 
@@ -1111,6 +1194,8 @@ def _describe(tp: Any) -> str:
     if tp in simple:
         return simple[tp]
     if get_origin(tp) is list:
+        if _is_union(_unwrap(get_args(tp)[0])):  # space.task_options: values of any scalar type
+            return "a list of choices"
         inner = _describe(get_args(tp)[0]).removeprefix("an ").removeprefix("a ")
         return f"a list of {inner}s"
     if isinstance(tp, type) and issubclass(tp, BaseModel):

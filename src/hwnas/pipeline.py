@@ -56,6 +56,7 @@ def _hash(experiment: Any) -> str:
     import hashlib
 
     data = experiment.model_dump()
+    data.get("hardware", {}).pop("cpu_profile", None)  # how a missing CPU table is made: changes no result
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -226,6 +227,9 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
         t0 = time.perf_counter()
         log(f"[{stage}] running")
         if stage == "search":
+            table = experiment.cpu_table_path()
+            if table is not None and experiment.hardware.cpu_profile != "never" and not table.is_file():
+                log(f"[search] profiling the CPU latency table ({experiment.hardware.cpu_profile} grid) into {table}")
             outcome = run_search(experiment, progress=progress)
             s = outcome.summary
             produced["search"] = s

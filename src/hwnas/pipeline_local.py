@@ -11,6 +11,9 @@ Contract:
   (:func:`hwnas.train.ptq.post_training_quantize`), calibrated on the training split; candidates are ranked by
   stored model bits; the per-layer sensitivity table (:func:`hwnas.train.ptq.layer_sensitivity`) and the size
   table of the kept model are recorded.
+* Every candidate is trained and scored on the selected trial's own task data: the task loaded with the
+  options its model file records (``task_options``: with ``space.task_options`` its searched readout window
+  and so on), else with ``task.options``.
 * Every candidate is scored with the task's metric on the validation split. The kept model is the cheapest
   whose metric is at most ``max_drop`` below the searched model's; when none is, the most accurate one.
   It is written to ``local/trial_<n>/model.pt`` (with the searched model's test inputs); the record, with a
@@ -133,19 +136,22 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
     from hwnas.cost import model_metrics
     from hwnas.export import load_model, save_model
     from hwnas.nn import ebops
+    from hwnas.search.objective import model_task_data
     from hwnas.search.run import write_json
-    from hwnas.tasks import get_task
     from hwnas.train.local_search import effective_bops
 
     cfg = experiment.run.local
     if not cfg.enabled:
         return "run.local.enabled is false"
-    task = get_task(experiment.task.name)
-    data = task.load(seed=experiment.seed, **experiment.task.options)
     results = {}
+    loaded: dict[str, Any] = {}
     for entry in selection:
         n = int(entry["number"])
         bundle = load_model(entry["checkpoint"])
+        task, data, _ = model_task_data(experiment, bundle.metadata, loaded)  # the trial's own options
+        if tuple(data.input_shape) != tuple(bundle.input_shape):
+            raise ValueError(f"local: trial {n}'s model takes inputs of shape {tuple(bundle.input_shape)}, its task "
+                             f"data has {tuple(data.input_shape)}")
         base = float(task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
         log(f"local search trial {n}: {cfg.method}")
         work = local_dir(experiment, n)

@@ -820,12 +820,19 @@ class LatencyTable:
                 "entries": dict(sorted(self.entries.items()))}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the table as JSON atomically (temporary file in the same folder, then rename)."""
+        """Write the table as JSON atomically (temporary file in the same folder, then rename).
+
+        The file gets the permissions of a plainly created file (``0o666`` less the umask; a temporary file
+        alone would be private), so other users and workers can read the machine's table.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as fh:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fh.fileno(), 0o666 & ~umask)
                 json.dump(self.to_dict(), fh, indent=1)
                 fh.write("\n")
             os.replace(tmp, path)
@@ -836,16 +843,29 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
-        """Read a table written by :meth:`save`; a wrong format or malformed key raises ``ValueError``."""
-        data = json.loads(Path(path).read_text())
+        """Read a table written by :meth:`save`.
+
+        Raises:
+            ValueError: naming the file, when it is not JSON, not in :data:`FORMAT`, or has a malformed key or
+                field.
+            OSError: the file cannot be read.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except ValueError as err:  # not JSON (or not text)
+            raise ValueError(f"{path}: not a {FORMAT} latency table (not JSON: {err})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} latency table")
-        entries = {Operator.from_key(k).key: float(v) for k, v in data["entries"].items()}
-        return cls(entries=entries, machine=data["machine"], session=data["session"],
-                   overhead_us=float(data["overhead_us"]), node_us=float(data.get("node_us", 0.0)),
-                   batch_size=int(data["batch_size"]),
-                   created=data.get("created", ""),
-                   calibration={str(k): float(v) for k, v in data.get("calibration", {}).items()})
+        try:
+            entries = {Operator.from_key(k).key: float(v) for k, v in data["entries"].items()}
+            return cls(entries=entries, machine=dict(data["machine"]), session=dict(data["session"]),
+                       overhead_us=float(data["overhead_us"]), node_us=float(data.get("node_us", 0.0)),
+                       batch_size=int(data["batch_size"]),
+                       created=str(data.get("created", "")),
+                       calibration={str(k): float(v) for k, v in data.get("calibration", {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            what = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"{path}: malformed {FORMAT} latency table ({what})") from None
 
     # -- queries
     def __len__(self) -> int:

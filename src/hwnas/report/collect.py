@@ -4,8 +4,12 @@ Contract: :func:`collect` reads only files the earlier stages wrote (the study t
 storage, ``selection.json``, the selected trials' model files — the local search's when it ran —,
 ``local/trial_<n>.json``, ``verify/<trial>.json``,
 ``synth/<trial>.json``) and evaluates the selected models once more on the task's test split for the
-per-SNR accuracy (AMC tasks). Nothing is trained or exported here. A missing optional file leaves its part
-of the report out, with the reason in :attr:`ReportData.notes`.
+per-SNR accuracy (AMC tasks), each on its own task data (the options its model file records: with
+``space.task_options``, e.g. its readout window). With ``hardware.cpu_table`` it also predicts each selected model's CPU
+latency per layer from that table (:func:`hwnas.cost.cpu_latency.predict_latency`) and measures the whole
+model once with onnxruntime on this machine (its float graph, exported in memory, with the table's session
+settings: :func:`hwnas.cost.cpu_latency.measure_latency`). Nothing is trained or written here. A missing
+optional file leaves its part of the report out, with the reason in :attr:`ReportData.notes`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class SelectedModel:
     point: str
     checkpoint: str | None
     estimate: dict[str, Any] | None
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """The trial's searched task options (``space.task_options``), e.g. its readout window; empty otherwise."""
     weight_bits: dict[int, int] = field(default_factory=dict)
     act_bits: dict[int, int] = field(default_factory=dict)
     layer_bits: list[dict[str, Any]] = field(default_factory=list)
@@ -38,6 +44,10 @@ class SelectedModel:
     export: dict[str, Any] | None = None
     """The export stage's record (``export/trial_<n>.json``) when it ran."""
     synthesis: dict[str, Any] | None = None
+    cpu_latency: dict[str, Any] | None = None
+    """With ``hardware.cpu_table``: ``rows`` (layer, op, shape, us) predicted from the table, ``overhead_us``,
+    ``total_us``, and ``measured_us`` (onnxruntime on this machine; None when it could not run, ``measured_note``
+    says why or that the timing was disturbed by other load)."""
 
 
 @dataclass
@@ -51,6 +61,8 @@ class ReportData:
     capacity: dict[str, int]
     summary: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    cpu_table: dict[str, Any] | None = None
+    """The CPU latency table the report priced with (path, operators, machine, threads, created, calibrated)."""
 
 
 def _json(path: Path) -> Any:
@@ -66,12 +78,51 @@ def _describe(point: Any) -> str:
         return json.dumps(point)
 
 
-def _model_details(sel: SelectedModel, task: Any, data: Any, notes: list[str]) -> None:
+def _cpu_latency(model: Any, input_shape: tuple[int, ...], table: Any) -> dict[str, Any]:
+    """Predicted per-layer CPU latency of ``model`` from ``table`` and its measured onnxruntime latency here."""
+    import copy
+    import warnings
+
+    from hwnas.cost.cpu_latency import measure_latency, predict_latency
+    from hwnas.nn import set_quantizers
+
+    pred = predict_latency(model, input_shape, table)
+    out: dict[str, Any] = {
+        "rows": [{"layer": r.name, "op": r.kind, "shape": "x".join(map(str, r.shape)), "us": float(r.us)}
+                 for r in pred.rows],
+        "overhead_us": float(pred.overhead_us), "total_us": float(pred.total_us),
+        "measured_us": None, "measured_note": ""}
+    threads = int(table.machine.get("threads", 1))
+    try:
+        float_model = set_quantizers(copy.deepcopy(model), input=None, weight=None, bias=None, output=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out["measured_us"] = 1e3 * measure_latency(float_model.eval(), tuple(input_shape), threads=threads,
+                                                       floor_us=table.session.get("probe_floor_us"),
+                                                       max_seconds=5.0)
+        if any(issubclass(w.category, RuntimeWarning) for w in caught):
+            out["measured_note"] = "disturbed: the CPU was busy during the timing"
+    except Exception as err:  # onnx/onnxruntime missing or the export failed: the prediction still stands
+        out["measured_note"] = f"not measured: {type(err).__name__}: {err}"[:200]
+    return out
+
+
+def _table_summary(path: Path, table: Any) -> dict[str, Any]:
+    m, s = table.machine, table.session
+    return {"path": str(path.resolve()), "operators": len(table), "cpu_model": m.get("cpu_model", "unknown"),
+            "threads": int(m.get("threads", 1)), "created": table.created, "calibrated": bool(table.calibration),
+            "pinned_cpu": s.get("pinned_cpu"), "disturbed_timings": s.get("disturbed_timings", 0),
+            "same_machine": table.same_machine()}
+
+
+def _model_details(sel: SelectedModel, experiment: Any, loaded: dict[str, Any], notes: list[str],
+                   table: Any = None) -> None:
     import torch
 
     from hwnas.export import load_model
     from hwnas.nn import bit_histogram
     from hwnas.nn.metrics import layer_costs
+    from hwnas.search.objective import model_task_data
 
     if not sel.checkpoint or not Path(sel.checkpoint).is_file():
         notes.append(f"trial {sel.number}: no model file ({sel.checkpoint}); bit-widths and per-SNR accuracy left out")
@@ -84,8 +135,14 @@ def _model_details(sel: SelectedModel, task: Any, data: Any, notes: list[str]) -
     sel.act_bits = {int(k): int(v) for k, v in bit_histogram(model, "activation").items()}
     sel.layer_bits = [{"layer": c.name, "type": c.type, "macs": int(c.macs), "bops": float(c.bops),
                        "weight_bits": float(c.weight_bits), "params": int(c.params)} for c in layer_costs(model)]
+    task, data, _ = model_task_data(experiment, bundle.metadata, loaded)  # the trial's own task options
     result = task.evaluate(model, data.test, classes=data.classes)
     sel.accuracy_per_snr = {int(k): float(v) for k, v in (result.get("accuracy_per_snr") or {}).items()}
+    if table is not None:
+        try:
+            sel.cpu_latency = _cpu_latency(model, tuple(bundle.input_shape), table)
+        except ValueError as err:  # e.g. UnsupportedLayerError naming the layer
+            notes.append(f"trial {sel.number}: no CPU latency breakdown ({err})")
 
 
 def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
@@ -108,12 +165,19 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
     selection = _json(out / "selection.json") or {"selected": []}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     selected = []
-    task = data = None
-    if details and selection["selected"]:
-        from hwnas.tasks import get_task
+    table = None
+    loaded: dict[str, Any] = {}  # task data per option set, shared by models with the same options
+    searched = list(experiment.space.task_options)
+    table_info = None
+    table_path = experiment.cpu_table_path()
+    if table_path is not None:
+        from hwnas.cost.cpu_latency import LatencyTable
 
-        task = get_task(experiment.task.name)
-        data = task.load(seed=experiment.seed, **experiment.task.options)
+        try:
+            table = LatencyTable.load(table_path)
+            table_info = _table_summary(table_path, table)
+        except (ValueError, OSError) as err:
+            notes.append(f"CPU latency table {table_path} not readable ({err}); CPU latency per layer left out")
     for entry in selection["selected"]:
         t = by_number.get(int(entry["number"]))
         if t is None:
@@ -123,11 +187,13 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
         sel = SelectedModel(number=t.number, rule=str(entry.get("rule", "")), metrics=dict(ua.get("metrics") or {}),
                             point=_describe(ua.get("point")), checkpoint=ua.get("checkpoint"),
                             estimate=ua.get("estimate"))
+        options = ua.get("task_options") or {}
+        sel.task_options = {k: options[k] for k in searched if k in options}
         sel.local = _json(out / "local" / f"trial_{t.number:05d}.json")
         if sel.local:
             sel.checkpoint = sel.local["checkpoint"]
         if details:
-            _model_details(sel, task, data, notes)
+            _model_details(sel, experiment, loaded, notes, table)
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")
         sel.verification = ver["paths"] if ver else None
         sel.synthesis = _json(out / "synth" / f"trial_{t.number:05d}.json")
@@ -136,4 +202,4 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
     dev = experiment.device()
     capacity = {r: int(dev.capacity(r)) for r in ("luts", "ffs", "bram18", "dsps")}
     summary = _json(out / "search.json") or {}
-    return ReportData(experiment, trials, selected, capacity, summary, notes)
+    return ReportData(experiment, trials, selected, capacity, summary, notes, table_info)

@@ -69,6 +69,49 @@ def _verification_rows(data: ReportData) -> list[list[Any]]:
     return rows
 
 
+def _cpu_table_text(info: dict[str, Any]) -> str:
+    text = (f"{info['path']}: {info['operators']} operators, {info['cpu_model']}, {info['threads']} thread(s), "
+            f"profiled {info['created'] or '(date unknown)'}")
+    if info.get("disturbed_timings"):
+        text += f", {info['disturbed_timings']} timings disturbed while profiling (retried)"
+    if info.get("calibrated"):
+        text += ", calibrated"
+    if not info.get("same_machine", True):
+        text += "; profiled on another machine than this report's"
+    return text
+
+
+def _cpu_latency_html(number: int, cpu: dict[str, Any], folder: Path, fig: Path) -> str:
+    """The CPU latency breakdown of one selected model: text, figure and per-layer table."""
+    total = cpu["total_us"]
+    text = (f"CPU latency (onnxruntime, predicted from the latency table): {total:.1f} µs per inference = "
+            f"session overhead {cpu['overhead_us']:.1f} µs + layers")
+    if cpu.get("measured_us") is not None:
+        text += (f"; measured on this machine: {cpu['measured_us']:.1f} µs (float graph exported with torch.onnx, "
+                 f"same session settings; prediction {100 * (total / cpu['measured_us'] - 1):+.0f} %)")
+    if cpu.get("measured_note"):
+        text += f" ({cpu['measured_note']})"
+    rows = [[r["layer"], r["op"], r["shape"], r["us"], f"{100 * r['us'] / total:.0f} %" if total > 0 else ""]
+            for r in cpu["rows"]]
+    rows.append(["(session overhead)", "", "", cpu["overhead_us"],
+                 f"{100 * cpu['overhead_us'] / total:.0f} %" if total > 0 else ""])
+    return (f"<p>{html.escape(text)}.</p>" + _img(folder, plots.cpu_layer_latency(number, cpu, fig),
+                                                   f"cpu latency {number}")
+            + _table(["layer", "operator", "input shape", "µs", "share"], rows, left=3))
+
+
+def _task_text(exp: Any) -> str:
+    """The task, its fixed options and its searched ones (``space.task_options``)."""
+    from hwnas.space import IntRange
+
+    text = exp.task.name
+    if exp.task.options:
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in exp.task.options.items()) + ")"
+    searched = [f"{k} {spec.min}…{spec.max} step {spec.step}" if isinstance(spec, IntRange) else f"{k} {list(spec)}"
+                for k, spec in exp.space.task_options.items()]
+    return text + ("; searched: " + ", ".join(searched) if searched else "")
+
+
 def _render(data: ReportData, folder: Path) -> None:
     exp = data.experiment
     fig = folder / "figures"
@@ -79,12 +122,15 @@ def _render(data: ReportData, folder: Path) -> None:
              f"<h1>hwnas report: {html.escape(exp.name)}</h1>",
              f"<p>{html.escape(exp.description)}</p>" if exp.description else "",
              _table(["setting", "value"], [
-                 ["task", exp.task.name], ["strategy", exp.search.strategy], ["trials", exp.search.n_trials],
+                 ["task", _task_text(exp)], ["strategy", exp.search.strategy], ["trials", exp.search.n_trials],
                  ["objectives", ", ".join(f"{m} ({d})" for m, d in objectives)],
                  ["constraints", "; ".join(f"{c.metric} {'≤ ' + str(c.max) if c.max is not None else ''}"
                                            f"{' ≥ ' + str(c.min) if c.min is not None else ''}"
                                            for c in exp.constraints) or "none"],
-                 ["device", f"{exp.hardware.target} ({exp.hardware.model} cost model)"], ["seed", exp.seed]],
+                 ["device", f"{exp.hardware.target} ({exp.hardware.model} cost model)" if exp.hardware.model != "none"
+                  else "none (hardware.model: none; no FPGA cost model)"],
+                 *([["CPU latency table", _cpu_table_text(data.cpu_table)]] if data.cpu_table else []),
+                 ["seed", exp.seed]],
                     left=2)]
     states = data.summary.get("states", {})
     feasible = sum(t["feasible"] for t in data.trials)
@@ -92,11 +138,18 @@ def _render(data: ReportData, folder: Path) -> None:
                  f"{states.get('FAIL', 0)} failed); {sum(t['front'] for t in data.trials)} on the Pareto front.</p>")
 
     parts.append("<h2>Pareto fronts</h2>")
-    for path in plots.pareto_pairs(data.trials, objectives, selected, fig):
+    device = exp.device()
+    budgets: dict[str, list[float | None]] = {}
+    for c in exp.constraints:
+        budgets.setdefault(c.metric, []).extend(c.absolute(device))
+    for path in plots.pareto_pairs(data.trials, objectives, selected, fig, budgets):
         parts.append(_img(folder, path, path.stem))
 
-    header = ["trial", "rule", "point", *[m for m in _SHOWN if any(m in s.metrics for s in data.selected)]]
-    rows = [[f"#{s.number}", s.rule, s.point, *[s.metrics.get(m) for m in header[3:]]] for s in data.selected]
+    shown = [m for m in _SHOWN if any(m in s.metrics for s in data.selected)]
+    options = list(exp.space.task_options)  # searched task options (e.g. the readout window): one column each
+    header = ["trial", "rule", "point", *options, *shown]
+    rows = [[f"#{s.number}", s.rule, s.point, *[s.task_options.get(o) for o in options],
+             *[s.metrics.get(m) for m in shown]] for s in data.selected]
     parts.append("<h2>Selected models</h2>")
     parts.append(_table(header, rows, left=3) if rows else "<p class='note'>no model selected yet</p>")
     with open(folder / "selected.csv", "w", newline="") as fh:
@@ -105,19 +158,21 @@ def _render(data: ReportData, folder: Path) -> None:
         w.writerows(rows)
     (folder / "selected.md").write_text(_markdown(header, rows))
 
-    parts.append("<h2>Resource utilization</h2>")
     cap = data.capacity
     res_rows = []
-    for s in data.selected:
+    for s in data.selected:  # no estimate with hardware.model none: no section without a synthesis either
         totals = (s.estimate or {}).get("totals") or {}
-        res_rows.append([f"#{s.number} estimate", *[f"{totals.get(r, 0):.0f} ({100 * totals.get(r, 0) / cap[r]:.1f} %)"
-                                                     for r in cap]])
+        if totals:
+            res_rows.append([f"#{s.number} estimate", *[f"{totals.get(r, 0):.0f} "
+                                                         f"({100 * totals.get(r, 0) / cap[r]:.1f} %)" for r in cap]])
         if s.synthesis:
             synth = s.synthesis.get("totals", {})
             res_rows.append([f"#{s.number} synthesis", *[f"{synth.get(r, 0):.0f}" for r in cap]])
-    res_rows.append(["device capacity", *[cap[r] for r in cap]])
-    parts.append(_table(["", *cap], res_rows))
-    parts.append(_img(folder, plots.resources(data.selected, cap, fig), "resources"))
+    if res_rows:
+        parts.append("<h2>Resource utilization</h2>")
+        res_rows.append(["device capacity", *[cap[r] for r in cap]])
+        parts.append(_table(["", *cap], res_rows))
+        parts.append(_img(folder, plots.resources(data.selected, cap, fig), "resources"))
 
     snr = plots.accuracy_per_snr(data.selected, fig)
     if snr is not None:
@@ -126,6 +181,8 @@ def _render(data: ReportData, folder: Path) -> None:
     for s in data.selected:
         parts.append(f"<h2>Trial #{s.number} ({html.escape(s.rule)})</h2><p>{html.escape(s.point)}</p>")
         parts.append(_img(folder, plots.layer_latency(s.number, s.estimate, fig), f"latency {s.number}"))
+        if s.cpu_latency:
+            parts.append(_cpu_latency_html(s.number, s.cpu_latency, folder, fig))
         parts.append(_img(folder, plots.bit_histograms(s.number, s.weight_bits, s.act_bits, fig), f"bits {s.number}"))
         if s.local:
             lo = s.local

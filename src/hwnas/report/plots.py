@@ -1,9 +1,10 @@
 """The report's figures as PNG files (matplotlib, Agg backend; no display needed).
 
 Each function writes one PNG and returns its path, or None when there is nothing to draw (then the page
-leaves the figure out). Figures: every pair of objectives with feasible, infeasible and front trials and the
-selected models marked; per-layer latency (cycles) of a selected model; weight and activation bit-width
-histograms; resource use against the device's capacity; accuracy per SNR.
+leaves the figure out). Figures: every pair of objectives with feasible, infeasible and front trials, the
+selected models and the budgets on those objectives marked; per-layer latency (cycles) of a selected model;
+per-layer CPU latency (µs, from the CPU latency table); weight and activation bit-width histograms;
+resource use against the device's capacity; accuracy per SNR.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["accuracy_per_snr", "bit_histograms", "layer_latency", "pareto_pairs", "resources"]
+__all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "layer_latency", "pareto_pairs", "resources"]
 
 _DPI = 110
 
@@ -30,9 +31,16 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+_LOG_AXES = ("bops", "ebops", "macs", "luts", "wbits", "params", "cpu_latency_ms")
+
+
 def pareto_pairs(trials: list[dict[str, Any]], objectives: list[tuple[str, str]], selected: dict[int, str],
-                 folder: Path) -> list[Path]:
-    """One scatter per objective pair (a single objective: against trial number)."""
+                 folder: Path, budgets: dict[str, list[float | None]] | None = None) -> list[Path]:
+    """One scatter per objective pair (a single objective: against trial number).
+
+    ``budgets`` (metric → the absolute bounds of its constraints; None: no bound) are drawn as dashed lines
+    on the axes of those metrics.
+    """
     names = [m for m, _ in objectives]
     pairs = list(itertools.combinations(names, 2)) if len(names) > 1 else [("trial", names[0])]
     out = []
@@ -55,11 +63,15 @@ def pareto_pairs(trials: list[dict[str, Any]], objectives: list[tuple[str, str]]
                 ax.scatter(x, y, s=140, facecolors="none", edgecolors="black", linewidths=1.5)
                 ax.annotate(f"#{t['number']} {selected[t['number']]}", (x[0], y[0]), xytext=(6, 6),
                             textcoords="offset points", fontsize=8)
+        for metric, line in ((a, ax.axvline), (b, ax.axhline)):
+            for bound in (budgets or {}).get(metric, ()):
+                if bound is not None:
+                    line(bound, color="#888888", linestyle="--", linewidth=1)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-        if b in ("bops", "ebops", "macs", "luts", "wbits", "params"):
+        if b in _LOG_AXES:
             ax.set_yscale("log")
-        if a in ("bops", "ebops", "macs", "luts", "wbits", "params"):
+        if a in _LOG_AXES:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -83,6 +95,26 @@ def layer_latency(number: int, estimate: dict[str, Any] | None, folder: Path) ->
     ax.set_title(f"trial {number}: per-layer latency ({estimate.get('model', '')}, {estimate.get('device', '')})",
                  fontsize=9)
     return _save(fig, folder / f"latency_{number:05d}.png")
+
+
+def cpu_layer_latency(number: int, cpu: dict[str, Any] | None, folder: Path) -> Path | None:
+    """Predicted µs per layer on the CPU (the session overhead as its own grey bar; the slowest layer orange)."""
+    rows = [r for r in (cpu or {}).get("rows") or [] if r["us"] > 0]
+    if not rows:
+        return None
+    names = [f"{r['layer']} ({r['op']})" for r in rows] + ["(session overhead)"]
+    us = [r["us"] for r in rows]
+    worst = max(us)
+    colors = ["#d9480f" if u == worst else "#6b8fc9" for u in us] + ["#aaaaaa"]
+    fig, ax = plt.subplots(figsize=(6.0, 0.35 * len(names) + 1.4))
+    ax.barh(names, [*us, cpu["overhead_us"]], color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("µs per inference (predicted)")
+    title = f"trial {number}: CPU latency per layer, total {cpu['total_us']:.1f} µs"
+    if cpu.get("measured_us") is not None:
+        title += f" (measured {cpu['measured_us']:.1f} µs)"
+    ax.set_title(title, fontsize=9)
+    return _save(fig, folder / f"cpu_latency_{number:05d}.png")
 
 
 def bit_histograms(number: int, weight: dict[int, int], act: dict[int, int], folder: Path) -> Path | None:

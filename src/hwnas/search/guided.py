@@ -17,8 +17,10 @@ Contract:
     noise, and the wider backbone leaves the later stages more to trade through the bits (MONAS-LQ's
     hyper-parameter pre-selection of the backbone width; cost is left to the later stages, which search
     the bits).
-  - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): random vectors from
-    ``numpy.random.default_rng([seed, n])``.
+  - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): with ``bootstrap_design: random`` (HA-NAS
+    always) random vectors from ``numpy.random.default_rng([seed, n])``; with ``stratified`` (MONAS-LQ's
+    default) row ``n − hpo`` of a Latin hypercube over the vector (:func:`stratified_design`, seeded
+    ``[seed, 2]``), canonicalized; a row equal to an earlier one falls back to a random vector.
   - **rounds** of ``round_size`` trials (MONAS-LQ: ``max(1, ⌊candidates_per_round·train_fraction⌋)``;
     HA-NAS: ``population_size``). Round ``r`` is proposed once from the COMPLETE trials numbered below its
     first trial: a predictor (:class:`~hwnas.search.predictor.MultiOutputPredictor`) is fitted on their
@@ -37,6 +39,10 @@ Contract:
   children of the best trained vectors (binary tournament on feasibility then dominance rank, uniform
   crossover, per-coordinate mutation with probability 1/n) are all priced exactly (CPU latency from the
   table, memory, hardware) — the latency/memory budgets are checked exactly, not predicted.
+* **Accuracy model** (MONAS-LQ ``accuracy_model: gp``): a Gaussian process on the trained points replaces the
+  MOLP's accuracy for the selection (mean − ``accuracy_lcb``·std); its inputs are the vectors scaled to
+  [0, 1], or with ``accuracy_features: summary`` the :func:`point_features` of the decoded points scaled to
+  [0, 1] over trained points and candidates.
 * **Selection** of a round: candidates whose exact costs violate a constraint (accuracy constraints use the
   predicted accuracy) come last. The feasible ones are chosen greedily by the largest hypervolume they add
   to the feasible front of the trained points (objectives scaled to [0, 1] over trained points and
@@ -72,7 +78,8 @@ from .pareto import hypervolume, nondominated_ranks
 from .predictor import MultiOutputPredictor
 from .pso import ParticleSwarm
 
-__all__ = ["STOPPED_ATTR", "TRAINED_METRICS", "GuidedSampler", "PatienceStop", "Schedule", "crowding_distance"]
+__all__ = ["STOPPED_ATTR", "TRAINED_METRICS", "GuidedSampler", "PatienceStop", "Schedule", "crowding_distance",
+           "point_features", "stratified_design"]
 
 TRAINED_METRICS = frozenset({"accuracy", "test_accuracy"})
 """Metrics that need a trained model (predicted for candidates); every other metric is priced exactly."""
@@ -120,6 +127,54 @@ def crowding_distance(losses: np.ndarray) -> np.ndarray:
         if span > 0:
             out[order[1:-1]] += (col[2:] - col[:-2]) / span
     return out
+
+
+def stratified_design(bounds: Sequence[tuple[int, int]], rows: int, rng: np.random.Generator) -> np.ndarray:
+    """A Latin hypercube of ``rows`` integer vectors within ``bounds`` (inclusive).
+
+    Column ``j`` splits ``[0, 1)`` into ``rows`` strata, puts one uniform draw in each, shuffles them and maps
+    each onto the ``hi − lo + 1`` values of the slot: every value appears ``⌊rows / values⌋`` or
+    ``⌈rows / values⌉`` times (or, with more values than rows, no two rows share a stratum).
+    """
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    out = np.empty((rows, len(bounds)), dtype=int)
+    for j, (lo, hi) in enumerate(bounds):
+        n = hi - lo + 1
+        u = (rng.permutation(rows) + rng.random(rows)) / rows
+        out[:, j] = lo + np.minimum((u * n).astype(int), n - 1)
+    return out
+
+
+def point_features(point: Any) -> list[float]:
+    """Summary features of a space point for an accuracy model (the same length for every point of a space).
+
+    Depth (conv blocks, hidden dense layers), mean log2 filters / units / kernel, the shares of separable,
+    batch-normed and unpooled blocks, dropout, and the bit-widths of the layers that exist: weight bits
+    minimum, mean, first and last layer; activation bits minimum and mean (learned precision: zeros). Unlike
+    the integer vector, a layer the point does not have contributes nothing (its vector slot holds a
+    normalized filler value that a model would read as a choice). Numeric task options of the point, when it
+    has any (``task_options``), follow in name order.
+    """
+    conv, dense = tuple(point.conv), tuple(point.dense)
+
+    def mean(values: Sequence[float]) -> float:
+        return float(np.mean(values)) if len(values) else 0.0
+
+    w, a = [float(b) for b in point.weight_bits], [float(b) for b in point.act_bits]
+    feats = [float(len(conv)), float(len(dense)),
+             mean([math.log2(c.filters) for c in conv]), mean([math.log2(d.units) for d in dense]),
+             mean([math.log2(c.kernel) for c in conv]),
+             mean([float(c.separable) for c in conv]), mean([float(c.batch_norm) for c in conv]),
+             mean([float(c.pooling == "none") for c in conv]), float(point.dropout),
+             min(w, default=0.0), mean(w), w[0] if w else 0.0, w[-1] if w else 0.0,
+             min(a, default=0.0), mean(a)]
+    extra = getattr(point, "task_options", None) or {}
+    items = extra.items() if isinstance(extra, dict) else extra
+    for _name, value in sorted(items):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            feats.append(float(value))
+    return feats
 
 
 @dataclass
@@ -184,6 +239,8 @@ class GuidedSampler(BaseSampler):
         self._predictor_r2: dict[int, dict[str, Any]] = {}
         self._fixed: dict[int, int] | None = None
         self._random = RandomSampler(seed=self.seed)
+        self._design: list[tuple[int, ...]] | None = None
+        self._near: list[tuple[int, ...]] = []
 
     # -- Optuna interface -----------------------------------------------------------------------------------
     def reseed_rng(self) -> None:
@@ -235,6 +292,17 @@ class GuidedSampler(BaseSampler):
         point = self.ctx.space.sample(rng)
         return self.canonical(self.ctx.space.encode(point))
 
+    def _stratified_vector(self, number: int) -> tuple[int, ...]:
+        """Row ``number − hpo`` of the bootstrap's Latin hypercube (module docstring)."""
+        if self._design is None:
+            rows = stratified_design(self.bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]))
+            design: list[tuple[int, ...]] = []
+            for i, row in enumerate(rows):
+                v = self.canonical(row)
+                design.append(v if v not in design else self._random_vector(self.schedule.hpo + i))
+            self._design = design
+        return self._design[number - self.schedule.hpo]
+
     def _score(self, metrics: dict[str, float]) -> float:
         return composite_score(metrics, self.options.score_weight)
 
@@ -261,6 +329,8 @@ class GuidedSampler(BaseSampler):
             return self.backbone(number), {"stage": "hpo", "filter_choice": number}
         self._filter_choice(study)
         if stage == "bootstrap":
+            if getattr(self.options, "bootstrap_design", "random") == "stratified":
+                return self._stratified_vector(number), {"stage": "bootstrap", "design": "stratified"}
             return self._random_vector(number), {"stage": "bootstrap"}
         proposals = self._round(study, r)
         if j < len(proposals):
@@ -329,23 +399,99 @@ class GuidedSampler(BaseSampler):
                     row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
                     row["accuracy"] -= kappa * row["accuracy_std"]
                 pool.setdefault(v, row)
+        self._near = self.front_neighbours(data, int(getattr(opts, "front_neighbours", 0)))
+        new = [v for v in self._near if v not in pool]
+        if new:
+            out, std = pred.predict(np.array(new, dtype=float), return_std=True)
+            for i, v in enumerate(new):
+                row = {t: float(out[t][i]) for t in out}
+                if kappa > 0:
+                    row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
+                    row["accuracy"] -= kappa * row["accuracy_std"]
+                pool[v] = row
         if getattr(opts, "accuracy_model", "molp") == "gp" and pool:
             self._gp_accuracy(data, pool, kappa)
         return pool
 
+    def front_neighbours(self, data: list[_Trained], limit: int) -> list[tuple[int, ...]]:
+        """Up to ``limit`` untrained vectors one move away from the trained feasible Pareto front.
+
+        Moves, cheapest first: every bit-width one lower, every bit-width two lower, one bit-width one lower
+        (each slot), one architecture or mapping slot one lower or higher (each slot; stage 1's filter choice
+        stays), one bit-width one higher. The front points take turns, the best in the first objective
+        first, so every front point gets its cheapest moves before any gets its dearer ones.
+        """
+        if limit <= 0:
+            return []
+        feasible = [d for d in data if d.violation <= 0]
+        if not feasible:
+            return []
+        losses = np.array([self._losses_of(d.metrics) for d in feasible])
+        ranks = nondominated_ranks(losses)
+        front = sorted((d for d, rk in zip(feasible, ranks, strict=True) if rk == 0),
+                       key=lambda d: (self._losses_of(d.metrics)[0], d.number))
+        bits = [j for j, s in enumerate(self.layout) if s.name.endswith(("weight_bits", "act_bits")) and s.high > s.low]
+        arch = [j for j, s in enumerate(self.layout)
+                if j not in bits and s.high > s.low and j not in (self._fixed or {})]
+
+        def moves(vec: tuple[int, ...]) -> list[list[int]]:
+            out = []
+            for step in (1, 2):
+                out.append([v - step if j in bits else v for j, v in enumerate(vec)])
+            for j in bits:
+                out.append([v - 1 if i == j else v for i, v in enumerate(vec)])
+            for j in arch:
+                for step in (-1, 1):
+                    out.append([v + step if i == j else v for i, v in enumerate(vec)])
+            for j in bits:
+                out.append([v + 1 if i == j else v for i, v in enumerate(vec)])
+            return out
+
+        trained = {d.vector for d in data}
+        lists = [moves(d.vector) for d in front]
+        found: list[tuple[int, ...]] = []
+        for i in range(max((len(m) for m in lists), default=0)):
+            for m in lists:
+                if i < len(m) and len(found) < limit:
+                    v = self.canonical(m[i])
+                    if v not in trained and v not in found:
+                        found.append(v)
+        return found
+
     def _gp_accuracy(self, data: list[_Trained], pool: dict[tuple[int, ...], dict[str, float]], kappa: float) -> None:
         """Replace the pool's predicted accuracy by a Gaussian process's (mean − kappa·std) on the trained points.
 
-        The GP (Matérn 5/2 with a fitted noise term, vectors scaled to [0, 1] per coordinate, accuracy
-        centred on the trained mean) reverts to that mean away from the data instead of extrapolating.
+        The GP (Matérn 5/2 with a fitted noise term, inputs scaled to [0, 1] per coordinate, accuracy
+        centred on the trained mean) reverts to that mean away from the data instead of extrapolating. With
+        ``accuracy_trend: log_bops`` it models the residual of a least-squares line in log2 BOPs (slope
+        clipped at 0; candidates at the MOLP's predicted BOPs), so away from the data it reverts to the
+        accuracy typical of the candidate's cost rather than to the overall mean: an unexplored cheap model
+        is not assumed as accurate as the average trained one.
         """
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        lo = np.array([b[0] for b in self.bounds], dtype=float)
-        span = np.maximum(np.array([b[1] for b in self.bounds], dtype=float) - lo, 1.0)
-        x = (np.array([d.vector for d in data], dtype=float) - lo) / span
+        vecs = list(pool)
+        if getattr(self.options, "accuracy_features", "vector") == "summary":
+            space = self.ctx.space
+            feats = np.array([point_features(space.decode(list(v))) for v in [d.vector for d in data] + vecs])
+            lo, hi = feats.min(axis=0), feats.max(axis=0)
+            scaled = (feats - lo) / np.where(hi > lo, hi - lo, 1.0)
+            x, xc = scaled[: len(data)], scaled[len(data):]
+        else:
+            lo = np.array([b[0] for b in self.bounds], dtype=float)
+            span = np.maximum(np.array([b[1] for b in self.bounds], dtype=float) - lo, 1.0)
+            x = (np.array([d.vector for d in data], dtype=float) - lo) / span
+            xc = (np.array(vecs, dtype=float) - lo) / span
         y = np.array([float(d.metrics["accuracy"]) for d in data])
+        trend_y, trend_c = np.zeros(len(data)), np.zeros(len(vecs))
+        if getattr(self.options, "accuracy_trend", "none") == "log_bops":
+            lb = np.log2(np.array([max(float(d.metrics["bops"]), 1.0) for d in data]))
+            lbc = np.log2(np.array([max(float(pool[v]["bops"]), 1.0) for v in vecs]))
+            slope, intercept = np.polyfit(lb, y, 1) if np.ptp(lb) > 0 else (0.0, float(y.mean()))
+            slope = max(float(slope), 0.0)  # accuracy never falls with cost: a noisy negative fit is no trend
+            intercept = float(y.mean() - slope * lb.mean())
+            trend_y, trend_c = intercept + slope * lb, intercept + slope * lbc
         kernel = ConstantKernel(1.0, (1e-3, 1e2)) * Matern(length_scale=np.ones(x.shape[1]), length_scale_bounds=(
             0.05, 20.0), nu=2.5) + WhiteKernel(1e-2, (1e-6, 1.0))
         gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
@@ -354,9 +500,9 @@ class GuidedSampler(BaseSampler):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gp.fit(x, y)
-        vecs = list(pool)
-        mean, std = gp.predict((np.array(vecs, dtype=float) - lo) / span, return_std=True)
+            gp.fit(x, y - trend_y)
+        mean, std = gp.predict(xc, return_std=True)
+        mean = mean + trend_c
         for v, m, sd in zip(vecs, mean, std, strict=True):
             pool[v]["accuracy_molp"] = pool[v].get("accuracy_mean", pool[v]["accuracy"])
             pool[v]["accuracy_mean"], pool[v]["accuracy_std"] = float(m), float(sd)
@@ -449,7 +595,7 @@ class GuidedSampler(BaseSampler):
             two = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
             ranks = nondominated_ranks(two)
             by_front = [vecs[i] for i in sorted(range(len(vecs)), key=lambda i: (ranks[i], -two[i, 0]))][: 4 * k]
-            shortlist = list(dict.fromkeys(by_score + by_front))
+            shortlist = list(dict.fromkeys(by_score + by_front + [v for v in self._near if v in pool]))
         else:
             shortlist = vecs
         exp = self.ctx.experiment

@@ -4,7 +4,11 @@ Contract:
 
 * :class:`TrialContext` holds what every trial of one experiment shares: the validated experiment, the task
   and its seeded data (loaded once per worker), the search space, the device, the QA-Score baseline, the
-  optional CPU latency table and the output folder.
+  optional CPU latency table and the output folder. With ``space.task_options`` a point's data is the task's
+  data loaded with ``task.options`` overridden by the point's task options (:func:`task_options_for`,
+  :meth:`TrialContext.data_for`; the last few option sets are cached, so trials with the same readout window
+  share one load); its model is built, trained, measured and priced on that data's input shape. The QA-Score
+  baseline stays the task's baseline on the experiment's own options, so QA-Scores compare across options.
 * :func:`train_and_measure` is the whole trial without Optuna (the MONAS-LQ and HA-NAS pipelines call it
   directly): the model of ``point`` is built and trained with the experiment's schedule and seed
   ``experiment.seed + number``; then :func:`measure` records the task metric on the validation split
@@ -12,21 +16,26 @@ Contract:
   (``test_accuracy``), the model figures (MACs, BOPs, EBOPs, weight bits, parameters, memory, sparsity,
   QA-Score against the task's 8-bit baseline), the hardware estimate of the configured cost model
   (resources, latency, throughput, energy) and, with a CPU table, the predicted CPU latency. The trained
-  model is saved (:func:`hwnas.export.save_model`, with test inputs) under ``<output>/trials/<number>/``.
+  model is saved (:func:`hwnas.export.save_model`, with test inputs and the metadata ``task_options``: the
+  options its data was loaded with, which every later stage loads again) under ``<output>/trials/<number>/``.
   A training loss or metric that is not finite raises :class:`TrialDivergedError`.
 * :func:`make_objective` wraps it for Optuna: the point comes from the space's define-by-run suggestion (or,
   with ``vector=True``, from integer parameters ``x0..`` decoded by the space — the PSO encoding); the
   record of the contract (``metrics``, ``constraints`` with ≤ 0 satisfied, ``point``, ``vector``,
-  ``checkpoint``, ``estimate``) goes into the trial's user attributes; the return value is the objectives
-  in order. Exceptions propagate, so the study marks the trial FAILED (never a penalty value).
+  ``checkpoint``, ``estimate``, ``task_options``) goes into the trial's user attributes; the return value is
+  the objectives in order. Exceptions propagate, so the study marks the trial FAILED (never a penalty value).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "make_objective",
-           "measure", "price", "record", "train_and_measure"]
+__all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "json_options",
+           "make_objective", "measure", "model_task_data", "price", "record", "task_options_for", "train_and_measure"]
+
+log = logging.getLogger(__name__)
 
 
 class TrialDivergedError(RuntimeError):
@@ -53,6 +64,8 @@ class TrialResult:
     estimate: dict[str, Any] | None
     checkpoint: str | None
     seconds: float
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """The options the task data of this trial was loaded with (:func:`task_options_for`)."""
 
     @property
     def feasible(self) -> bool:
@@ -75,29 +88,139 @@ class TrialContext:
     progress: bool = False
     save_models: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    data_cache_size: int = 4
+    """How many task data sets of searched task options :meth:`data_for` keeps (least recently used dropped)."""
+    _data_cache: OrderedDict[str, Any] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def create(cls, experiment: Any, *, output: Path | None = None, progress: bool = False,
-               save_models: bool = True) -> TrialContext:
-        """Load the task data, build the space, resolve the device, baseline and CPU table."""
+               save_models: bool = True, setup_progress: bool = False) -> TrialContext:
+        """Load the task data, build the space, resolve the device, baseline and CPU table.
+
+        With ``hardware.cpu_profile`` set and no file at ``hardware.cpu_table`` yet, the table is profiled
+        into it first (:func:`hwnas.cost.cpu_profile.ensure_table`; a bar with ``setup_progress``). A table
+        that cannot be loaded or profiled raises :class:`hwnas.cost.cpu_profile.CpuTableError` naming
+        ``hardware.cpu_table``.
+        """
         from hwnas.space import SearchSpace
         from hwnas.tasks import get_task
 
         task = get_task(experiment.task.name)
         data = task.load(seed=experiment.seed, **experiment.task.options)
-        space = SearchSpace(experiment.space, data.input_shape, data.n_classes)
+        shape_of = None
+        if experiment.space.task_options:
+            def shape_of(chosen: Mapping[str, Any]) -> tuple[int, ...]:
+                return task.input_shape(**{**experiment.task.options, **chosen})
+        space = SearchSpace(experiment.space, data.input_shape, data.n_classes, shape_of=shape_of)
         device = experiment.device()
         out = Path(output) if output is not None else experiment.output_dir()
         table = None
         if experiment.hardware.cpu_table:
             from hwnas.cost.cpu_latency import LatencyTable
+            from hwnas.cost.cpu_profile import CpuTableError, ensure_table
 
-            table = LatencyTable.load(experiment.cpu_table_path())
+            grid, path = experiment.hardware.cpu_profile, experiment.cpu_table_path()
+            try:
+                if grid == "never":
+                    table = LatencyTable.load(path)
+                else:
+                    if not path.is_file():
+                        log.info("profiling the CPU latency table (%s grid) into %s", grid, path)
+                    table, _ = ensure_table(path, grid=grid, progress=setup_progress)
+            except (ValueError, OSError) as err:
+                raise CpuTableError(f"hardware.cpu_table: {err}") from err
         try:
             baseline = task.baseline(data)
         except Exception:  # a task without a baseline model: no QA-Score
             baseline = None
         return cls(experiment, task, data, space, device, out, baseline, table, progress, save_models)
+
+    def task_options(self, point: Any = None) -> dict[str, Any]:
+        """The options ``point``'s task data is loaded with (:func:`task_options_for`)."""
+        return task_options_for(self.experiment, point)
+
+    def input_shape_of(self, point: Any = None) -> tuple[int, ...]:
+        """Per-sample input shape of ``point``'s model (its task options decide it when they are searched)."""
+        if not getattr(point, "task_options", ()):
+            return tuple(self.data.input_shape)
+        return tuple(self.space.input_shape_of(point))
+
+    def data_for(self, point: Any = None) -> Any:
+        """The task data of ``point``: :attr:`data`, or for searched task options the data loaded with them.
+
+        The last :attr:`data_cache_size` option sets stay loaded. Raises ``ValueError`` when the loaded data's
+        input shape or class count differs from what the space expects of the point.
+        """
+        if not getattr(point, "task_options", ()):
+            return self.data
+        options = self.task_options(point)
+        key = json.dumps(json_options(options), sort_keys=True)
+        cache = self._data_cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        data = self.task.load(seed=self.experiment.seed, **options)
+        want = self.input_shape_of(point)
+        if tuple(data.input_shape) != want or data.n_classes != self.space.n_classes:
+            raise ValueError(f"task {self.task.name!r} with options {point.task_option_dict()} gave samples of shape "
+                             f"{tuple(data.input_shape)} in {data.n_classes} classes; the space expects {want} in "
+                             f"{self.space.n_classes} (its input_shape disagrees with its data, or the option "
+                             "changes the classes)")
+        cache[key] = data
+        while len(cache) > max(1, self.data_cache_size):
+            cache.popitem(last=False)
+        return data
+
+
+def task_options_for(experiment: Any, point: Any = None) -> dict[str, Any]:
+    """The options a trial's task data is loaded with: ``task.options`` overridden by ``point``'s task options.
+
+    ``point`` is a :class:`hwnas.space.Point` (or None: the experiment's own options).
+    """
+    options = dict(experiment.task.options)
+    if point is not None:
+        options.update(point.task_option_dict())
+    return options
+
+
+def json_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Task options as JSON types (dataclasses such as a ``ReadoutConfig`` as dicts; other objects as repr)."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return plain(dataclasses.asdict(value))
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, np.generic):
+            return value.item()
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        return repr(value)
+
+    return {str(k): plain(v) for k, v in options.items()}
+
+
+def model_task_data(experiment: Any, metadata: Mapping[str, Any] | None, cache: dict[str, Any] | None = None
+                    ) -> tuple[Any, Any, dict[str, Any]]:
+    """``(task, data, options)`` of a saved model: the task data loaded with the options in its metadata.
+
+    A model saved by a trial carries ``metadata["task_options"]`` (the options its data was loaded with); a
+    model without them (saved before task options could be searched, or by hand) gets the experiment's own
+    ``task.options``. ``cache`` (a dict kept by the caller) shares loads between models with the same options.
+    """
+    from hwnas.tasks import get_task
+
+    task = get_task(experiment.task.name)
+    stored = (metadata or {}).get("task_options")
+    options = dict(stored) if isinstance(stored, Mapping) else dict(experiment.task.options)
+    key = json.dumps(json_options(options), sort_keys=True)
+    if cache is not None and key in cache:
+        return task, cache[key], options
+    data = task.load(seed=experiment.seed, **options)
+    if cache is not None:
+        cache[key] = data
+    return task, data, options
 
 
 def _finite(name: str, value: float) -> float:
@@ -114,7 +237,7 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
     kind = exp.hardware.model
     if kind == "none":
         return {}, None
-    shape = ctx.data.input_shape
+    shape = ctx.input_shape_of(point)
     folded = fold_batchnorm(copy.deepcopy(model).eval())
     clock = exp.hardware.clock_mhz
     mapping = getattr(point, "mapping", None)
@@ -154,14 +277,15 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
     """
     from hwnas.cost import model_metrics, qa_score
 
-    shape = ctx.data.input_shape
+    shape = ctx.input_shape_of(point)
     m = model_metrics(model, shape)
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.endswith((".f", ".i", ".k")))
     metrics: dict[str, float] = {
         "macs": float(m.macs), "bops": float(m.bops), "ebops": float(m.ebops), "wbits": float(m.weight_bits),
         "memory_kb": float(m.memory_bytes) / 1024.0, "sparsity": float(m.sparsity), "params": float(n_params)}
     if ctx.baseline is not None:
-        metrics["qa_score"] = float(qa_score(model, shape, baseline=ctx.baseline, baseline_input_shape=shape))
+        metrics["qa_score"] = float(qa_score(model, shape, baseline=ctx.baseline,
+                                             baseline_input_shape=tuple(ctx.data.input_shape)))
     hw, summary = _hardware(model, ctx, point)
     metrics.update(hw)
     if ctx.cpu_table is not None:
@@ -173,7 +297,7 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
 
 def measure(model: nn.Module, ctx: TrialContext, point: Any = None) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Every metric of a trained ``model`` (names from :data:`hwnas.config.METRICS`) and the estimate summary."""
-    data, task = ctx.data, ctx.task
+    data, task = ctx.data_for(point), ctx.task
     model.eval()
     val = task.evaluate(model, data.val, classes=data.classes)
     test = task.evaluate(model, data.test, classes=data.classes)
@@ -201,9 +325,11 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
     seed = exp.trial_seed(int(number))
     torch.manual_seed(seed)
     model = ctx.space.build(point, seed=seed)
+    data = ctx.data_for(point)
+    options = json_options(ctx.task_options(point))
     config = exp.train_config(seed, progress=ctx.progress)
     trainer = Trainer(model, config)
-    history = trainer.fit(ctx.data.train.pair, ctx.data.val.pair)
+    history = trainer.fit(data.train.pair, data.val.pair)
     if history.records:
         _finite("training loss", history.records[-1].train_loss)
     metrics, summary = measure(model, ctx, point)
@@ -211,11 +337,11 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
     checkpoint = None
     if ctx.save_models:
         folder = checkpoint_dir if checkpoint_dir is not None else ctx.output / "trials" / f"{number:05d}"
-        path = save_model(model, folder / "model.pt", ctx.data.input_shape, test_inputs=ctx.data.test.x[:256],
+        path = save_model(model, folder / "model.pt", data.input_shape, test_inputs=data.test.x[:256],
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
-                                    "metrics": metrics})
+                                    "metrics": metrics, "task_options": options})
         checkpoint = str(path)
-    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0)
+    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options)
 
 
 def _json_safe(value: Any) -> Any:
@@ -239,6 +365,7 @@ def record(trial: Any, result: TrialResult, vector: list[int] | None = None) -> 
     if vector is not None:
         trial.set_user_attr("vector", [int(v) for v in vector])
     trial.set_user_attr("checkpoint", result.checkpoint)
+    trial.set_user_attr("task_options", json_options(result.task_options))
     trial.set_user_attr("estimate", _json_safe(result.estimate))
     trial.set_user_attr("seconds", float(result.seconds))
 

@@ -38,9 +38,11 @@ Contract:
 * :meth:`ParetoArchive.export` writes, atomically (into a temporary sibling folder, then renamed into
   place; a previous export is replaced whole): ``pareto.csv`` (front rows), ``trials.csv`` (every trial of
   the study, any state, one schema for both: ``number, state, feasible, front, knee, rank, violation,
-  excluded, objective.<metric>…, constraint.<i>…, metric.<name>…, param.<name>…, checkpoint, error``),
+  excluded, objective.<metric>…, constraint.<i>…, metric.<name>…, param.<name>…, task.<option>…, checkpoint,
+  error``; ``task.<option>`` are the options each trial's task data was loaded with, its ``task_options`` user
+  attribute: the experiment's ``task.options`` and the searched ``space.task_options``),
   ``pareto.json`` (objectives, counts, knee, infeasible numbers, and per front trial its objectives,
-  params, metrics, constraints, point, vector, estimate and checkpoint) and per front trial a folder
+  params, metrics, constraints, point, vector, estimate, task options and checkpoint) and per front trial a folder
   ``trial_<number:05d>/`` with ``point.yaml`` (the same record) and a copy of its checkpoint when the path
   exists (the record's ``checkpoint`` is then the copy's path relative to the export folder,
   ``source_checkpoint`` the original). Non-finite numbers are written as ``null`` in JSON, ``.inf``/``.nan``
@@ -424,6 +426,7 @@ class ParetoArchive:
             "point": ua.get("point"),
             "vector": ua.get("vector"),
             "estimate": ua.get("estimate"),
+            "task_options": ua.get("task_options"),
             "checkpoint": ua.get("checkpoint"),
         }
 
@@ -432,10 +435,11 @@ class ParetoArchive:
         n_cons = max((len(constraint_values(t)) for t in self.trials), default=0)
         metric_names = sorted({k for t in self.trials for k in (t.user_attrs.get("metrics") or {})})
         param_names = sorted({k for t in self.trials for k in t.params})
+        option_names = list(dict.fromkeys(k for t in self.trials for k in (t.user_attrs.get("task_options") or {})))
         header = (["number", "state", "feasible", "front", "knee", "rank", "violation", "excluded"]
                   + [f"objective.{m}" for m, _ in self.objectives] + [f"constraint.{i}" for i in range(n_cons)]
                   + [f"metric.{k}" for k in metric_names] + [f"param.{k}" for k in param_names]
-                  + ["checkpoint", "error"])
+                  + [f"task.{k}" for k in option_names] + ["checkpoint", "error"])
         rows = []
         for t in self.trials:
             ranked = t.number in self._values
@@ -459,6 +463,10 @@ class ParetoArchive:
                 row[f"metric.{k}"] = metrics.get(k, "")
             for k in param_names:
                 row[f"param.{k}"] = t.params.get(k, "")
+            options = t.user_attrs.get("task_options") or {}
+            for k in option_names:
+                value = options.get(k, "")
+                row[f"task.{k}"] = json.dumps(value) if isinstance(value, dict | list) or value is None else value
             rows.append(row)
         return header, rows
 

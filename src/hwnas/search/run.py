@@ -4,8 +4,9 @@ Contract:
 
 * :func:`experiment_metadata` is what every worker of one study must agree on: a SHA-256 of the experiment's
   settings without ``search.n_trials`` (the budget is checked on its own, so a larger budget gives a clear
-  "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study) and ``run``
-  (what happens after the search), plus the strategy name.
+  "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study), ``run``
+  (what happens after the search) and ``hardware.cpu_profile`` (how a missing CPU table is made, not what a
+  trial measures), plus the strategy name.
 * :func:`run_search` (``hwnas search``) creates the study if needed (:func:`hwnas.search.workers.create_study`,
   idempotent: re-running resumes the same study), then runs worker ``worker`` until no trial is left and
   every running trial of other workers has finished, then exports the archive. :func:`run_search` with
@@ -47,6 +48,7 @@ def experiment_metadata(experiment: Any) -> dict[str, Any]:
     data.pop("storage", None)
     data.pop("output", None)
     data.pop("run", None)
+    data.get("hardware", {}).pop("cpu_profile", None)  # how a missing table is made, not what trials measure
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return {"experiment": experiment.name, "strategy": experiment.search.strategy,
             "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}
@@ -129,7 +131,8 @@ def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progres
         StorageError: the storage URL cannot be opened.
         StudyMismatchError: the study exists with other settings, or (``create=False``) does not exist.
     """
-    ctx = ctx if ctx is not None else TrialContext.create(experiment)  # space errors before the study exists
+    # space errors (and profiling a missing CPU table) come before the study exists
+    ctx = ctx if ctx is not None else TrialContext.create(experiment, setup_progress=progress)
     strategy = make_strategy(ctx, worker)
     storage = _storage(experiment)
     name, budget = experiment.study_name(), experiment.search.n_trials

@@ -12,7 +12,9 @@ Contract:
   that layer's output activation, which is the next layer's input. Both are empty when ``learned`` (HGQ
   per-parameter widths). ``mapping`` is empty unless the space searches the hardware mapping; then it holds one
   :class:`LayerMapping` per hardware compute layer, in model order, labelled ``conv{i}.dw`` (the depthwise
-  half of a separable block), ``conv{i}``, ``dense{j}`` and ``classifier``.
+  half of a separable block), ``conv{i}``, ``dense{j}`` and ``classifier``. ``task_options`` is empty unless the
+  space searches task options (``space.task_options``); then it holds one ``(option, value)`` pair per searched
+  option, sorted by name: the task data of this point is loaded with them (e.g. the qubit readout window).
 * :meth:`Point.to_dict` gives plain JSON/YAML types (the ``"point"`` user attribute of a trial) and
   :meth:`Point.from_dict` reads it back (``Point.from_dict(p.to_dict()) == p``); a malformed dict is a
   :class:`SpaceError` naming the key. Whether a point belongs to a given space is
@@ -179,9 +181,21 @@ class Point:
     weight_bits: tuple[int, ...] = ()
     act_bits: tuple[int, ...] = ()
     mapping: tuple[LayerMapping, ...] = ()
+    task_options: tuple[tuple[str, bool | int | float | str], ...] = ()
 
     def __post_init__(self) -> None:
         _choice(self.family, FAMILIES, "point.family")
+        opts = self.task_options
+        if not isinstance(opts, tuple) or not all(isinstance(o, tuple) and len(o) == 2 for o in opts):
+            raise SpaceError("point.task_options: expected a tuple of (option, value) pairs")
+        for name, value in opts:
+            if not isinstance(name, str) or not name:
+                raise SpaceError(f"point.task_options: option names are strings, got {name!r}")
+            if not isinstance(value, bool | numbers.Real | str):
+                raise SpaceError(f"point.task_options.{name}: expected a number, string or boolean, got {value!r}")
+        if len({name for name, _ in opts}) != len(opts):
+            raise SpaceError(f"point.task_options: an option is given twice in {[n for n, _ in opts]}")
+        object.__setattr__(self, "task_options", tuple(sorted(opts, key=lambda o: o[0])))  # one canonical order
         for name, kind in (("conv", ConvBlock), ("dense", DenseLayer), ("mapping", LayerMapping)):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(x, kind) for x in value):
@@ -226,14 +240,18 @@ class Point:
         out += [f"dense{j}" for j in range(len(self.dense))] + ["classifier"]
         return out
 
+    def task_option_dict(self) -> dict[str, bool | int | float | str]:
+        """The searched task options of this point, ``{option: value}`` (empty when none are searched)."""
+        return dict(self.task_options)
+
     def layer_mapping(self, label: str) -> LayerMapping | None:
         """The mapping of the compute layer ``label``, or None when the mapping is not searched."""
         return next((m for m in self.mapping if m.layer == label), None)
 
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML types: ``Point.from_dict(p.to_dict()) == p``."""
-        return {
+        """Plain JSON/YAML types: ``Point.from_dict(p.to_dict()) == p`` (``task_options`` only when searched)."""
+        out = {
             "family": self.family,
             "conv": [b.to_dict() for b in self.conv],
             "dense": [d.to_dict() for d in self.dense],
@@ -243,12 +261,18 @@ class Point:
             "act_bits": list(self.act_bits),
             "mapping": [m.to_dict() for m in self.mapping],
         }
+        if self.task_options:
+            out["task_options"] = self.task_option_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Any) -> Point:
         """Read a point written by :meth:`to_dict`; errors name the key (``point.conv[1].kernel``)."""
         d = _keys(d, "point", {"family"}, {"conv", "dense", "dropout", "learned", "weight_bits", "act_bits",
-                                           "mapping"})
+                                           "mapping", "task_options"})
+        opts = d.get("task_options", {})
+        if not isinstance(opts, dict):
+            raise SpaceError(f"point.task_options: expected a mapping option -> value, got {type(opts).__name__}")
         conv = tuple(ConvBlock.from_dict(b, f"point.conv[{i}]")
                      for i, b in enumerate(_list(d.get("conv", []), "point.conv")))
         dense = tuple(DenseLayer.from_dict(b, f"point.dense[{i}]")
@@ -262,11 +286,14 @@ class Point:
             family=d["family"], conv=conv, dense=dense, dropout=dropout, learned=d.get("learned", False),
             weight_bits=tuple(_list(d.get("weight_bits", []), "point.weight_bits")),
             act_bits=tuple(_list(d.get("act_bits", []), "point.act_bits")),
-            mapping=mapping,
+            mapping=mapping, task_options=tuple(opts.items()),
         )
 
     def describe(self) -> str:
-        """One line, e.g. ``cnn1d conv[16k3/relu/max, 32k5/tanh/-] dense[64/relu] w[4,8,2,8] a[4,4,6]``."""
+        """One line, e.g. ``cnn1d conv[16k3/relu/max, 32k5/tanh/-] dense[64/relu] w[4,8,2,8] a[4,4,6]``.
+
+        Searched task options come last: ``task[window_size=50,window_start=120]``.
+        """
         def block(b: ConvBlock) -> str:
             tags = ["sep" if b.separable else "", "bn" if b.batch_norm else "", b.activation,
                     "-" if b.pooling == "none" else b.pooling]
@@ -287,4 +314,6 @@ class Point:
             def fold(m: LayerMapping) -> str:
                 return f"{m.pe}x{m.simd}" if m.pe is not None else f"R{m.reuse_factor}"
             parts.append("map[" + ",".join(fold(m) for m in self.mapping) + "]")
+        if self.task_options:
+            parts.append("task[" + ",".join(f"{k}={v}" for k, v in self.task_options) + "]")
         return " ".join(parts)

@@ -30,10 +30,17 @@ Contract:
   that have more than one choice for the **maximum** depth, in the order: global architecture (``filters``
   when shared, ``dropout``), per conv slot (filters, kernel, pooling, batch_norm, separable, activation), per
   dense slot (units, activation), all weight bits (conv slots, dense slots, classifier), all activation bits,
-  then the mapping per layer. An entry is the value itself when the choices are consecutive integers (bits
-  ``1..8`` encode as 1..8, depths as themselves, folding levels as levels), else the index into the ascending
-  choices. Entries of layers the depth does not reach are padding: encoded as the lower bound, ignored when
-  decoding. Every in-bounds vector decodes to a valid point and ``decode(encode(p)) == p``.
+  then the mapping per layer, then the task options. An entry is the value itself when the choices are
+  consecutive integers (bits ``1..8`` encode as 1..8, depths as themselves, folding levels as levels), else the
+  index into the ascending choices. Entries of layers the depth does not reach are padding: encoded as the
+  lower bound, ignored when decoding. Every in-bounds vector decodes to a valid point and ``decode(encode(p)) == p``.
+* Task options (``space.task_options``, e.g. the qubit readout window) are variables ``task.<option>`` with the
+  configured choices. ``SearchSpace(..., shape_of=f)`` is then required: ``f(options)`` gives the input shape of
+  the task data loaded with those options (:meth:`hwnas.tasks.Task.input_shape`) and is called once per
+  combination when the space is built (an invalid combination is a SpaceError naming ``space.task_options``).
+  A point's ``task_options`` fix its input shape (:meth:`input_shape_of`): the shape checks, the folding levels,
+  :meth:`size`, :meth:`build` and the mapping hold for every combination. They are asked first in
+  define-by-run and come last in the vector.
 * :meth:`sample` draws every variable uniformly (same generator state → same point); :meth:`size` counts the
   distinct points exactly (Python integer, may be huge).
 * :meth:`build` returns the :mod:`hwnas.nn` model (recipe in :mod:`hwnas.space.build`); :meth:`folding` and
@@ -46,7 +53,8 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -56,14 +64,17 @@ from torch import nn
 
 from .build import build_model, conv_out, module_names, pool_out
 from .point import ConvBlock, DenseLayer, LayerMapping, Point, SpaceError
-from .spec import SpaceConfig, int_choices
+from .spec import SpaceConfig, int_choices, task_option_choices
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
     from hwnas.cost.finn import Folding
 
-__all__ = ["SearchSpace", "VectorSlot"]
+__all__ = ["MAX_TASK_OPTION_COMBINATIONS", "SearchSpace", "VectorSlot"]
+
+MAX_TASK_OPTION_COMBINATIONS = 100_000
+"""The most combinations of searched task options a space takes (each one's input shape is computed)."""
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -285,6 +296,8 @@ def _flat(point: Point) -> dict[str, Any]:
         for field in ("pe", "simd", "reuse_factor"):
             if getattr(m, field) is not None:
                 out[f"{base}.{prefix}{field}"] = getattr(m, field)
+    for name, value in point.task_options:
+        out[f"task.{name}"] = value
     return out
 
 
@@ -292,7 +305,17 @@ def _flat(point: Point) -> dict[str, Any]:
 class SearchSpace:
     """A :class:`SpaceConfig` bound to a task's per-sample ``input_shape`` and class count (module docstring)."""
 
-    def __init__(self, cfg: SpaceConfig, input_shape: tuple[int, ...], n_classes: int) -> None:
+    def __init__(self, cfg: SpaceConfig, input_shape: tuple[int, ...], n_classes: int, *,
+                 shape_of: Callable[[Mapping[str, Any]], Sequence[int]] | None = None) -> None:
+        """Bind ``cfg`` to the task (module docstring).
+
+        Args:
+            cfg: the ``space:`` section.
+            input_shape: per-sample input shape of the task data (of the experiment's own task options).
+            n_classes: number of classes.
+            shape_of: with ``cfg.task_options``: the input shape of the task data for a dict of searched options
+                (the task's other options fixed); required then, unused otherwise.
+        """
         if not isinstance(cfg, SpaceConfig):
             raise SpaceError(f"space: expected a SpaceConfig, got {type(cfg).__name__}")
         shape = tuple(input_shape)
@@ -323,6 +346,11 @@ class SearchSpace:
             "act_bits": int_choices(p.act_bits),
             "reuse_factor": int_choices(cfg.mapping.reuse_factor),
         }
+        self.task_option_names: list[str] = list(cfg.task_options)
+        """The searched task options, in the order of ``space.task_options``."""
+        self._shapes = self._task_shapes(shape_of)
+        self.input_shapes: list[tuple[int, ...]] = sorted(set(self._shapes.values()))
+        """Every input shape a point of this space may have (one unless task options are searched)."""
         self._check_shape()
         self.max_conv = max(self._c["conv_blocks"])
         self.max_dense = max(self._c["dense_layers"])
@@ -331,8 +359,39 @@ class SearchSpace:
         self._define()
 
     # ------------------------------------------------------------------ validation against the task
+    def _task_shapes(self, shape_of: Callable[[Mapping[str, Any]], Sequence[int]] | None
+                     ) -> dict[tuple[Any, ...], tuple[int, ...]]:
+        """Input shape per combination of searched task options (values in ``task_option_names`` order)."""
+        names = self.task_option_names
+        if not names:
+            return {(): self.input_shape}
+        if shape_of is None:
+            raise SpaceError("space.task_options: searching task options needs the task's input shape per option "
+                             "set (SearchSpace(..., shape_of=...))")
+        choices = [task_option_choices(self.cfg.task_options[n]) for n in names]
+        count = math.prod(len(c) for c in choices)
+        if count > MAX_TASK_OPTION_COMBINATIONS:
+            raise SpaceError(f"space.task_options: {count:,} combinations of {', '.join(names)}; at most "
+                             f"{MAX_TASK_OPTION_COMBINATIONS:,} (use fewer choices or a coarser step)")
+        out = {}
+        for combo in itertools.product(*choices):
+            opts = dict(zip(names, combo, strict=True))
+            try:
+                shape = tuple(shape_of(opts))
+            except ValueError as err:  # TaskError, SpaceError: an option set the task rejects
+                given = ", ".join(f"{k} {v!r}" for k, v in opts.items())
+                raise SpaceError(f"space.task_options: {given}: {err}") from None
+            if not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+                raise SpaceError(f"space.task_options: shape_of({opts}) gave {shape!r}, not a shape")
+            out[combo] = tuple(int(d) for d in shape)
+        return out
+
     def _check_shape(self) -> None:
-        shape, fam = self.input_shape, self.family
+        for shape in self.input_shapes:
+            self._check_one_shape(shape)
+
+    def _check_one_shape(self, shape: tuple[int, ...]) -> None:
+        fam = self.family
         if fam == "cnn1d" and len(shape) != 2:
             raise SpaceError(f"space.family: cnn1d needs (channels, length) inputs; the task's samples are {shape}")
         if fam == "cnn2d" and len(shape) != 3:
@@ -347,7 +406,9 @@ class SearchSpace:
             if most > fit:
                 raise SpaceError(f"space.conv_blocks: up to {most} blocks, each of which may pool by 2, do not fit "
                                  f"the input's spatial size {spatial} (at most {fit} pooled blocks fit); lower "
-                                 "conv_blocks or use pooling: [none]")
+                                 "conv_blocks or use pooling: [none]"
+                                 + (" (or use larger inputs in space.task_options)" if self.task_option_names
+                                    else ""))
 
     # ------------------------------------------------------------------ variables
     def _add(self, name: str, key: str, choices: Iterable[Any], in_vector: bool | None = None) -> None:
@@ -360,8 +421,8 @@ class SearchSpace:
         """Per conv slot the possible input channels, and the possible flattened feature counts."""
         c = self._c
         if not self.nd:
-            return [], {math.prod(self.input_shape)}
-        states = {(self.input_shape[0], self.input_shape[1:])}
+            return [], {math.prod(s) for s in self.input_shapes}
+        states = {(s[0], s[1:]) for s in self.input_shapes}
         cins: list[set[int]] = []
         flat: set[int] = set()
         for i in range(self.max_conv + 1):
@@ -421,6 +482,8 @@ class SearchSpace:
                 self._add("act_bits", ka, c["act_bits"])
         if self.map_kind != "none":
             self._define_mapping(convs, denses)
+        for name in self.task_option_names:
+            self._add(f"task.{name}", f"space.task_options.{name}", task_option_choices(self.cfg.task_options[name]))
         self._layout.sort(key=self._layout_rank)  # the documented order (a block's depthwise mapping first)
 
     def _define_mapping(self, convs: list[str], denses: list[str]) -> None:
@@ -446,6 +509,8 @@ class SearchSpace:
         head = {"conv_blocks": 0, "dense_layers": 1, "filters": 2, "dropout": 3, "weight_bits": 6, "act_bits": 8}
         if name in head:
             return (head[name], 0, 0, 0)
+        if name.startswith("task."):
+            return (11, self.task_option_names.index(name[5:]), 0, 0)
         label, field = name.split(".", 1)
         if label == "classifier":
             slot = 10_000
@@ -464,6 +529,8 @@ class SearchSpace:
     # ------------------------------------------------------------------ assembly (the one place a point is made)
     def _assemble(self, src: _Source) -> Point:
         v, c, nd = self._vars, self.cfg, self.nd
+        task = {name: src.plain(v[f"task.{name}"]) for name in self.task_option_names}
+        shape = self._shapes[tuple(task.values())]
         n_conv = src.plain(v["conv_blocks"]) if nd else 0
         n_dense = src.plain(v["dense_layers"])
         hidden = n_conv + n_dense
@@ -492,7 +559,7 @@ class SearchSpace:
                 mapping.append(LayerMapping(tag, reuse_factor=src.reuse(v[f"{label}.{prefix}reuse_factor"], n_mult)))
 
         blocks: list[ConvBlock] = []
-        cin, spatial = (self.input_shape[0], self.input_shape[1:]) if nd else (0, ())
+        cin, spatial = (shape[0], shape[1:]) if nd else (0, ())
         for i in range(n_conv):
             label = f"conv{i}"
             f = shared_f if shared_f is not None else src.plain(v[f"{label}.filters"])
@@ -513,7 +580,7 @@ class SearchSpace:
             if pooling != "none":
                 spatial = pool_out(spatial)
             cin = f
-        fin = cin * math.prod(spatial) if nd else math.prod(self.input_shape)
+        fin = cin * math.prod(spatial) if nd else math.prod(shape)
         dense: list[DenseLayer] = []
         for j in range(n_dense):
             label = f"dense{j}"
@@ -525,7 +592,7 @@ class SearchSpace:
         bits("classifier", False)
         mapped("classifier", "", self.n_classes, fin, self.n_classes * fin, "classifier")
         return Point(self.family, tuple(blocks), tuple(dense), dropout, self.learned, tuple(weight_bits),
-                     tuple(act_bits), tuple(mapping))
+                     tuple(act_bits), tuple(mapping), tuple(task.items()))
 
     # ------------------------------------------------------------------ public API
     @property
@@ -566,6 +633,9 @@ class SearchSpace:
         if point.learned != self.learned:
             raise SpaceError(f"point.learned: {point.learned} does not match space.precision.mode "
                              f"{self.cfg.precision.mode!r}")
+        if sorted(point.task_option_dict()) != sorted(self.task_option_names):
+            raise SpaceError(f"point.task_options: the point has {sorted(point.task_option_dict()) or 'none'}, the "
+                             f"space searches {sorted(self.task_option_names) or 'none'} (space.task_options)")
         src = _PointSource(_flat(point))
         again = self._assemble(src)
         if again != point:
@@ -627,7 +697,11 @@ class SearchSpace:
         return self._assemble(_RngSource(rng))
 
     def size(self) -> int:
-        """Number of distinct points (exact)."""
+        """Number of distinct points (exact): per input shape, its architectures × its task option sets."""
+        return sum(n * self._size_for(shape) for shape, n in Counter(self._shapes.values()).items())
+
+    def _size_for(self, shape: tuple[int, ...]) -> int:
+        """Number of distinct architectures (precision, mapping) on inputs of ``shape``."""
         c, nd = self._c, self.nd
         learned, per_layer = self.learned, self.cfg.precision.per_layer
         w_f = len(c["weight_bits"]) if not learned and per_layer else 1
@@ -652,7 +726,7 @@ class SearchSpace:
         @cache
         def conv(i: int, n_conv: int, n_dense: int, cin: int, spatial: tuple[int, ...], shared: int | None) -> int:
             if i == n_conv:
-                return dense(0, n_dense, cin * math.prod(spatial) if nd else math.prod(self.input_shape))
+                return dense(0, n_dense, cin * math.prod(spatial) if nd else math.prod(shape))
             total = 0
             for f in ([shared] if shared is not None else c["filters"]):
                 for k in c["kernel"]:
@@ -668,7 +742,7 @@ class SearchSpace:
             return total
 
         total = 0
-        start = (self.input_shape[0], self.input_shape[1:]) if nd else (0, ())
+        start = (shape[0], shape[1:]) if nd else (0, ())
         for n_conv in c["conv_blocks"]:
             for n_dense in c["dense_layers"]:
                 hidden = n_conv + n_dense
@@ -683,11 +757,26 @@ class SearchSpace:
     def build(self, point: Point, seed: int | None = None) -> nn.Sequential:
         """The :mod:`hwnas.nn` model of ``point`` (recipe: :mod:`hwnas.space.build`); ``seed`` fixes the weights."""
         self.check(point)
-        return build_model(point, self.input_shape, self.n_classes, self.cfg.precision, seed)
+        return build_model(point, self.input_shape_of(point), self.n_classes, self.cfg.precision, seed)
+
+    def input_shape_of(self, point: Point | None = None) -> tuple[int, ...]:
+        """Per-sample input shape of ``point``'s model.
+
+        Set by the point's task options when they are searched; else (and for ``None``) :attr:`input_shape`.
+        """
+        if point is None or not self.task_option_names:
+            return self.input_shape
+        opts = point.task_option_dict()
+        key = []
+        for name in self.task_option_names:
+            if name not in opts:
+                raise SpaceError(f"point.task_options: has no value for {name!r} (space.task_options.{name})")
+            key.append(self._vars[f"task.{name}"].canonical(opts[name], f"point.task_options.{name}"))
+        return self._shapes[tuple(key)]
 
     def module_names(self, point: Point) -> dict[str, str]:
         """Layer label (``conv0``, ``conv0.dw``, ``dense0``, ``classifier``, ...) → module name in the built model."""
-        return module_names(point, self.input_shape, self.n_classes)
+        return module_names(point, self.input_shape_of(point), self.n_classes)
 
     def folding(self, point: Point) -> dict[str, Folding]:
         """The point's FINN PE/SIMD per module name (for ``finn_estimate(folding=...)``); empty when not searched."""
@@ -703,6 +792,11 @@ class SearchSpace:
 
     def describe(self) -> str:
         """A short summary: family, input, number of points and vector length."""
-        return (f"{self.family} space on inputs {self.input_shape} → {self.n_classes} classes: {self.size():,} points, "
+        inputs = str(self.input_shape)
+        if self.task_option_names:
+            shapes = self.input_shapes
+            inputs = (f"{shapes[0]} … {shapes[-1]}" if len(shapes) > 1 else str(shapes[0])) + \
+                f" (task options {', '.join(self.task_option_names)})"
+        return (f"{self.family} space on inputs {inputs} → {self.n_classes} classes: {self.size():,} points, "
                 f"{len(self._layout)}-entry vector, precision {self.cfg.precision.mode}, mapping {self.map_kind}")
 

@@ -4,6 +4,10 @@ Every searchable integer is an :data:`IntSpec`: a single value (fixed), a list (
 ``[2, 4, 8, 16]``) or a range ``{min: 1, max: 8, step: 1}`` (inclusive). Lists of strings/bools/floats are
 sets of choices. Each field's description is its documentation (``hwnas config --defaults`` prints them).
 
+``task_options`` makes options of the experiment's task search variables (e.g. the qubit readout window): each
+maps to a list of choices or an integer range. Whether the task has such an option and whether every
+combination is valid for it is checked with the task (:mod:`hwnas.config`, :class:`hwnas.space.SearchSpace`).
+
 What is checked here needs nothing but the section itself (value ranges, non-empty choice lists, settings
 that need another one); what depends on the task's input shape (how many pooled blocks fit the input, the
 input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose errors name the same keys.
@@ -11,11 +15,12 @@ input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose er
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig", "int_choices"]
+__all__ = ["IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig", "TaskOptionSpec", "int_choices",
+           "task_option_choices"]
 
 
 class _Strict(BaseModel):
@@ -65,6 +70,30 @@ def _nonempty(values: list[Any]) -> list[Any]:
     if not values:
         raise ValueError("needs at least one choice")
     return values
+
+
+TaskOptionSpec = Annotated[list[bool | int | float | str], AfterValidator(_nonempty)] | IntRange
+"""The choices of one searched task option: a list of values, or an inclusive integer range."""
+
+
+def task_option_choices(spec: TaskOptionSpec) -> tuple[bool | int | float | str, ...]:
+    """The values a searched task option takes, without duplicates.
+
+    A range, or a list of numbers (or of booleans), ascending; other lists in their order.
+    """
+    if isinstance(spec, IntRange):
+        return tuple(int_choices(spec))
+    seen: set[tuple[bool, bool, Any]] = set()
+    plain = []
+    for v in spec:  # 1 and 1.0 are one value; True and 1 are not
+        key = (isinstance(v, bool), isinstance(v, str), v)
+        if key not in seen:
+            seen.add(key)
+            plain.append(v)
+    if all(isinstance(v, bool) for v in plain) or all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in plain):
+        return tuple(sorted(plain))
+    return tuple(plain)
 
 
 class PrecisionConfig(_Strict):
@@ -148,6 +177,11 @@ class SpaceConfig(_Strict):
                                  "each dense layer, the classifier included")
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="bit-widths")
     mapping: MappingConfig = Field(default_factory=MappingConfig, description="hardware mapping")
+    task_options: dict[str, TaskOptionSpec] = Field(
+        default_factory=dict, description="task options searched with the model (SNAC-Pack: the readout window): "
+        "option name -> list of choices or {min, max, step}; each trial loads the task data with task.options "
+        "overridden by its choices, and the input size follows (e.g. {window_start: {min: 0, max: 300, step: "
+        "20}, window_size: [50, 100, 200]})")
 
     @field_validator("conv_blocks", "dense_layers")
     @classmethod

@@ -17,6 +17,7 @@ name                data
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,10 @@ def _load_digits(seed: int, *, val_fraction: float, test_fraction: float, image:
     train, val, test = _three_way(x, y, None, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     return TaskData(train, val, test, tuple(str(d) for d in range(10)),
                     {"source": "sklearn.datasets.load_digits", "pixels": "value/16 (exact 4 fractional bits)"})
+
+
+def _digits_shape(o: Mapping[str, Any]) -> tuple[int, ...]:
+    return (1, 8, 8) if o["image"] else (64,)
 
 
 def _digits_baseline(input_shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
@@ -168,6 +173,7 @@ def _load_qubit(seed: int, *, n_shots: int, window_start: int, window_size: int,
     from .qubit import ReadoutConfig, readout_window, simulate_readout
 
     _check_positive("qubit-readout", "n_shots", n_shots)
+    _qubit_shape({"config": config, "window_start": window_start, "window_size": window_size})
     cfg = config if isinstance(config, ReadoutConfig) else ReadoutConfig(**(config or {}))
     sim = simulate_readout(n_shots, seed=seed, config=cfg)
     x = readout_window(sim.iq, window_start, window_size)
@@ -178,6 +184,29 @@ def _load_qubit(seed: int, *, n_shots: int, window_start: int, window_size: int,
                      "config": cfg})
 
 
+def _qubit_shape(o: Mapping[str, Any]) -> tuple[int, ...]:
+    """``(2·window_size,)``; a TaskError when the window does not lie inside a shot's samples."""
+    from .qubit import ReadoutConfig
+
+    try:
+        cfg = o["config"] if isinstance(o["config"], ReadoutConfig) else ReadoutConfig(**(o["config"] or {}))
+    except (TypeError, ValueError) as err:
+        raise TaskError(f"task 'qubit-readout': option 'config': {err}") from None
+    n, start, size = cfg.n_samples, o["window_start"], o["window_size"]
+    for name, value in (("window_start", start), ("window_size", size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TaskError(f"task 'qubit-readout': option {name!r} must be an int, got {value!r}")
+    if not 0 <= start < n:
+        raise TaskError(f"task 'qubit-readout': window_start {start} is outside the {n} samples of a shot "
+                        f"(0 … {n - 1})")
+    if size < 1:
+        raise TaskError(f"task 'qubit-readout': window_size must be >= 1, got {size}")
+    if start + size > n:
+        raise TaskError(f"task 'qubit-readout': window_start {start} + window_size {size} = {start + size} runs past "
+                        f"the {n} samples of a shot")
+    return (2 * int(size),)
+
+
 def _qubit_baseline(input_shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
     return baselines.mlp(input_shape, n_classes, hidden=(32, 16))
 
@@ -186,21 +215,26 @@ def _register() -> None:
     split_docs = {"val_fraction": "share of every class for validation", "test_fraction": "share for testing"}
     register_task(Task("digits", "scikit-learn's 8×8 digits, flattened to 64 features", _load_digits,
                        _digits_baseline, {"val_fraction": 0.2, "test_fraction": 0.2, "image": False},
-                       option_docs={**split_docs, "image": "(1, 8, 8) images instead of 64 features"}))
+                       option_docs={**split_docs, "image": "(1, 8, 8) images instead of 64 features"},
+                       shape=_digits_shape))
     register_task(Task("digits-image", "scikit-learn's 8×8 digits as (1, 8, 8) images", _load_digits,
                        _digits_baseline, {"val_fraction": 0.2, "test_fraction": 0.2, "image": True},
-                       option_docs={**split_docs, "image": "(1, 8, 8) images instead of 64 features"}))
+                       option_docs={**split_docs, "image": "(1, 8, 8) images instead of 64 features"},
+                       shape=_digits_shape))
     register_task(Task("fashion-mnist", "Fashion-MNIST (Debian dataset-fashion-mnist), (1, 28, 28) images",
                        _load_fashion, lambda s, n: baselines.image_cnn(s, n) if len(s) == 3 else baselines.mlp(s, n),
                        {"root": None, "val_fraction": 0.1, "flatten": False},
                        option_docs={"root": "folder with the IDX files (None: $HWNAS_FASHION_MNIST, then Debian's)",
                                     "val_fraction": "share of every class of the training set for validation",
-                                    "flatten": "784 features instead of (1, 28, 28) images"}))
+                                    "flatten": "784 features instead of (1, 28, 28) images"},
+                       shape=lambda o: (784,) if o["flatten"] else (1, 28, 28)))
     register_task(Task("amc-rml2016", "generated RadioML-2016-like AMC frames: 11 classes, 2×128, −20…18 dB",
-                       _amc_loader("rml2016"), _amc_baseline, _amc_defaults(1000), option_docs=_AMC_DOCS))
+                       _amc_loader("rml2016"), _amc_baseline, _amc_defaults(1000), option_docs=_AMC_DOCS,
+                       shape=lambda o: (2, 128)))
     register_task(Task("amc-rml2018", "generated RadioML-2018-like AMC frames: 24 classes, 2×1024, −20…30 dB "
                        "(default 410 per pair ≈ MONAS-LQ's homogeneous 10 % of RadioML 2018.01A)",
-                       _amc_loader("rml2018"), _amc_baseline, _amc_defaults(410), option_docs=_AMC_DOCS))
+                       _amc_loader("rml2018"), _amc_baseline, _amc_defaults(410), option_docs=_AMC_DOCS,
+                       shape=lambda o: (2, 1024)))
     file_docs = {"path": "the dataset file (required)", "val_fraction": "share of every (class, SNR) pair for "
                  "validation", "test_fraction": "share of every (class, SNR) pair for testing",
                  "split_seed": "seed of the test split (RadioML challenge convention: 2018)"}
@@ -222,7 +256,8 @@ def _register() -> None:
                                     "window_size": "samples in the window; the input is I then Q: 2·size features",
                                     "val_fraction": "share of every class for validation",
                                     "test_fraction": "share of every class for testing",
-                                    "config": "a ReadoutConfig or a dict of its fields (None: physical defaults)"}))
+                                    "config": "a ReadoutConfig or a dict of its fields (None: physical defaults)"},
+                       shape=_qubit_shape))
 
 
 _register()

@@ -8,6 +8,9 @@ Contract:
   float32 inputs, int64 labels; ``snr`` per frame where the task has one), the class names and an ``info``
   dict saying how the data was made. Options a task does not know are an error naming the option and the
   task; the same seed and options give identical tensors.
+* ``task.input_shape(**options)`` gives the per-sample input shape the options produce without loading any data
+  (tasks that declare a ``shape`` function; the search space uses it when ``space.task_options`` searches
+  options); invalid options (e.g. a readout window past the end of the trace) are a :class:`TaskError`.
 * ``task.baseline(data)`` builds the task's default baseline model (hwnas layers, untrained) for the data's
   input shape and class count; ``task.evaluate(model, split)`` returns the task metric and, where the split
   has SNRs, accuracy per SNR, plus the confusion matrix.
@@ -84,6 +87,9 @@ class Task:
 
     ``loader(seed, **options)`` must return :class:`TaskData`; ``baseline_builder(input_shape, n_classes)``
     an ``nn.Module``. ``metric`` is ``"accuracy"`` or ``"fidelity"`` (binary: 1 − [P(1|0) + P(0|1)]/2).
+    ``shape(options)`` (optional) returns the per-sample input shape of the complete option dict without
+    loading anything and raises :class:`TaskError` for options the loader would reject; without it the task's
+    options cannot be search variables.
     """
 
     name: str
@@ -94,6 +100,7 @@ class Task:
     metric: str = "accuracy"
     loss: str = "ce"
     option_docs: Mapping[str, str] = field(default_factory=dict)
+    shape: Callable[[Mapping[str, Any]], tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in _METRICS:
@@ -112,6 +119,16 @@ class Task:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TaskError(f"task {self.name!r}: seed must be an int, got {seed!r}")
         return self.loader(seed, **self.options(**options))
+
+    def input_shape(self, **options: Any) -> tuple[int, ...]:
+        """Per-sample input shape of the data ``load(**options)`` would give, without loading it.
+
+        Raises :class:`TaskError` for an unknown or invalid option, or when the task declares no ``shape``.
+        """
+        if self.shape is None:
+            raise TaskError(f"task {self.name!r} cannot tell its input shape without loading its data, so its "
+                            "options cannot be searched")
+        return tuple(int(d) for d in self.shape(self.options(**options)))
 
     def baseline(self, data: TaskData | None = None, *, input_shape: tuple[int, ...] | None = None,
                  n_classes: int | None = None) -> nn.Module:
