@@ -59,27 +59,6 @@ def test_point_features_read_only_the_layers_a_point_has():
     assert len(learned) == len(one) and learned[-6:] == [0.0] * 6
 
 
-MONAS = """\
-name: monas
-seed: 1
-task: {name: digits-image}
-space:
-  family: cnn2d
-  conv_blocks: {min: 1, max: 2}
-  filters: [4, 8]
-  share_filters: true
-  dense_layers: {min: 0, max: 1}
-  dense_units: [16, 32]
-  precision: {weight_bits: {min: 2, max: 8}, act_bits: {min: 2, max: 8}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: xc7z020, model: none}
-search:
-  strategy: monas_lq
-  n_trials: 14
-  options: {hpo_trials: 2, bootstrap_size: 6, candidates_per_round: 150, train_fraction: 0.02}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +66,7 @@ def sampler(tmp_path_factory):
     from hwnas.config import parse_experiment
     from hwnas.search.guided import GuidedSampler
     from hwnas.search.objective import TrialContext
+    from tests.test_search import MONAS
 
     exp = parse_experiment(MONAS, source="<monas>")
     ctx = TrialContext.create(exp, output=tmp_path_factory.mktemp("monas"), save_models=False)

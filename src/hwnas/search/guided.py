@@ -391,27 +391,30 @@ class GuidedSampler(BaseSampler):
         pool: dict[tuple[int, ...], dict[str, float]] = {}
         for _ in range(generations):
             positions = [self.canonical(p) for p in swarm.ask()]
-            out, std = pred.predict(np.array(positions, dtype=float), return_std=True)
-            swarm.tell([float(s) for s in out["score"]])
-            for i, v in enumerate(positions):
-                row = {t: float(out[t][i]) for t in out}
-                if kappa > 0:
-                    row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
-                    row["accuracy"] -= kappa * row["accuracy_std"]
+            rows = self._predicted(pred, positions, kappa)
+            swarm.tell([row["score"] for row in rows])
+            for v, row in zip(positions, rows, strict=True):
                 pool.setdefault(v, row)
         self._near = self.front_neighbours(data, int(getattr(opts, "front_neighbours", 0)))
         new = [v for v in self._near if v not in pool]
         if new:
-            out, std = pred.predict(np.array(new, dtype=float), return_std=True)
-            for i, v in enumerate(new):
-                row = {t: float(out[t][i]) for t in out}
-                if kappa > 0:
-                    row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
-                    row["accuracy"] -= kappa * row["accuracy_std"]
-                pool[v] = row
+            pool.update(zip(new, self._predicted(pred, new, kappa), strict=True))
         if getattr(opts, "accuracy_model", "molp") == "gp" and pool:
             self._gp_accuracy(data, pool, kappa)
         return pool
+
+    @staticmethod
+    def _predicted(pred: MultiOutputPredictor, vecs: list[tuple[int, ...]], kappa: float) -> list[dict[str, float]]:
+        """The predictor's row per vector; with ``kappa`` > 0 the accuracy is mean − kappa·std (both kept)."""
+        out, std = pred.predict(np.array(vecs, dtype=float), return_std=True)
+        rows = []
+        for i in range(len(vecs)):
+            row = {t: float(out[t][i]) for t in out}
+            if kappa > 0:
+                row["accuracy_mean"], row["accuracy_std"] = row["accuracy"], float(std["accuracy"][i])
+                row["accuracy"] -= kappa * row["accuracy_std"]
+            rows.append(row)
+        return rows
 
     def front_neighbours(self, data: list[_Trained], limit: int) -> list[tuple[int, ...]]:
         """Up to ``limit`` untrained vectors one move away from the trained feasible Pareto front.
