@@ -6,12 +6,15 @@ runs as a real hwnas search (same experiment, same data, same training schedule,
 folder). The (accuracy, BOPs) front of every run is measured by its hypervolume against one reference
 point shared by all runs: accuracy 1/classes (chance) and 1.1 × the largest BOPs any run trained, with
 BOPs divided by that reference so the volume lies in [0, 1]. Prints the hypervolume of each run and
-the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used.
+the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used; with a
+random run, also the ratio random search reaches with N, 2N and 4N trainings (the mean over 200 random
+subsets of its trained points: no extra training), the yardstick for how much the guidance buys.
 
-    .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0] [--epochs 5]
+    .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
         [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
-        [--neighbours 0] [--trend none] [--against nsga2 random] [--out /tmp/hwnas_search_bench] [--json FILE]
+        [--neighbours 0] [--trend none] [--acquisition bound] [--against nsga2 random]
+        [--retrain 0] [--out /tmp/hwnas_search_bench] [--json FILE]
 
 The defaults are the library's MONAS-LQ defaults except the stage sizes (``hpo_trials`` 2, ``bootstrap_size``
 6, rounds of 2, for a budget of 16).
@@ -77,7 +80,7 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
                    f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}, "
                    f"accuracy_model: {args.accuracy_model}, bootstrap_design: {args.bootstrap_design}, "
                    f"accuracy_features: {args.accuracy_features}, front_neighbours: {args.neighbours}, "
-                   f"accuracy_trend: {args.trend}}}")
+                   f"accuracy_trend: {args.trend}, accuracy_acquisition: {args.acquisition}}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
@@ -97,14 +100,16 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         tag += f"_nb{args.neighbours}"
     if strategy == "monas_lq" and args.trend != "none":
         tag += f"_{args.trend}"
+    if strategy == "monas_lq" and args.acquisition != "bound":
+        tag += f"_{args.acquisition}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
     return parse_experiment(text, source=f"<{strategy}>")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the three searches and print hypervolumes and ratios."""
+def parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="trainings of the guided pipeline (default 16)")
     ap.add_argument("--factor", type=int, default=10, help="budget multiple of NSGA-II and random (default 10)")
@@ -121,22 +126,31 @@ def main(argv: list[str] | None = None) -> int:
                     help="MONAS-LQ round accuracy predictor (default gp)")
     ap.add_argument("--accuracy-features", default="summary", choices=("vector", "summary"),
                     help="inputs of the gp accuracy model (default summary)")
-    ap.add_argument("--bootstrap-design", default="stratified", choices=("random", "stratified"),
+    ap.add_argument("--bootstrap-design", default="stratified", choices=("random", "stratified", "factorial"),
                     help="MONAS-LQ bootstrap vectors (default stratified)")
     ap.add_argument("--neighbours", type=int, default=0, help="MONAS-LQ front_neighbours (default 0)")
     ap.add_argument("--trend", default="none", choices=("none", "log_bops"), help="MONAS-LQ accuracy_trend of "
                     "the gp accuracy model (default none)")
+    ap.add_argument("--acquisition", default="bound", choices=("bound", "thompson", "ehvi"),
+                    help="MONAS-LQ accuracy_acquisition (default bound)")
     ap.add_argument("--against", nargs="+", default=["nsga2", "random"], choices=("nsga2", "random"),
                     help="the larger-budget searches to compare with (default: nsga2 random)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0); with several, "
+                    "the per-seed ratios and their means are printed at the end")
     ap.add_argument("--epochs", type=int, default=5, help="training epochs per trial (default 5)")
     ap.add_argument("--per-pair", type=int, default=50, help="frames per (class, SNR) pair (default 50)")
     ap.add_argument("--out", default="/tmp/hwnas_search_bench", help="folder of the studies")
+    ap.add_argument("--retrain", type=int, default=0, help="also re-train every front model this many times with "
+                    "fresh seeds and compare the fronts at their mean accuracies (default 0: off)")
     ap.add_argument("--json", help="also write the results to this file")
-    args = ap.parse_args(argv)
-    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    return ap
+
+
+def one_seed(args: argparse.Namespace) -> dict:
+    """Run (or resume) the searches of ``args.seed`` and print their hypervolumes and ratios."""
     runs = [("monas_lq", args.n)] + [(other, args.factor * args.n) for other in args.against]
     fronts: dict[str, np.ndarray] = {}
+    front_trials: dict[str, tuple] = {}
     rows = []
     for strategy, n in runs:
         exp = experiment(strategy, n, args)
@@ -146,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         pts = np.array([[t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["bops"]]
                         for t in outcome.archive.feasible])
         fronts[strategy] = pts
+        front_trials[strategy] = (exp, list(outcome.archive.front))
         done = outcome.summary["states"]["COMPLETE"]
         rows.append((strategy, n, done, seconds))
         print(f"{strategy}: {done} trainings in {seconds:.0f} s, front of {len(outcome.archive.front)}", flush=True)
@@ -155,21 +170,94 @@ def main(argv: list[str] | None = None) -> int:
     for strategy, pts in fronts.items():
         losses = np.column_stack([-pts[:, 0], pts[:, 1] / bops_ref]) if len(pts) else np.zeros((0, 2))
         hv[strategy] = hypervolume(losses, [-chance, 1.0])
-    print(f"\nreference point: accuracy {chance:.4f}, BOPs {bops_ref:.4g} (normalized to 1)")
+    print(f"\nseed {args.seed}: reference point accuracy {chance:.4f}, BOPs {bops_ref:.4g} (normalized to 1)")
     print(f"{'strategy':10s} {'trainings':>9s} {'seconds':>8s} {'hypervolume':>12s} {'best acc':>9s}")
     for strategy, _budget, done, seconds in rows:
         best = float(fronts[strategy][:, 0].max()) if len(fronts[strategy]) else float("nan")
         print(f"{strategy:10s} {done:9d} {seconds:8.0f} {hv[strategy]:12.4f} {best:9.4f}")
-    results = {"hypervolume": hv, "runs": [dict(zip(("strategy", "budget", "trainings", "seconds"), r,
-                                                    strict=True)) for r in rows],
-               "reference": {"accuracy": chance, "bops": bops_ref}, "args": vars(args)}
+    results: dict = {"seed": args.seed, "hypervolume": hv,
+                     "runs": [dict(zip(("strategy", "budget", "trainings", "seconds"), r, strict=True)) for r in rows],
+                     "reference": {"accuracy": chance, "bops": bops_ref}}
     for other in args.against:
         ratio = hv["monas_lq"] / hv[other] if hv[other] > 0 else float("inf")
         results[f"ratio_vs_{other}"] = ratio
         print(f"guided ({args.n} trainings) / {other} ({args.factor * args.n} trainings): {ratio:.3f}  "
               f"(goal >= 0.95)")
+    if "random" in fronts and len(fronts["random"]):
+        # what random search reaches with fewer trainings: subsets of the random study's trained points
+        rng = np.random.default_rng([args.seed, 5])
+        pts = fronts["random"]
+        results["random_subsets"] = {}
+        print(f"random search with k trainings (mean of 200 random subsets of the {len(pts)} random trainings):")
+        for k in (args.n, 2 * args.n, 4 * args.n):
+            if k >= len(pts):
+                continue
+            vols = [hypervolume(np.column_stack([-sub[:, 0], sub[:, 1] / bops_ref]), [-chance, 1.0])
+                    for sub in (pts[rng.choice(len(pts), k, replace=False)] for _ in range(200))]
+            row = {other: float(np.mean(vols) / hv[other]) for other in args.against if hv[other] > 0}
+            results["random_subsets"][k] = row
+            print(f"  k = {k:4d}: " + ", ".join(f"/ {o} {v:.3f}" for o, v in row.items()))
+    if args.retrain:
+        results["retrained"] = retrained(args, front_trials, bops_ref, chance)
+    return results
+
+
+def retrained(args: argparse.Namespace, front_trials: dict[str, tuple], bops_ref: float, chance: float) -> dict:
+    """Hypervolume of each run's front with every front model re-trained ``--retrain`` times (mean accuracy).
+
+    A front of many trainings is partly the luck of its trainings (the best of many noisy draws); re-training
+    its configurations with fresh seeds (trial numbers from 100000 on: seeds no search used) measures the
+    configurations the search found rather than the draws it kept.
+    """
+    from hwnas.search.objective import TrialContext, train_and_measure
+
+    hv, out = {}, {}
+    for strategy, (exp, front) in front_trials.items():
+        ctx = TrialContext.create(exp, output=Path(args.out) / "retrain", save_models=False)
+        pts = []
+        for i, t in enumerate(front):
+            vec = t.user_attrs.get("vector")
+            point = ctx.space.decode(list(vec)) if vec is not None else ctx.space.from_params(t.params)
+            accs = [train_and_measure(point, ctx, 100000 + 1000 * i + j).metrics["accuracy"]
+                    for j in range(args.retrain)]
+            pts.append([float(np.mean(accs)), float(t.user_attrs["metrics"]["bops"])])
+        pts_a = np.array(pts).reshape(-1, 2)
+        hv[strategy] = hypervolume(np.column_stack([-pts_a[:, 0], pts_a[:, 1] / bops_ref]), [-chance, 1.0])
+        out[strategy] = {"hypervolume": hv[strategy], "front": pts}
+        print(f"{strategy}: front of {len(front)} re-trained {args.retrain}x: hypervolume {hv[strategy]:.4f}, best "
+              f"mean accuracy {pts_a[:, 0].max():.4f}", flush=True)
+    for other in args.against:
+        if other in hv and hv[other] > 0:
+            out[f"ratio_vs_{other}"] = hv["monas_lq"] / hv[other]
+            print(f"re-trained fronts: guided / {other}: {out[f'ratio_vs_{other}']:.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the searches of every seed, print hypervolumes and ratios per seed and their means."""
+    args = parser().parse_args(argv)
+    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    per_seed = [one_seed(argparse.Namespace(**{**vars(args), "seed": seed})) for seed in args.seed]
+    summary: dict = {"args": vars(args), "seeds": per_seed}
+    if len(per_seed) > 1:
+        print(f"\n{len(per_seed)} seeds: guided ({args.n} trainings) / larger budget ({args.factor * args.n})")
+        for other in args.against:
+            ratios = [r[f"ratio_vs_{other}"] for r in per_seed]
+            summary[f"mean_ratio_vs_{other}"] = float(np.mean(ratios))
+            print(f"  / {other:6s} " + " ".join(f"{x:.3f}" for x in ratios) + f"   mean {np.mean(ratios):.3f}")
+        for other in args.against:
+            key = f"ratio_vs_{other}"
+            vals = [r["retrained"][key] for r in per_seed if key in r.get("retrained", {})]
+            if vals:
+                print(f"  re-trained fronts / {other}: " + " ".join(f"{x:.3f}" for x in vals)
+                      + f"   mean {np.mean(vals):.3f}")
+        for k in (args.n, 2 * args.n, 4 * args.n):
+            for other in args.against:
+                vals = [r["random_subsets"][k][other] for r in per_seed if k in r.get("random_subsets", {})]
+                if vals:
+                    print(f"  random with {k} trainings / {other}: mean {np.mean(vals):.3f} over {len(vals)} seeds")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0
 
 

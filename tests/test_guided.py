@@ -40,6 +40,24 @@ def test_stratified_design_of_random_ranges_stays_in_bounds():
             assert rows[:, j].min() >= lo and rows[:, j].max() <= hi
 
 
+def test_stratified_design_crosses_the_joint_columns():
+    bounds = [(1, 3), (0, 1), (2, 8), (0, 1)]
+    rows = stratified_design(bounds, 6, np.random.default_rng(3), joint=[0, 1])
+    assert sorted(map(tuple, rows[:, :2].tolist())) == [(a, b) for a in (1, 2, 3) for b in (0, 1)]
+    for j in (2, 3):  # the other columns stay Latin: every value range in equal shares
+        n = bounds[j][1] - bounds[j][0] + 1
+        assert set(Counter(rows[:, j].tolist()).values()) <= {6 // n, -(-6 // n)}
+    rows = stratified_design(bounds, 8, np.random.default_rng(3), joint=[0, 1])
+    counts = Counter(map(tuple, rows[:, :2].tolist()))
+    assert len(counts) == 6 and sorted(counts.values()) == [1, 1, 1, 1, 2, 2]
+    # more combinations than rows: the joint columns stay Latin columns (the same draws as without joint)
+    few = stratified_design(bounds, 4, np.random.default_rng(3), joint=[0, 1])
+    assert (few == stratified_design(bounds, 4, np.random.default_rng(3))).all()
+    # a fixed slot in joint is no combination
+    fixed = stratified_design([(2, 2), (0, 1)], 4, np.random.default_rng(0), joint=[0, 1])
+    assert (fixed[:, 0] == 2).all() and sorted(fixed[:, 1].tolist()) == [0, 0, 1, 1]
+
+
 def _point(blocks: int, dense: int, w: tuple[int, ...], a: tuple[int, ...]) -> Point:
     return Point(family="cnn1d", conv=tuple(ConvBlock(filters=16, kernel=3) for _ in range(blocks)),
                  dense=tuple(DenseLayer(units=32) for _ in range(dense)), weight_bits=w, act_bits=a)
@@ -126,3 +144,144 @@ def test_gp_accuracy_with_a_log_bops_trend_reverts_to_the_accuracy_typical_of_th
         sampler.options = saved
     assert means["log_bops"] == pytest.approx(0.34, abs=0.03)
     assert means["none"] > 0.39  # without the trend it heads back towards the trained mean (0.535)
+
+
+def test_factorial_bootstrap_covers_every_depth_combination(sampler):
+    assert [sampler.layout[j].name for j in sampler.depth_slots] == ["conv_blocks", "dense_layers"]
+    saved = sampler.options
+    try:
+        sampler.options = saved.model_copy(update={"bootstrap_design": "factorial"})
+        sampler._design = None
+        rows = [sampler._stratified_vector(sampler.schedule.hpo + i) for i in range(sampler.schedule.warmup)]
+    finally:
+        sampler.options, sampler._design = saved, None
+    depths = Counter((v[sampler.depth_slots[0]], v[sampler.depth_slots[1]]) for v in rows)
+    assert set(depths) == {(b, d) for b in (1, 2) for d in (0, 1)}  # 4 combinations in 6 rows
+    assert sorted(depths.values()) == [1, 1, 2, 2]
+    assert len(set(rows)) == len(rows)
+
+
+def _gp_data(sampler, n: int = 8):
+    from hwnas.search.guided import _Trained
+
+    vecs = list(dict.fromkeys(sampler._random_vector(i) for i in range(80)))
+    rng = np.random.default_rng(0)
+    data = [_Trained(i, v, {"accuracy": float(rng.uniform(0.3, 0.7)), "bops": float(rng.uniform(1e3, 1e5))}, [])
+            for i, v in enumerate(vecs[:n])]
+    return data, vecs[n:n + 30]
+
+
+def test_thompson_draws_are_seeded_joint_posterior_samples(sampler):
+    data, cand = _gp_data(sampler)
+    saved = sampler.options
+    try:
+        sampler.options = saved.model_copy(update={"accuracy_acquisition": "thompson"})
+        pools = []
+        for r in (0, 0, 1):
+            pool = {v: {"accuracy": 0.0, "bops": 1e4} for v in [*cand, data[0].vector]}
+            sampler._gp_accuracy(data, pool, 1.0, r)
+            pools.append(pool)
+    finally:
+        sampler.options = saved
+    first, again, other = pools
+    k = sampler.schedule.round_size
+    for v, row in first.items():
+        assert len(row["accuracy_draws"]) == k
+        assert row["accuracy"] == row["accuracy_mean"]  # thompson: no bound applied to the recorded accuracy
+        assert row["accuracy_draws"] == again[v]["accuracy_draws"]  # same seed and round: same draws
+    assert any(first[v]["accuracy_draws"] != other[v]["accuracy_draws"] for v in cand)  # another round: others
+    # at a trained point the posterior is narrow: its draws stay near the mean; away from the data they spread
+    at = first[data[0].vector]
+    spread = np.std([first[v]["accuracy_draws"][0] - first[v]["accuracy_mean"] for v in cand])
+    assert abs(at["accuracy_draws"][0] - at["accuracy_mean"]) <= 3 * at["accuracy_std"] + 1e-9
+    assert spread == pytest.approx(np.mean([first[v]["accuracy_std"] for v in cand]), rel=0.6)
+
+
+def test_thompson_gives_each_training_of_a_round_its_own_draw(sampler):
+    from hwnas.search.guided import _Trained
+
+    data, cand = _gp_data(sampler, 4)
+    a, b, c = cand[:3]
+    row = lambda v, draws, bops=5e3: (v, {"accuracy": 0.5, "bops": bops}, 0.0,  # noqa: E731
+                                      {"predicted": {"accuracy": 0.5, "accuracy_draws": draws}, "priced": {}})
+    rows = [row(a, [0.95, 0.1]), row(b, [0.1, 0.9]), row(c, [0.5, 0.5])]
+    picked = sampler._by_thompson(rows, data, 2)
+    assert [p[0] for p in picked] == [a, b]  # a wins draw 0, b wins draw 1
+    # a pick joins the front of the next draw at its value in that draw: never chosen twice, and what it
+    # dominates there adds nothing
+    rows = [row(a, [0.95, 0.95]), row(b, [0.9, 0.9], 2e3), row(c, [0.9, 0.9], 6e3)]
+    assert [p[0] for p in sampler._by_thompson(rows, data, 2)] == [a, b]
+    rows = [row(a, [0.95, 0.2]), row(c, [0.3, 0.9], 6e3)]  # c is dominated by a in draw 0 only
+    assert [p[0] for p in sampler._by_thompson(rows, data, 2)] == [a, c]
+    # nothing above the trained front under any draw: no pick (the round then fills by the bound)
+    best = [_Trained(9, cand[5], {"accuracy": 0.99, "bops": 1.0}, [])]
+    assert sampler._by_thompson([row(a, [0.2, 0.3])], best, 2) == []
+
+
+def test_thompson_needs_the_gp_accuracy_model():
+    from hwnas.config import ConfigError, parse_experiment
+    from tests.test_search import MONAS
+
+    text = MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_model: molp, accuracy_acquisition: thompson}")
+    with pytest.raises(ConfigError, match=r"search\.options\.accuracy_acquisition.*accuracy_model: gp"):
+        parse_experiment(text, source="<t>")
+    ok = MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_acquisition: thompson}")
+    assert parse_experiment(ok, source="<t>").search.options.accuracy_acquisition == "thompson"
+
+
+def test_priced_qa_score_measures_the_baseline_once(sampler):
+    from hwnas.cost import qa_score
+    from hwnas.search.objective import price
+
+    ctx = sampler.ctx
+    ctx._baseline_cache = None
+    for i in range(3):
+        point = ctx.space.decode(list(sampler._random_vector(i)))
+        model = ctx.space.build(point, seed=0)
+        want = qa_score(model, ctx.input_shape_of(point), baseline=ctx.baseline,
+                        baseline_input_shape=tuple(ctx.data.input_shape))
+        assert price(point, ctx)["qa_score"] == pytest.approx(want, rel=1e-12)
+        assert ctx._baseline_cache is not None and ctx._baseline_cache[0] is ctx.baseline
+    first = ctx._baseline_cache[1]
+    price(ctx.space.decode(list(sampler._random_vector(9))), ctx)
+    assert ctx._baseline_cache[1] is first  # measured once
+
+
+def _gain(cand_row: np.ndarray, front: np.ndarray, ref: float = 1.1) -> float:
+    from hwnas.search.pareto import hypervolume
+
+    r = np.full(2, ref)
+    return hypervolume(np.vstack([front, cand_row]), r) - hypervolume(front, r)
+
+
+def test_expected_gain_matches_monte_carlo_over_the_normal():
+    from hwnas.search.guided import _expected_gain
+
+    front = np.array([[0.1, 0.9], [0.3, 0.5], [0.6, 0.2], [0.9, 0.05]])  # (exact cost, loss), scaled
+    order = np.argsort(front[:, 0])
+    xs, ys = front[order, 0], np.minimum.accumulate(front[order, 1])
+    rng = np.random.default_rng(0)
+    for x, m, sd in [(0.2, 0.6, 0.1), (0.05, 1.0, 0.3), (0.7, 0.3, 0.05), (0.45, 0.4, 0.0), (1.2, 0.1, 0.1)]:
+        want = np.mean([_gain(np.array([[x, loss]]), front) for loss in rng.normal(m, sd, 4000)]) if sd else \
+            _gain(np.array([[x, m]]), front)
+        got = _expected_gain(x, m, sd, xs, ys, 1.1)
+        assert got == pytest.approx(want, abs=3e-3 + 0.03 * want), (x, m, sd)
+    assert _expected_gain(0.2, 5.0, 0.0, xs, ys, 1.1) == 0.0  # far worse than the front: nothing
+    assert _expected_gain(0.2, 5.0, 2.0, xs, ys, 1.1) > 0.0  # ... unless the doubt reaches the front
+
+
+def test_expected_improvement_prefers_doubt_that_can_beat_the_front():
+    from hwnas.search.guided import expected_improvement_order, improvement_order
+
+    known = np.array([[-0.45, 100.0], [-0.30, 40.0]])  # (−accuracy, BOPs) of trained points
+    cand = np.array([[-0.44, 99.0],   # a sure, slightly cheaper copy of the best
+                     [-0.40, 120.0]])  # dearer, predicted worse, but very uncertain
+    sure = improvement_order(cand, known, 1)
+    assert sure == [0]  # on the means only the cheaper copy adds volume
+    assert expected_improvement_order(cand, np.array([0.0, 0.0]), 0, known, 1) == [0]
+    assert expected_improvement_order(cand, np.array([0.0, 0.15]), 0, known, 1) == [1]
+    # a believer batch: the second pick sees the first at its mean; all k come back (fill)
+    both = expected_improvement_order(cand, np.array([0.0, 0.15]), 0, known, 2)
+    assert both == [1, 0]
+    with pytest.raises(ValueError, match="two objectives"):
+        expected_improvement_order(np.zeros((2, 3)), np.zeros(2), 0, np.zeros((1, 3)), 1)

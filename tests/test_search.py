@@ -165,6 +165,21 @@ def test_pso_strategy_samples_the_vector(tmp_path):
     assert outcome.summary["best_composite"]["number"] in {t.number for t in outcome.archive.feasible}
 
 
+def test_pso_strategy_leaves_one_value_slots_out_of_the_swarm(tmp_path):
+    text = TINY.replace("strategy: nsga2", "strategy: pso").replace("{population_size: 4}", "{swarm_size: 2}")
+    text = text.replace("dense_layers: {min: 0, max: 2}", "dense_layers: 1").replace("n_trials: 5", "n_trials: 4")
+    exp = load_experiment(write(tmp_path, text))
+    ctx = TrialContext.create(exp)
+    single = [j for j, (lo, hi) in enumerate(ctx.space.bounds()) if lo == hi]
+    assert single  # the fixed depth (and the slots of the absent layer) hold one value
+    trials = complete(run_search(exp, progress=False).study)
+    assert len(trials) == 4
+    for t in trials:  # every slot still suggested, a one-value slot at its value; the swarm moves the rest
+        assert [t.params[f"x{j}"] for j in range(len(t.params))] == t.user_attrs["vector"]
+        assert all(t.params[f"x{j}"] == ctx.space.bounds()[j][0] for j in single)
+        assert len(t.user_attrs["point"]["dense"]) == 1
+
+
 MONAS_MOLP = MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_model: molp, accuracy_lcb: 0}")
 
 
@@ -236,6 +251,44 @@ def test_monas_lq_gaussian_process_accuracy_with_lower_confidence_bound(tmp_path
         assert g["accuracy"] == pytest.approx(g["accuracy_mean"] - g["accuracy_std"])
         assert g["accuracy_std"] > 0 and "accuracy_molp" in g
         assert min(trained) - 0.5 < g["accuracy_mean"] < max(trained) + 0.5
+
+
+@pytest.mark.parametrize(("acquisition", "design"), [("thompson", "factorial"), ("ehvi", "stratified")])
+def test_monas_lq_acquisitions_and_bootstrap_designs(tmp_path, acquisition, design):
+    text = MONAS.replace("n_trials: 14", "n_trials: 11").replace(
+        "swarm_size: 10}",
+        f"swarm_size: 10,\n            accuracy_acquisition: {acquisition}, bootstrap_design: {design}}}")
+    exp = load_experiment(write(tmp_path, text))
+    study = run_search(exp, progress=False).study
+    assert len(study.trials) == 11 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    ctx = TrialContext.create(exp)
+    names = [s.name for s in ctx.space.layout()]
+    depth = [names.index("conv_blocks"), names.index("dense_layers")]
+    boot = [t for t in study.trials if t.user_attrs["guided"]["stage"] == "bootstrap"]
+    assert all(t.user_attrs["guided"]["design"] == design for t in boot)
+    if design == "factorial":  # 6 bootstrap trials over 2 x 2 depth combinations: every one at least once
+        assert {tuple(t.user_attrs["vector"][j] for j in depth) for t in boot} == {(1, 0), (1, 1), (2, 0), (2, 1)}
+    rounds = [t for t in study.trials if t.user_attrs["guided"]["stage"] == "round"]
+    assert len(rounds) == 3
+    for t in rounds:
+        g = t.user_attrs["guided"]["predicted"]
+        assert g["accuracy"] == g["accuracy_mean"] and g["accuracy_std"] >= 0  # no bound applied
+        if acquisition == "thompson":  # each training of the round chosen on one posterior draw (3: round size)
+            assert len(g["accuracy_draws"]) == 3
+        else:
+            assert "accuracy_draws" not in g
+    vectors = [tuple(t.user_attrs["vector"]) for t in study.trials]
+    assert len(set(vectors)) == len(vectors)
+
+
+def test_monas_lq_ehvi_needs_accuracy_and_one_cost(tmp_path):
+    text = MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_acquisition: ehvi}").replace(
+        "  - {metric: bops, direction: minimize}\n", "  - {metric: bops, direction: minimize}\n"
+        "  - {metric: luts, direction: minimize}\n")
+    exp = load_experiment(write(tmp_path, text))
+    with pytest.raises(ValueError, match=r"accuracy_acquisition: ehvi needs exactly two objectives"):
+        run_search(exp, progress=False)
+    assert not (tmp_path / "out").exists()  # refused before any study or training
 
 
 def _add(study: optuna.Study, number_metrics: list[tuple[float, float]]) -> None:
@@ -346,6 +399,37 @@ def test_experiment_metadata_ignores_budget_output_and_storage(tmp_path):
                                                                                           "output: elsewhere")))
     c = load_experiment(write(tmp_path, TINY.replace("seed: 3", "seed: 4")))
     assert experiment_metadata(a) == experiment_metadata(b) != experiment_metadata(c)
+
+
+def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
+    import hashlib
+    import json
+
+    from hwnas.config import HASH_NEUTRAL, hash_payload
+
+    assert ("search", "options", "accuracy_acquisition") in HASH_NEUTRAL
+    base = load_experiment(write(tmp_path, MONAS))
+    bound = load_experiment(write(tmp_path, MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_acquisition: "
+                                                                           "bound}")))
+    ehvi = load_experiment(write(tmp_path, MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_acquisition: "
+                                                                          "ehvi}")))
+    # a study made before the keys existed (MONAS at their neutral values): its dump had none of them
+    old = base.model_dump()
+    for key in ("accuracy_acquisition", "accuracy_trend", "front_neighbours"):
+        old["search"]["options"].pop(key)
+    old["hardware"].pop("cpu_profile")
+    assert hash_payload(base) == old and hash_payload(bound) == old
+    assert hash_payload(ehvi)["search"]["options"]["accuracy_acquisition"] == "ehvi"
+    for key in ("n_trials",):
+        old["search"].pop(key)
+    for key in ("storage", "output", "run"):
+        old.pop(key)
+    want = hashlib.sha256(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert experiment_metadata(base)["experiment_hash"] == want == experiment_metadata(bound)["experiment_hash"]
+    assert experiment_metadata(ehvi)["experiment_hash"] != want
+    trend = load_experiment(write(tmp_path, MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_trend: "
+                                                                           "log_bops}")))
+    assert hash_payload(trend)["search"]["options"]["accuracy_trend"] == "log_bops"
 
 
 def test_search_and_worker_processes_share_one_journal_study(tmp_path):

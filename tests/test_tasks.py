@@ -280,3 +280,11 @@ def test_cli_lists_tasks_and_generates_amc(tmp_path, capsys) -> None:
     assert (folder / "manifest.json").is_file() and (folder / "x.npy").is_file()
     assert main(["generate-amc", "--per-pair", "0", "--data-dir", str(tmp_path), "--quiet"]) == 2
     assert "per_pair" in capsys.readouterr().err
+
+
+def test_a_task_whose_split_comes_out_empty_is_an_error_naming_it():
+    from hwnas.tasks import TaskError, get_task
+
+    task = get_task("amc-rml2016")
+    with pytest.raises(TaskError, match=r"amc-rml2016.*val.* empty with options .*'per_pair': 2"):
+        task.load(seed=0, per_pair=2, snrs=[0, 2], progress=False)

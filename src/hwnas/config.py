@@ -66,6 +66,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "CAPACITY_METRICS",
     "HARDWARE_METRICS",
+    "HASH_NEUTRAL",
     "METRICS",
     "STRATEGY_OPTIONS",
     "ConfigError",
@@ -88,6 +89,7 @@ __all__ = [
     "TpeOptions",
     "TrainingConfig",
     "defaults_yaml",
+    "hash_payload",
     "load_experiment",
     "parse_experiment",
     "reference_markdown",
@@ -483,10 +485,12 @@ class MonasLqOptions(StrategyOptions):
     swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
     bootstrap_size: int = Field(16, ge=1, description="random architectures trained fully to fit the first "
                                 "predictor (count towards search.n_trials)")
-    bootstrap_design: Literal["random", "stratified"] = Field(
-        "stratified", description="how the bootstrap vectors are drawn: random (independently) or stratified (a "
+    bootstrap_design: Literal["random", "stratified", "factorial"] = Field(
+        "stratified", description="how the bootstrap vectors are drawn: random (independently), stratified (a "
         "Latin hypercube over the vector: every value range of every slot, e.g. every depth, is covered in equal "
-        "shares, so the first predictor never extrapolates to a depth it has not seen)")
+        "shares, so the first predictor never extrapolates to a depth it has not seen) or factorial (stratified, "
+        "and the depth slots - conv blocks, dense layers - crossed: every combination of depths equally often "
+        "when there are no more combinations than bootstrap trials)")
     predictor_epochs: int = Field(300, ge=1, description="training epochs of the multi-output predictor per round")
     predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
@@ -500,6 +504,12 @@ class MonasLqOptions(StrategyOptions):
     accuracy_lcb: float = Field(1.0, ge=0, description="a round chooses its trainings by predicted accuracy "
                                 "minus this many standard deviations (of the ensemble, or of the GP; a lower "
                                 "confidence bound; 0: the mean)")
+    accuracy_acquisition: Literal["bound", "thompson", "ehvi"] = Field(
+        "bound", description="how a round turns the gp accuracy model into choices: bound (every candidate at "
+        "its mean - accuracy_lcb std; exploits what was trained), thompson (each training of the round chosen "
+        "on its own joint draw from the gp posterior) or ehvi (expected hypervolume improvement under the gp's "
+        "normal prediction, in closed form: an uncertain candidate counts for what it may add above the front; "
+        "needs two objectives, the accuracy and one priced cost); thompson and ehvi need accuracy_model gp")
     accuracy_trend: Literal["none", "log_bops"] = Field(
         "none", description="mean of the gp accuracy model: none (the trained mean) or log_bops (a line in log2 "
         "BOPs fitted on the trained points, slope at least 0: away from the data a cheap candidate reverts to "
@@ -519,6 +529,10 @@ class MonasLqOptions(StrategyOptions):
 
     @model_validator(mode="after")
     def _trains_some(self) -> MonasLqOptions:
+        if self.accuracy_acquisition != "bound" and self.accuracy_model != "gp":
+            _fail("MonasLqOptions", [_error(("accuracy_acquisition",), f"{self.accuracy_acquisition} needs the gp "
+                                            f"accuracy model: set accuracy_model: gp (got {self.accuracy_model!r})",
+                                            self.accuracy_acquisition)])
         if self.candidates_per_round * self.train_fraction < 1:
             _fail("MonasLqOptions", [_error(("train_fraction",), f"{self.train_fraction} of "
                                             f"{self.candidates_per_round} candidates_per_round trains no candidate "
@@ -1506,6 +1520,31 @@ def _sections(cls: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseMod
         elif item is not None:
             out += _sections(item, f"{prefix}{name}[].")
     return out
+
+
+HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
+    ("hardware", "cpu_profile"): None,  # how a missing CPU table is made, not what trials measure: any value
+    ("search", "options", "accuracy_acquisition"): "bound",
+    ("search", "options", "accuracy_trend"): "none",
+    ("search", "options", "front_neighbours"): 0,
+}
+"""Keys the experiment hashes leave out (a study or stage made before a key existed still matches).
+
+A key maps to the value that reproduces what experiments did before it existed, or to ``None`` when no value
+changes a result; at that value (or always, for ``None``) it is dropped from :func:`hash_payload`.
+"""
+
+
+def hash_payload(experiment: Experiment) -> dict[str, Any]:
+    """The experiment as the study and stage hashes see it: its dump without :data:`HASH_NEUTRAL` keys."""
+    data = experiment.model_dump()
+    for path, neutral in HASH_NEUTRAL.items():
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and (neutral is None or node[path[-1]] == neutral):
+            node.pop(path[-1])
+    return data
 
 
 def reference_markdown() -> str:

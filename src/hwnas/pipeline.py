@@ -55,8 +55,9 @@ class PipelineError(RuntimeError):
 def _hash(experiment: Any) -> str:
     import hashlib
 
-    data = experiment.model_dump()
-    data.get("hardware", {}).pop("cpu_profile", None)  # how a missing CPU table is made: changes no result
+    from hwnas.config import hash_payload
+
+    data = hash_payload(experiment)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -17,7 +17,7 @@ import hwnas.nn as hn
 
 from .catalog import CostError
 
-__all__ = ["BASELINES", "ModelMetrics", "model_metrics", "qa_score", "vgg10_amc"]
+__all__ = ["BASELINES", "ModelMetrics", "model_metrics", "qa_score", "qa_score_of", "vgg10_amc"]
 
 
 def vgg10_amc(filters: int = 64, bits: int = 8, input_length: int = 1024, classes: int = 24) -> nn.Sequential:
@@ -82,6 +82,9 @@ def qa_score(model: nn.Module, input_shape: tuple[int, ...], baseline: str | nn.
         if baseline_input_shape is None:
             raise CostError("baseline_input_shape: required with a baseline model")
         base_model, base_shape = baseline, baseline_input_shape
-    mine = model_metrics(model, input_shape)
-    base = model_metrics(base_model, base_shape)
+    return qa_score_of(model_metrics(model, input_shape), model_metrics(base_model, base_shape))
+
+
+def qa_score_of(mine: ModelMetrics, base: ModelMetrics) -> float:
+    """:func:`qa_score` from already measured figures (e.g. a baseline's, measured once for many models)."""
     return 0.5 * mine.bops / base.bops + 0.5 * mine.weight_bits / base.weight_bits

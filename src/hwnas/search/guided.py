@@ -20,7 +20,9 @@ Contract:
   - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): with ``bootstrap_design: random`` (HA-NAS
     always) random vectors from ``numpy.random.default_rng([seed, n])``; with ``stratified`` (MONAS-LQ's
     default) row ``n − hpo`` of a Latin hypercube over the vector (:func:`stratified_design`, seeded
-    ``[seed, 2]``), canonicalized; a row equal to an earlier one falls back to a random vector.
+    ``[seed, 2]``), canonicalized; a row equal to an earlier one falls back to a random vector. With
+    ``factorial`` the same, the depth slots (:data:`DEPTH_SLOTS`) crossed: every combination of depths
+    equally often when there are no more combinations than bootstrap trials.
   - **rounds** of ``round_size`` trials (MONAS-LQ: ``max(1, ⌊candidates_per_round·train_fraction⌋)``;
     HA-NAS: ``population_size``). Round ``r`` is proposed once from the COMPLETE trials numbered below its
     first trial: a predictor (:class:`~hwnas.search.predictor.MultiOutputPredictor`) is fitted on their
@@ -42,7 +44,15 @@ Contract:
 * **Accuracy model** (MONAS-LQ ``accuracy_model: gp``): a Gaussian process on the trained points replaces the
   MOLP's accuracy for the selection (mean − ``accuracy_lcb``·std); its inputs are the vectors scaled to
   [0, 1], or with ``accuracy_features: summary`` the :func:`point_features` of the decoded points scaled to
-  [0, 1] over trained points and candidates.
+  [0, 1] over trained points and candidates. With ``accuracy_acquisition: thompson`` the round instead draws
+  ``round_size`` joint samples of the GP posterior over its candidates (seeded ``[seed, 3, r]``): the
+  shortlist gains, per draw, the ``4·round_size`` candidates adding most to the trained (accuracy, BOPs)
+  front under that draw, and slot ``j`` is the largest hypervolume improvement under draw ``j`` (earlier
+  picks joining the front at their draw-``j`` values); a draw under which nothing improves leaves its slot
+  to the bound's greedy choice (mean accuracy). With ``accuracy_acquisition: ehvi`` (two objectives: the
+  accuracy and one priced cost) the shortlist gains the ``4·round_size`` candidates of largest expected
+  hypervolume improvement (MOLP BOPs standing in for the cost) and the round is chosen greedily by
+  :func:`expected_improvement_order` on the exact costs, each pick joining the front at its mean.
 * **Selection** of a round: candidates whose exact costs violate a constraint (accuracy constraints use the
   predicted accuracy) come last. The feasible ones are chosen greedily by the largest hypervolume they add
   to the feasible front of the trained points (objectives scaled to [0, 1] over trained points and
@@ -62,8 +72,9 @@ another length than the space's.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +89,14 @@ from .pareto import hypervolume, nondominated_ranks
 from .predictor import MultiOutputPredictor
 from .pso import ParticleSwarm
 
-__all__ = ["STOPPED_ATTR", "TRAINED_METRICS", "GuidedSampler", "PatienceStop", "Schedule", "crowding_distance",
-           "point_features", "stratified_design"]
+__all__ = ["DEPTH_SLOTS", "STOPPED_ATTR", "TRAINED_METRICS", "GuidedSampler", "PatienceStop", "Schedule",
+           "crowding_distance", "expected_improvement_order", "improvement_order", "point_features",
+           "stratified_design"]
 
 TRAINED_METRICS = frozenset({"accuracy", "test_accuracy"})
 """Metrics that need a trained model (predicted for candidates); every other metric is priced exactly."""
+DEPTH_SLOTS = frozenset({"conv_blocks", "dense_layers"})
+"""Vector slots a ``factorial`` bootstrap crosses (every combination of depths)."""
 STOPPED_ATTR = "hwnas:stopped"
 """Study user attribute: why a pipeline stopped early (patience)."""
 _GUIDED_ATTR = "guided"
@@ -129,12 +143,17 @@ def crowding_distance(losses: np.ndarray) -> np.ndarray:
     return out
 
 
-def stratified_design(bounds: Sequence[tuple[int, int]], rows: int, rng: np.random.Generator) -> np.ndarray:
-    """A Latin hypercube of ``rows`` integer vectors within ``bounds`` (inclusive).
+def stratified_design(bounds: Sequence[tuple[int, int]], rows: int, rng: np.random.Generator,
+                      joint: Sequence[int] = ()) -> np.ndarray:
+    """A Latin hypercube of ``rows`` integer vectors within ``bounds`` (inclusive), ``joint`` columns crossed.
 
     Column ``j`` splits ``[0, 1)`` into ``rows`` strata, puts one uniform draw in each, shuffles them and maps
     each onto the ``hi − lo + 1`` values of the slot: every value appears ``⌊rows / values⌋`` or
     ``⌈rows / values⌉`` times (or, with more values than rows, no two rows share a stratum).
+
+    The ``joint`` columns (indices) are covered together when their combinations are no more than ``rows``:
+    every combination appears ``⌊rows / combinations⌋`` times, a random subset of them once more, in shuffled
+    rows (a full factorial design on those columns). With more combinations than rows they stay Latin columns.
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
@@ -143,6 +162,14 @@ def stratified_design(bounds: Sequence[tuple[int, int]], rows: int, rng: np.rand
         n = hi - lo + 1
         u = (rng.permutation(rows) + rng.random(rows)) / rows
         out[:, j] = lo + np.minimum((u * n).astype(int), n - 1)
+    joint = [j for j in dict.fromkeys(int(j) for j in joint) if bounds[j][1] > bounds[j][0]]
+    if joint:
+        combos = list(itertools.product(*(range(bounds[j][0], bounds[j][1] + 1) for j in joint)))
+        if len(combos) <= rows:
+            reps, rest = divmod(rows, len(combos))
+            chosen = [c for c in combos for _ in range(reps)]
+            chosen += [combos[i] for i in rng.choice(len(combos), rest, replace=False)]
+            out[:, joint] = np.array(chosen, dtype=int)[rng.permutation(rows)]
     return out
 
 
@@ -224,8 +251,15 @@ class GuidedSampler(BaseSampler):
         self._dists = {n: IntDistribution(lo, hi) for n, (lo, hi) in zip(self.names, self.bounds, strict=True)}
         self.filter_slots = [j for j, s in enumerate(self.layout)
                              if (s.name == "filters" or s.name.endswith(".filters")) and s.high > s.low]
+        self.depth_slots = [j for j, s in enumerate(self.layout) if s.name in DEPTH_SLOTS and s.high > s.low]
         exp = ctx.experiment
         self.objectives = [(o.metric, o.direction) for o in exp.objectives]
+        trained = [i for i, (m, _) in enumerate(self.objectives) if m in TRAINED_METRICS]
+        self._uncertain = trained[0] if trained else -1
+        if getattr(options, "accuracy_acquisition", "bound") == "ehvi" and (len(self.objectives) != 2
+                                                                             or len(trained) != 1):
+            raise ValueError("search.options.accuracy_acquisition: ehvi needs exactly two objectives, one of them "
+                             f"the trained accuracy and one a priced cost; got {[m for m, _ in self.objectives]}")
         if kind == "monas_lq":
             hpo = options.hpo_trials if self.filter_slots else 0
             size = max(1, math.floor(options.candidates_per_round * options.train_fraction))
@@ -295,7 +329,9 @@ class GuidedSampler(BaseSampler):
     def _stratified_vector(self, number: int) -> tuple[int, ...]:
         """Row ``number − hpo`` of the bootstrap's Latin hypercube (module docstring)."""
         if self._design is None:
-            rows = stratified_design(self.bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]))
+            joint = self.depth_slots if self.options.bootstrap_design == "factorial" else ()
+            rows = stratified_design(self.bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]),
+                                     joint=joint)
             design: list[tuple[int, ...]] = []
             for i, row in enumerate(rows):
                 v = self.canonical(row)
@@ -329,8 +365,9 @@ class GuidedSampler(BaseSampler):
             return self.backbone(number), {"stage": "hpo", "filter_choice": number}
         self._filter_choice(study)
         if stage == "bootstrap":
-            if getattr(self.options, "bootstrap_design", "random") == "stratified":
-                return self._stratified_vector(number), {"stage": "bootstrap", "design": "stratified"}
+            design = getattr(self.options, "bootstrap_design", "random")
+            if design in ("stratified", "factorial"):
+                return self._stratified_vector(number), {"stage": "bootstrap", "design": design}
             return self._random_vector(number), {"stage": "bootstrap"}
         proposals = self._round(study, r)
         if j < len(proposals):
@@ -400,7 +437,7 @@ class GuidedSampler(BaseSampler):
         if new:
             pool.update(zip(new, self._predicted(pred, new, kappa), strict=True))
         if getattr(opts, "accuracy_model", "molp") == "gp" and pool:
-            self._gp_accuracy(data, pool, kappa)
+            self._gp_accuracy(data, pool, kappa, r)
         return pool
 
     @staticmethod
@@ -461,7 +498,8 @@ class GuidedSampler(BaseSampler):
                         found.append(v)
         return found
 
-    def _gp_accuracy(self, data: list[_Trained], pool: dict[tuple[int, ...], dict[str, float]], kappa: float) -> None:
+    def _gp_accuracy(self, data: list[_Trained], pool: dict[tuple[int, ...], dict[str, Any]], kappa: float,
+                     r: int = 0) -> None:
         """Replace the pool's predicted accuracy by a Gaussian process's (mean − kappa·std) on the trained points.
 
         The GP (Matérn 5/2 with a fitted noise term, inputs scaled to [0, 1] per coordinate, accuracy
@@ -506,10 +544,18 @@ class GuidedSampler(BaseSampler):
             gp.fit(x, y - trend_y)
         mean, std = gp.predict(xc, return_std=True)
         mean = mean + trend_c
-        for v, m, sd in zip(vecs, mean, std, strict=True):
+        acquisition = getattr(self.options, "accuracy_acquisition", "bound")
+        thompson = acquisition == "thompson"
+        if thompson:  # one joint posterior draw per training of the round (seeded by seed and round)
+            seed = int(np.random.default_rng([self.seed, 3, r]).integers(2**31 - 1))
+            draws = gp.sample_y(xc, n_samples=self.schedule.round_size, random_state=seed)
+            draws = draws.reshape(len(vecs), -1) + trend_c[:, None]
+        for i, (v, m, sd) in enumerate(zip(vecs, mean, std, strict=True)):
             pool[v]["accuracy_molp"] = pool[v].get("accuracy_mean", pool[v]["accuracy"])
             pool[v]["accuracy_mean"], pool[v]["accuracy_std"] = float(m), float(sd)
-            pool[v]["accuracy"] = float(m - kappa * sd)
+            pool[v]["accuracy"] = float(m) if acquisition != "bound" else float(m - kappa * sd)
+            if thompson:
+                pool[v]["accuracy_draws"] = [float(x) for x in draws[i]]
 
     def _hanas_pool(self, data: list[_Trained], r: int) -> dict[tuple[int, ...], dict[str, float]]:
         opts = self.options
@@ -548,57 +594,72 @@ class GuidedSampler(BaseSampler):
         return [(-1.0 if direction == "maximize" else 1.0) * float(metrics.get(m, math.nan))
                 for m, direction in self.objectives]
 
-    def _by_improvement(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int) -> list[tuple[Any, ...]]:
-        """Up to ``k`` feasible rows: greedy largest hypervolume improvement, then dominance rank and crowding."""
+    def _by_improvement(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int,
+                        fill: bool = True) -> list[tuple[Any, ...]]:
+        """Up to ``k`` feasible rows: greedy largest hypervolume improvement, then (``fill``) rank and crowding."""
         if not rows:
             return []
         cand = np.array([self._losses_of(row[1]) for row in rows])
-        known = [self._losses_of(d.metrics) for d in data if d.violation <= 0]
-        front = np.array(known, dtype=float).reshape(-1, cand.shape[1])
-        front = front[np.isfinite(front).all(axis=1)]
-        both = np.vstack([cand, front])
-        lo, hi = both.min(axis=0), both.max(axis=0)
-        scale = np.where(hi > lo, hi - lo, 1.0)
-        norm_c, norm_f = (cand - lo) / scale, (front - lo) / scale
-        ref = np.full(cand.shape[1], 1.1)
-        picked: list[int] = []
-        base = hypervolume(norm_f, ref) if len(norm_f) else 0.0
-        while len(picked) < k:
-            best, gain = -1, 0.0
-            for i in range(len(rows)):
-                if i in picked:
-                    continue
-                g = hypervolume(np.vstack([norm_f, norm_c[i:i + 1]]), ref) - base
-                if g > gain + 1e-12:
-                    best, gain = i, g
-            if best < 0:
-                break
-            picked.append(best)
-            norm_f = np.vstack([norm_f, norm_c[best:best + 1]])
-            base += gain
-        out = [rows[i] for i in picked]
-        if len(out) < k:  # nothing improves the predicted front any more: spread along the dominance ranks
-            rest = [i for i in range(len(rows)) if i not in picked]
-            ranks = nondominated_ranks(cand[rest])
-            for rank in sorted({int(x) for x in ranks}):
-                idx = [rest[j] for j in range(len(rest)) if ranks[j] == rank]
-                crowd = crowding_distance(cand[idx])
-                out += [rows[idx[j]] for j in sorted(range(len(idx)), key=lambda t: -crowd[t])]
-                if len(out) >= k:
-                    break
-        return out[:k]
+        known = np.array([self._losses_of(d.metrics) for d in data if d.violation <= 0], dtype=float)
+        return [rows[i] for i in improvement_order(cand, known.reshape(-1, cand.shape[1]), k, fill=fill)]
 
-    def _select(self, pool: dict[tuple[int, ...], dict[str, float]], k: int, data: list[_Trained]
+    def _by_thompson(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int) -> list[tuple[Any, ...]]:
+        """Up to ``k`` feasible rows, row ``j`` the largest improvement under posterior draw ``j``.
+
+        Each pick sees the trained front plus the earlier picks (at their values in the same draw); the
+        draws differ, so the picks of one round spread where the model is unsure. A draw under which no row
+        adds volume picks nothing.
+        """
+        def drawn(row: tuple[Any, ...], j: int) -> tuple[Any, ...]:
+            draws = row[3]["predicted"]["accuracy_draws"]
+            value = draws[j % len(draws)]
+            return (row[0], {**row[1], **{m: value for m in TRAINED_METRICS if m in row[1]}}, row[2], row[3])
+
+        chosen: list[tuple[Any, ...]] = []
+        for j in range(k):
+            left = [row for row in rows if all(row[0] != c[0] for c in chosen)]
+            picked = [_Trained(-1, c[0], drawn(c, j)[1], []) for c in chosen]
+            best = self._by_improvement([drawn(row, j) for row in left], data + picked, 1, fill=False)
+            if best:
+                chosen.append(next(row for row in left if row[0] == best[0][0]))
+        return chosen
+
+    def _by_expected(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int) -> list[tuple[Any, ...]]:
+        """Up to ``k`` feasible rows by greedy expected hypervolume improvement (the GP's mean and std)."""
+        if not rows:
+            return []
+        cand = np.array([self._losses_of(row[1]) for row in rows])
+        sd = np.array([float(row[3]["predicted"].get("accuracy_std", 0.0)) for row in rows])
+        known = np.array([self._losses_of(d.metrics) for d in data if d.violation <= 0], dtype=float)
+        order = expected_improvement_order(cand, sd, self._uncertain, known.reshape(-1, cand.shape[1]), k)
+        return [rows[i] for i in order]
+
+    def _select(self, pool: dict[tuple[int, ...], dict[str, Any]], k: int, data: list[_Trained]
                 ) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
         if not pool:
             return []
         vecs = list(pool)
+        thompson = any("accuracy_draws" in row for row in pool.values())
+        ehvi = self.kind == "monas_lq" and getattr(self.options, "accuracy_acquisition", "bound") == "ehvi"
         if self.kind == "monas_lq":
             by_score = sorted(vecs, key=lambda v: pool[v]["score"])[: 4 * k]
             two = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
             ranks = nondominated_ranks(two)
             by_front = [vecs[i] for i in sorted(range(len(vecs)), key=lambda i: (ranks[i], -two[i, 0]))][: 4 * k]
-            shortlist = list(dict.fromkeys(by_score + by_front + [v for v in self._near if v in pool]))
+            by_draw: list[tuple[int, ...]] = []
+            if thompson:  # per draw, the candidates adding most to the trained (accuracy, BOPs) front
+                known = np.array([[-float(d.metrics["accuracy"]), float(d.metrics.get("bops", math.nan))]
+                                  for d in data if d.violation <= 0], dtype=float).reshape(-1, 2)
+                for j in range(len(next(iter(pool.values()))["accuracy_draws"])):
+                    drawn = np.array([[-pool[v]["accuracy_draws"][j], pool[v]["bops"]] for v in vecs])
+                    by_draw += [vecs[i] for i in improvement_order(drawn, known, 4 * k)]
+            if ehvi:  # the candidates of largest expected gain with the MOLP's BOPs standing in for the cost
+                known = np.array([[-float(d.metrics["accuracy"]), float(d.metrics.get("bops", math.nan))]
+                                  for d in data if d.violation <= 0], dtype=float).reshape(-1, 2)
+                means = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
+                sds = np.array([pool[v].get("accuracy_std", 0.0) for v in vecs])
+                by_draw += [vecs[i] for i in expected_improvement_order(means, sds, 0, known, 4 * k)]
+            shortlist = list(dict.fromkeys(by_score + by_front + by_draw + [v for v in self._near if v in pool]))
         else:
             shortlist = vecs
         exp = self.ctx.experiment
@@ -619,12 +680,131 @@ class GuidedSampler(BaseSampler):
             rows.append((v, metrics, violation, record))
         feasible = [row for row in rows if row[2] <= 0]
         infeasible = sorted((row for row in rows if row[2] > 0), key=lambda row: row[2])
-        chosen = [(row[0], row[3]) for row in self._by_improvement(feasible, data, k)]
+        pick = self._by_thompson if thompson else self._by_expected if ehvi else self._by_improvement
+        chosen = [(row[0], row[3]) for row in pick(feasible, data, k)]
+        if thompson and len(chosen) < k:  # nothing improves under the draws: fill as the bound does
+            taken = {c[0] for c in chosen}
+            chosen += [(row[0], row[3]) for row in self._by_improvement(
+                [row for row in feasible if row[0] not in taken], data, k - len(chosen))]
         for row in infeasible:
             if len(chosen) >= k:
                 break
             chosen.append((row[0], {**row[3], "violation": row[2]}))  # predicted infeasible: last resort
         return chosen[:k]
+
+
+def _scaled(cand: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates and the finite known rows scaled to [0, 1] over both: (cand, front, front unscaled, scale)."""
+    front = known[np.isfinite(known).all(axis=1)] if len(known) else known.reshape(0, cand.shape[1])
+    both = np.vstack([cand, front])
+    lo, hi = both.min(axis=0), both.max(axis=0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    return (cand - lo) / scale, (front - lo) / scale, front, scale
+
+
+def _greedy(norm_c: np.ndarray, norm_f: np.ndarray, k: int,
+            gains_for: Callable[[np.ndarray], Callable[[int], float]]) -> list[int]:
+    """Up to ``k`` rows, each the largest positive gain given the front and the earlier picks (joined to it)."""
+    picked: list[int] = []
+    while len(picked) < k:
+        gain_of = gains_for(norm_f)
+        best, gain = -1, 0.0
+        for i in range(len(norm_c)):
+            if i in picked:
+                continue
+            g = gain_of(i)
+            if g > gain + 1e-12:
+                best, gain = i, g
+        if best < 0:
+            break
+        picked.append(best)
+        norm_f = np.vstack([norm_f, norm_c[best:best + 1]])
+    return picked
+
+
+def improvement_order(cand: np.ndarray, known: np.ndarray, k: int, *, fill: bool = True) -> list[int]:
+    """Up to ``k`` row indices of ``cand`` (losses, lower is better) by greedy hypervolume improvement.
+
+    Objectives are scaled to [0, 1] over ``cand`` and the finite rows of ``known`` (the trained front's
+    losses), reference 1.1 in every objective; each pick joins the front before the next. Once no row adds
+    volume, with ``fill`` the rest follow by non-dominated rank and, within a rank, crowding distance
+    (without, fewer than ``k`` come back).
+    """
+    if len(cand) == 0 or k <= 0:
+        return []
+    norm_c, norm_f, _, _ = _scaled(cand, known)
+    ref = np.full(cand.shape[1], 1.1)
+
+    def gains_for(front: np.ndarray) -> Callable[[int], float]:
+        base = hypervolume(front, ref) if len(front) else 0.0
+        return lambda i: hypervolume(np.vstack([front, norm_c[i:i + 1]]), ref) - base
+
+    picked = _greedy(norm_c, norm_f, k, gains_for)
+    if fill and len(picked) < k:  # nothing improves the front any more: spread along the dominance ranks
+        rest = [i for i in range(len(cand)) if i not in picked]
+        ranks = nondominated_ranks(cand[rest])
+        for rank in sorted({int(x) for x in ranks}):
+            idx = [rest[j] for j in range(len(rest)) if ranks[j] == rank]
+            crowd = crowding_distance(cand[idx])
+            picked += [idx[j] for j in sorted(range(len(idx)), key=lambda t: -crowd[t])]
+            if len(picked) >= k:
+                break
+    return picked[:k]
+
+
+def _expected_gain(x: float, m: float, sd: float, xs: np.ndarray, ys: np.ndarray, ref: float) -> float:
+    """Expected hypervolume a point at exact coordinate ``x`` and loss ~ N(m, sd²) adds to a 2-D front.
+
+    ``xs`` ascending and ``ys`` their running minimum (the front's staircase; losses, lower is better), both
+    scaled, ``ref`` the reference in both coordinates. The gain is ∫ₓ^ref max(0, g(t) − L) dt with g the
+    staircase; its expectation is a sum over the staircase's segments of the normal's partial expectation.
+    """
+    if x >= ref:
+        return 0.0
+    knots = [x] + [float(v) for v in xs if x < v < ref] + [ref]
+    total = 0.0
+    for a, b in itertools.pairwise(knots):
+        below = ys[xs <= a]
+        g = min(ref, float(below[-1])) if len(below) else ref
+        if sd > 0:
+            z = (g - m) / sd
+            part = (g - m) * 0.5 * math.erfc(-z / math.sqrt(2.0)) + sd * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        else:
+            part = max(0.0, g - m)
+        total += (b - a) * part
+    return total
+
+
+def expected_improvement_order(cand: np.ndarray, sd: np.ndarray, uncertain: int, known: np.ndarray, k: int, *,
+                               fill: bool = True) -> list[int]:
+    """Up to ``k`` row indices of ``cand`` (two losses) by greedy expected hypervolume improvement (EHVI).
+
+    Column ``uncertain`` of ``cand`` is a predicted mean with standard deviation ``sd`` (normal), the other
+    column exact. Scaling and reference as :func:`improvement_order`; each pick joins the front at its mean
+    before the next (a "believer" batch). With every expected gain zero, ``fill`` goes on as
+    :func:`improvement_order` on the means.
+    """
+    if len(cand) == 0 or k <= 0:
+        return []
+    if cand.shape[1] != 2:
+        raise ValueError(f"expected improvement needs two objectives, got {cand.shape[1]}")
+    norm_c, norm_f, front, scale = _scaled(cand, known)
+    nsd = np.asarray(sd, dtype=float) / scale[uncertain]
+    exact = 1 - uncertain
+
+    def gains_for(points: np.ndarray) -> Callable[[int], float]:
+        order = np.argsort(points[:, exact], kind="stable")
+        xs = points[order, exact]
+        ys = np.minimum.accumulate(points[order, uncertain]) if len(order) else xs
+        return lambda i: _expected_gain(float(norm_c[i, exact]), float(norm_c[i, uncertain]), float(nsd[i]), xs,
+                                        ys, 1.1)
+
+    picked = _greedy(norm_c, norm_f, k, gains_for)
+    if fill and len(picked) < k:
+        rest = [i for i in range(len(cand)) if i not in picked]
+        more = improvement_order(cand[rest], np.vstack([front, cand[picked]]) if picked else front, k - len(picked))
+        picked += [rest[i] for i in more]
+    return picked[:k]
 
 
 class PatienceStop:

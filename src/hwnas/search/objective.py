@@ -91,6 +91,7 @@ class TrialContext:
     data_cache_size: int = 4
     """How many task data sets of searched task options :meth:`data_for` keeps (least recently used dropped)."""
     _data_cache: OrderedDict[str, Any] = field(default_factory=OrderedDict, repr=False)
+    _baseline_cache: tuple[Any, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, experiment: Any, *, output: Path | None = None, progress: bool = False,
@@ -134,6 +135,16 @@ class TrialContext:
         except Exception:  # a task without a baseline model: no QA-Score
             baseline = None
         return cls(experiment, task, data, space, device, out, baseline, table, progress, save_models)
+
+    def baseline_metrics(self) -> Any:
+        """:func:`hwnas.cost.metrics.model_metrics` of :attr:`baseline` (measured once; the QA-Score's base)."""
+        if self.baseline is None:
+            raise ValueError(f"task {self.task.name!r} has no baseline model")
+        if self._baseline_cache is None or self._baseline_cache[0] is not self.baseline:
+            from hwnas.cost.metrics import model_metrics
+
+            self._baseline_cache = (self.baseline, model_metrics(self.baseline, tuple(self.data.input_shape)))
+        return self._baseline_cache[1]
 
     def task_options(self, point: Any = None) -> dict[str, Any]:
         """The options ``point``'s task data is loaded with (:func:`task_options_for`)."""
@@ -275,7 +286,7 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
     CPU latency. The predictor-guided strategies price untrained candidates with it; for fixed precision the figures
     equal the trained model's (bit-widths do not change in training).
     """
-    from hwnas.cost import model_metrics, qa_score
+    from hwnas.cost.metrics import model_metrics, qa_score_of
 
     shape = ctx.input_shape_of(point)
     m = model_metrics(model, shape)
@@ -284,8 +295,7 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
         "macs": float(m.macs), "bops": float(m.bops), "ebops": float(m.ebops), "wbits": float(m.weight_bits),
         "memory_kb": float(m.memory_bytes) / 1024.0, "sparsity": float(m.sparsity), "params": float(n_params)}
     if ctx.baseline is not None:
-        metrics["qa_score"] = float(qa_score(model, shape, baseline=ctx.baseline,
-                                             baseline_input_shape=tuple(ctx.data.input_shape)))
+        metrics["qa_score"] = float(qa_score_of(m, ctx.baseline_metrics()))
     hw, summary = _hardware(model, ctx, point)
     metrics.update(hw)
     if ctx.cpu_table is not None:

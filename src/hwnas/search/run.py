@@ -43,12 +43,13 @@ log = logging.getLogger(__name__)
 
 def experiment_metadata(experiment: Any) -> dict[str, Any]:
     """The settings every worker of the study must share (module docstring)."""
-    data = experiment.model_dump()
+    from hwnas.config import hash_payload
+
+    data = hash_payload(experiment)
     data.get("search", {}).pop("n_trials", None)
     data.pop("storage", None)
     data.pop("output", None)
     data.pop("run", None)
-    data.get("hardware", {}).pop("cpu_profile", None)  # how a missing table is made, not what trials measure
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return {"experiment": experiment.name, "strategy": experiment.search.strategy,
             "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}

@@ -82,7 +82,9 @@ def make_strategy(ctx: TrialContext, worker: int = 0) -> Strategy:
     if name == "random":
         return Strategy(name, optuna.samplers.RandomSampler(seed=seed), vector=False)
     if name == "pso":
-        space = {f"x{j}": IntDistribution(lo, hi) for j, (lo, hi) in enumerate(ctx.space.bounds())}
+        # a slot with one value (a fixed depth, a single filter choice) is no swarm coordinate: the objective
+        # still suggests it, and the sampler's independent draw of a one-value distribution is that value
+        space = {f"x{j}": IntDistribution(lo, hi) for j, (lo, hi) in enumerate(ctx.space.bounds()) if hi > lo}
         score_fn = None
         if len(exp.objectives) > 1:
             if ctx.baseline is None:

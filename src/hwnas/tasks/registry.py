@@ -115,10 +115,21 @@ class Task:
         return {**self.defaults, **options}
 
     def load(self, seed: int = 0, **options: Any) -> TaskData:
-        """Seeded train/val/test data; see :attr:`option_docs` for the options."""
+        """Seeded train/val/test data; see :attr:`option_docs` for the options.
+
+        Raises :class:`TaskError` naming the task and its options when a split comes out empty (too few
+        samples for the split fractions), before any training would fail on it.
+        """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TaskError(f"task {self.name!r}: seed must be an int, got {seed!r}")
-        return self.loader(seed, **self.options(**options))
+        chosen = self.options(**options)
+        data = self.loader(seed, **chosen)
+        empty = [name for name in ("train", "val", "test") if len(getattr(data, name).y) == 0]
+        if empty:
+            splits = " and ".join(empty) + (" splits are" if len(empty) > 1 else " split is")
+            raise TaskError(f"task {self.name!r}: the {splits} empty with options {chosen}: more samples per "
+                            "class (or larger split fractions) needed")
+        return data
 
     def input_shape(self, **options: Any) -> tuple[int, ...]:
         """Per-sample input shape of the data ``load(**options)`` would give, without loading it.
