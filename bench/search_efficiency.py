@@ -13,7 +13,7 @@ subsets of its trained points: no extra training), the yardstick for how much th
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
         [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
-        [--neighbours 0] [--trend none] [--acquisition bound] [--against nsga2 random]
+        [--neighbours 0] [--trend none] [--acquisition bound] [--bootstrap-bits full] [--against nsga2 random]
         [--retrain 0] [--out /tmp/hwnas_search_bench] [--json FILE]
 
 The defaults are the library's MONAS-LQ defaults except the stage sizes (``hpo_trials`` 2, ``bootstrap_size``
@@ -80,7 +80,8 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
                    f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}, "
                    f"accuracy_model: {args.accuracy_model}, bootstrap_design: {args.bootstrap_design}, "
                    f"accuracy_features: {args.accuracy_features}, front_neighbours: {args.neighbours}, "
-                   f"accuracy_trend: {args.trend}, accuracy_acquisition: {args.acquisition}}}")
+                   f"accuracy_trend: {args.trend}, accuracy_acquisition: {args.acquisition}, "
+                   f"bootstrap_bits: {args.bootstrap_bits}}}")
     elif strategy == "nsga2":
         options = "{population_size: 16}"
     else:
@@ -102,6 +103,8 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         tag += f"_{args.trend}"
     if strategy == "monas_lq" and args.acquisition != "bound":
         tag += f"_{args.acquisition}"
+    if strategy == "monas_lq" and args.bootstrap_bits != "full":
+        tag += f"_bits{args.bootstrap_bits}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
@@ -133,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
                     "the gp accuracy model (default none)")
     ap.add_argument("--acquisition", default="bound", choices=("bound", "thompson", "ehvi"),
                     help="MONAS-LQ accuracy_acquisition (default bound)")
+    ap.add_argument("--bootstrap-bits", default="full", choices=("full", "upper"),
+                    help="MONAS-LQ bootstrap_bits (default full)")
     ap.add_argument("--against", nargs="+", default=["nsga2", "random"], choices=("nsga2", "random"),
                     help="the larger-budget searches to compare with (default: nsga2 random)")
     ap.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0); with several, "

@@ -285,3 +285,25 @@ def test_expected_improvement_prefers_doubt_that_can_beat_the_front():
     assert both == [1, 0]
     with pytest.raises(ValueError, match="two objectives"):
         expected_improvement_order(np.zeros((2, 3)), np.zeros(2), 0, np.zeros((1, 3)), 1)
+
+
+def test_upper_bootstrap_bits_stay_in_the_upper_half(sampler):
+    saved = sampler.options
+    bits = [j for j, s in enumerate(sampler.layout) if s.name.endswith(("weight_bits", "act_bits"))]
+    rows = {}
+    try:
+        for mode in ("full", "upper"):
+            sampler.options = saved.model_copy(update={"bootstrap_design": "factorial", "bootstrap_bits": mode})
+            sampler._design = None
+            rows[mode] = [sampler._stratified_vector(sampler.schedule.hpo + i) for i in range(sampler.schedule.warmup)]
+    finally:
+        sampler.options, sampler._design = saved, None
+    def lowest(vectors):  # the lowest bit-width of the layers the points have (not the filler of absent ones)
+        points = [sampler.ctx.space.decode(list(v)) for v in vectors]
+        return min(min(*p.weight_bits, *p.act_bits) for p in points)
+
+    assert bits and lowest(rows["full"]) < 5  # 2..8 over six rows: some layer draws from the lower half
+    assert lowest(rows["upper"]) >= 5  # the upper half of 2..8
+    # the depths are crossed as before
+    depth = sampler.depth_slots
+    assert {(v[depth[0]], v[depth[1]]) for v in rows["upper"]} == {(b, d) for b in (1, 2) for d in (0, 1)}

@@ -491,6 +491,10 @@ class MonasLqOptions(StrategyOptions):
         "shares, so the first predictor never extrapolates to a depth it has not seen) or factorial (stratified, "
         "and the depth slots - conv blocks, dense layers - crossed: every combination of depths equally often "
         "when there are no more combinations than bootstrap trials)")
+    bootstrap_bits: Literal["full", "upper"] = Field(
+        "full", description="the bit-width range a stratified or factorial bootstrap spreads over: full (every "
+        "slot's whole range) or upper (the upper half of each range: the bootstrap measures the architectures "
+        "near full precision and the rounds trade bits away from there)")
     predictor_epochs: int = Field(300, ge=1, description="training epochs of the multi-output predictor per round")
     predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
@@ -1527,6 +1531,7 @@ HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("search", "options", "accuracy_acquisition"): "bound",
     ("search", "options", "accuracy_trend"): "none",
     ("search", "options", "front_neighbours"): 0,
+    ("search", "options", "bootstrap_bits"): "full",
 }
 """Keys the experiment hashes leave out (a study or stage made before a key existed still matches).
 

@@ -22,7 +22,8 @@ Contract:
     default) row ``n − hpo`` of a Latin hypercube over the vector (:func:`stratified_design`, seeded
     ``[seed, 2]``), canonicalized; a row equal to an earlier one falls back to a random vector. With
     ``factorial`` the same, the depth slots (:data:`DEPTH_SLOTS`) crossed: every combination of depths
-    equally often when there are no more combinations than bootstrap trials.
+    equally often when there are no more combinations than bootstrap trials. With ``bootstrap_bits: upper``
+    the bit-width slots of the design span the upper half of their ranges.
   - **rounds** of ``round_size`` trials (MONAS-LQ: ``max(1, ⌊candidates_per_round·train_fraction⌋)``;
     HA-NAS: ``population_size``). Round ``r`` is proposed once from the COMPLETE trials numbered below its
     first trial: a predictor (:class:`~hwnas.search.predictor.MultiOutputPredictor`) is fitted on their
@@ -330,8 +331,13 @@ class GuidedSampler(BaseSampler):
         """Row ``number − hpo`` of the bootstrap's Latin hypercube (module docstring)."""
         if self._design is None:
             joint = self.depth_slots if self.options.bootstrap_design == "factorial" else ()
-            rows = stratified_design(self.bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]),
-                                     joint=joint)
+            bounds = list(self.bounds)
+            if getattr(self.options, "bootstrap_bits", "full") == "upper":
+                for j, s in enumerate(self.layout):
+                    if s.name.endswith(("weight_bits", "act_bits")):
+                        lo, hi = bounds[j]
+                        bounds[j] = ((lo + hi + 1) // 2, hi)
+            rows = stratified_design(bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]), joint=joint)
             design: list[tuple[int, ...]] = []
             for i, row in enumerate(rows):
                 v = self.canonical(row)
