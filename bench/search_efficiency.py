@@ -87,24 +87,19 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
     else:
         options = "{}"
     tag = ""
-    if strategy == "monas_lq":
+    if strategy == "monas_lq":  # one folder per setting: flags at their historical default add nothing
         tag = f"_hpo{args.hpo}t{args.hpo_tolerance:g}_b{args.bootstrap}_r{args.round_size}"
-    if strategy == "monas_lq" and (args.ensemble > 1 or args.lcb > 0):
-        tag += f"_e{args.ensemble}_k{args.lcb:g}"
-    if strategy == "monas_lq" and args.accuracy_model != "molp":
-        tag += f"_{args.accuracy_model}"
-    if strategy == "monas_lq" and args.accuracy_features != "vector":
-        tag += f"_{args.accuracy_features}"
-    if strategy == "monas_lq" and args.bootstrap_design != "random":
-        tag += f"_{args.bootstrap_design}"
-    if strategy == "monas_lq" and args.neighbours:
-        tag += f"_nb{args.neighbours}"
-    if strategy == "monas_lq" and args.trend != "none":
-        tag += f"_{args.trend}"
-    if strategy == "monas_lq" and args.acquisition != "bound":
-        tag += f"_{args.acquisition}"
-    if strategy == "monas_lq" and args.bootstrap_bits != "full":
-        tag += f"_bits{args.bootstrap_bits}"
+        if args.ensemble > 1 or args.lcb > 0:
+            tag += f"_e{args.ensemble}_k{args.lcb:g}"
+        for value, neutral, label in ((args.accuracy_model, "molp", args.accuracy_model),
+                                      (args.accuracy_features, "vector", args.accuracy_features),
+                                      (args.bootstrap_design, "random", args.bootstrap_design),
+                                      (args.neighbours, 0, f"nb{args.neighbours}"),
+                                      (args.trend, "none", args.trend),
+                                      (args.acquisition, "bound", args.acquisition),
+                                      (args.bootstrap_bits, "full", f"bits{args.bootstrap_bits}")):
+            if value != neutral:
+                tag += f"_{label}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
                        epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)

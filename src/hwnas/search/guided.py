@@ -253,6 +253,7 @@ class GuidedSampler(BaseSampler):
         self.filter_slots = [j for j, s in enumerate(self.layout)
                              if (s.name == "filters" or s.name.endswith(".filters")) and s.high > s.low]
         self.depth_slots = [j for j, s in enumerate(self.layout) if s.name in DEPTH_SLOTS and s.high > s.low]
+        self.bit_slots = [j for j, s in enumerate(self.layout) if s.name.endswith(("weight_bits", "act_bits"))]
         exp = ctx.experiment
         self.objectives = [(o.metric, o.direction) for o in exp.objectives]
         trained = [i for i, (m, _) in enumerate(self.objectives) if m in TRAINED_METRICS]
@@ -313,7 +314,7 @@ class GuidedSampler(BaseSampler):
         """Stage 1's backbone vector with the filter slots at ``choice`` (modulo each slot's choices)."""
         v = []
         for j, s in enumerate(self.layout):
-            if s.name.endswith(("weight_bits", "act_bits")):
+            if j in self.bit_slots:
                 vals = [c for c in range(s.low, s.high + 1) if c <= 8] or [s.low]
                 v.append(max(vals))
             elif j in self.filter_slots:
@@ -333,10 +334,9 @@ class GuidedSampler(BaseSampler):
             joint = self.depth_slots if self.options.bootstrap_design == "factorial" else ()
             bounds = list(self.bounds)
             if getattr(self.options, "bootstrap_bits", "full") == "upper":
-                for j, s in enumerate(self.layout):
-                    if s.name.endswith(("weight_bits", "act_bits")):
-                        lo, hi = bounds[j]
-                        bounds[j] = ((lo + hi + 1) // 2, hi)
+                for j in self.bit_slots:
+                    lo, hi = bounds[j]
+                    bounds[j] = ((lo + hi + 1) // 2, hi)
             rows = stratified_design(bounds, self.schedule.warmup, np.random.default_rng([self.seed, 2]), joint=joint)
             design: list[tuple[int, ...]] = []
             for i, row in enumerate(rows):
@@ -476,7 +476,7 @@ class GuidedSampler(BaseSampler):
         ranks = nondominated_ranks(losses)
         front = sorted((d for d, rk in zip(feasible, ranks, strict=True) if rk == 0),
                        key=lambda d: (self._losses_of(d.metrics)[0], d.number))
-        bits = [j for j, s in enumerate(self.layout) if s.name.endswith(("weight_bits", "act_bits")) and s.high > s.low]
+        bits = [j for j in self.bit_slots if self.layout[j].high > self.layout[j].low]
         arch = [j for j, s in enumerate(self.layout)
                 if j not in bits and s.high > s.low and j not in (self._fixed or {})]
 
@@ -600,14 +600,18 @@ class GuidedSampler(BaseSampler):
         return [(-1.0 if direction == "maximize" else 1.0) * float(metrics.get(m, math.nan))
                 for m, direction in self.objectives]
 
+    def _front_losses(self, data: list[_Trained]) -> np.ndarray:
+        """The objectives' losses of the feasible trained points, one row each."""
+        known = [self._losses_of(d.metrics) for d in data if d.violation <= 0]
+        return np.array(known, dtype=float).reshape(-1, len(self.objectives))
+
     def _by_improvement(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int,
                         fill: bool = True) -> list[tuple[Any, ...]]:
         """Up to ``k`` feasible rows: greedy largest hypervolume improvement, then (``fill``) rank and crowding."""
         if not rows:
             return []
         cand = np.array([self._losses_of(row[1]) for row in rows])
-        known = np.array([self._losses_of(d.metrics) for d in data if d.violation <= 0], dtype=float)
-        return [rows[i] for i in improvement_order(cand, known.reshape(-1, cand.shape[1]), k, fill=fill)]
+        return [rows[i] for i in improvement_order(cand, self._front_losses(data), k, fill=fill)]
 
     def _by_thompson(self, rows: list[tuple[Any, ...]], data: list[_Trained], k: int) -> list[tuple[Any, ...]]:
         """Up to ``k`` feasible rows, row ``j`` the largest improvement under posterior draw ``j``.
@@ -636,8 +640,7 @@ class GuidedSampler(BaseSampler):
             return []
         cand = np.array([self._losses_of(row[1]) for row in rows])
         sd = np.array([float(row[3]["predicted"].get("accuracy_std", 0.0)) for row in rows])
-        known = np.array([self._losses_of(d.metrics) for d in data if d.violation <= 0], dtype=float)
-        order = expected_improvement_order(cand, sd, self._uncertain, known.reshape(-1, cand.shape[1]), k)
+        order = expected_improvement_order(cand, sd, self._uncertain, self._front_losses(data), k)
         return [rows[i] for i in order]
 
     def _select(self, pool: dict[tuple[int, ...], dict[str, Any]], k: int, data: list[_Trained]
@@ -645,23 +648,22 @@ class GuidedSampler(BaseSampler):
         if not pool:
             return []
         vecs = list(pool)
-        thompson = any("accuracy_draws" in row for row in pool.values())
-        ehvi = self.kind == "monas_lq" and getattr(self.options, "accuracy_acquisition", "bound") == "ehvi"
+        acquisition = getattr(self.options, "accuracy_acquisition", "bound") if self.kind == "monas_lq" else "bound"
+        thompson, ehvi = acquisition == "thompson", acquisition == "ehvi"  # the config allows both with a gp only
         if self.kind == "monas_lq":
             by_score = sorted(vecs, key=lambda v: pool[v]["score"])[: 4 * k]
             two = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
             ranks = nondominated_ranks(two)
             by_front = [vecs[i] for i in sorted(range(len(vecs)), key=lambda i: (ranks[i], -two[i, 0]))][: 4 * k]
             by_draw: list[tuple[int, ...]] = []
-            if thompson:  # per draw, the candidates adding most to the trained (accuracy, BOPs) front
-                known = np.array([[-float(d.metrics["accuracy"]), float(d.metrics.get("bops", math.nan))]
-                                  for d in data if d.violation <= 0], dtype=float).reshape(-1, 2)
+            # the trained (accuracy, BOPs) front the explorative shortlists measure their gains against
+            known = np.array([[-float(d.metrics["accuracy"]), float(d.metrics.get("bops", math.nan))]
+                              for d in data if d.violation <= 0], dtype=float).reshape(-1, 2)
+            if thompson:  # per draw, the candidates adding most to that front
                 for j in range(len(next(iter(pool.values()))["accuracy_draws"])):
                     drawn = np.array([[-pool[v]["accuracy_draws"][j], pool[v]["bops"]] for v in vecs])
                     by_draw += [vecs[i] for i in improvement_order(drawn, known, 4 * k)]
             if ehvi:  # the candidates of largest expected gain with the MOLP's BOPs standing in for the cost
-                known = np.array([[-float(d.metrics["accuracy"]), float(d.metrics.get("bops", math.nan))]
-                                  for d in data if d.violation <= 0], dtype=float).reshape(-1, 2)
                 means = np.array([[-pool[v]["accuracy"], pool[v]["bops"]] for v in vecs])
                 sds = np.array([pool[v].get("accuracy_std", 0.0) for v in vecs])
                 by_draw += [vecs[i] for i in expected_improvement_order(means, sds, 0, known, 4 * k)]

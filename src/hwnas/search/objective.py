@@ -194,22 +194,24 @@ def task_options_for(experiment: Any, point: Any = None) -> dict[str, Any]:
     return options
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON types: mappings, sequences, NumPy scalars, dataclasses as dicts, other objects as repr."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
 def json_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Task options as JSON types (dataclasses such as a ``ReadoutConfig`` as dicts; other objects as repr)."""
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return plain(dataclasses.asdict(value))
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, np.generic):
-            return value.item()
-        if value is None or isinstance(value, bool | int | float | str):
-            return value
-        return repr(value)
-
-    return {str(k): plain(v) for k, v in options.items()}
+    return {str(k): _plain(v) for k, v in options.items()}
 
 
 def model_task_data(experiment: Any, metadata: Mapping[str, Any] | None, cache: dict[str, Any] | None = None
@@ -354,29 +356,19 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
     return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def record(trial: Any, result: TrialResult, vector: list[int] | None = None) -> None:
     """Store a :class:`TrialResult` in a trial's user attributes (the contract's record)."""
-    trial.set_user_attr("metrics", _json_safe(result.metrics))
+    trial.set_user_attr("metrics", _plain(result.metrics))
     trial.set_user_attr("constraints", list(result.constraints))
     if hasattr(trial, "set_constraint"):  # Optuna's own record (keys c0, c1, …): NSGA-II/TPE read it
         for i, value in enumerate(result.constraints):
             trial.set_constraint(f"c{i}", float(value))
-    trial.set_user_attr("point", _json_safe(result.point.to_dict()))
+    trial.set_user_attr("point", _plain(result.point.to_dict()))
     if vector is not None:
         trial.set_user_attr("vector", [int(v) for v in vector])
     trial.set_user_attr("checkpoint", result.checkpoint)
     trial.set_user_attr("task_options", json_options(result.task_options))
-    trial.set_user_attr("estimate", _json_safe(result.estimate))
+    trial.set_user_attr("estimate", _plain(result.estimate))
     trial.set_user_attr("seconds", float(result.seconds))
 
 
