@@ -8,7 +8,9 @@ point shared by all runs: accuracy 1/classes (chance) and 1.1 × the largest BOP
 BOPs divided by that reference so the volume lies in [0, 1]. Prints the hypervolume of each run and
 the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the trainings each used; with a
 random run, also the ratio random search reaches with N, 2N and 4N trainings (the mean over 200 random
-subsets of its trained points: no extra training), the yardstick for how much the guidance buys.
+subsets of its trained points: no extra training), the yardstick for how much the guidance buys; and when
+the guided run's stage 1 fixed the filter count, the share of each larger run's hypervolume that its
+trials of that width reach (the ceiling of any search that keeps that width).
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
@@ -151,6 +153,7 @@ def one_seed(args: argparse.Namespace) -> dict:
     runs = [("monas_lq", args.n)] + [(other, args.factor * args.n) for other in args.against]
     fronts: dict[str, np.ndarray] = {}
     front_trials: dict[str, tuple] = {}
+    feasible: dict[str, list] = {}
     rows = []
     for strategy, n in runs:
         exp = experiment(strategy, n, args)
@@ -161,6 +164,7 @@ def one_seed(args: argparse.Namespace) -> dict:
                         for t in outcome.archive.feasible])
         fronts[strategy] = pts
         front_trials[strategy] = (exp, list(outcome.archive.front))
+        feasible[strategy] = list(outcome.archive.feasible)
         done = outcome.summary["states"]["COMPLETE"]
         rows.append((strategy, n, done, seconds))
         print(f"{strategy}: {done} trainings in {seconds:.0f} s, front of {len(outcome.archive.front)}", flush=True)
@@ -183,6 +187,19 @@ def one_seed(args: argparse.Namespace) -> dict:
         results[f"ratio_vs_{other}"] = ratio
         print(f"guided ({args.n} trainings) / {other} ({args.factor * args.n} trainings): {ratio:.3f}  "
               f"(goal >= 0.95)")
+    widths = stage1_widths(feasible["monas_lq"])
+    if widths is not None:
+        # the most a search confined to the stage-1 width can reach: each larger run's trials of that width
+        results["width_ceiling"] = {}
+        for other in args.against:
+            kept = np.array([p for p, t in zip(fronts[other], feasible[other], strict=True)
+                             if {c["filters"] for c in t.user_attrs["point"]["conv"]} <= widths]).reshape(-1, 2)
+            vol = hypervolume(np.column_stack([-kept[:, 0], kept[:, 1] / bops_ref]), [-chance, 1.0]) \
+                if len(kept) else 0.0
+            results["width_ceiling"][other] = vol / hv[other] if hv[other] > 0 else float("nan")
+            print(f"{other}'s trials of the stage-1 width ({sorted(widths)} filters; {len(kept)} of "
+                  f"{len(feasible[other])}): {results['width_ceiling'][other]:.3f} of its hypervolume (the ceiling "
+                  "of a search that keeps that width)")
     if "random" in fronts and len(fronts["random"]):
         # what random search reaches with fewer trainings: subsets of the random study's trained points
         rng = np.random.default_rng([args.seed, 5])
@@ -202,6 +219,15 @@ def one_seed(args: argparse.Namespace) -> dict:
     return results
 
 
+def stage1_widths(trials: list) -> set[int] | None:
+    """The conv filter counts the guided run trained after its stage 1, or None (no stage 1, or it kept several)."""
+    later = [t for t in trials if t.user_attrs.get("guided", {}).get("stage") != "hpo"]
+    if len(later) == len(trials):
+        return None
+    widths = {c["filters"] for t in later for c in t.user_attrs["point"]["conv"]}
+    return widths if len(widths) == 1 else None
+
+
 def retrained(args: argparse.Namespace, front_trials: dict[str, tuple], bops_ref: float, chance: float) -> dict:
     """Hypervolume of each run's front with every front model re-trained ``--retrain`` times (mean accuracy).
 
@@ -214,18 +240,24 @@ def retrained(args: argparse.Namespace, front_trials: dict[str, tuple], bops_ref
     hv, out = {}, {}
     for strategy, (exp, front) in front_trials.items():
         ctx = TrialContext.create(exp, output=Path(args.out) / "retrain", save_models=False)
-        pts = []
+        pts, spread = [], []
         for i, t in enumerate(front):
             vec = t.user_attrs.get("vector")
             point = ctx.space.decode(list(vec)) if vec is not None else ctx.space.from_params(t.params)
             accs = [train_and_measure(point, ctx, 100000 + 1000 * i + j).metrics["accuracy"]
                     for j in range(args.retrain)]
             pts.append([float(np.mean(accs)), float(t.user_attrs["metrics"]["bops"])])
+            spread.append(float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"))
         pts_a = np.array(pts).reshape(-1, 2)
         hv[strategy] = hypervolume(np.column_stack([-pts_a[:, 0], pts_a[:, 1] / bops_ref]), [-chance, 1.0])
-        out[strategy] = {"hypervolume": hv[strategy], "front": pts}
+        top = max(range(len(front)), key=lambda i: front[i].user_attrs["metrics"]["accuracy"]) if front else None
+        out[strategy] = {"hypervolume": hv[strategy], "front": pts, "std": spread}
         print(f"{strategy}: front of {len(front)} re-trained {args.retrain}x: hypervolume {hv[strategy]:.4f}, best "
               f"mean accuracy {pts_a[:, 0].max():.4f}", flush=True)
+        if top is not None:  # the luck in the recorded front: its most accurate model against its re-trainings
+            print(f"  its most accurate model: {front[top].user_attrs['metrics']['accuracy']:.4f} recorded, "
+                  f"{pts[top][0]:.4f} ± {spread[top]:.4f} re-trained (std between trainings; mean over front "
+                  f"models {np.nanmean(spread):.4f})", flush=True)
     for other in args.against:
         if other in hv and hv[other] > 0:
             out[f"ratio_vs_{other}"] = hv["monas_lq"] / hv[other]

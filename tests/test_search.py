@@ -418,7 +418,8 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
     for key in ("accuracy_acquisition", "accuracy_trend", "front_neighbours", "bootstrap_bits"):
         old["search"]["options"].pop(key)
     old["hardware"].pop("cpu_profile")
-    assert len(HASH_NEUTRAL) == 5  # a key added to HASH_NEUTRAL is added above too
+    old["space"].pop("task_options")
+    assert len(HASH_NEUTRAL) == 6  # a key added to HASH_NEUTRAL is added above too
     assert hash_payload(base) == old and hash_payload(bound) == old
     assert hash_payload(ehvi)["search"]["options"]["accuracy_acquisition"] == "ehvi"
     for key in ("n_trials",):
@@ -431,6 +432,48 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
     trend = load_experiment(write(tmp_path, MONAS.replace("swarm_size: 10}", "swarm_size: 10, accuracy_trend: "
                                                                            "log_bops}")))
     assert hash_payload(trend)["search"]["options"]["accuracy_trend"] == "log_bops"
+
+
+def test_a_study_hashed_before_a_key_became_neutral_still_resumes(tmp_path):
+    import hashlib
+    import json
+
+    from hwnas.config import HASH_NEUTRAL, hash_payload, hash_payload_forms
+    from hwnas.pipeline import _hashes
+    from hwnas.search.run import accepted_hashes, open_study
+    from hwnas.search.storage import resolve_storage
+    from hwnas.search.workers import StudyMismatchError, create_study
+
+    exp = load_experiment(write(tmp_path, MONAS.replace("output: out", f"output: {tmp_path / 'out'}")))
+    forms = hash_payload_forms(exp)
+    assert forms[0] == hash_payload(exp) and len(forms) == 2 ** len(HASH_NEUTRAL)  # every neutral key is there
+    assert exp.model_dump()["run"] is not None and exp.model_dump() in forms  # the form before any was neutral
+
+    def settings_hash(data):  # what experiment_metadata hashed before the neutral keys existed
+        data = {k: v for k, v in data.items() if k not in ("storage", "output", "run")}
+        data["search"] = {k: v for k, v in data["search"].items() if k != "n_trials"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # a study made while accuracy_trend and front_neighbours were hashed (at their neutral values)
+    between = hash_payload(exp)
+    between["search"]["options"].update(accuracy_trend="none", front_neighbours=0)
+    old_hash = settings_hash(between)
+    meta = experiment_metadata(exp)
+    assert old_hash != meta["experiment_hash"] and old_hash in accepted_hashes(exp)
+    assert settings_hash(exp.model_dump()) in accepted_hashes(exp)
+    storage = resolve_storage(exp.storage_url(), exp.output_dir())
+    create_study(exp.study_name(), storage, exp.directions, budget=exp.search.n_trials,
+                 metadata={**meta, "experiment_hash": old_hash})
+    assert open_study(exp).user_attrs["hwnas:metadata"]["experiment_hash"] == old_hash  # resumes
+    # a study of another experiment is still refused
+    other = load_experiment(write(tmp_path, MONAS.replace("output: out", f"output: {tmp_path / 'other'}"),
+                                  "other.yaml"))
+    create_study(other.study_name(), resolve_storage(other.storage_url(), other.output_dir()), other.directions,
+                 budget=other.search.n_trials, metadata={**meta, "experiment_hash": "0" * 16})
+    with pytest.raises(StudyMismatchError, match="experiment_hash"):
+        open_study(other)
+    # the pipeline's stage marks accept the earlier forms too, the current one first
+    assert len(set(_hashes(exp))) == len(forms) and len(_hashes(exp)[0]) == 16
 
 
 def test_search_and_worker_processes_share_one_journal_study(tmp_path):

@@ -31,6 +31,7 @@ Contract:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import itertools
 import math
@@ -90,6 +91,7 @@ __all__ = [
     "TrainingConfig",
     "defaults_yaml",
     "hash_payload",
+    "hash_payload_forms",
     "load_experiment",
     "parse_experiment",
     "reference_markdown",
@@ -1532,6 +1534,7 @@ HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("search", "options", "accuracy_trend"): "none",
     ("search", "options", "front_neighbours"): 0,
     ("search", "options", "bootstrap_bits"): "full",
+    ("space", "task_options"): {},
 }
 """Keys the experiment hashes leave out (a study or stage made before a key existed still matches).
 
@@ -1549,6 +1552,36 @@ def hash_payload(experiment: Experiment) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] in node and (neutral is None or node[path[-1]] == neutral):
             node.pop(path[-1])
+    return data
+
+
+def hash_payload_forms(experiment: Experiment) -> list[dict[str, Any]]:
+    """:func:`hash_payload` and every earlier form of it a stored hash may have been computed from.
+
+    Before a key joined :data:`HASH_NEUTRAL` it was hashed like any other, so a study or stage mark made in
+    between recorded it at its neutral value: each subset of the neutral keys this experiment has at their
+    neutral value may be in a recorded hash (2^k payloads for k such keys; the current one first).
+    """
+    full, current = experiment.model_dump(), hash_payload(experiment)
+    dropped = [(path, _lookup(full, path)) for path in HASH_NEUTRAL
+               if _lookup(full, path) is not _MISSING and _lookup(current, path) is _MISSING]
+    forms = []
+    for r in range(len(dropped) + 1):
+        for kept in itertools.combinations(dropped, r):
+            data = copy.deepcopy(current)
+            for path, value in kept:
+                _lookup(data, path[:-1])[path[-1]] = value
+            forms.append(data)
+    return forms
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` of nested dicts, or ``_MISSING``."""
+    for key in path:
+        data = data.get(key, _MISSING) if isinstance(data, dict) else _MISSING
     return data
 
 

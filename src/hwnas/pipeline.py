@@ -52,13 +52,14 @@ class PipelineError(RuntimeError):
     """A stage cannot run (e.g. selection over a study without any feasible trial)."""
 
 
-def _hash(experiment: Any) -> str:
+def _hashes(experiment: Any) -> list[str]:
+    """The stage-mark hash of ``experiment`` (first), then its earlier forms (hwnas.config.hash_payload_forms)."""
     import hashlib
 
-    from hwnas.config import hash_payload
+    from hwnas.config import hash_payload_forms
 
-    data = hash_payload(experiment)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return [hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for data in hash_payload_forms(experiment)]
 
 
 def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
@@ -214,13 +215,14 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
     out = experiment.output_dir()
     marks_path = out / "stages.json"
     marks = json.loads(marks_path.read_text()) if marks_path.is_file() else {}
-    digest = _hash(experiment)
+    digests = _hashes(experiment)
+    digest = digests[0]
     produced: dict[str, Any] = {}
     rerun = force
     for stage in STAGES:
         if stage not in wanted:
             continue
-        done = marks.get(stage, {}).get("hash") == digest
+        done = marks.get(stage, {}).get("hash") in digests
         if done and not rerun:
             log(f"[{stage}] done earlier ({marks[stage]['finished']}); skipped")
             continue

@@ -6,7 +6,9 @@ Contract:
   settings without ``search.n_trials`` (the budget is checked on its own, so a larger budget gives a clear
   "budget" error), ``storage`` and ``output`` (where a worker runs does not change the study), ``run``
   (what happens after the search) and ``hardware.cpu_profile`` (how a missing CPU table is made, not what a
-  trial measures), plus the strategy name.
+  trial measures), plus the strategy name. An existing study whose recorded hash is an earlier form of the
+  same experiment's (:func:`accepted_hashes`: keys of :data:`hwnas.config.HASH_NEUTRAL` hashed at their
+  neutral value, as hwnas did before they were left out) is resumed with its recorded metadata.
 * :func:`run_search` (``hwnas search``) creates the study if needed (:func:`hwnas.search.workers.create_study`,
   idempotent: re-running resumes the same study), then runs worker ``worker`` until no trial is left and
   every running trial of other workers has finished, then exports the archive. :func:`run_search` with
@@ -19,6 +21,7 @@ Contract:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -34,25 +37,54 @@ from .objective import TrialContext, composite_score, make_objective
 from .pareto import NoSelectionError, ParetoArchive
 from .storage import resolve_storage
 from .strategies import make_strategy
-from .workers import WorkerReport, create_study, join_study, run_worker, study_summary
+from .workers import METADATA_ATTR, WorkerReport, create_study, join_study, run_worker, study_summary
 
-__all__ = ["SearchOutcome", "experiment_metadata", "open_study", "run_search", "write_json", "write_results"]
+__all__ = ["SearchOutcome", "accepted_hashes", "experiment_metadata", "open_study", "run_search", "write_json",
+           "write_results"]
 
 log = logging.getLogger(__name__)
+
+
+def _settings_hash(data: dict[str, Any]) -> str:
+    """The short SHA-256 of an experiment dump without what no trial depends on (module docstring)."""
+    data = copy.deepcopy(data)
+    data.get("search", {}).pop("n_trials", None)
+    data.pop("storage", None)
+    data.pop("output", None)
+    data.pop("run", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def experiment_metadata(experiment: Any) -> dict[str, Any]:
     """The settings every worker of the study must share (module docstring)."""
     from hwnas.config import hash_payload
 
-    data = hash_payload(experiment)
-    data.get("search", {}).pop("n_trials", None)
-    data.pop("storage", None)
-    data.pop("output", None)
-    data.pop("run", None)
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
     return {"experiment": experiment.name, "strategy": experiment.search.strategy,
-            "experiment_hash": hashlib.sha256(blob).hexdigest()[:16]}
+            "experiment_hash": _settings_hash(hash_payload(experiment))}
+
+
+def accepted_hashes(experiment: Any) -> set[str]:
+    """Every experiment hash a study of ``experiment`` may carry: the current one and its earlier forms.
+
+    The earlier forms come from :func:`hwnas.config.hash_payload_forms` (neutral keys hashed at their value).
+    """
+    from hwnas.config import hash_payload_forms
+
+    return {_settings_hash(data) for data in hash_payload_forms(experiment)}
+
+
+def _study_metadata(experiment: Any, name: str, storage: optuna.storages.BaseStorage) -> dict[str, Any]:
+    """:func:`experiment_metadata`, with the study's recorded hash when that is an earlier form of it."""
+    meta = experiment_metadata(experiment)
+    try:
+        recorded = optuna.load_study(study_name=name, storage=storage).user_attrs.get(METADATA_ATTR, {})
+    except KeyError:  # no such study yet
+        return meta
+    old = recorded.get("experiment_hash")
+    if old != meta["experiment_hash"] and old in accepted_hashes(experiment):
+        log.info("study %r: experiment hash recorded in an earlier form (%s); resuming it", name, old)
+        return {**meta, "experiment_hash": old}
+    return meta
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -71,8 +103,9 @@ def _storage(experiment: Any) -> optuna.storages.BaseStorage:
 
 def open_study(experiment: Any) -> optuna.Study:
     """The experiment's existing study (read-only use: reports, exports)."""
-    return join_study(experiment.study_name(), _storage(experiment), budget=experiment.search.n_trials,
-                      metadata=experiment_metadata(experiment))
+    storage, name = _storage(experiment), experiment.study_name()
+    return join_study(name, storage, budget=experiment.search.n_trials,
+                      metadata=_study_metadata(experiment, name, storage))
 
 
 @dataclass
@@ -137,7 +170,7 @@ def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progres
     strategy = make_strategy(ctx, worker)
     storage = _storage(experiment)
     name, budget = experiment.study_name(), experiment.search.n_trials
-    meta = experiment_metadata(experiment)
+    meta = _study_metadata(experiment, name, storage)
     if create:
         study = create_study(name, storage, experiment.directions, budget=budget, metadata=meta)
     else:
