@@ -13,8 +13,8 @@ the guided run's stage 1 fixed the filter count, the share of each larger run's 
 trials of that width reach (the ceiling of any search that keeps that width).
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
-        [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--bootstrap 6] [--round-size 2] [--ensemble 1]
-        [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
+        [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--hpo-keep widest] [--bootstrap 6] [--round-size 2]
+        [--ensemble 1] [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
         [--neighbours 0] [--trend none] [--acquisition bound] [--bootstrap-bits full] [--against nsga2 random]
         [--retrain 0] [--out /tmp/hwnas_search_bench] [--json FILE]
 
@@ -76,7 +76,7 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         if rounds_budget < 2:
             raise SystemExit(f"--n {n_trials} leaves no trials for the guided rounds ({args.hpo} stage-1 + "
                              f"{args.bootstrap} bootstrap)")
-        options = (f"{{hpo_trials: {args.hpo}, hpo_tolerance: {args.hpo_tolerance}, "
+        options = (f"{{hpo_trials: {args.hpo}, hpo_tolerance: {args.hpo_tolerance}, hpo_keep: {args.hpo_keep}, "
                    f"bootstrap_size: {args.bootstrap}, candidates_per_round: 400, "
                    f"train_fraction: {args.round_size / 400}, patience: 100, predictor_epochs: 300, swarm_size: 20, "
                    f"predictor_ensemble: {args.ensemble}, accuracy_lcb: {args.lcb}, "
@@ -99,7 +99,8 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
                                       (args.neighbours, 0, f"nb{args.neighbours}"),
                                       (args.trend, "none", args.trend),
                                       (args.acquisition, "bound", args.acquisition),
-                                      (args.bootstrap_bits, "full", f"bits{args.bootstrap_bits}")):
+                                      (args.bootstrap_bits, "full", f"bits{args.bootstrap_bits}"),
+                                      (args.hpo_keep, "widest", f"keep{args.hpo_keep}")):
             if value != neutral:
                 tag += f"_{label}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
@@ -117,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
                     "count; 0 keeps the filter count a search variable)")
     ap.add_argument("--hpo-tolerance", type=float, default=0.02, help="MONAS-LQ stage 1: the widest backbone "
                     "within this accuracy of the best is kept (default 0.02)")
+    ap.add_argument("--hpo-keep", default="widest", choices=("widest", "close"),
+                    help="MONAS-LQ hpo_keep: stage 1 fixes the widest close backbone, or keeps every close width")
     ap.add_argument("--bootstrap", type=int, default=6, help="MONAS-LQ bootstrap trainings (default 6)")
     ap.add_argument("--round-size", type=int, default=2, help="trainings per guided round (default 2)")
     ap.add_argument("--ensemble", type=int, default=1, help="MONAS-LQ predictor ensemble members (default 1)")

@@ -307,3 +307,43 @@ def test_upper_bootstrap_bits_stay_in_the_upper_half(sampler):
     # the depths are crossed as before
     depth = sampler.depth_slots
     assert {(v[depth[0]], v[depth[1]]) for v in rows["upper"]} == {(b, d) for b in (1, 2) for d in (0, 1)}
+
+
+def _stage1_study(sampler, accuracies):
+    """An in-memory study whose first trials are the stage-1 backbones, one per filter choice, at ``accuracies``."""
+    import optuna
+    from optuna.trial import create_trial
+
+    from hwnas.search.objective import price
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for n, acc in enumerate(accuracies):
+        vec = sampler.backbone(n)
+        metrics = {**price(sampler.ctx.space.decode(list(vec)), sampler.ctx), "accuracy": acc}
+        study.add_trial(create_trial(
+            params={name: int(v) for name, v in zip(sampler.names, vec, strict=True)}, distributions=sampler._dists,
+            values=[acc, metrics["bops"]], user_attrs={"vector": list(vec), "metrics": metrics, "constraints": []}))
+    return study
+
+
+@pytest.mark.parametrize(("keep", "accuracies", "want"), [
+    ("widest", (0.50, 0.49), (1, 1)),  # within 0.02: the wider backbone (filter choice 1) is fixed
+    ("close", (0.50, 0.49), (0, 1)),   # within 0.02: both widths stay search values
+    ("close", (0.50, 0.40), (0, 0)),   # the wide backbone is clearly worse: dropped
+    ("widest", (0.40, 0.50), (1, 1)),
+])
+def test_stage1_keeps_the_widest_or_every_close_width(sampler, keep, accuracies, want):
+    saved = sampler.options
+    try:
+        sampler.options = saved.model_copy(update={"hpo_keep": keep})
+        sampler._fixed = None
+        study = _stage1_study(sampler, accuracies)
+        assert sampler.schedule.hpo == 2 and len(sampler.filter_slots) == 1
+        (slot,) = sampler.filter_slots
+        assert sampler._filter_choice(study) == {slot: want}
+        # every later vector is clipped into the kept range; the swarm and the neighbours see the same range
+        for choice in (0, 1):
+            vec = list(sampler.backbone(choice))
+            assert sampler.canonical(vec)[slot] == min(max(choice, want[0]), want[1])
+    finally:
+        sampler.options, sampler._fixed = saved, None

@@ -253,16 +253,21 @@ def test_monas_lq_gaussian_process_accuracy_with_lower_confidence_bound(tmp_path
         assert min(trained) - 0.5 < g["accuracy_mean"] < max(trained) + 0.5
 
 
-@pytest.mark.parametrize(("acquisition", "design"), [("thompson", "factorial"), ("ehvi", "stratified")])
-def test_monas_lq_acquisitions_and_bootstrap_designs(tmp_path, acquisition, design):
+@pytest.mark.parametrize(("acquisition", "design", "keep"), [("thompson", "factorial", "widest"),
+                                                            ("ehvi", "stratified", "close")])
+def test_monas_lq_acquisitions_and_bootstrap_designs(tmp_path, acquisition, design, keep):
     text = MONAS.replace("n_trials: 14", "n_trials: 11").replace(
-        "swarm_size: 10}",
-        f"swarm_size: 10,\n            accuracy_acquisition: {acquisition}, bootstrap_design: {design}}}")
+        "swarm_size: 10}", f"swarm_size: 10,\n            accuracy_acquisition: {acquisition}, bootstrap_design: "
+                           f"{design}, hpo_keep: {keep}, hpo_tolerance: 0.5}}")
     exp = load_experiment(write(tmp_path, text))
     study = run_search(exp, progress=False).study
     assert len(study.trials) == 11 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     ctx = TrialContext.create(exp)
     names = [s.name for s in ctx.space.layout()]
+    # tolerance 0.5: both stage-1 backbones are close; widest fixes the wider one, close keeps both widths
+    filt = names.index("filters")
+    later = {t.user_attrs["vector"][filt] for t in study.trials[2:]}
+    assert later == ({1} if keep == "widest" else {0, 1})  # the stratified bootstrap spreads over both
     depth = [names.index("conv_blocks"), names.index("dense_layers")]
     boot = [t for t in study.trials if t.user_attrs["guided"]["stage"] == "bootstrap"]
     assert all(t.user_attrs["guided"]["design"] == design for t in boot)
@@ -415,11 +420,11 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
                                                                           "ehvi}")))
     # a study made before the keys existed (MONAS at their neutral values): its dump had none of them
     old = base.model_dump()
-    for key in ("accuracy_acquisition", "accuracy_trend", "front_neighbours", "bootstrap_bits"):
+    for key in ("accuracy_acquisition", "accuracy_trend", "front_neighbours", "bootstrap_bits", "hpo_keep"):
         old["search"]["options"].pop(key)
     old["hardware"].pop("cpu_profile")
     old["space"].pop("task_options")
-    assert len(HASH_NEUTRAL) == 6  # a key added to HASH_NEUTRAL is added above too
+    assert len(HASH_NEUTRAL) == 7  # a key added to HASH_NEUTRAL is added above too
     assert hash_payload(base) == old and hash_payload(bound) == old
     assert hash_payload(ehvi)["search"]["options"]["accuracy_acquisition"] == "ehvi"
     for key in ("n_trials",):

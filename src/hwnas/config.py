@@ -482,6 +482,11 @@ class MonasLqOptions(StrategyOptions):
                             "search.n_trials")
     hpo_tolerance: float = Field(0.02, ge=0, description="stage 1: of the backbones whose accuracy is within "
                                  "this of the best, the one with the most MACs is kept (0: the most accurate)")
+    hpo_keep: Literal["widest", "close"] = Field(
+        "widest", description="what stage 1 keeps of the filter counts within hpo_tolerance of the best backbone: "
+        "widest (the one with the most MACs, fixed for every later trial, as in the paper) or close (every filter "
+        "choice from the lowest to the highest of them stays a search value: a front that spans a wide cost "
+        "range keeps the narrow backbones for its cheap end)")
     score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
                                 "(1 - w)*qa_score (lower is better) the swarm minimizes")
     swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
@@ -1535,6 +1540,7 @@ HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("search", "options", "front_neighbours"): 0,
     ("search", "options", "bootstrap_bits"): "full",
     ("space", "task_options"): {},
+    ("search", "options", "hpo_keep"): "widest",
 }
 """Keys the experiment hashes leave out (a study or stage made before a key existed still matches).
 

@@ -16,7 +16,9 @@ Contract:
     fixes the filter choice of every later trial — a 5-epoch accuracy difference below the tolerance is
     noise, and the wider backbone leaves the later stages more to trade through the bits (MONAS-LQ's
     hyper-parameter pre-selection of the backbone width; cost is left to the later stages, which search
-    the bits).
+    the bits). With ``hpo_keep: close`` every filter choice from the lowest to the highest of those within
+    the tolerance stays a search value (the width is a cost lever of the front too); only clearly worse
+    widths are dropped.
   - **stage 2** (``bootstrap_size`` / ``warmup_trials`` trials): with ``bootstrap_design: random`` (HA-NAS
     always) random vectors from ``numpy.random.default_rng([seed, n])``; with ``stratified`` (MONAS-LQ's
     default) row ``n − hpo`` of a Latin hypercube over the vector (:func:`stratified_design`, seeded
@@ -273,7 +275,7 @@ class GuidedSampler(BaseSampler):
             self.schedule = Schedule(0, options.warmup_trials, options.population_size)
         self._rounds: dict[int, list[tuple[tuple[int, ...], dict[str, Any]]]] = {}
         self._predictor_r2: dict[int, dict[str, Any]] = {}
-        self._fixed: dict[int, int] | None = None
+        self._fixed: dict[int, tuple[int, int]] | None = None  # stage 1's range of each filter slot
         self._random = RandomSampler(seed=self.seed)
         self._design: list[tuple[int, ...]] | None = None
         self._near: list[tuple[int, ...]] = []
@@ -306,8 +308,8 @@ class GuidedSampler(BaseSampler):
         v = [round(float(x)) for x in vec]
         v = [min(max(x, lo), hi) for x, (lo, hi) in zip(v, self.bounds, strict=True)]
         if self._fixed:
-            for j, c in self._fixed.items():
-                v[j] = c
+            for j, (lo, hi) in self._fixed.items():
+                v[j] = min(max(v[j], lo), hi)
         return tuple(int(x) for x in self.ctx.space.encode(self.ctx.space.decode(v)))
 
     def backbone(self, choice: int) -> tuple[int, ...]:
@@ -333,6 +335,8 @@ class GuidedSampler(BaseSampler):
         if self._design is None:
             joint = self.depth_slots if self.options.bootstrap_design == "factorial" else ()
             bounds = list(self.bounds)
+            for j, span in (self._fixed or {}).items():  # stage 1's filter choices (spread over when several)
+                bounds[j] = span
             if getattr(self.options, "bootstrap_bits", "full") == "upper":
                 for j in self.bit_slots:
                     lo, hi = bounds[j]
@@ -348,8 +352,8 @@ class GuidedSampler(BaseSampler):
     def _score(self, metrics: dict[str, float]) -> float:
         return composite_score(metrics, self.options.score_weight)
 
-    def _filter_choice(self, study: optuna.Study) -> dict[int, int] | None:
-        """Filter slot values chosen by stage 1 (None before stage 1 finished or without stage 1)."""
+    def _filter_choice(self, study: optuna.Study) -> dict[int, tuple[int, int]] | None:
+        """Each filter slot's (low, high) values kept by stage 1 (None before stage 1 finished or without it)."""
         if self._fixed is not None or self.schedule.hpo == 0:
             return self._fixed
         done = _trained(study, below=self.schedule.hpo)
@@ -360,8 +364,12 @@ class GuidedSampler(BaseSampler):
         top = max(float(d.metrics["accuracy"]) for d in done)
         tol = float(getattr(self.options, "hpo_tolerance", 0.0))
         close = [d for d in done if float(d.metrics["accuracy"]) >= top - tol]
+        if getattr(self.options, "hpo_keep", "widest") == "close":  # every width within the tolerance
+            self._fixed = {j: (min(d.vector[j] for d in close), max(d.vector[j] for d in close))
+                           for j in self.filter_slots}
+            return self._fixed
         best = min(close, key=lambda d: (-float(d.metrics.get("macs", 0.0)), -float(d.metrics["accuracy"]), d.number))
-        self._fixed = {j: best.vector[j] for j in self.filter_slots}
+        self._fixed = {j: (best.vector[j], best.vector[j]) for j in self.filter_slots}
         return self._fixed
 
     def propose(self, study: optuna.Study, number: int) -> tuple[tuple[int, ...], dict[str, Any]]:
@@ -424,8 +432,8 @@ class GuidedSampler(BaseSampler):
         pred = self._fit(data, ("accuracy", "bops", "score"), r)
         kappa = float(getattr(opts, "accuracy_lcb", 0.0))
         bounds = list(self.bounds)
-        for j, c in (self._fixed or {}).items():
-            bounds[j] = (c, c)
+        for j, span in (self._fixed or {}).items():
+            bounds[j] = span
         swarm_size = int(opts.swarm_size)
         best = sorted(data, key=lambda d: (d.violation > 0, self._score(d.metrics)))[: swarm_size // 2]
         swarm = ParticleSwarm(bounds, swarm_size=swarm_size, seed=self.seed * 7919 + r, mutation=0.05,
@@ -477,8 +485,9 @@ class GuidedSampler(BaseSampler):
         front = sorted((d for d, rk in zip(feasible, ranks, strict=True) if rk == 0),
                        key=lambda d: (self._losses_of(d.metrics)[0], d.number))
         bits = [j for j in self.bit_slots if self.layout[j].high > self.layout[j].low]
+        fixed = {j for j, (lo, hi) in (self._fixed or {}).items() if lo == hi}  # stage 1 left one value
         arch = [j for j, s in enumerate(self.layout)
-                if j not in bits and s.high > s.low and j not in (self._fixed or {})]
+                if j not in bits and s.high > s.low and j not in fixed]
 
         def moves(vec: tuple[int, ...]) -> list[list[int]]:
             out = []
