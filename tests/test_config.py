@@ -297,6 +297,8 @@ def test_errors_name_key_path_and_line():
      "grace_s (10.0) must exceed heartbeat_s (30.0)"),
     (("name: tiny", "name: 'my run'"), "my run", "name", "must start with a letter or digit"),
     (("name: tiny", "name: tiny\nflavour: vanilla"), "flavour", "flavour", "unknown key; keys here are: name,"),
+    (("name: tiny", "name: tiny\ntraining: {threads: 0}"), "threads", "training.threads",
+     "must be greater than or equal to 1, got 0"),
 ])
 def test_each_error_class(edit, fragment, path, message):
     old, new = edit

@@ -128,3 +128,25 @@ def test_bad_data_is_rejected():
     with pytest.raises(TrainError, match="val: targets contain NaN"):
         t.fit((torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)),
               (torch.zeros(2, 3), torch.tensor([0.0, float("nan")])))
+
+
+def test_threads_apply_while_fitting_and_are_restored(digits):
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = hgq_mlp()
+        cfg = TrainConfig(epochs=2, batch_size=64, seed=0, progress=False, threads=1)
+        trainer = Trainer(model, cfg)
+        trainer.on_epoch_end.append(lambda tr, rec: seen.append(torch.get_num_threads()))
+        trainer.fit((digits.x_train, digits.y_train))
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # restored after fit
+        again = hgq_mlp()
+        Trainer(again, cfg).fit((digits.x_train, digits.y_train))  # same seed, same count: the same weights
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(),
+                                                     strict=True))
+        with pytest.raises(TrainError, match="threads"):
+            Trainer(hgq_mlp(), TrainConfig(threads=0)).fit((digits.x_train, digits.y_train))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

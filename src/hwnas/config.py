@@ -417,6 +417,10 @@ class TrainingConfig(_Strict):
                                  "validation metric (null: never)")
     min_delta: float = Field(0.0, ge=0, description="smallest change of the validation metric that counts as an "
                              "improvement")
+    threads: int | None = Field(None, ge=1, description="torch threads of a process while it trains (null: torch's "
+                                "default, every core); several workers on one machine: cores / workers. Left out "
+                                "of the study hash, so workers on machines of other sizes can join; float sums may "
+                                "differ in the last bits between thread counts")
 
     def to_train_config(self, seed: int, progress: bool = True, *, loss: str = "ce", beta: float = 0.0,
                         gamma: float = 0.0) -> TrainConfig:
@@ -1535,6 +1539,7 @@ def _sections(cls: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseMod
 
 HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("hardware", "cpu_profile"): None,  # how a missing CPU table is made, not what trials measure: any value
+    ("training", "threads"): None,  # how many cores a worker uses, not what it trains: any value
     ("search", "options", "accuracy_acquisition"): "bound",
     ("search", "options", "accuracy_trend"): "none",
     ("search", "options", "front_neighbours"): 0,

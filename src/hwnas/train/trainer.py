@@ -84,6 +84,10 @@ class TrainConfig:
     """Seed of shuffling and of every random op during training."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int | None = None
+    """Torch intra-op threads while fitting (restored afterwards; None: torch's setting, all cores by default).
+    Several trainings side by side on one machine (workers): cores ÷ processes. Float sums may differ between
+    thread counts, so the same seed reproduces a training bit for bit only at the same count."""
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field."""
@@ -103,6 +107,8 @@ class TrainConfig:
                 raise TrainError(f"{name}: must be a finite number >= 0, got {v!r}")
         if self.lr <= 0:
             raise TrainError(f"lr: must be > 0, got {self.lr!r}")
+        if self.threads is not None:
+            positive_int("threads")
         if self.bits_lr is not None and not (isinstance(self.bits_lr, int | float) and self.bits_lr > 0):
             raise TrainError(f"bits_lr: must be > 0, got {self.bits_lr!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -324,8 +330,18 @@ class Trainer:
         """Train on ``train`` (an (x, y) pair or Dataset), evaluating on ``val`` after each epoch.
 
         With ``resume=True`` and a checkpoint in ``checkpoint_dir``, continue from it; the result equals
-        an uninterrupted run with the same config and seed. Returns the :class:`History`.
+        an uninterrupted run with the same config and seed. Returns the :class:`History`. With
+        ``config.threads`` set, torch runs on that many threads until ``fit`` returns.
         """
+        before = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        try:
+            return self._fit(train, val, resume)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self, train: Any, val: Any, resume: bool) -> History:
         cfg = self.config
         x, y = _as_tensors(train, "train")
         val_xy = _as_tensors(val, "val") if val is not None else None
