@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -94,6 +96,7 @@ __all__ = [
     "hash_payload_forms",
     "load_experiment",
     "parse_experiment",
+    "payload_digest",
     "reference_markdown",
 ]
 
@@ -1558,12 +1561,15 @@ def hash_payload(experiment: Experiment) -> dict[str, Any]:
     """The experiment as the study and stage hashes see it: its dump without :data:`HASH_NEUTRAL` keys."""
     data = experiment.model_dump()
     for path, neutral in HASH_NEUTRAL.items():
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
+        node = _lookup(data, path[:-1])
         if isinstance(node, dict) and path[-1] in node and (neutral is None or node[path[-1]] == neutral):
             node.pop(path[-1])
     return data
+
+
+def payload_digest(data: dict[str, Any]) -> str:
+    """The short SHA-256 (16 hex digits) of a JSON-able payload, keys sorted: what studies and stages record."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def hash_payload_forms(experiment: Experiment) -> list[dict[str, Any]]:
@@ -1574,8 +1580,8 @@ def hash_payload_forms(experiment: Experiment) -> list[dict[str, Any]]:
     neutral value may be in a recorded hash (2^k payloads for k such keys; the current one first).
     """
     full, current = experiment.model_dump(), hash_payload(experiment)
-    dropped = [(path, _lookup(full, path)) for path in HASH_NEUTRAL
-               if _lookup(full, path) is not _MISSING and _lookup(current, path) is _MISSING]
+    dropped = [(path, value) for path in HASH_NEUTRAL
+               if (value := _lookup(full, path)) is not _MISSING and _lookup(current, path) is _MISSING]
     forms = []
     for r in range(len(dropped) + 1):
         for kept in itertools.combinations(dropped, r):

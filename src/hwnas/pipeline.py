@@ -54,12 +54,18 @@ class PipelineError(RuntimeError):
 
 def _hashes(experiment: Any) -> list[str]:
     """The stage-mark hash of ``experiment`` (first), then its earlier forms (hwnas.config.hash_payload_forms)."""
-    import hashlib
+    from hwnas.config import hash_payload_forms, payload_digest
 
-    from hwnas.config import hash_payload_forms
+    return [payload_digest(data) for data in hash_payload_forms(experiment)]
 
-    return [hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            for data in hash_payload_forms(experiment)]
+
+def _accepted(experiment: Any, marks: dict[str, Any]) -> tuple[str, set[str]]:
+    """The current stage-mark hash and the recorded ones that stand for it (earlier forms looked up only then)."""
+    from hwnas.config import hash_payload, payload_digest
+
+    digest = payload_digest(hash_payload(experiment))
+    other = {m.get("hash") for m in marks.values() if isinstance(m, dict)} - {digest}
+    return digest, {digest} | (other & set(_hashes(experiment)[1:]) if other else set())
 
 
 def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
@@ -215,8 +221,7 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
     out = experiment.output_dir()
     marks_path = out / "stages.json"
     marks = json.loads(marks_path.read_text()) if marks_path.is_file() else {}
-    digests = _hashes(experiment)
-    digest = digests[0]
+    digest, digests = _accepted(experiment, marks)
     produced: dict[str, Any] = {}
     rerun = force
     for stage in STAGES:

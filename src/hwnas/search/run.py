@@ -21,8 +21,6 @@ Contract:
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
 import os
@@ -46,13 +44,13 @@ log = logging.getLogger(__name__)
 
 
 def _settings_hash(data: dict[str, Any]) -> str:
-    """The short SHA-256 of an experiment dump without what no trial depends on (module docstring)."""
-    data = copy.deepcopy(data)
-    data.get("search", {}).pop("n_trials", None)
-    data.pop("storage", None)
-    data.pop("output", None)
-    data.pop("run", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The digest of an experiment payload without what no trial depends on (module docstring)."""
+    from hwnas.config import payload_digest
+
+    kept = {k: v for k, v in data.items() if k not in ("storage", "output", "run")}
+    if isinstance(kept.get("search"), dict):
+        kept["search"] = {k: v for k, v in kept["search"].items() if k != "n_trials"}
+    return payload_digest(kept)
 
 
 def experiment_metadata(experiment: Any) -> dict[str, Any]:
