@@ -10,13 +10,18 @@ the ratio guided ÷ each larger-budget run (project goal ≥ 0.95), plus the tra
 random run, also the ratio random search reaches with N, 2N and 4N trainings (the mean over 200 random
 subsets of its trained points: no extra training), the yardstick for how much the guidance buys; and when
 the guided run's stage 1 fixed the filter count, the share of each larger run's hypervolume that its
-trials of that width reach (the ceiling of any search that keeps that width).
+trials of that width reach (the ceiling of any search that keeps that width and trains every model from
+scratch). The same fronts (chosen on validation accuracy) are also measured at their test accuracy, where a
+lucky validation draw is not rewarded twice. ``--warm-start closest`` runs the guided search with
+``search.warm_start: closest`` (each training starts from the closest trained model of the same shapes),
+``--baseline-warm-start closest`` the larger ones.
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--hpo-keep widest] [--bootstrap 6] [--round-size 2]
         [--ensemble 1] [--lcb 1] [--accuracy-model gp] [--accuracy-features summary] [--bootstrap-design stratified]
         [--neighbours 0] [--trend none] [--acquisition bound] [--bootstrap-bits full] [--against nsga2 random]
-        [--retrain 0] [--out /tmp/hwnas_search_bench] [--json FILE]
+        [--warm-start none] [--baseline-warm-start none] [--retrain 0] [--out /tmp/hwnas_search_bench]
+        [--json FILE]
 
 The defaults are the library's MONAS-LQ defaults except the stage sizes (``hpo_trials`` 2, ``bootstrap_size``
 6, rounds of 2, for a budget of 16).
@@ -65,6 +70,7 @@ training: {{epochs: {epochs}, batch_size: 64}}
 search:
   strategy: {strategy}
   n_trials: {n_trials}
+  warm_start: {warm_start}
   options: {options}
 """
 
@@ -88,6 +94,7 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
         options = "{population_size: 16}"
     else:
         options = "{}"
+    warm = args.warm_start if strategy == "monas_lq" else args.baseline_warm_start
     tag = ""
     if strategy == "monas_lq":  # one folder per setting: flags at their historical default add nothing
         tag = f"_hpo{args.hpo}t{args.hpo_tolerance:g}_b{args.bootstrap}_r{args.round_size}"
@@ -103,9 +110,12 @@ def experiment(strategy: str, n_trials: int, args: argparse.Namespace) -> object
                                       (args.hpo_keep, "widest", f"keep{args.hpo_keep}")):
             if value != neutral:
                 tag += f"_{label}"
+    if warm != "none":
+        tag += f"_warm{warm}"
     out = Path(args.out) / f"{strategy}_{n_trials}_s{args.seed}{tag}"
     text = BASE.format(name=f"bench-{strategy}", seed=args.seed, out=out, per_pair=args.per_pair,
-                       epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options)
+                       epochs=args.epochs, strategy=strategy, n_trials=n_trials, options=options,
+                       warm_start=warm)
     return parse_experiment(text, source=f"<{strategy}>")
 
 
@@ -138,6 +148,10 @@ def parser() -> argparse.ArgumentParser:
                     help="MONAS-LQ accuracy_acquisition (default bound)")
     ap.add_argument("--bootstrap-bits", default="full", choices=("full", "upper"),
                     help="MONAS-LQ bootstrap_bits (default full)")
+    ap.add_argument("--warm-start", default="none", choices=("none", "closest"),
+                    help="search.warm_start of the guided run (default none: every training from scratch)")
+    ap.add_argument("--baseline-warm-start", default="none", choices=("none", "closest"),
+                    help="search.warm_start of the NSGA-II and random runs (default none)")
     ap.add_argument("--against", nargs="+", default=["nsga2", "random"], choices=("nsga2", "random"),
                     help="the larger-budget searches to compare with (default: nsga2 random)")
     ap.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default 0); with several, "
@@ -146,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--per-pair", type=int, default=50, help="frames per (class, SNR) pair (default 50)")
     ap.add_argument("--out", default="/tmp/hwnas_search_bench", help="folder of the studies")
     ap.add_argument("--retrain", type=int, default=0, help="also re-train every front model this many times with "
-                    "fresh seeds and compare the fronts at their mean accuracies (default 0: off)")
+                    "fresh seeds, from scratch, and compare the fronts at their mean accuracies (default 0: off)")
     ap.add_argument("--json", help="also write the results to this file")
     return ap
 
@@ -190,6 +204,14 @@ def one_seed(args: argparse.Namespace) -> dict:
         results[f"ratio_vs_{other}"] = ratio
         print(f"guided ({args.n} trainings) / {other} ({args.factor * args.n} trainings): {ratio:.3f}  "
               f"(goal >= 0.95)")
+    # the same fronts (chosen on validation accuracy) at their test accuracy: no selection luck in the measure
+    hv_test = {s: test_hypervolume(feasible[s], bops_ref, chance) for s in fronts}
+    results["test_hypervolume"] = hv_test
+    for other in args.against:
+        if hv_test[other] > 0:
+            results[f"test_ratio_vs_{other}"] = hv_test["monas_lq"] / hv_test[other]
+            print(f"  the same fronts at their test accuracy: guided / {other}: "
+                  f"{results[f'test_ratio_vs_{other}']:.3f}")
     widths = stage1_widths(feasible["monas_lq"])
     if widths is not None:
         # the most a search confined to the stage-1 width can reach: each larger run's trials of that width
@@ -202,7 +224,7 @@ def one_seed(args: argparse.Namespace) -> dict:
             results["width_ceiling"][other] = vol / hv[other] if hv[other] > 0 else float("nan")
             print(f"{other}'s trials of the stage-1 width ({sorted(widths)} filters; {len(kept)} of "
                   f"{len(feasible[other])}): {results['width_ceiling'][other]:.3f} of its hypervolume (the ceiling "
-                  "of a search that keeps that width)")
+                  "of a search that keeps that width and trains from scratch)")
     if "random" in fronts and len(fronts["random"]):
         # what random search reaches with fewer trainings: subsets of the random study's trained points
         rng = np.random.default_rng([args.seed, 5])
@@ -220,6 +242,18 @@ def one_seed(args: argparse.Namespace) -> dict:
     if args.retrain:
         results["retrained"] = retrained(args, front_trials, bops_ref, chance)
     return results
+
+
+def test_hypervolume(trials: list, bops_ref: float, chance: float) -> float:
+    """Hypervolume of the validation front of ``trials`` with each front model at its test accuracy."""
+    pts = np.array([[t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["bops"],
+                     t.user_attrs["metrics"].get("test_accuracy", np.nan)] for t in trials]).reshape(-1, 3)
+    front = [i for i in range(len(pts)) if not np.any((pts[:, 0] >= pts[i, 0]) & (pts[:, 1] <= pts[i, 1])
+                                                       & ((pts[:, 0] > pts[i, 0]) | (pts[:, 1] < pts[i, 1])))]
+    sel = pts[front]
+    if not len(sel) or np.isnan(sel[:, 2]).any():
+        return float("nan")
+    return hypervolume(np.column_stack([-sel[:, 2], sel[:, 1] / bops_ref]), [-chance, 1.0])
 
 
 def stage1_widths(trials: list) -> set[int] | None:
@@ -280,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios = [r[f"ratio_vs_{other}"] for r in per_seed]
             summary[f"mean_ratio_vs_{other}"] = float(np.mean(ratios))
             print(f"  / {other:6s} " + " ".join(f"{x:.3f}" for x in ratios) + f"   mean {np.mean(ratios):.3f}")
+        for other in args.against:
+            vals = [r[f"test_ratio_vs_{other}"] for r in per_seed if f"test_ratio_vs_{other}" in r]
+            if vals:
+                print(f"  at test accuracy / {other}: " + " ".join(f"{x:.3f}" for x in vals)
+                      + f"   mean {np.mean(vals):.3f}")
         for other in args.against:
             key = f"ratio_vs_{other}"
             vals = [r["retrained"][key] for r in per_seed if key in r.get("retrained", {})]

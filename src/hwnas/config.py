@@ -590,6 +590,12 @@ class SearchConfig(_Strict):
 
     strategy: Strategy = Field("nsga2", description="search strategy: nsga2, random, tpe, pso, monas_lq or ha_nas")
     n_trials: int = Field(20, ge=1, description="trials (full trainings) across all workers, counted on the study")
+    warm_start: Literal["none", "closest"] = Field(
+        "none", description="none: every trial trains from scratch; closest: a trial starts from the weights of "
+        "the finished trial with the same tensor shapes closest to it in the search vector (mostly bit-widths; "
+        "ties: the more accurate), its ranges re-calibrated for its own bits, then trains the full schedule "
+        "(Lamarckian inheritance: a lineage accumulates epochs). With several workers the parent depends on "
+        "which trials have finished")
     options: SerializeAsAny[StrategyOptions] = Field(
         default_factory=dict, validate_default=True,  # type: ignore[arg-type]
         description="options of the chosen strategy (see the strategy's table); unknown ones are errors")
@@ -1549,6 +1555,7 @@ HASH_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("search", "options", "bootstrap_bits"): "full",
     ("space", "task_options"): {},
     ("search", "options", "hpo_keep"): "widest",
+    ("search", "warm_start"): "none",
 }
 """Keys the experiment hashes leave out (a study or stage made before a key existed still matches).
 

@@ -18,12 +18,17 @@ Contract:
   (resources, latency, throughput, energy) and, with a CPU table, the predicted CPU latency. The trained
   model is saved (:func:`hwnas.export.save_model`, with test inputs and the metadata ``task_options``: the
   options its data was loaded with, which every later stage loads again) under ``<output>/trials/<number>/``.
+  With ``parents`` (finished trials, :class:`hwnas.search.inherit.ParentCandidate`) the training starts from
+  the weights of the closest one with the same tensor shapes (:mod:`hwnas.search.inherit`); the result names
+  it (``parent``) and every result carries its model's ``shape_key``.
   A training loss or metric that is not finite raises :class:`TrialDivergedError`.
 * :func:`make_objective` wraps it for Optuna: the point comes from the space's define-by-run suggestion (or,
   with ``vector=True``, from integer parameters ``x0..`` decoded by the space — the PSO encoding); the
   record of the contract (``metrics``, ``constraints`` with ≤ 0 satisfied, ``point``, ``vector``,
-  ``checkpoint``, ``estimate``, ``task_options``) goes into the trial's user attributes; the return value is
-  the objectives in order. Exceptions propagate, so the study marks the trial FAILED (never a penalty value).
+  ``checkpoint``, ``estimate``, ``task_options``, ``shape_key``, ``warm_start``) goes into the trial's user
+  attributes; the return value is the objectives in order. With ``search.warm_start: closest`` the study's
+  finished trials are the candidate parents (:func:`parent_candidates`). Exceptions propagate, so the study
+  marks the trial FAILED (never a penalty value).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,8 @@ import torch
 from torch import nn
 
 __all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "json_options",
-           "make_objective", "measure", "model_task_data", "price", "record", "task_options_for", "train_and_measure"]
+           "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record", "task_options_for",
+           "train_and_measure"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,10 @@ class TrialResult:
     seconds: float
     task_options: dict[str, Any] = field(default_factory=dict)
     """The options the task data of this trial was loaded with (:func:`task_options_for`)."""
+    shape_key: str = ""
+    """:func:`hwnas.search.inherit.shape_key` of the model (trials with equal keys can share weights)."""
+    parent: int | None = None
+    """The trial whose weights the training started from (``search.warm_start``), or None: from scratch."""
 
     @property
     def feasible(self) -> bool:
@@ -326,11 +336,17 @@ def price(point: Any, ctx: TrialContext, seed: int = 0) -> dict[str, float]:
     return cost_metrics(model, ctx, point)[0]
 
 
-def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
-                      checkpoint_dir: Path | None = None) -> TrialResult:
-    """Build, train and measure ``point`` as trial ``number`` (seed ``experiment.seed + number``)."""
+def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_dir: Path | None = None,
+                      parents: Sequence[Any] | None = None, vector: Sequence[int] | None = None) -> TrialResult:
+    """Build, train and measure ``point`` as trial ``number`` (seed ``experiment.seed + number``).
+
+    ``parents``: finished trials to warm-start from (module docstring); ``vector``: the point's search vector
+    (default: the space's encoding), the distance to a parent is measured on it.
+    """
     from hwnas.export import save_model
     from hwnas.train import Trainer
+
+    from .inherit import choose_parent, inherit, shape_key
 
     t0 = time.perf_counter()
     exp = ctx.experiment
@@ -338,6 +354,13 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
     torch.manual_seed(seed)
     model = ctx.space.build(point, seed=seed)
     data = ctx.data_for(point)
+    key = shape_key(model)
+    parent = None
+    if parents:
+        vec = list(vector) if vector is not None else list(ctx.space.encode(point))
+        parent = choose_parent(parents, key, vec)
+        if parent is not None:
+            inherit(model, parent.checkpoint, data.train.x[:WARM_START_CALIBRATION])
     options = json_options(ctx.task_options(point))
     config = exp.train_config(seed, progress=ctx.progress)
     trainer = Trainer(model, config)
@@ -351,9 +374,41 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *,
         folder = checkpoint_dir if checkpoint_dir is not None else ctx.output / "trials" / f"{number:05d}"
         path = save_model(model, folder / "model.pt", data.input_shape, test_inputs=data.test.x[:256],
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
-                                    "metrics": metrics, "task_options": options})
+                                    "metrics": metrics, "task_options": options,
+                                    "warm_start": None if parent is None else parent.number})
         checkpoint = str(path)
-    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options)
+    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options, key,
+                       None if parent is None else parent.number)
+
+
+WARM_START_CALIBRATION = 2048
+"""Training inputs a warm-started model's ranges are calibrated on before it trains."""
+
+
+def parent_candidates(study: Any, objectives: Sequence[Any], exclude: int | None = None) -> list[Any]:
+    """The finished trials of ``study`` a warm start may start from (:class:`hwnas.search.inherit.ParentCandidate`).
+
+    Complete trials that recorded a shape key, a vector and a checkpoint file that still exists; ranked by
+    the first objective measured by training (``accuracy``, …; else the first objective) in its direction.
+    """
+    import optuna
+
+    from .guided import TRAINED_METRICS
+    from .inherit import ParentCandidate
+
+    objectives = list(objectives)
+    rank = next((o for o in objectives if o.metric in TRAINED_METRICS), objectives[0] if objectives else None)
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        attrs = t.user_attrs
+        key, vec, ckpt = attrs.get("shape_key"), attrs.get("vector"), attrs.get("checkpoint")
+        if t.number == exclude or not key or vec is None or not ckpt or not Path(ckpt).is_file():
+            continue
+        value = float((attrs.get("metrics") or {}).get(rank.metric, 0.0)) if rank is not None else 0.0
+        score = value if rank is None or rank.direction == "maximize" else -value
+        out.append(ParentCandidate(t.number, tuple(int(v) for v in vec), str(key), str(ckpt),
+                                   score if math.isfinite(score) else -math.inf))
+    return out
 
 
 def record(trial: Any, result: TrialResult, vector: list[int] | None = None) -> None:
@@ -370,12 +425,15 @@ def record(trial: Any, result: TrialResult, vector: list[int] | None = None) -> 
     trial.set_user_attr("task_options", json_options(result.task_options))
     trial.set_user_attr("estimate", _plain(result.estimate))
     trial.set_user_attr("seconds", float(result.seconds))
+    trial.set_user_attr("shape_key", result.shape_key)
+    trial.set_user_attr("warm_start", result.parent)
 
 
 def make_objective(ctx: TrialContext, *, vector: bool = False) -> Callable[[Any], tuple[float, ...]]:
     """The Optuna objective of ``ctx``'s experiment (module docstring)."""
     objectives = list(ctx.experiment.objectives)
     bounds = ctx.space.bounds() if vector else None
+    warm = ctx.experiment.search.warm_start == "closest" and ctx.save_models
 
     def objective(trial: Any) -> tuple[float, ...]:
         if bounds is not None:
@@ -384,7 +442,8 @@ def make_objective(ctx: TrialContext, *, vector: bool = False) -> Callable[[Any]
         else:
             point = ctx.space.suggest(trial)
             vec = ctx.space.encode(point)
-        result = train_and_measure(point, ctx, trial.number)
+        parents = parent_candidates(trial.study, objectives, trial.number) if warm else None
+        result = train_and_measure(point, ctx, trial.number, parents=parents, vector=vec)
         record(trial, result, vec)
         missing = [o.metric for o in objectives if o.metric not in result.metrics]
         if missing:

@@ -39,12 +39,13 @@ Contract:
   place; a previous export is replaced whole): ``pareto.csv`` (front rows), ``trials.csv`` (every trial of
   the study, any state, one schema for both: ``number, state, feasible, front, knee, rank, violation,
   excluded, objective.<metric>…, constraint.<i>…, metric.<name>…, param.<name>…, task.<option>…, checkpoint,
-  error``; ``task.<option>`` are the options each trial's task data was loaded with, its ``task_options`` user
-  attribute: the experiment's ``task.options`` and the searched ``space.task_options``),
+  warm_start, error``; ``warm_start`` is the trial a warm-started training began from (``search.warm_start``;
+  empty: from scratch); ``task.<option>`` are the options each trial's task data was loaded with, its
+  ``task_options`` user attribute: the experiment's ``task.options`` and the searched ``space.task_options``),
   ``pareto.json`` (objectives, counts, knee, infeasible numbers, and per front trial its objectives,
-  params, metrics, constraints, point, vector, estimate, task options and checkpoint) and per front trial a folder
-  ``trial_<number:05d>/`` with ``point.yaml`` (the same record) and a copy of its checkpoint when the path
-  exists (the record's ``checkpoint`` is then the copy's path relative to the export folder,
+  params, metrics, constraints, point, vector, estimate, task options, checkpoint and warm start) and per front
+  trial a folder ``trial_<number:05d>/`` with ``point.yaml`` (the same record) and a copy of its checkpoint
+  when the path exists (the record's ``checkpoint`` is then the copy's path relative to the export folder,
   ``source_checkpoint`` the original). Non-finite numbers are written as ``null`` in JSON, ``.inf``/``.nan``
   in YAML and ``inf``/``nan`` in CSV. :func:`read_export` reads ``pareto.json`` back.
 """
@@ -428,6 +429,7 @@ class ParetoArchive:
             "estimate": ua.get("estimate"),
             "task_options": ua.get("task_options"),
             "checkpoint": ua.get("checkpoint"),
+            "warm_start": ua.get("warm_start"),
         }
 
     def _rows(self, knee: int | None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -439,7 +441,7 @@ class ParetoArchive:
         header = (["number", "state", "feasible", "front", "knee", "rank", "violation", "excluded"]
                   + [f"objective.{m}" for m, _ in self.objectives] + [f"constraint.{i}" for i in range(n_cons)]
                   + [f"metric.{k}" for k in metric_names] + [f"param.{k}" for k in param_names]
-                  + [f"task.{k}" for k in option_names] + ["checkpoint", "error"])
+                  + [f"task.{k}" for k in option_names] + ["checkpoint", "warm_start", "error"])
         rows = []
         for t in self.trials:
             ranked = t.number in self._values
@@ -452,6 +454,7 @@ class ParetoArchive:
                 "violation": _violation(t) if cons else 0.0,
                 "excluded": self.excluded.get(t.number, ""),
                 "checkpoint": t.user_attrs.get("checkpoint") or "",
+                "warm_start": "" if t.user_attrs.get("warm_start") is None else t.user_attrs["warm_start"],
                 "error": t.user_attrs.get("error") or "",
             }
             for i, (m, _) in enumerate(self.objectives):
