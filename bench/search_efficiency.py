@@ -14,7 +14,8 @@ trials of that width reach (the ceiling of any search that keeps that width and 
 scratch). The same fronts (chosen on validation accuracy) are also measured at their test accuracy, where a
 lucky validation draw is not rewarded twice. ``--warm-start closest`` runs the guided search with
 ``search.warm_start: closest`` (each training starts from the closest trained model of the same shapes),
-``--baseline-warm-start closest`` the larger ones.
+``--baseline-warm-start closest`` the larger ones (then the width ceiling and the random-subset yardstick,
+which treat the larger runs' trainings as independent draws, are left out).
 
     .venv/bin/python bench/search_efficiency.py [--n 16] [--factor 10] [--seed 0 [1 …]] [--epochs 5]
         [--per-pair 50] [--hpo 2] [--hpo-tolerance 0.02] [--hpo-keep widest] [--bootstrap 6] [--round-size 2]
@@ -212,8 +213,10 @@ def one_seed(args: argparse.Namespace) -> dict:
             results[f"test_ratio_vs_{other}"] = hv_test["monas_lq"] / hv_test[other]
             print(f"  the same fronts at their test accuracy: guided / {other}: "
                   f"{results[f'test_ratio_vs_{other}']:.3f}")
+    # the two yardsticks below treat the larger runs' trainings as independent draws: not so when warm-started
+    independent = args.baseline_warm_start == "none"
     widths = stage1_widths(feasible["monas_lq"])
-    if widths is not None:
+    if widths is not None and independent:
         # the most a search confined to the stage-1 width can reach: each larger run's trials of that width
         results["width_ceiling"] = {}
         for other in args.against:
@@ -225,7 +228,7 @@ def one_seed(args: argparse.Namespace) -> dict:
             print(f"{other}'s trials of the stage-1 width ({sorted(widths)} filters; {len(kept)} of "
                   f"{len(feasible[other])}): {results['width_ceiling'][other]:.3f} of its hypervolume (the ceiling "
                   "of a search that keeps that width and trains from scratch)")
-    if "random" in fronts and len(fronts["random"]):
+    if "random" in fronts and len(fronts["random"]) and independent:
         # what random search reaches with fewer trainings: subsets of the random study's trained points
         rng = np.random.default_rng([args.seed, 5])
         pts = fronts["random"]
