@@ -141,6 +141,23 @@ def test_model_operators_skip_quantizers_and_detect_groups():
     assert ops[2].fused and not ops[3].fused
 
 
+def test_batchnorm_after_a_layer_is_folded_as_deployed(table):
+    torch.manual_seed(0)
+    with_bn = nn.Sequential(hn.QConv2d(1, 8, 3, padding=1, **OFF), nn.BatchNorm2d(8), hn.QActivation("relu"),
+                            hn.QMaxPool2d(2), hn.Flatten(), hn.QLinear(8 * 4 * 4, 16, **OFF), nn.BatchNorm1d(16),
+                            hn.QLinear(16, 10, **OFF)).eval()
+    plain = nn.Sequential(*[nn.Identity() if isinstance(m, nn.modules.batchnorm._BatchNorm) else m
+                            for m in with_bn]).eval()
+    pred, ref = predict_latency(with_bn, (1, 8, 8), table), predict_latency(plain, (1, 8, 8), table)
+    assert [r.kind for r in pred.rows] == [r.kind for r in ref.rows]
+    assert [r.kind for r in pred.rows][:3] == ["conv2d", "identity", "relu+fused"]  # the fold keeps ReLU fused
+    assert pred.total_us == pytest.approx(ref.total_us)
+    assert isinstance(with_bn[1], nn.BatchNorm2d)  # the caller's model is not changed
+    lone = nn.Sequential(hn.QActivation("relu"), nn.BatchNorm1d(8))
+    with pytest.raises(UnsupportedLayerError, match=r"'1'.*BatchNorm1d"):
+        predict_latency(lone, (8,), table)
+
+
 def test_unknown_layer_raises_naming_it(table):
     model = nn.Sequential(hn.QLinear(8, 8, **OFF), nn.LayerNorm(8))
     with pytest.raises(UnsupportedLayerError, match=r"'1'.*LayerNorm"):

@@ -32,7 +32,9 @@ Contract:
   on machines where onnxruntime uses the blocked NCHWc layout for 2-D convolutions and pools, layout
   reorders (their measured time above the overhead, plus one node) are charged only where the layout
   changes, and taken out of single-op entries that paid them (:func:`nchwc_block`); identity activations
-  and dropout export to no node and cost 0. Quantizers
+  and dropout export to no node and cost 0. A BatchNorm right after a convolution or linear layer is folded
+  into it first (:func:`hwnas.nn.fold_batchnorm`, as hwnas deploys it; onnxruntime fuses a Conv+BatchNorm
+  pair the same way); one anywhere else raises :class:`UnsupportedLayerError`. Quantizers
   inside hwnas layers are ignored: the prediction is for the float graph of the same architecture.
   Modules with children are treated as containers whose forward only chains their children (no hidden
   tensor ops); an unknown leaf module raises :class:`UnsupportedLayerError` naming it.
@@ -1262,7 +1264,15 @@ def model_operators(model: nn.Module, input_shape: tuple[int, ...]) -> list[Mode
 
 
 def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable) -> LatencyPrediction:
-    """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc)."""
+    """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc).
+
+    BatchNorm layers after a convolution or linear layer are folded into it first (a copy; ``model`` is
+    left as it is).
+    """
+    from hwnas.nn import fold_batchnorm
+
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model = fold_batchnorm(model)
     plan = model_operators(model, input_shape)
     layout = _Layout(table)
     base_us = table.overhead_us - table.node_us  # a session call without any node
