@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import itertools
 import json
 import os
@@ -484,7 +485,10 @@ def test_a_study_hashed_before_a_key_became_neutral_still_resumes(tmp_path):
 
 
 def test_search_and_worker_processes_share_one_journal_study(tmp_path):
-    text = TINY.replace("n_trials: 5", "n_trials: 10").replace("epochs: 1", "epochs: 6") + \
+    # two model shapes (one hidden layer of 8 or 16 units) and warm start: parents come from either process
+    text = TINY.replace("n_trials: 5", "n_trials: 10, warm_start: closest").replace("epochs: 1", "epochs: 6") \
+        .replace("dense_layers: {min: 0, max: 2}", "dense_layers: {min: 1, max: 1}") \
+        .replace("dense_units: [8, 16, 32]", "dense_units: [8, 16]") + \
         "storage: {url: 'journal:///study.log', heartbeat_s: 2}\n"
     path = write(tmp_path, text)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
@@ -511,6 +515,17 @@ def test_search_and_worker_processes_share_one_journal_study(tmp_path):
     ids = {t.user_attrs["worker"]["id"] for t in study.trials}
     assert ids <= {0, 1} and ids
     assert "study 'tiny': 10 complete" in out_w  # the worker waited for the search's trials to finish
+    # every parent is a trial of the same shapes that had finished when its child began; with 2 shapes and
+    # one process running at least 5 trials in a row, its 4th trial has a parent among its own earlier ones
+    by_number = {t.number: t for t in study.trials}
+    parents = [(t, t.user_attrs["warm_start"]) for t in study.trials if t.user_attrs["warm_start"] is not None]
+    assert parents
+    for child, number in parents:
+        parent = by_number[number]
+        assert parent.user_attrs["shape_key"] == child.user_attrs["shape_key"]
+        # the child's training began `seconds` before it completed, after its parents were looked up
+        began = child.datetime_complete - datetime.timedelta(seconds=child.user_attrs["seconds"])
+        assert parent.datetime_complete <= began + datetime.timedelta(seconds=0.05)
 
 
 def test_learned_precision_search_trains_with_the_ebops_loss(tmp_path):
