@@ -188,10 +188,7 @@ def one_seed(args: argparse.Namespace) -> dict:
         print(f"{strategy}: {done} trainings in {seconds:.0f} s, front of {len(outcome.archive.front)}", flush=True)
     chance = 1.0 / 11
     bops_ref = 1.1 * max(float(p[:, 1].max()) for p in fronts.values() if len(p))
-    hv = {}
-    for strategy, pts in fronts.items():
-        losses = np.column_stack([-pts[:, 0], pts[:, 1] / bops_ref]) if len(pts) else np.zeros((0, 2))
-        hv[strategy] = hypervolume(losses, [-chance, 1.0])
+    hv = {strategy: volume(pts, bops_ref, chance) for strategy, pts in fronts.items()}
     print(f"\nseed {args.seed}: reference point accuracy {chance:.4f}, BOPs {bops_ref:.4g} (normalized to 1)")
     print(f"{'strategy':10s} {'trainings':>9s} {'seconds':>8s} {'hypervolume':>12s} {'best acc':>9s}")
     for strategy, _budget, done, seconds in rows:
@@ -206,13 +203,21 @@ def one_seed(args: argparse.Namespace) -> dict:
         print(f"guided ({args.n} trainings) / {other} ({args.factor * args.n} trainings): {ratio:.3f}  "
               f"(goal >= 0.95)")
     # the same fronts (chosen on validation accuracy) at their test accuracy: no selection luck in the measure
-    hv_test = {s: test_hypervolume(feasible[s], bops_ref, chance) for s in fronts}
+    hv_test = {s: test_hypervolume(front_trials[s][1], bops_ref, chance) for s in fronts}
     results["test_hypervolume"] = hv_test
     for other in args.against:
         if hv_test[other] > 0:
             results[f"test_ratio_vs_{other}"] = hv_test["monas_lq"] / hv_test[other]
             print(f"  the same fronts at their test accuracy: guided / {other}: "
                   f"{results[f'test_ratio_vs_{other}']:.3f}")
+    for strategy in fronts:  # what a warm start costs: seconds per training with and without a parent
+        warm = [t.user_attrs["seconds"] for t in feasible[strategy] if t.user_attrs.get("warm_start") is not None]
+        cold = [t.user_attrs["seconds"] for t in feasible[strategy] if t.user_attrs.get("warm_start") is None]
+        if warm and cold:
+            results.setdefault("warm_seconds_ratio", {})[strategy] = float(np.mean(warm) / np.mean(cold))
+            print(f"  {strategy}: {len(warm)} of {len(warm) + len(cold)} trainings warm-started, "
+                  f"{np.mean(warm):.2f} s each vs {np.mean(cold):.2f} s from scratch "
+                  f"(ratio {np.mean(warm) / np.mean(cold):.3f})")
     # the two yardsticks below treat the larger runs' trainings as independent draws: not so when warm-started
     independent = args.baseline_warm_start == "none"
     widths = stage1_widths(feasible["monas_lq"])
@@ -222,8 +227,7 @@ def one_seed(args: argparse.Namespace) -> dict:
         for other in args.against:
             kept = np.array([p for p, t in zip(fronts[other], feasible[other], strict=True)
                              if {c["filters"] for c in t.user_attrs["point"]["conv"]} <= widths]).reshape(-1, 2)
-            vol = hypervolume(np.column_stack([-kept[:, 0], kept[:, 1] / bops_ref]), [-chance, 1.0]) \
-                if len(kept) else 0.0
+            vol = volume(kept, bops_ref, chance)
             results["width_ceiling"][other] = vol / hv[other] if hv[other] > 0 else float("nan")
             print(f"{other}'s trials of the stage-1 width ({sorted(widths)} filters; {len(kept)} of "
                   f"{len(feasible[other])}): {results['width_ceiling'][other]:.3f} of its hypervolume (the ceiling "
@@ -237,7 +241,7 @@ def one_seed(args: argparse.Namespace) -> dict:
         for k in (args.n, 2 * args.n, 4 * args.n):
             if k >= len(pts):
                 continue
-            vols = [hypervolume(np.column_stack([-sub[:, 0], sub[:, 1] / bops_ref]), [-chance, 1.0])
+            vols = [volume(sub, bops_ref, chance)
                     for sub in (pts[rng.choice(len(pts), k, replace=False)] for _ in range(200))]
             row = {other: float(np.mean(vols) / hv[other]) for other in args.against if hv[other] > 0}
             results["random_subsets"][k] = row
@@ -247,16 +251,18 @@ def one_seed(args: argparse.Namespace) -> dict:
     return results
 
 
-def test_hypervolume(trials: list, bops_ref: float, chance: float) -> float:
-    """Hypervolume of the validation front of ``trials`` with each front model at its test accuracy."""
-    pts = np.array([[t.user_attrs["metrics"]["accuracy"], t.user_attrs["metrics"]["bops"],
-                     t.user_attrs["metrics"].get("test_accuracy", np.nan)] for t in trials]).reshape(-1, 3)
-    front = [i for i in range(len(pts)) if not np.any((pts[:, 0] >= pts[i, 0]) & (pts[:, 1] <= pts[i, 1])
-                                                       & ((pts[:, 0] > pts[i, 0]) | (pts[:, 1] < pts[i, 1])))]
-    sel = pts[front]
-    if not len(sel) or np.isnan(sel[:, 2]).any():
+def volume(pts: np.ndarray, bops_ref: float, chance: float) -> float:
+    """Hypervolume of (accuracy, BOPs) rows against the shared reference (chance accuracy, ``bops_ref``)."""
+    pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+    return hypervolume(np.column_stack([-pts[:, 0], pts[:, 1] / bops_ref]), [-chance, 1.0])
+
+
+def test_hypervolume(front: list, bops_ref: float, chance: float) -> float:
+    """Hypervolume of a run's front (chosen on validation accuracy) with each model at its test accuracy."""
+    pts = [[t.user_attrs["metrics"].get("test_accuracy", np.nan), t.user_attrs["metrics"]["bops"]] for t in front]
+    if not pts or np.isnan(np.asarray(pts)[:, 0]).any():
         return float("nan")
-    return hypervolume(np.column_stack([-sel[:, 2], sel[:, 1] / bops_ref]), [-chance, 1.0])
+    return volume(np.asarray(pts), bops_ref, chance)
 
 
 def stage1_widths(trials: list) -> set[int] | None:
@@ -289,7 +295,7 @@ def retrained(args: argparse.Namespace, front_trials: dict[str, tuple], bops_ref
             pts.append([float(np.mean(accs)), float(t.user_attrs["metrics"]["bops"])])
             spread.append(float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"))
         pts_a = np.array(pts).reshape(-1, 2)
-        hv[strategy] = hypervolume(np.column_stack([-pts_a[:, 0], pts_a[:, 1] / bops_ref]), [-chance, 1.0])
+        hv[strategy] = volume(pts_a, bops_ref, chance)
         top = max(range(len(front)), key=lambda i: front[i].user_attrs["metrics"]["accuracy"]) if front else None
         out[strategy] = {"hypervolume": hv[strategy], "front": pts, "std": spread}
         print(f"{strategy}: front of {len(front)} re-trained {args.retrain}x: hypervolume {hv[strategy]:.4f}, best "
