@@ -34,7 +34,10 @@ def check(model: nn.Module, x: torch.Tensor) -> None:
     assert result["max_abs_diff"] == 0.0
 
 
-@pytest.mark.parametrize("round_mode", ["RND_CONV", "TRN", "TRN_ZERO", "RND_INF", "RND_ZERO"])
+ROUND_MODES = ["RND_CONV", "TRN", "TRN_ZERO", "RND_INF", "RND_ZERO", "RND", "RND_MIN_INF"]
+
+
+@pytest.mark.parametrize("round_mode", ROUND_MODES)
 @pytest.mark.parametrize("overflow_mode", ["SAT", "SAT_SYM"])
 def test_dense_model_is_bit_exact(round_mode: str, overflow_mode: str) -> None:
     torch.manual_seed(0)
@@ -53,12 +56,42 @@ def test_dense_model_is_bit_exact(round_mode: str, overflow_mode: str) -> None:
     check(model, x)
 
 
-def test_unsigned_round_half_up_maps_to_half_up() -> None:
+@pytest.mark.parametrize("round_mode", ROUND_MODES)
+@pytest.mark.parametrize("signed", [True, False])
+def test_ties_and_the_float32_trap_round_exactly(round_mode: str, signed: bool) -> None:
+    """Inputs a hair below, at and above every half LSB; 0.49999997 LSB is where a float32 ``floor(|y| + 0.5)``
+    (QONNX's HALF_UP) rounds up although the tie is not reached."""
     torch.manual_seed(2)
-    model = nn.Sequential(hn.QActivation("relu"), hn.QLinear(8, 3, input_quantizer=fixed(4, "RND", signed=False),
-                                                              weight_quantizer=fixed(6), bias_quantizer=None))
-    model(torch.randn(32, 8))
-    check(model, torch.round(torch.randn(128, 8) * 8) / 16)
+    q = fixed(6, round_mode, signed=signed)
+    model = nn.Sequential(hn.QLinear(8, 3, input_quantizer=q, weight_quantizer=fixed(6), bias_quantizer=None,
+                                     output_quantizer=fixed(12, round_mode)))
+    model(torch.randn(64, 8))
+    lsb = float(torch.exp2(-model[0].input_quantizer.kif()[2]).max())
+    hair = float(np.float32(0.49999997))
+    codes = torch.arange(-12, 12, dtype=torch.float32)
+    offsets = torch.tensor([-0.5, -hair, 0.0, hair, 0.5, 0.75])
+    grid = ((codes[:, None] + offsets[None, :]) * lsb).reshape(-1)
+    x = grid[torch.randint(len(grid), (256, 8), generator=torch.Generator().manual_seed(3))]
+    assert (x / lsb - torch.floor(x / lsb) == hair).any()  # the trap is in the data
+    check(model, torch.cat([x, torch.randn(64, 8) * 4]))
+
+
+def test_staged_rounding_node_layout() -> None:
+    """RND is Quant(FLOOR, LSB/2) → Add(+LSB/2) → Quant(FLOOR, LSB), the bit width two more on the half grid."""
+    torch.manual_seed(4)
+    model = nn.Sequential(hn.QLinear(4, 2, input_quantizer=fixed(6, "RND"), weight_quantizer=fixed(4),
+                                     bias_quantizer=None))
+    model(torch.randn(16, 4))
+    proto = export_qonnx(model, (4,))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    first = proto.graph.node[:3]
+    assert [n.op_type for n in first] == ["Quant", "Add", "Quant"]
+    modes = [onnx.helper.get_attribute_value(a) for n in (first[0], first[2]) for a in n.attribute
+             if a.name == "rounding_mode"]
+    assert modes == [b"FLOOR", b"FLOOR"]
+    scale_pre, scale = inits[first[0].input[1]], inits[first[2].input[1]]
+    assert scale_pre * 2 == scale and inits[first[1].input[1]] == scale / 2
+    assert inits[first[0].input[3]] == inits[first[2].input[3]] + 2
 
 
 def test_conv_pool_flatten_model_is_bit_exact() -> None:
@@ -114,8 +147,8 @@ def test_file_is_qonnx_with_explicit_quant_attributes(tmp_path) -> None:
     (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6)), r"0\.weight_quantizer: bit-widths vary within a channel"),
     (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6, overflow_mode="WRAP"), weight_quantizer=fixed(4)),
      r"0\.input_quantizer: overflow mode WRAP"),
-    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(6, "RND"), weight_quantizer=fixed(4)),
-     r"0\.input_quantizer: rounding mode RND of signed values"),
+    (lambda: hn.QLinear(4, 2, input_quantizer=fixed(23, "RND"), weight_quantizer=fixed(4)),
+     r"0\.input_quantizer: 23-bit activation with rounding mode RND needs a 25-bit intermediate"),
     (lambda: hn.QLinear(4, 2, input_quantizer=fixed(1), weight_quantizer=fixed(4)), r"signed 1-bit"),
     (lambda: hn.QActivation("tanh", input_quantizer=fixed(6), output_quantizer=fixed(6)), r"0: tanh \(table\)"),
     (lambda: nn.BatchNorm1d(4), r"0: BatchNorm must be folded first"),

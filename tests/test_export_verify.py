@@ -34,7 +34,7 @@ def qonnx_friendly() -> nn.Module:
 
 
 def hgq_model() -> nn.Module:
-    """Per-parameter widths and signed RND rounding: fixed point only (QONNX cannot express it)."""
+    """Per-parameter weight widths: fixed point only (QONNX carries one width per tensor or channel)."""
     torch.manual_seed(1)
     model = nn.Sequential(hn.QLinear(16, 8, input_quantizer=fixed(6)), hn.QActivation("relu"), hn.QLinear(8, 3))
     model(torch.randn(64, 16))
@@ -89,7 +89,7 @@ def test_verify_qonnx_and_reference_pass() -> None:
 def test_a_path_that_cannot_express_the_model_is_skipped_with_the_reason() -> None:
     report = verify_model(hgq_model(), input_shape=(16,), paths=["qonnx"])
     qonnx = report.results[1]
-    assert qonnx.skipped is not None and "not expressible" in qonnx.skipped and "0.input_quantizer" in qonnx.skipped
+    assert qonnx.skipped is not None and "not expressible" in qonnx.skipped and "0.weight_quantizer" in qonnx.skipped
     assert report.results[0].passed  # the reference still ran
     assert not report.passed  # no artefact path ran
     with pytest.raises(ExportError, match="unknown verification path"):
@@ -144,7 +144,7 @@ def test_cli_verify_and_export(tmp_path, capsys) -> None:
     assert main(["export", str(path), "--to", "qonnx", "--out", str(tmp_path / "q")]) == 0
     assert (tmp_path / "q" / "model.qonnx.onnx").is_file()
     assert main(["export", str(hgq), "--to", "qonnx", "--out", str(tmp_path / "q2")]) == 2
-    assert "0.input_quantizer" in capsys.readouterr().err
+    assert "0.weight_quantizer" in capsys.readouterr().err
 
 
 def test_a_mismatch_is_located_at_the_first_differing_layer(monkeypatch) -> None:

@@ -12,13 +12,17 @@ Contract:
   ap_fixed rounds before it saturates; for saturating modes both give the same value. Weights and biases are
   stored already quantized, so their ``Quant`` nodes are exact whatever the rounding and overflow mode;
   per-channel weights get a per-channel scale and the widest channel's width. Activations map their rounding
-  mode to QONNX's (RND_CONV → ROUND, TRN → FLOOR, TRN_ZERO → DOWN, RND_INF → HALF_UP, RND_ZERO → HALF_DOWN;
-  for unsigned values RND → HALF_UP and RND_MIN_INF → HALF_DOWN).
+  mode to QONNX's where one ``Quant`` node is exact, float32 arithmetic included (RND_CONV → ROUND, TRN →
+  FLOOR, TRN_ZERO → DOWN, RND_ZERO → HALF_DOWN). The other three go in stages, first to the half-LSB grid
+  (which keeps every tie and makes the next steps exact in float32): RND (ties to +∞, the hwnas default) →
+  ``Quant(FLOOR, 2^-(f+1))``, ``Add(+2^-(f+1))``, ``Quant(FLOOR)``; RND_MIN_INF → the mirror image with CEIL
+  and ``Add(-2^-(f+1))``; RND_INF → ``Quant(DOWN, 2^-(f+1))``, ``Quant(HALF_UP)`` (QONNX's HALF_UP computes
+  ``floor(|y| + 0.5)`` in float32 and rounds 0.49999997 up; on the half-LSB grid it cannot).
 * A scaled-integer quantizer becomes ``Quant(x, scale, zeropt, bits)`` with its own scale(s), signedness and
   narrow range, rounding ROUND (half to even, as torch rounds); activations must be symmetric (zero point 0).
 * What QONNX cannot express raises :class:`ExportError` naming the layer and slot and pointing to the hls4ml
   or RTL path: per-parameter widths, per-channel activation widths that differ, WRAP or SAT_ZERO overflow,
-  signed 1-bit values (QONNX executes them as bipolar ±1), ties-to-+inf rounding of signed activations, table
+  signed 1-bit values (QONNX executes them as bipolar ±1), staged roundings wider than 22 bits, table
   activations, asymmetric scaled-int activations, float16 quantizers, unfolded BatchNorm, and layers it does not know.
 """
 
@@ -45,8 +49,12 @@ QONNX_DOMAIN = "qonnx.custom_op.general"
 _OPSET = 13
 _IR_VERSION = 8
 
-_ROUNDING = {"RND_CONV": "ROUND", "TRN": "FLOOR", "TRN_ZERO": "DOWN", "RND_INF": "HALF_UP", "RND_ZERO": "HALF_DOWN"}
-_ROUNDING_UNSIGNED = {"RND": "HALF_UP", "RND_MIN_INF": "HALF_DOWN"}
+# ap_fixed rounding modes QONNX executes exactly in one Quant node (float32 arithmetic included)
+_ROUNDING = {"RND_CONV": "ROUND", "TRN": "FLOOR", "TRN_ZERO": "DOWN", "RND_ZERO": "HALF_DOWN"}
+# the others in stages: Quant to half an LSB (pre), optionally add ±half an LSB, Quant to the LSB (final)
+_TIE_STAGES = {"RND": ("FLOOR", 0.5, "FLOOR"), "RND_MIN_INF": ("CEIL", -0.5, "CEIL"),
+               "RND_INF": ("DOWN", 0.0, "HALF_UP")}
+_FLOAT32_BITS = 24
 _OTHER_PATHS = "use the hls4ml or RTL export, which carry it exactly"
 
 
@@ -168,17 +176,26 @@ def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where:
     if signed and bits == 1:
         raise ExportError(f"{where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
     rnd = q.round_mode.value
-    mode = _ROUNDING.get(rnd) or (None if signed else _ROUNDING_UNSIGNED.get(rnd))
-    if mode is None:
-        raise ExportError(f"{where}: rounding mode {rnd} of signed values has no QONNX equivalent "
-                          f"(QONNX: ROUND = ties to even, FLOOR, DOWN, HALF_UP, HALF_DOWN); use RND_CONV or "
-                          f"TRN, or {_OTHER_PATHS}")
     scale = np.exp2(-f)
     if 0 in varying:
         scale = scale.reshape(sample)[(slice(None),) + (0,) * (len(sample) - 1)]
         scale = scale.reshape((1, -1) + (1,) * (len(sample) - 1))
     else:
         scale = np.array(scale.flat[0])
+    if rnd in _ROUNDING:
+        return _quant(g, x, scale, bits, signed, narrow, _ROUNDING[rnd])
+    if bits + 2 > _FLOAT32_BITS:
+        raise ExportError(f"{where}: {bits}-bit activation with rounding mode {rnd} needs a {bits + 2}-bit "
+                          f"intermediate, more than float32 carries exactly; {_OTHER_PATHS}")
+    pre, offset, final = _TIE_STAGES[rnd]
+    # values on the half-LSB grid keep every tie of the final rounding and are exact in float32
+    x = _quant(g, x, scale / 2, bits + 2, signed, False, pre)
+    if offset:
+        x = g.node("Add", [x, g.const("half_lsb", offset * scale)], "add")
+    return _quant(g, x, scale, bits, signed, narrow, final)
+
+
+def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow: bool, mode: str) -> str:
     return g.node("Quant", [x, g.const("scale", scale), g.const("zeropt", np.zeros(())),
                             g.const("bitwidth", np.array(float(bits)))], "quant", QONNX_DOMAIN,
                   signed=int(signed), narrow=int(narrow), rounding_mode=mode)
