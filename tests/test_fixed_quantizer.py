@@ -170,6 +170,46 @@ def test_wrap_calibration_sets_integer_bits_from_data():
     assert torch.equal(out, torch.floor(data * 16) / 16)
 
 
+def _static_integer_bits_np(x: np.ndarray, bits: int, k: int) -> int:
+    """Reference: the smallest i whose codes at f = bits-k-i (round half up) hold every value without clipping."""
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if k else (0, 2 ** bits - 1)
+    for i in range(-24, 25):
+        codes = np.floor(x.astype(np.float64) * 2.0 ** (bits - k - i) + 0.5)
+        if codes.min() >= lo and codes.max() <= hi:
+            return i
+    raise AssertionError("no i holds the data")
+
+
+@pytest.mark.parametrize("start_scale", [1e3, 1.0, 1e-3])
+def test_static_calibration_is_exact_in_one_pass_from_any_start(start_scale: float):
+    """A static quantizer (bits fixed, f = bits-k-i) calibrates to the reference i whatever range it started
+    with, in one pass: a far-off start used to round the data at a stale f (flushing it to 0) and under-measure.
+    Downstream quantizers see values rounded at the new f, so a second pass changes nothing."""
+    g = torch.Generator().manual_seed(11)
+    data = torch.randn(300, 5, generator=g) * 0.05
+    data[7, 2] = 0.2495  # rounds up into a new power of two at the f the data implies
+    first = FixedPointQuantizer(bits=6, round_mode="RND", batch_dims=1, learnable=False)
+    second = FixedPointQuantizer(bits=4, round_mode="RND", batch_dims=1, learnable=False)
+    model = torch.nn.Sequential(first, torch.nn.Linear(5, 3), second)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(3, 5, generator=g))
+        model[1].bias.zero_()
+        model(torch.randn(8, 5, generator=g) * start_scale)  # materialize on far-off data
+    calibrate(model, data, batch_size=64)
+    want = _static_integer_bits_np(data.numpy(), 6, 1)
+    assert first.kif()[1].item() == want
+    assert first.kif()[2].item() == 6 - 1 - want
+    with torch.no_grad():
+        hidden = model[1](first(data)).numpy()
+    assert second.kif()[1].item() == _static_integer_bits_np(hidden, 4, 1)
+    state = [t.clone() for t in (first.i, first.f, second.i, second.f)]
+    calibrate(model, data, batch_size=64)
+    assert all(torch.equal(a, b) for a, b in zip(state, (first.i, first.f, second.i, second.f), strict=True))
+    ref = quantize_fixed_np(data.numpy(), 1, want, 6 - 1 - want, "RND", "SAT")
+    with torch.no_grad():
+        assert np.array_equal(first(data).numpy(), ref)
+
+
 def test_signed_auto_calibration():
     q = FixedPointQuantizer(bits=6, signed="auto", batch_dims=1, granularity="parameter", learnable=False)
     calibrate(torch.nn.Sequential(q), torch.tensor([[0.5, -1.0], [0.25, 2.0]]))

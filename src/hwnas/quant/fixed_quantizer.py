@@ -266,6 +266,28 @@ class FixedPointQuantizer(Quantizer):
         """True when ``i`` follows the data (not given, not trained): WRAP mode or a static quantizer."""
         return self.init_i is None and not self.train_i
 
+    @property
+    def _moves_f_with_i(self) -> bool:
+        """A static quantizer of total width ``bits`` whose ``f`` is not given: ``f = bits - k - i``."""
+        return not self.is_learnable and self.init_f is None and self.init_bits is not None
+
+    def _static_integer_bits(self, x: torch.Tensor, k: torch.Tensor, floor: torch.Tensor | None) -> torch.Tensor:
+        """The smallest ``i`` (per group, at least ``floor``) that holds ``x`` once rounded at ``f = bits-k-i``.
+
+        i and f move together, so the answer comes from the data alone: the integer bits of the exact values,
+        then one more where rounding at the resulting f carries into a new power of two. It never depends on
+        the quantizer's current f (rounding at a stale f can flush small values to 0, or carry, and
+        mis-measure; repeated calls could flip i back and forth).
+        """
+        raw = minimal_integer_bits(x, k, torch.full_like(k, 60.0), "TRN", prune_zeros=True)
+        raw = self.granularity.reduce(raw, "amax", self.batch_dims)
+        if floor is not None:
+            raw = torch.maximum(floor, raw)
+        raw = raw.clamp(*self.i_range)
+        f_try = (float(self.init_bits) - k - raw).clamp(*self.f_range)
+        need = minimal_integer_bits(x, k, f_try, self.round_mode, prune_zeros=True)
+        return torch.maximum(raw, self.granularity.reduce(need, "amax", self.batch_dims)).clamp(*self.i_range)
+
     def _track(self, x: torch.Tensor, grow_only: bool) -> None:
         """Set ``i`` to the smallest value that holds ``x`` (never below its current value if ``grow_only``).
 
@@ -274,21 +296,9 @@ class FixedPointQuantizer(Quantizer):
         with torch.no_grad():
             k, _, f = self._kif()
             x = x.detach()
-            if not self.is_learnable and self.init_f is None:
-                # i and f move together (k+i+f = bits): take the smallest i that holds the values once they are
-                # rounded at f = bits-k-i. Computed from the data alone, so it does not depend on the previous
-                # f (rounding at the old f could carry into a new power of two and flip i on every call).
-                bits = float(self.init_bits)
-                raw = minimal_integer_bits(x, k, torch.full_like(f, 60.0), "TRN", prune_zeros=True)
-                raw = self.granularity.reduce(raw, "amax", self.batch_dims)
-                if grow_only:
-                    raw = torch.maximum(self.i, raw)
-                raw = raw.clamp(*self.i_range)
-                f_try = (bits - k - raw).clamp(*self.f_range)
-                need = minimal_integer_bits(x, k, f_try, self.round_mode, prune_zeros=True)
-                need = torch.maximum(raw, self.granularity.reduce(need, "amax", self.batch_dims))
-                self.i.copy_(need.clamp(*self.i_range))
-                self.f.copy_((bits - self.k - self.i).clamp(*self.f_range))
+            if self._moves_f_with_i:
+                self.i.copy_(self._static_integer_bits(x, k, self.i if grow_only else None))
+                self.f.copy_((float(self.init_bits) - self.k - self.i).clamp(*self.f_range))
                 return
             need = minimal_integer_bits(x, k, f, self.round_mode, prune_zeros=True)
             need = self.granularity.reduce(need, "amax", self.batch_dims)
@@ -315,9 +325,8 @@ class FixedPointQuantizer(Quantizer):
                     return q
             self._track(x, grow_only=False)
         elif self.calibrating:
-            self._observe(x)
-            k, _, f = self._kif()
-            # ranges are being measured: round only, never wrap or clip
+            k, f = self._observe(x)
+            # ranges are being measured: round only (at the f this batch implies), never wrap or clip
             return quantize_fixed(x, torch.ones_like(k), torch.full_like(k, 60.0), f, self.round_mode, "SAT")
         elif self.tracks_i and self.training:
             self._track(x, grow_only=True)
@@ -366,16 +375,28 @@ class FixedPointQuantizer(Quantizer):
         self._calib_neg = None
 
     @torch.no_grad()
-    def _observe(self, x: torch.Tensor) -> None:
+    def _observe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record the integer bits and signs ``x`` needs; return the (k, f) to round this batch at.
+
+        A static quantizer whose range follows the data measures ``i`` with its own rule (f moves with i), so
+        one calibration pass gives the final range whatever f it started from, and its output is rounded at
+        the f this batch implies (downstream quantizers then measure values close to the calibrated ones).
+        Anything else is measured at its current f.
+        """
         if not bool(torch.isfinite(x).all()):
             raise QuantizationError(f"{self.label}: calibration data contains NaN or infinity")
         k, _, f = self._kif()
         kk = torch.ones_like(k) if self.signed == "auto" else k
-        need = minimal_integer_bits(x, kk, f, self.round_mode, prune_zeros=True)
-        need = self.granularity.reduce(need, "amax", self.batch_dims)
+        if self.tracks_i and self._moves_f_with_i:
+            need = self._static_integer_bits(x, kk, None)
+            f = (float(self.init_bits) - kk - need).clamp(*self.f_range)
+        else:
+            need = minimal_integer_bits(x, kk, f, self.round_mode, prune_zeros=True)
+            need = self.granularity.reduce(need, "amax", self.batch_dims)
         neg = self.granularity.reduce((x < 0).to(x.dtype), "amax", self.batch_dims)
         self._calib_i = need if self._calib_i is None else torch.maximum(self._calib_i, need)
         self._calib_neg = neg if self._calib_neg is None else torch.maximum(self._calib_neg, neg)
+        return k, f
 
     @torch.no_grad()
     def end_calibration(self) -> None:

@@ -95,9 +95,9 @@ def inherit(model: nn.Module, checkpoint: str | Path, calibration_inputs: torch.
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(parent[name])
-    # a range is measured on values rounded at the quantizer's current fractional bits, which the previous
-    # range decided: repeat until the integer bits settle (one pass from a far-off start can round a small
-    # activation to zero and under-measure it)
+    # one pass sets every static range from the data (hwnas.quant.calibrate), but a downstream quantizer
+    # measured values rounded at the f each batch implied, not at the final f: repeat until the integer bits
+    # settle (in practice the second pass confirms the first)
     before = None
     for _ in range(CALIBRATION_PASSES):
         calibrate(model, calibration_inputs)
