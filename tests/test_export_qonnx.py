@@ -210,3 +210,16 @@ def test_asymmetric_scaled_activation_is_refused() -> None:
     calibrate(model, torch.randn(32, 4))
     with pytest.raises(ExportError, match=r"0\.input_quantizer: asymmetric"):
         export_qonnx(model, (4,))
+
+
+@pytest.mark.parametrize("round_mode", ["RND", "RND_MIN_INF", "RND_INF"])
+def test_staged_rounding_with_per_channel_activation_ranges(round_mode: str) -> None:
+    """Channels of one activation with their own (i, f): the half-LSB stage gets one scale per channel."""
+    torch.manual_seed(8)
+    model = nn.Sequential(hn.QConv1d(2, 4, 3, padding=1, input_quantizer=fixed(6, round_mode, granularity="channel"),
+                                     weight_quantizer=fixed(5), bias_quantizer=None,
+                                     output_quantizer=fixed(8, round_mode, granularity="channel")))
+    x = torch.randn(64, 2, 16) * torch.tensor([0.1, 3.0]).view(1, 2, 1)
+    model(x)
+    assert len(torch.unique(model[0].input_quantizer.kif()[2])) == 2
+    check(model, torch.cat([x, x * 3]))
