@@ -169,6 +169,78 @@ def test_fold_batchnorm_preserves_float_function_and_quantized_close():
     assert (qfolded(x) - qmodel(x)).abs().max() < 0.05 * qmodel(x).abs().max()
 
 
+@pytest.mark.parametrize("nd", [1, 2])
+def test_fused_batchnorm_trains_exactly_as_conv_then_batchnorm(nd: int):
+    """Without quantizers a conv with batch_norm=True is conv → BatchNorm: outputs, running statistics and
+    gradients (training mode, batch statistics), and eval outputs."""
+    torch.manual_seed(0)
+    conv_cls, ref_cls, bn_cls = ((hn.QConv1d, nn.Conv1d, nn.BatchNorm1d) if nd == 1 else
+                                 (hn.QConv2d, nn.Conv2d, nn.BatchNorm2d))
+    fused = conv_cls(3, 5, 3, padding=1, input_quantizer=None, weight_quantizer=None, bias_quantizer=None,
+                     batch_norm=True)
+    conv, bn = ref_cls(3, 5, 3, padding=1), bn_cls(5)
+    with torch.no_grad():
+        conv.weight.copy_(fused.weight)
+        conv.bias.copy_(fused.bias)
+        fused.bn.weight.uniform_(0.5, 2.0)
+        fused.bn.bias.uniform_(-1.0, 1.0)
+    bn.load_state_dict(fused.bn.state_dict())
+    shape = (16, 3, 12) if nd == 1 else (16, 3, 6, 6)
+    for _ in range(3):
+        x = torch.randn(shape) * 2 + 0.5
+        proj = torch.randn(shape[0], 5, *shape[2:])
+        out, ref = fused(x), bn(conv(x))
+        assert torch.allclose(out, ref, atol=1e-5)
+        g_fused = torch.autograd.grad((out * proj).sum(), [fused.weight, fused.bn.weight])
+        g_ref = torch.autograd.grad((ref * proj).sum(), [conv.weight, bn.weight])
+        for a, b in zip(g_fused, g_ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    assert torch.allclose(fused.bn.running_mean, bn.running_mean, atol=1e-6)
+    assert torch.allclose(fused.bn.running_var, bn.running_var, rtol=1e-5)
+    assert int(fused.bn.num_batches_tracked) == int(bn.num_batches_tracked) == 3
+    fused.eval()
+    bn.eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), bn(conv(x)), atol=1e-5)
+
+
+def test_fused_batchnorm_folds_bit_exactly_and_exports():
+    """A fixed-point model with fused BatchNorm, trained a few steps: folding gives a plain model with the same
+    outputs bit for bit, and its QONNX export (and the export graph's reference) match it without folding first."""
+    from hwnas.export.verify import verify_model
+
+    torch.manual_seed(1)
+    fixed = dict(bits=4, learnable=False, round_mode="RND", overflow_mode="SAT")
+    model = nn.Sequential(
+        hn.QConv1d(2, 6, 3, padding=1, input_quantizer=dict(fixed, bits=8),
+                   weight_quantizer=dict(fixed, granularity="channel"), bias_quantizer=dict(fixed, bits=10),
+                   batch_norm=True),
+        hn.QActivation("relu"), hn.QMaxPool1d(2), hn.Flatten(),
+        hn.QLinear(6 * 8, 4, input_quantizer=dict(fixed, bits=6, signed=False), weight_quantizer=fixed,
+                   bias_quantizer=dict(fixed, bits=10)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(5):
+        loss = model(torch.randn(32, 2, 16)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x = torch.randn(64, 2, 16)
+    folded = hn.fold_batchnorm(model)
+    assert folded[0].bn is None and model[0].bn is not None  # the original keeps its BatchNorm
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    with torch.no_grad():
+        assert torch.equal(folded(x), model(x))
+        assert torch.equal(folded[0].quantized_weight(), model[0].quantized_weight())
+        assert torch.equal(folded[0].quantized_bias(), model[0].quantized_bias())
+    report = verify_model(model, x, paths=["qonnx"])
+    assert [r.path for r in report.results] == ["reference", "qonnx"]
+    assert all(r.skipped is None and r.mismatches == 0 for r in report.results), report.table()
+    with pytest.raises(ValueError, match="bias=True"):
+        hn.QConv1d(2, 4, 3, bias=False, batch_norm=True)
+
+
 def test_bad_quantizer_specs_name_the_slot():
     with pytest.raises(QuantizationError, match=r"weight_quantizer\.kind"):
         hn.QLinear(2, 2, weight_quantizer=dict(kind="float8"))

@@ -216,19 +216,19 @@ def _scaled_activation(g: _Graph, q: ScaledIntQuantizer, x: str, where: str) -> 
 
 
 def _weights(g: _Graph, layer: QLayer, name: str, transpose: bool = False) -> tuple[str, str | None]:
-    w = layer.weight  # type: ignore[attr-defined]
+    w = layer.quantized_weight().detach()  # a fused BatchNorm folded in; the weight itself if not quantized
     qw = layer.weight_quantizer
     if qw is None:
-        w_name = g.const("weight", w.detach().numpy().T if transpose else w.detach().numpy())
+        w_name = g.const("weight", w.numpy().T if transpose else w.numpy())
     else:
-        w_name = _quant_static(g, qw, layer.quantized_weight().detach(), f"{name}.weight_quantizer", transpose)
-    b = getattr(layer, "bias", None)
-    if b is None:
+        w_name = _quant_static(g, qw, w, f"{name}.weight_quantizer", transpose)
+    if getattr(layer, "bias", None) is None:
         return w_name, None
+    b = layer.quantized_bias().detach()
     qb = layer.bias_quantizer
     if qb is None:
-        return w_name, g.const("bias", b.detach().numpy())
-    return w_name, _quant_static(g, qb, layer.quantized_bias().detach(), f"{name}.bias_quantizer")
+        return w_name, g.const("bias", b.numpy())
+    return w_name, _quant_static(g, qb, b, f"{name}.bias_quantizer")
 
 
 def _pool_attrs(layer: nn.Module, dims: int) -> dict[str, Any]:

@@ -7,6 +7,10 @@ that layer (w' = w·γ/√(σ²+ε) per output channel, b' = (b − μ)·γ/√(
 relative precision: per output channel, ``i`` and ``f`` shift by round(log2 |scale|) so the scaled weights
 keep the same number of significant bits; the bias quantizer is re-initialized from the new bias range.
 The returned model is what gets exported: verify it, not the unfolded one.
+
+Convolutions with a fused BatchNorm (``batch_norm=True``, trained fold-aware) are folded exactly: the
+returned layer is a plain convolution whose weight and bias are the folded ones, so it computes the same
+values bit for bit (its quantizers see the same tensors as the fused layer's in eval mode).
 """
 
 from __future__ import annotations
@@ -61,9 +65,12 @@ def _fold_pair(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, where: str
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return a copy of ``model`` with every (QLinear|QConv → BatchNorm) pair in a Sequential merged."""
+    """Return a copy of ``model`` with every fused BatchNorm and every (QLinear|QConv → BatchNorm) pair merged."""
     folded = copy.deepcopy(model)
     folded.eval()
+    for mod in folded.modules():
+        if isinstance(mod, QConv1d | QConv2d):
+            mod.fold_batch_norm_()  # exact: fused during training
     for seq_name, seq in folded.named_modules():
         if not isinstance(seq, nn.Sequential):
             continue

@@ -6,6 +6,16 @@ and optionally quantizes its output. Defaults follow HGQ: learnable per-paramete
 (8-bit initial width, round-to-nearest, WRAP with the integer bits re-derived from the weight on every
 call, so weights never clip), learnable per-parameter inputs (8-bit initial width, saturation with
 trainable integer bits), learnable per-parameter bias (12-bit initial width), no output quantizer.
+
+Convolutions take ``batch_norm=True`` for a BatchNorm folded into the layer while it trains (fold-aware
+quantization-aware training, Jacob et al. 2018): the weight and bias quantizers see the folded values
+``w·γ/√(σ²+ε)`` and ``(b − μ)·γ/√(σ²+ε) + β`` — with the batch's statistics in training (the float function
+is then exactly conv → BatchNorm, and the running statistics update as BatchNorm's do), the running ones in
+eval. So the trained model is the deployed one: :func:`hwnas.nn.fold_batchnorm` turns the layer into a
+plain convolution that computes the same values bit for bit, and the exporters read the folded
+quantized weight and bias (:meth:`quantized_weight`, :meth:`quantized_bias`). A separate ``nn.BatchNorm``
+after a quantized layer can only be folded afterwards, re-quantizing the scaled weights (lossy at low
+bit-widths).
 """
 
 from __future__ import annotations
@@ -95,9 +105,69 @@ class QLinear(_QWeighted, nn.Linear):
 
 class _QConvNd(_QWeighted):
     _nd = 0
+    bn: nn.Module | None
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return self._conv_forward(x, w, b)  # type: ignore[attr-defined]
+
+    def _init_batch_norm(self, batch_norm: bool, bias: bool, norm: type[nn.Module]) -> None:
+        if batch_norm and not bias:
+            raise ValueError("batch_norm=True needs bias=True: the folded BatchNorm shift is the layer's bias")
+        self.bn = norm(self.out_channels) if batch_norm else None  # type: ignore[attr-defined]
+
+    def _folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (weight, bias) with the BatchNorm folded in: batch statistics of ``x`` in training, else running.
+
+        In training the batch's mean and variance of the float convolution are measured (the running
+        statistics updated as ``nn.BatchNorm`` updates them) and gradients flow through them, as through
+        BatchNorm.
+        """
+        bn = self.bn
+        assert bn is not None and self.bias is not None  # type: ignore[attr-defined]
+        if x is not None and self.training and bn.track_running_stats:
+            y = self._conv(x, self.weight, self.bias)  # type: ignore[attr-defined]
+            dims = [0, *range(2, y.dim())]
+            mean, var = y.mean(dims), y.var(dims, unbiased=False)
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                n = y.numel() / y.shape[1]
+                bn.running_mean.lerp_(mean.detach(), momentum)
+                bn.running_var.lerp_(var.detach() * (n / max(n - 1, 1.0)), momentum)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight
+        shape = (-1,) + (1,) * (self.weight.dim() - 1)  # type: ignore[attr-defined]
+        shift = (self.bias - mean) * scale  # type: ignore[attr-defined]
+        if bn.affine:
+            shift = shift + bn.bias
+        return self.weight * scale.reshape(shape), shift  # type: ignore[attr-defined]
+
+    def quantized_weight(self) -> torch.Tensor | None:
+        """The weight as the hardware sees it (BatchNorm folded in with the running statistics, if fused)."""
+        if getattr(self, "bn", None) is None:  # models saved before fused BatchNorm existed have no attribute
+            return super().quantized_weight()
+        w = self._folded()[0]
+        return w if self.weight_quantizer is None else self.weight_quantizer(w)
+
+    def quantized_bias(self) -> torch.Tensor | None:
+        """The bias as the hardware sees it (BatchNorm folded in with the running statistics, if fused)."""
+        if getattr(self, "bn", None) is None:
+            return super().quantized_bias()
+        b = self._folded()[1]
+        return b if self.bias_quantizer is None else self.bias_quantizer(b)
+
+    @torch.no_grad()
+    def fold_batch_norm_(self) -> None:
+        """Fold the fused BatchNorm into the weight and bias for good (eval values) and drop it; in place."""
+        if getattr(self, "bn", None) is None:
+            return
+        w, b = self._folded()
+        self.weight.copy_(w)  # type: ignore[attr-defined]
+        self.bias.copy_(b)  # type: ignore[attr-defined]
+        self.bn = None
 
     def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self._conv(x, w, None)
@@ -119,13 +189,21 @@ class _QConvNd(_QWeighted):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantized convolution."""
+        """Quantized convolution (with a fused BatchNorm folded into the weight and bias first)."""
         x = self._qin(x)
-        return self._qout(self._conv(x, self.quantized_weight(), self.quantized_bias()))
+        if getattr(self, "bn", None) is None:
+            return self._qout(self._conv(x, self.quantized_weight(), self.quantized_bias()))
+        w, b = self._folded(x)
+        w = w if self.weight_quantizer is None else self.weight_quantizer(w)
+        b = b if self.bias_quantizer is None else self.bias_quantizer(b)
+        return self._qout(self._conv(x, w, b))
 
 
 class QConv1d(_QConvNd, nn.Conv1d):
-    """``nn.Conv1d`` (groups supported: ``groups=in_channels`` is depthwise) with quantizer slots."""
+    """``nn.Conv1d`` (groups supported: ``groups=in_channels`` is depthwise) with quantizer slots.
+
+    ``batch_norm=True`` fuses a ``BatchNorm1d`` over the output channels (module docstring).
+    """
 
     def __init__(
         self,
@@ -143,13 +221,18 @@ class QConv1d(_QConvNd, nn.Conv1d):
         bias_quantizer: QuantizerSpec = DEFAULT_BIAS,
         output_quantizer: QuantizerSpec = None,
         input_shape: tuple[int, ...] | None = None,
+        batch_norm: bool = False,
     ) -> None:
         nn.Conv1d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self._init_batch_norm(batch_norm, bias, nn.BatchNorm1d)
         self._init_quantizers(input_quantizer, weight_quantizer, bias_quantizer, output_quantizer, input_shape)
 
 
 class QConv2d(_QConvNd, nn.Conv2d):
-    """``nn.Conv2d`` (groups supported: ``groups=in_channels`` is depthwise) with quantizer slots."""
+    """``nn.Conv2d`` (groups supported: ``groups=in_channels`` is depthwise) with quantizer slots.
+
+    ``batch_norm=True`` fuses a ``BatchNorm2d`` over the output channels (module docstring).
+    """
 
     def __init__(
         self,
@@ -167,6 +250,8 @@ class QConv2d(_QConvNd, nn.Conv2d):
         bias_quantizer: QuantizerSpec = DEFAULT_BIAS,
         output_quantizer: QuantizerSpec = None,
         input_shape: tuple[int, ...] | None = None,
+        batch_norm: bool = False,
     ) -> None:
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self._init_batch_norm(batch_norm, bias, nn.BatchNorm2d)
         self._init_quantizers(input_quantizer, weight_quantizer, bias_quantizer, output_quantizer, input_shape)

@@ -4,12 +4,13 @@ Contract (the layer recipe; ``d`` is 1 for ``cnn1d`` and 2 for ``cnn2d``):
 
 * Conv block ``i``: ``QConv{d}d(c_in, filters, kernel, padding=kernel // 2)`` — or, when separable, a depthwise
   ``QConv{d}d(c_in, c_in, kernel, groups=c_in)`` followed by a pointwise ``QConv{d}d(c_in, filters, 1)`` —
-  then ``BatchNorm{d}d`` (when chosen; directly after the conv, so :func:`hwnas.nn.fold_batchnorm` folds it),
-  ``QActivation``, and ``QMaxPool{d}d(2)``/``QAvgPool{d}d(2)`` (window 2 per axis: a power of two, so average
-  pooling stays exact). Then ``Flatten``. Hidden dense layer ``j``: ``[Dropout] → QLinear → QActivation``;
-  the classifier: ``[Dropout] → QLinear(…, n_classes)`` (logits, no activation). An ``mlp`` on a
-  multi-dimensional input, or a CNN with no conv block, starts with ``QActivation("identity")`` carrying the
-  model-input quantizer, then ``Flatten``, so the model input is always quantized by the first layer.
+  with ``batch_norm=True`` when chosen (a BatchNorm fused into the conv — into the pointwise half of a
+  separable block — and trained fold-aware, so the deployed model is the trained one), then ``QActivation``,
+  and ``QMaxPool{d}d(2)``/``QAvgPool{d}d(2)`` (window 2 per axis: a power of two, so average pooling stays
+  exact). Then ``Flatten``. Hidden dense layer ``j``: ``[Dropout] → QLinear → QActivation``; the classifier:
+  ``[Dropout] → QLinear(…, n_classes)`` (logits, no activation). An ``mlp`` on a multi-dimensional input, or
+  a CNN with no conv block, starts with ``QActivation("identity")`` carrying the model-input quantizer, then
+  ``Flatten``, so the model input is always quantized by the first layer.
 * Fixed precision (static fixed-point quantizers, round-to-nearest, saturation, integer bits from the data
   range): weights per output channel at the layer's ``weight_bits`` (both halves of a separable block use the
   block's width); biases per tensor at ``precision.bias_bits``; the model input per tensor at
@@ -27,8 +28,7 @@ Contract (the layer recipe; ``d`` is 1 for ``cnn1d`` and 2 for ``cnn2d``):
   first forward pass (or the trainer) settles them. With ``seed``, the weights are drawn from
   ``torch.manual_seed(seed)`` without touching the global RNG: same point + same seed → same weights.
 
-With fixed precision a built model (BatchNorm folded) satisfies every requirement of
-:func:`hwnas.export.extract`.
+With fixed precision a built model satisfies every requirement of :func:`hwnas.export.extract`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def layer_plan(point: Point, input_shape: tuple[int, ...], n_classes: int,
                precision: PrecisionConfig | None = None) -> list[tuple[str, Factory]]:
     """The model's layers in order as ``(label, factory)``; ``build_model`` calls the factories.
 
-    Labels: ``input``, ``flatten``, ``conv{i}.dw``, ``conv{i}``, ``conv{i}.bn``, ``conv{i}.act``,
+    Labels: ``input``, ``flatten``, ``conv{i}.dw``, ``conv{i}``, ``conv{i}.act``,
     ``conv{i}.pool``, ``dense{j}.dropout``, ``dense{j}``, ``dense{j}.act``, ``classifier.dropout``,
     ``classifier``. Layer ``n`` of the list is module ``str(n)`` of the built ``nn.Sequential``.
     """
@@ -110,7 +110,6 @@ def layer_plan(point: Point, input_shape: tuple[int, ...], n_classes: int,
     shape = tuple(int(d) for d in input_shape)
     nd = {"cnn1d": 1, "cnn2d": 2}.get(point.family, 0)
     conv_cls = hn.QConv1d if nd == 1 else hn.QConv2d
-    bn_cls = nn.BatchNorm1d if nd == 1 else nn.BatchNorm2d
     plan: list[tuple[str, Factory]] = []
     pending: dict[str, Any] | None = q.model_input()  # input quantizer of the next compute layer
 
@@ -151,15 +150,14 @@ def layer_plan(point: Point, input_shape: tuple[int, ...], n_classes: int,
                 pw_q = q.act(bits_a, signed=True)
                 plan.append((label, lambda c=c, sp=sp_dw, iq=pw_q, b=b, bw=bits_w: conv_cls(
                     c, b.filters, 1, input_quantizer=iq, weight_quantizer=q.weight(bw), bias_quantizer=q.bias(),
-                    input_shape=(c, *sp))))
+                    input_shape=(c, *sp), batch_norm=b.batch_norm)))
                 spatial = sp_dw
             else:
                 plan.append((label, lambda c=c, sp=sp, iq=iq, b=b, bw=bits_w: conv_cls(
                     c, b.filters, b.kernel, padding=b.kernel // 2, input_quantizer=iq,
-                    weight_quantizer=q.weight(bw), bias_quantizer=q.bias(), input_shape=(c, *sp))))
+                    weight_quantizer=q.weight(bw), bias_quantizer=q.bias(), input_shape=(c, *sp),
+                    batch_norm=b.batch_norm)))
                 spatial = conv_out(sp, b.kernel)
-            if b.batch_norm:
-                plan.append((f"{label}.bn", lambda f=b.filters: bn_cls(f)))
             pending = activation(label, b.activation, bits_a, (b.filters, *spatial))
             if b.pooling != "none":
                 pool = {("max", 1): hn.QMaxPool1d, ("max", 2): hn.QMaxPool2d, ("avg", 1): hn.QAvgPool1d,

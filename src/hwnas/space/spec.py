@@ -167,7 +167,8 @@ class SpaceConfig(_Strict):
     activation: list[Literal["relu", "tanh", "sigmoid"]] = Field(
         default_factory=lambda: ["relu"], description="activation of every conv block and hidden dense layer "
         "(tanh/sigmoid run as exact lookup tables)")
-    batch_norm: list[bool] = Field(default_factory=lambda: [False], description="BatchNorm after each conv")
+    batch_norm: list[bool] = Field(default_factory=lambda: [False], description="BatchNorm after each conv, fused "
+                                   "into it and trained fold-aware (the deployed model is the trained one)")
     separable: list[bool] = Field(default_factory=lambda: [False],
                                   description="depthwise-separable convolutions (depthwise + pointwise)")
     dense_layers: IntSpec = Field(default_factory=lambda: IntRange(min=0, max=2),
