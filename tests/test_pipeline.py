@@ -295,6 +295,54 @@ def test_unknown_ptq_scheme_is_named(tmp_path, capsys):
     assert "run.local.ptq_schemes: unknown PTQ scheme(s) ['int4-layer']" in capsys.readouterr().err
 
 
+BATCHNORM = """\
+name: tiny-bn
+seed: 3
+output: out
+task: {name: amc-rml2016, options: {per_pair: 10, snrs: [10, 18], progress: false}}
+space:
+  family: cnn1d
+  conv_blocks: {min: 1, max: 1}
+  filters: [8]
+  kernel: [3]
+  batch_norm: [true]
+  separable: [false, true]
+  dense_layers: {min: 0, max: 0}
+  precision: {weight_bits: {min: 3, max: 4}, act_bits: {min: 3, max: 4}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+hardware: {target: zcu104, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: random, n_trials: 2}
+run:
+  select: [best]
+  export: [qonnx]
+  verify: [qonnx]
+  verify_samples: 20
+  synth: off
+"""
+
+
+def test_a_searched_batchnorm_model_exports_and_verifies_as_trained(tmp_path):
+    """BatchNorm in the space: the conv trains it fused, the selected model exports as it is and every sample
+    of the export and of the graph reference equals torch (before, every path skipped such a model)."""
+    pytest.importorskip("qonnx", reason="qonnx is not installed (pip install 'hwnas[export]')")
+    path = tmp_path / "exp.yaml"
+    path.write_text(BATCHNORM)
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    n = json.loads((out / "selection.json").read_text())["selected"][0]["number"]
+    model = load_model(out / "trials" / f"{n:05d}" / "model.pt").model
+    assert any(getattr(m, "bn", None) is not None for m in model.modules())  # fused, not a separate module
+    exp_rec = json.loads((out / "export" / f"trial_{n:05d}.json").read_text())
+    assert exp_rec["paths"][0]["digest"] and exp_rec["paths"][0]["skipped"] is None
+    ver = json.loads((out / "verify" / f"trial_{n:05d}.json").read_text())
+    assert ver["passed"] and ver["ran"] == ["qonnx"]
+    assert [p["path"] for p in ver["paths"]] == ["reference", "qonnx"]
+    assert all(p["samples"] == 20 and p["mismatches"] == 0 for p in ver["paths"])
+
+
 WINDOW = """\
 name: tiny-window
 seed: 4
