@@ -241,6 +241,27 @@ def test_fused_batchnorm_folds_bit_exactly_and_exports():
         hn.QConv1d(2, 4, 3, bias=False, batch_norm=True)
 
 
+def test_quantizers_set_after_training_see_the_folded_batchnorm():
+    """Post-training quantization of a fused conv sizes the weight scale on the folded weight (the one the
+    layer quantizes), not on the raw one: nothing clips."""
+    torch.manual_seed(2)
+    model = nn.Sequential(hn.QConv1d(2, 4, 3, padding=1, input_quantizer=None, weight_quantizer=None,
+                                     bias_quantizer=None, batch_norm=True), hn.QActivation("relu"), hn.Flatten())
+    with torch.no_grad():
+        model[0].bn.weight.copy_(torch.tensor([0.25, 1.0, 4.0, 9.0]))  # folded weights 0.25x ... 9x the raw ones
+    model.train()
+    for _ in range(4):
+        model(torch.randn(32, 2, 8) * 0.5)
+    model.eval()
+    hn.set_quantizers(model, weight=dict(kind="scaled", bits=8, granularity="channel"), bias=None)
+    layer = model[0]
+    folded = layer.quantizer_input("weight")
+    assert not torch.equal(folded, layer.weight)
+    with torch.no_grad():
+        err = (layer.quantized_weight() - folded).abs().amax(dim=(1, 2))
+    assert torch.all(err <= layer.weight_quantizer.scale.flatten() / 2 + 1e-7)  # rounding only, never clipping
+
+
 def test_bad_quantizer_specs_name_the_slot():
     with pytest.raises(QuantizationError, match=r"weight_quantizer\.kind"):
         hn.QLinear(2, 2, weight_quantizer=dict(kind="float8"))

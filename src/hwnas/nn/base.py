@@ -126,9 +126,9 @@ class QLayer(nn.Module):
         self.output_quantizer = make_quantizer(output_quantizer, slot="output_quantizer", batch_dims=1)
         with torch.no_grad():
             if weight is not None and self.weight_quantizer is not None:
-                self.weight_quantizer(weight)  # initialize ranges from the weight itself
+                self.weight_quantizer(self.quantizer_input("weight"))  # initialize ranges from the weight itself
             if bias is not None and self.bias_quantizer is not None:
-                self.bias_quantizer(bias)
+                self.bias_quantizer(self.quantizer_input("bias"))
 
     # -------------------------------------------------------------- helpers for subclasses
     def _qin(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +161,10 @@ class QLayer(nn.Module):
 
     def _qout(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.output_quantizer is None else self.output_quantizer(y)
+
+    def quantizer_input(self, kind: str) -> torch.Tensor | None:
+        """What the ``kind`` (``"weight"`` or ``"bias"``) quantizer quantizes in eval mode: the parameter itself."""
+        return getattr(self, kind, None)
 
     def quantized_weight(self) -> torch.Tensor | None:
         """The weight as the hardware sees it (after the weight quantizer)."""
@@ -278,5 +282,5 @@ def set_quantizers(
             setattr(layer, slot, q)
             if q is not None and param is not None:
                 with torch.no_grad():
-                    q(param)
+                    q(layer.quantizer_input(slot.split("_")[0]))  # a fused BatchNorm's folded values
     return model

@@ -145,6 +145,12 @@ class _QConvNd(_QWeighted):
             shift = shift + bn.bias
         return self.weight * scale.reshape(shape), shift  # type: ignore[attr-defined]
 
+    def quantizer_input(self, kind: str) -> torch.Tensor | None:
+        """What the ``kind`` quantizer quantizes in eval mode: with a fused BatchNorm, the folded value."""
+        if getattr(self, "bn", None) is None:
+            return super().quantizer_input(kind)
+        return self._folded()[0 if kind == "weight" else 1]
+
     def quantized_weight(self) -> torch.Tensor | None:
         """The weight as the hardware sees it (BatchNorm folded in with the running statistics, if fused)."""
         if getattr(self, "bn", None) is None:  # models saved before fused BatchNorm existed have no attribute
