@@ -206,3 +206,28 @@ def test_cli_every_path_and_synth(tmp_path, capsys) -> None:
     assert main(["synth", str(path), "--target", "ZCU104", "--out", str(tmp_path / "syn"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "LUT" in out and "estimate / synthesis" in out
+
+
+@pytest.mark.slow
+def test_fused_batchnorm_model_is_bit_exact_on_every_path(tmp_path) -> None:
+    """A CNN whose conv trained a fused BatchNorm exports as it is: QONNX, the hls4ml C emulation and the RTL in
+    Verilator equal torch on every sample (a path whose tool is missing is reported skipped)."""
+    torch.manual_seed(1)
+    q = dict(bits=4, learnable=False, round_mode="RND", overflow_mode="SAT")
+    model = nn.Sequential(
+        hn.QConv1d(2, 4, 3, padding=1, input_quantizer=dict(q, bits=6), weight_quantizer=dict(q, granularity="channel"),
+                   bias_quantizer=dict(q, bits=8), batch_norm=True),
+        hn.QActivation("relu"), hn.QMaxPool1d(2), hn.Flatten(),
+        hn.QLinear(4 * 4, 3, input_quantizer=dict(q, bits=5, signed=False), weight_quantizer=q,
+                   bias_quantizer=dict(q, bits=8)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(5):  # moves the weights and the BatchNorm statistics away from their initial values
+        loss = model(torch.randn(32, 2, 8)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    report = verify_model(model, torch.randn(64, 2, 8), paths=["qonnx", "hls4ml", "rtl"], output_dir=tmp_path)
+    assert {r.path for r in report.ran} >= {"qonnx"}
+    assert all(r.mismatches == 0 for r in report.results if r.skipped is None), report.table()
+    assert report.passed
