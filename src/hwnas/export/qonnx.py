@@ -149,9 +149,7 @@ def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose:
     data = value.detach().double().numpy()
     if transpose:
         data, scale = data.T, (scale.T if scale.ndim else scale)
-    return g.node("Quant", [g.const("param", data), g.const("scale", scale), g.const("zeropt", np.zeros(())),
-                            g.const("bitwidth", np.array(float(width)))], "quant", QONNX_DOMAIN,
-                  signed=int(signed), narrow=int(narrow), rounding_mode="ROUND")
+    return _quant(g, g.const("param", data), scale, width, signed, narrow, "ROUND")
 
 
 def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where: str) -> str:
@@ -196,6 +194,7 @@ def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where:
 
 
 def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow: bool, mode: str) -> str:
+    """A ``Quant`` node of ``x`` with zero point 0."""
     return g.node("Quant", [x, g.const("scale", scale), g.const("zeropt", np.zeros(())),
                             g.const("bitwidth", np.array(float(bits)))], "quant", QONNX_DOMAIN,
                   signed=int(signed), narrow=int(narrow), rounding_mode=mode)
@@ -210,9 +209,7 @@ def _scaled_activation(g: _Graph, q: ScaledIntQuantizer, x: str, where: str) -> 
                           "symmetric=True")
     scale = q.scale.detach().double().numpy()
     scale = scale.reshape((1, *scale.shape)) if scale.ndim else scale
-    return g.node("Quant", [x, g.const("scale", scale), g.const("zeropt", np.zeros(())),
-                            g.const("bitwidth", np.array(float(q.bits)))], "quant", QONNX_DOMAIN,
-                  signed=int(q.signed), narrow=int(q.narrow and q.signed), rounding_mode="ROUND")
+    return _quant(g, x, scale, q.bits, q.signed, q.narrow and q.signed, "ROUND")
 
 
 def _weights(g: _Graph, layer: QLayer, name: str, transpose: bool = False) -> tuple[str, str | None]:

@@ -166,19 +166,18 @@ class QLayer(nn.Module):
         """What the ``kind`` (``"weight"`` or ``"bias"``) quantizer quantizes in eval mode: the parameter itself."""
         return getattr(self, kind, None)
 
+    def _quantize(self, kind: str, value: torch.Tensor | None) -> torch.Tensor | None:
+        """``value`` through the ``kind`` (``"weight"``/``"bias"``) quantizer, if there is one."""
+        q = getattr(self, f"{kind}_quantizer")
+        return value if value is None or q is None else q(value)
+
     def quantized_weight(self) -> torch.Tensor | None:
         """The weight as the hardware sees it (after the weight quantizer)."""
-        w = getattr(self, "weight", None)
-        if w is None or self.weight_quantizer is None:
-            return w
-        return self.weight_quantizer(w)
+        return self._quantize("weight", self.quantizer_input("weight"))
 
     def quantized_bias(self) -> torch.Tensor | None:
         """The bias as the hardware sees it (after the bias quantizer)."""
-        b = getattr(self, "bias", None)
-        if b is None or self.bias_quantizer is None:
-            return b
-        return self.bias_quantizer(b)
+        return self._quantize("bias", self.quantizer_input("bias"))
 
     def _require_shape(self) -> tuple[int, ...]:
         if self.input_shape is None:

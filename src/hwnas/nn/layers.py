@@ -145,30 +145,24 @@ class _QConvNd(_QWeighted):
             shift = shift + bn.bias
         return self.weight * scale.reshape(shape), shift  # type: ignore[attr-defined]
 
+    @property
+    def fused(self) -> bool:
+        """Whether a BatchNorm is fused into this layer (models saved before fusing existed have no ``bn``)."""
+        return getattr(self, "bn", None) is not None
+
     def quantizer_input(self, kind: str) -> torch.Tensor | None:
-        """What the ``kind`` quantizer quantizes in eval mode: with a fused BatchNorm, the folded value."""
-        if getattr(self, "bn", None) is None:
+        """What the ``kind`` quantizer quantizes in eval mode: with a fused BatchNorm, the folded value.
+
+        So :meth:`quantized_weight`/:meth:`quantized_bias` give the folded values with the running statistics.
+        """
+        if not self.fused:
             return super().quantizer_input(kind)
         return self._folded()[0 if kind == "weight" else 1]
-
-    def quantized_weight(self) -> torch.Tensor | None:
-        """The weight as the hardware sees it (BatchNorm folded in with the running statistics, if fused)."""
-        if getattr(self, "bn", None) is None:  # models saved before fused BatchNorm existed have no attribute
-            return super().quantized_weight()
-        w = self._folded()[0]
-        return w if self.weight_quantizer is None else self.weight_quantizer(w)
-
-    def quantized_bias(self) -> torch.Tensor | None:
-        """The bias as the hardware sees it (BatchNorm folded in with the running statistics, if fused)."""
-        if getattr(self, "bn", None) is None:
-            return super().quantized_bias()
-        b = self._folded()[1]
-        return b if self.bias_quantizer is None else self.bias_quantizer(b)
 
     @torch.no_grad()
     def fold_batch_norm_(self) -> None:
         """Fold the fused BatchNorm into the weight and bias for good (eval values) and drop it; in place."""
-        if getattr(self, "bn", None) is None:
+        if not self.fused:
             return
         w, b = self._folded()
         self.weight.copy_(w)  # type: ignore[attr-defined]
@@ -197,12 +191,10 @@ class _QConvNd(_QWeighted):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quantized convolution (with a fused BatchNorm folded into the weight and bias first)."""
         x = self._qin(x)
-        if getattr(self, "bn", None) is None:
+        if not self.fused:
             return self._qout(self._conv(x, self.quantized_weight(), self.quantized_bias()))
-        w, b = self._folded(x)
-        w = w if self.weight_quantizer is None else self.weight_quantizer(w)
-        b = b if self.bias_quantizer is None else self.bias_quantizer(b)
-        return self._qout(self._conv(x, w, b))
+        w, b = self._folded(x)  # batch statistics in training
+        return self._qout(self._conv(x, self._quantize("weight", w), self._quantize("bias", b)))
 
 
 class QConv1d(_QConvNd, nn.Conv1d):
