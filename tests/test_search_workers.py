@@ -348,9 +348,10 @@ def test_create_study_once_and_refusals(tmp_path):
         create_study("s", storage, ["minimize", "minimize"], budget=5, metadata=meta)
     with pytest.raises(StudyMismatchError, match="budget 6 differs"):
         create_study("s", storage, ["maximize", "minimize"], budget=6, metadata=meta)
-    with pytest.raises(StudyMismatchError, match="experiment_hash: study has 'abc123', this one has 'zzz'"):
+    with pytest.raises(StudyMismatchError, match="experiment_hash: study has 'abc123', this one has 'zzz'") as err:
         run_worker("s", storage, _toy_objective, sampler=optuna.samplers.RandomSampler(), budget=5, worker_id=1,
                    metadata={"experiment_hash": "zzz"}, progress=False)
+    assert "another output folder" in str(err.value)  # and says how to start afresh
     with pytest.raises(StudyMismatchError, match="no study named 'nope'"):
         join_study("nope", storage)
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == 5  # nothing ran

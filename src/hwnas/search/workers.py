@@ -168,7 +168,8 @@ def _check_recorded(study: optuna.Study, *, budget: int | None, metadata: dict[s
                      for k in sorted(set(recorded) | set(metadata)) if recorded.get(k) != metadata.get(k)]
             raise StudyMismatchError(f"{where}: the experiment differs from the one study {study.study_name!r} was "
                                      f"created with ({'; '.join(diffs)}); refusing to mix trials of different "
-                                     "experiments in one study")
+                                     "experiments in one study: give the changed experiment another output "
+                                     "folder (or storage / study name), or delete the old study to start afresh")
 
 
 # ------------------------------------------------------------------------------------- study life
