@@ -15,6 +15,15 @@ from hwnas.cli import main
 from hwnas.config import load_experiment
 from hwnas.export import load_model
 
+ONE_EPOCH_ACCURACY_BOPS = """\
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+hardware: {target: zcu104, model: hls4ml}
+training: {epochs: 1}
+"""
+"""Objectives, hardware model and training shared by the experiments below."""
+
 TINY = """\
 name: tiny
 seed: 5
@@ -25,12 +34,7 @@ space:
   dense_layers: {min: 1, max: 1}
   dense_units: [8, 16]
   precision: {weight_bits: {min: 3, max: 6}, act_bits: {min: 3, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 3}
+""" + ONE_EPOCH_ACCURACY_BOPS + """search: {strategy: random, n_trials: 3}
 run:
   select: [knee, best]
   export: [qonnx, hls4ml, rtl]
@@ -309,12 +313,7 @@ space:
   separable: [false, true]
   dense_layers: {min: 0, max: 0}
   precision: {weight_bits: {min: 3, max: 4}, act_bits: {min: 3, max: 4}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 2}
+""" + ONE_EPOCH_ACCURACY_BOPS + """search: {strategy: random, n_trials: 2}
 run:
   select: [best]
   export: [qonnx]

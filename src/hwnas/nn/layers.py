@@ -191,9 +191,7 @@ class _QConvNd(_QWeighted):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quantized convolution (with a fused BatchNorm folded into the weight and bias first)."""
         x = self._qin(x)
-        if not self.fused:
-            return self._qout(self._conv(x, self.quantized_weight(), self.quantized_bias()))
-        w, b = self._folded(x)  # batch statistics in training
+        w, b = self._folded(x) if self.fused else (self.weight, self.bias)  # type: ignore[attr-defined]
         return self._qout(self._conv(x, self._quantize("weight", w), self._quantize("bias", b)))
 
 

@@ -271,6 +271,10 @@ class FixedPointQuantizer(Quantizer):
         """A static quantizer of total width ``bits`` whose ``f`` is not given: ``f = bits - k - i``."""
         return not self.is_learnable and self.init_f is None and self.init_bits is not None
 
+    def _static_f(self, k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """The fractional bits of a static quantizer (:attr:`_moves_f_with_i`) with ``k`` and ``i``."""
+        return (float(self.init_bits) - k - i).clamp(*self.f_range)
+
     def _static_integer_bits(self, x: torch.Tensor, k: torch.Tensor, floor: torch.Tensor | None) -> torch.Tensor:
         """The smallest ``i`` (per group, at least ``floor``) that holds ``x`` once rounded at ``f = bits-k-i``.
 
@@ -284,8 +288,7 @@ class FixedPointQuantizer(Quantizer):
         if floor is not None:
             raw = torch.maximum(floor, raw)
         raw = raw.clamp(*self.i_range)
-        f_try = (float(self.init_bits) - k - raw).clamp(*self.f_range)
-        need = minimal_integer_bits(x, k, f_try, self.round_mode, prune_zeros=True)
+        need = minimal_integer_bits(x, k, self._static_f(k, raw), self.round_mode, prune_zeros=True)
         return torch.maximum(raw, self.granularity.reduce(need, "amax", self.batch_dims)).clamp(*self.i_range)
 
     def _track(self, x: torch.Tensor, grow_only: bool) -> None:
@@ -298,7 +301,7 @@ class FixedPointQuantizer(Quantizer):
             x = x.detach()
             if self._moves_f_with_i:
                 self.i.copy_(self._static_integer_bits(x, k, self.i if grow_only else None))
-                self.f.copy_((float(self.init_bits) - self.k - self.i).clamp(*self.f_range))
+                self.f.copy_(self._static_f(self.k, self.i))
                 return
             need = minimal_integer_bits(x, k, f, self.round_mode, prune_zeros=True)
             need = self.granularity.reduce(need, "amax", self.batch_dims)
@@ -389,7 +392,7 @@ class FixedPointQuantizer(Quantizer):
         kk = torch.ones_like(k) if self.signed == "auto" else k
         if self.tracks_i and self._moves_f_with_i:
             need = self._static_integer_bits(x, kk, None)
-            f = (float(self.init_bits) - kk - need).clamp(*self.f_range)
+            f = self._static_f(kk, need)
         else:
             need = minimal_integer_bits(x, kk, f, self.round_mode, prune_zeros=True)
             need = self.granularity.reduce(need, "amax", self.batch_dims)
@@ -415,7 +418,7 @@ class FixedPointQuantizer(Quantizer):
             # WRAP, or a static quantizer whose range was only guessed from the first batch
             self.i.copy_(self._calib_i.clamp(*self.i_range))
             if not self.is_learnable and self.init_f is None:
-                self.f.copy_((float(self.init_bits) - self.k - self.i).clamp(*self.f_range))
+                self.f.copy_(self._static_f(self.k, self.i))
         self._calib_i = None
         self._calib_neg = None
         self._checked = False
