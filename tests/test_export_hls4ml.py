@@ -247,11 +247,11 @@ def small_model() -> nn.Sequential:
 def test_written_project_is_complete_and_replaces_atomically(tmp_path) -> None:
     model = small_model()
     out = tmp_path / "prj"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    export_hls4ml(model, (6,), out, project_name="stale")  # an earlier hwnas export: replaced whole
+    assert (out / "firmware" / "stale.cpp").exists()
     project = export_hls4ml(model, (6,), out, backend="Vivado", strategy="Resource", reuse_factor=2,
                             part="xc7z020clg400-1", clock_period=4.0, project_name="tiny")
-    assert project.path == out and not (out / "stale.txt").exists()
+    assert project.path == out and not (out / "firmware" / "stale.cpp").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prj"]  # no temporary folder left
     for name in ("build_prj.tcl", "firmware/tiny.cpp", "README.md", "hwnas_precisions.csv", "hls4ml_config.yml"):
         assert (out / name).exists(), name
@@ -298,8 +298,8 @@ def test_failed_export_leaves_the_old_project(tmp_path, monkeypatch) -> None:
     import hwnas.export.hls4ml as mod
 
     out = tmp_path / "prj"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
+    export_hls4ml(small_model(), (6,), out, project_name="old")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -307,7 +307,8 @@ def test_failed_export_leaves_the_old_project(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(mod, "_write_csv", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         export_hls4ml(small_model(), (6,), out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prj"] and (out / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prj"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_missing_gxx_is_skipped(tmp_path, monkeypatch) -> None:

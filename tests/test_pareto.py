@@ -36,11 +36,23 @@ def _add(study, acc, luts, *, constraints=None, state=TrialState.COMPLETE, check
                                  params={"p": acc}, distributions={"p": dist}, user_attrs=attrs))
 
 
+def _model_file(path):
+    import torch
+
+    import hwnas.nn as hn
+    from hwnas.export import save_model
+
+    model = hn.QLinear(4, 2)
+    model(torch.randn(8, 4))
+    return save_model(model, path, (4,))
+
+
 @pytest.fixture
 def study(tmp_path):
     s = optuna.create_study(study_name="hand", directions=["maximize", "minimize"])
-    ckpt = tmp_path / "model_0.pt"
-    ckpt.write_bytes(b"weights-0")
+    ckpt = _model_file(tmp_path / "model_0.pt")
+    bad = tmp_path / "model_9.pt"
+    bad.write_bytes(b"weights-9")  # corrupt: never copied into the archive
     _add(s, 0.90, 100, constraints=[-0.1, -2.0], checkpoint=ckpt, latency_ms=3.0)  # 0 front
     _add(s, 0.95, 200, constraints=[-0.5, 0.0], latency_ms=5.0)  # 1 front (a constraint exactly 0 is met)
     _add(s, 0.85, 150, constraints=[-1.0, -1.0], latency_ms=1.0)  # 2 dominated by 0
@@ -50,7 +62,7 @@ def study(tmp_path):
     _add(s, 0.0, 0, state=TrialState.FAIL)  # 6 failed: ignored
     _add(s, 0.95, 250, constraints=[-1.0, -1.0], latency_ms=4.0)  # 7 tie on accuracy, worse luts
     _add(s, 0.70, 30, constraints=[-1.0, math.nan])  # 8 NaN constraint: infeasible
-    _add(s, 0.60, 20, constraints=[-1.0, -1.0])  # 9 front
+    _add(s, 0.60, 20, constraints=[-1.0, -1.0], checkpoint=bad)  # 9 front
     return s
 
 
@@ -168,7 +180,9 @@ def test_export_writes_rereadable_files_atomically(study, tmp_path, monkeypatch)
     assert data["objectives"] == [{"metric": "accuracy", "direction": "maximize"},
                                   {"metric": "luts", "direction": "minimize"}]
     rec0 = next(r for r in data["front"] if r["number"] == 0)
-    assert open(rec0["checkpoint"], "rb").read() == b"weights-0"
+    assert open(rec0["checkpoint"], "rb").read() == (tmp_path / "model_0.pt").read_bytes()
+    rec9 = next(r for r in data["front"] if r["number"] == 9)
+    assert rec9["checkpoint"] is None and "model_9.pt" in rec9["checkpoint_error"]
     assert rec0["constraints"] == [-0.1, -2.0] and rec0["point"] == {"width": 100}
     point = yaml.safe_load((out / "trial_00000" / "point.yaml").read_text())
     assert point["objectives"] == {"accuracy": 0.9, "luts": 100.0} and point["checkpoint"] == "trial_00000/model_0.pt"

@@ -71,8 +71,8 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     # verified model == the local search's model of the selected trial; zero mismatches on the path that ran
     for e in selection:
         local = json.loads((out / "local" / f"trial_{e['number']:05d}.json").read_text())
-        assert local["precision"] == [8, 3] and Path(local["checkpoint"]).is_file()
-        assert load_model(local["checkpoint"]).metadata["local_search"].startswith("ap_fixed<8,3>")
+        assert local["precision"] == [8, 3] and (out / local["checkpoint"]).is_file()
+        assert load_model(out / local["checkpoint"]).metadata["local_search"].startswith("ap_fixed<8,3>")
         ver = json.loads((out / "verify" / f"trial_{e['number']:05d}.json").read_text())
         assert ver["model"] == local["checkpoint"]
         assert ver["trial"] == e["number"] and ver["passed"] and "hls4ml" in ver["ran"]
@@ -91,7 +91,7 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
             exp_rec["options"]["hls4ml"]["reuse_factor"].values()) < 4
         assert (out / "export" / f"trial_{e['number']:05d}" / "rtl").is_dir() and by_path["rtl"]["digest"]
         assert by_path["qonnx"]["skipped"] or by_path["qonnx"]["digest"]
-        bundle = load_model(e["checkpoint"])
+        bundle = load_model(out / e["checkpoint"])
         assert bundle.metadata["trial"] == e["number"]
     # report == selection: the selected table lists exactly the selected trials
     with open(out / "report" / "selected.csv") as fh:
@@ -223,7 +223,7 @@ def test_beta_sweep_local_search_keeps_the_cheapest_front_model(tmp_path):
     assert rec["ranked_by"] == "EBOPs" and rec["candidates"] >= 1 and "| epoch | beta |" in rec["table"]
     # max_drop 1.0 admits every front model: the kept one is the one of fewest EBOPs, and its EBOPs are the
     # saved model's
-    model = load_model(rec["checkpoint"]).model
+    model = load_model(out / rec["checkpoint"]).model
     import torch
 
     from hwnas.nn import ebops

@@ -95,7 +95,7 @@ def test_nsga2_search_cli_resume_and_artefacts(tmp_path, capsys):
         assert {"accuracy", "test_accuracy", "bops", "luts", "qa_score"} <= set(attrs["metrics"])
         assert t.values == [attrs["metrics"]["accuracy"], attrs["metrics"]["bops"]]
         assert t.constraints == {"c0": attrs["constraints"][0]}  # Optuna's own record for NSGA-II
-        assert Path(attrs["checkpoint"]).is_file()
+        assert (exp.output_dir() / attrs["checkpoint"]).is_file()  # recorded relative to the run folder
     # the exported front: feasible, non-dominated, checkpoints copied and loadable
     export = read_export(tmp_path / "out" / "pareto")
     front = [row["number"] for row in export["front"]]
@@ -539,7 +539,7 @@ def test_learned_precision_search_trains_with_the_ebops_loss(tmp_path):
         assert t.user_attrs["point"]["learned"] is True
         m = t.user_attrs["metrics"]
         assert 0 < m["ebops"] and t.values[1] == m["ebops"]
-        bundle = load_model(t.user_attrs["checkpoint"])
+        bundle = load_model(exp.output_dir() / t.user_attrs["checkpoint"])
         assert any(n.endswith(".f") for n, _ in bundle.model.named_parameters())  # learnable bit-widths
 
 
@@ -588,7 +588,7 @@ def test_searched_task_options_give_each_trial_its_own_data(tmp_path, strategy):
             assert t.params["task.window_size"] == size and t.params["task.window_start"] == opts["window_start"]
         else:
             assert attrs["vector"][-1] == [10, 20, 40].index(size)
-        bundle = load_model(attrs["checkpoint"])
+        bundle = load_model(exp.output_dir() / attrs["checkpoint"])
         assert tuple(bundle.input_shape) == (2 * size,) and bundle.metadata["task_options"] == opts
         data = ctx.data_for(ctx.space.decode(attrs["vector"]))
         assert torch_equal(bundle.test_inputs, data.test.x[:256])  # the trial's own window of the test shots

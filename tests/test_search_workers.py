@@ -261,7 +261,7 @@ def test_own_trial_failed_by_another_worker_is_reported_lost(tmp_path):
                         worker_id=0, progress=False, retry_failed=1)
     trials = optuna.load_study(study_name="toy", storage=storage).get_trials()
     assert report.lost == [1] and trials[1].state == TrialState.FAIL and trials[1].values is None
-    assert report.retried == {} and report.complete == 2
+    assert report.retried == {2: 1} and report.complete == 2  # the failed trial is owed its retry, whoever failed it
 
 
 def test_objective_errors_and_nan_fail_and_the_worker_goes_on(tmp_path):
@@ -306,11 +306,37 @@ def test_uncaught_interrupt_fails_the_trial_then_the_study_resumes(tmp_path):
     study = optuna.load_study(study_name="toy", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING,
                                               TrialState.WAITING]
-    assert study.trials[1].user_attrs["error"].startswith("KeyboardInterrupt")
+    assert study.trials[1].user_attrs["error"].startswith("interrupted (Ctrl-C)")
     report = run_worker("toy", _storage(tmp_path, "journal"), _toy_objective,
                         sampler=optuna.samplers.RandomSampler(seed=1), budget=4, worker_id=0, progress=False)
-    assert report.trials == [2, 3]
-    assert len(optuna.load_study(study_name="toy", storage=storage).trials) == 4
+    assert report.trials == [2, 3] and report.retried == {2: 1}  # the interrupted trial is re-run, retry_failed 0
+    trials = optuna.load_study(study_name="toy", storage=storage).trials
+    assert len(trials) == 4 and trials[2].params["x"] == trials[1].params["x"]
+    assert trials[2].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_owed_retries_survive_the_worker_that_saw_the_failure(tmp_path, kind):
+    storage = _toy_study(tmp_path, kind, 4)
+
+    def flaky(trial):
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            raise ValueError("diverged")
+        return x
+
+    def stop_after_first(study, trial):
+        study.stop()  # this worker goes away before it could run the retry it owes
+
+    first = run_worker("toy", storage, flaky, sampler=optuna.samplers.RandomSampler(seed=0), budget=4, worker_id=0,
+                       progress=False, retry_failed=1, callbacks=[stop_after_first])
+    assert first.trials == [0] and first.stopped_by == "stopped"
+    other = run_worker("toy", _storage(tmp_path, kind), flaky, sampler=optuna.samplers.RandomSampler(seed=1),
+                       budget=4, worker_id=1, progress=False, retry_failed=1)
+    assert other.trials == [1, 2, 3] and other.retried == {1: 0} and other.unretried == []
+    trials = optuna.load_study(study_name="toy", storage=storage).trials
+    assert trials[1].params == trials[0].params and trials[1].state == TrialState.COMPLETE
+    assert sum(t.user_attrs.get("retry_of") == 0 for t in trials) == 1  # re-run once, not twice
 
 
 def test_retry_of_a_failed_trial_takes_a_budget_slot(tmp_path):

@@ -11,7 +11,7 @@ from torch import nn
 import hwnas.nn as hn
 from hwnas.tasks import load_digits
 from hwnas.train import EbopsController, TrainConfig, TrainError, beta_sweep, exponential_beta
-from hwnas.train.trainer import History
+from hwnas.train.trainer import History, load_saved
 
 WRAP_UNSIGNED = dict(hn.DEFAULT_ACTIVATION, overflow_mode="WRAP", signed=False)
 
@@ -48,7 +48,7 @@ def test_beta_sweep_pareto_front(digits, tmp_path):
         # the stored checkpoint is the calibrated model: reloading reproduces the recomputed figures
         probe = mlp()
         probe(digits.x_train[:2])
-        probe.load_state_dict(torch.load(c.path, weights_only=True))
+        probe.load_state_dict(load_saved(c.path))
         assert hn.ebops(probe).item() == pytest.approx(c.ebops_calibrated)
     # only front models keep files
     assert sorted(p.name for p in (tmp_path / "pareto").iterdir()) == sorted(c.path.name for c in front)

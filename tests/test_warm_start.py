@@ -122,11 +122,12 @@ def test_warm_started_search_records_each_parent_and_is_deterministic(tmp_path):
         assert len(keys) == 1  # one hidden layer of 16 units: every model has the same shapes
         for t in trials[1:]:
             earlier = [ParentCandidate(e.number, tuple(e.user_attrs["vector"]), e.user_attrs["shape_key"],
-                                       e.user_attrs["checkpoint"], e.user_attrs["metrics"]["accuracy"])
+                                       str(exp.output_dir() / e.user_attrs["checkpoint"]),
+                                       e.user_attrs["metrics"]["accuracy"])
                        for e in trials if e.number < t.number]
             expected = choose_parent(earlier, t.user_attrs["shape_key"], t.user_attrs["vector"])
             assert t.user_attrs["warm_start"] == expected.number
-            assert load_model(t.user_attrs["checkpoint"]).metadata["warm_start"] == expected.number
+            assert load_model(exp.output_dir() / t.user_attrs["checkpoint"]).metadata["warm_start"] == expected.number
         runs.append([(t.params, t.values, t.user_attrs["warm_start"]) for t in study.trials])
     assert runs[0] == runs[1]
 

@@ -137,15 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hwnas`` command."""
+    from hwnas.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HwnasError
+
     args = build_parser().parse_args(argv)
     if getattr(args, "epochs", 1) < 1:
         print("hwnas: error: --epochs must be >= 1", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
         return int(args.func(args))
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except HwnasError as err:
+        print(f"hwnas: error: {_one_line(str(err))}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\nhwnas: interrupted; finished work is kept (a running trial or stage is repeated next time)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("hwnas: error: out of memory (smaller batch_size, data set or model?)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # the user's environment: a read-only folder, a file where a folder should be, disk full
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"hwnas: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line (a tool's multi-line output folded in)."""
+    return " ".join(part.strip() for part in message.strip().splitlines() if part.strip()) or "unknown error"
 
 
 if __name__ == "__main__":

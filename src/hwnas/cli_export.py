@@ -31,6 +31,25 @@ def _load_inputs(path: str, expected: tuple[int, ...]) -> torch.Tensor:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--data: no such file {p}")
+    try:
+        arr = _read_array(p)
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+    except Exception as err:  # a truncated, corrupt or foreign file: numpy/torch/zip errors of every kind
+        if isinstance(err, ValueError) and str(err).startswith("--data:"):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"--data: {p} is not a readable {p.suffix} file of inputs ({first})") from err
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"--data: samples of shape {tuple(x.shape[1:])}, the model expects {expected}")
+    if len(x) == 0:
+        raise ValueError(f"--data: {p} holds no samples")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"--data: {p} contains NaN or infinity")
+    return x
+
+
+def _read_array(p: Path) -> Any:
+    """The array of an inputs file (without pickles: ``allow_pickle=False``, ``weights_only=True``)."""
     if p.suffix == ".npy":
         arr: Any = np.load(p, allow_pickle=False)
     elif p.suffix == ".npz":
@@ -46,12 +65,7 @@ def _load_inputs(path: str, expected: tuple[int, ...]) -> torch.Tensor:
             raise ValueError(f"--data: {p} is a dict without an 'x' entry")
     else:
         raise ValueError(f"--data: unsupported file type {p.suffix!r} (use .npy, .npz or .pt)")
-    x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-    if tuple(x.shape[1:]) != expected:
-        raise ValueError(f"--data: samples of shape {tuple(x.shape[1:])}, the model expects {expected}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"--data: {p} contains NaN or infinity")
-    return x
+    return arr
 
 
 def _path_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -97,7 +111,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.to is None or args.out is None:
         return _error("export: --to and --out are needed for a model file")
     try:
-        bundle = load_model(args.model)
+        bundle = load_model(args.model, trust=args.trust)
     except ValueError as err:
         return _error(str(err))
     out = Path(args.out)
@@ -105,20 +119,26 @@ def _export(args: argparse.Namespace) -> int:
     try:
         if args.to == "qonnx":
             from hwnas.export import export_qonnx
+            from hwnas.export.folders import check_folder, claim_folder, write_file
 
-            target = out if out.suffix == ".onnx" else out / "model.qonnx.onnx"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            export_qonnx(bundle.model, bundle.input_shape, target)
+            if out.suffix == ".onnx":  # one file: an existing one is overwritten only with --force
+                target = out
+                export_qonnx(bundle.model, bundle.input_shape, target, replace=args.force)
+            else:  # a folder (hwnas.export.folders): checked first, claimed only once the export worked
+                check_folder(out, replace=args.force)
+                proto = export_qonnx(bundle.model, bundle.input_shape)
+                target = claim_folder(out, replace=args.force) / "model.qonnx.onnx"
+                write_file(target, proto.SerializeToString())
             print(f"QONNX model written to {target}")
         elif args.to == "hls4ml":
             from hwnas.export.hls4ml import export_hls4ml
 
-            project = export_hls4ml(bundle.model, bundle.input_shape, out, **opts["hls4ml"])
+            project = export_hls4ml(bundle.model, bundle.input_shape, out, replace=args.force, **opts["hls4ml"])
             print(f"hls4ml project written to {project.path}")
         else:
             from hwnas.export.rtl import export_rtl
 
-            project = export_rtl(bundle.model, bundle.input_shape, out, **opts["rtl"])
+            project = export_rtl(bundle.model, bundle.input_shape, out, replace=args.force, **opts["rtl"])
             print(f"RTL project written to {project.path} (top module {project.top})")
     except (ExportError, ToolMissingError) as err:
         return _error(str(err))
@@ -132,7 +152,7 @@ def _verify(args: argparse.Namespace) -> int:
     if _is_experiment(args.model):
         return _stage(args)
     try:
-        bundle = load_model(args.model)
+        bundle = load_model(args.model, trust=args.trust)
         if args.data:
             x = _load_inputs(args.data, bundle.input_shape)
             source = args.data
@@ -152,7 +172,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     try:
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=paths, output_dir=args.out,
-                              options=_path_options(args), samples=args.samples, seed=args.seed, progress=progress)
+                              options=_path_options(args), samples=args.samples, seed=args.seed, progress=progress,
+                              replace=args.force)
     except ExportError as err:
         return _error(str(err))
     print(f"model {args.model}: {report.samples} samples from {source}")
@@ -180,15 +201,18 @@ def _synth(args: argparse.Namespace) -> int:
     if args.target is None or args.out is None:
         return _error("synth: --target and --out are needed for a model file")
     try:
-        bundle = load_model(args.model)
+        bundle = load_model(args.model, trust=args.trust)
     except ValueError as err:
         return _error(str(err))
     try:
+        from hwnas.export.folders import check_folder, claim_folder
         from hwnas.export.rtl import export_rtl
         from hwnas.export.synth import synthesize
 
         out = Path(args.out)
+        check_folder(out, replace=args.force)  # hwnas.export.folders: refused before anything is written
         project = export_rtl(bundle.model, bundle.input_shape, out / "rtl", **_path_options(args)["rtl"])
+        claim_folder(out, replace=True)  # rtl/, synth/ (and synth.failed.log) are hwnas's
         result = synthesize(project, target=args.target, output_dir=out / "synth", progress=not args.quiet)
     except (ExportError, ToolMissingError, ValueError) as err:
         return _error(str(err))
@@ -215,7 +239,8 @@ def add_export_commands(sub: Any) -> None:
                          "experiment's selected models)")
     exp.add_argument("model", help=model_help)
     exp.add_argument("--to", choices=("qonnx", "hls4ml", "rtl"), help="export path (model file)")
-    exp.add_argument("--out", help="output folder, or .onnx file for --to qonnx (model file)")
+    exp.add_argument("--out", help="output folder (new, empty, or an earlier hwnas export with --force), or .onnx "
+                     "file for --to qonnx (model file)")
     _add_path_options(exp)
     exp.set_defaults(func=_export)
 
@@ -226,7 +251,8 @@ def add_export_commands(sub: Any) -> None:
     ver.add_argument("--random", action="store_true", help="use seeded inputs even if the model file has test inputs")
     ver.add_argument("--samples", type=int, default=256, help="number of seeded inputs (default 256)")
     ver.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
-    ver.add_argument("--out", help="keep the exported artefacts in this folder (default: a temporary one)")
+    ver.add_argument("--out", help="keep the exported artefacts in this folder: new, empty, or an earlier hwnas "
+                     "one with --force (default: a temporary one)")
     ver.add_argument("--json", help="also write the results as JSON to this file")
     ver.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_path_options(ver)
@@ -235,10 +261,16 @@ def add_export_commands(sub: Any) -> None:
     syn = sub.add_parser("synth", help="export RTL and synthesize it with Yosys (and nextpnr for ECP5)")
     syn.add_argument("model", help=model_help)
     syn.add_argument("--target", help="device from the catalog, e.g. ZCU104, XC7Z020, ECP5-85K (model file)")
-    syn.add_argument("--out", help="output folder, rtl/ and synth/ inside (model file)")
+    syn.add_argument("--out", help="output folder, rtl/ and synth/ inside: new, empty, or an earlier hwnas one "
+                     "with --force (model file)")
     syn.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_path_options(syn)
     syn.set_defaults(func=_synth)
     for p in (exp, ver, syn):
-        p.add_argument("--force", action="store_true", help="experiment: run the stage again even if done")
+        p.add_argument("--force", action="store_true",
+                       help="model file: replace an earlier hwnas export in --out (never files hwnas did not write); "
+                       "experiment: run the stage again even if done")
+        p.add_argument("--trust", action="store_true",
+                       help="model file: also read classes outside hwnas's allow-list, with Python's full "
+                       "unpickler, which runs any code the file carries: only for a file you wrote yourself")
     exp.add_argument("--quiet", action="store_true", help="experiment: no progress bars")

@@ -2,6 +2,9 @@
 
 Exit status: 0 success, 2 bad input (a malformed experiment names the key path and line; a storage that
 cannot be opened; a study of another experiment), 1 a search that finished without any feasible trial.
+``hwnas search --n-trials N`` raises the study's budget to N for this run (never lowers it); ``hwnas worker``
+and ``hwnas pareto`` take the raised budget with the same flag. ``search`` and ``pareto`` list the failed
+trials by reason after the summary line; the ``dashboard:`` line hides a storage password as ``***``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_run_commands", "add_search_commands"]
+__all__ = ["add_run_commands", "add_search_commands", "dashboard_url", "failure_lines", "failure_reason"]
 
 
 def _error(message: str) -> int:
@@ -46,12 +49,68 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_url(experiment: Any) -> str:
+    """What to give ``optuna-dashboard`` for the experiment's study: its storage URL, any password as ``***``.
+
+    A journal file is given as its path (optuna-dashboard opens a journal file by path).
+    """
+    from hwnas.search.storage import _redact
+
+    url = experiment.storage_url()
+    if url.startswith("journal:///"):
+        return url[len("journal:///"):]
+    return url if url.startswith("sqlite:") else _redact(url)  # a file URL has no password (and keeps its slashes)
+
+
+_FAILURE_LINES = 10
+_REASON_CHARS = 200
+
+
+def failure_reason(trial: Any) -> str:
+    """A failed trial's reason on one line: the first line of ``user_attrs["error"]`` (see the workers)."""
+    error = trial.user_attrs.get("error")
+    if not isinstance(error, str) or not error.strip():
+        return "no reason recorded (failed outside hwnas, or its process was killed)"
+    text = error.strip().splitlines()[0].strip()
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+def failure_lines(trials: list[Any], limit: int = _FAILURE_LINES) -> list[str]:
+    """The failed trials grouped by reason, most frequent first, at most ``limit`` reasons (then how many more)."""
+    groups: dict[str, list[int]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        groups.setdefault(failure_reason(t), []).append(t.number)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    lines = []
+    for reason, numbers in ordered[:limit]:
+        shown = ", ".join(str(n) for n in numbers[:5]) + (f", ... ({len(numbers) - 5} more)" if len(numbers) > 5
+                                                          else "")
+        lines.append(f"  {'trial' if len(numbers) == 1 else 'trials'} {shown}: {reason}")
+    rest = ordered[limit:]
+    if rest:
+        lines.append(f"  ... and {len(rest)} more reason(s) ({sum(len(n) for _, n in rest)} trials)")
+    return lines
+
+
+def _print_failures(study: Any, out: Any) -> None:
+    from optuna.trial import TrialState
+
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if not failed:
+        return
+    print(f"failed trials ({len(failed)}), by reason:")
+    for line in failure_lines(failed):
+        print(line)
+    print(f"  (every trial's error: {out / 'pareto' / 'trials.csv'}, column error; tracebacks in optuna-dashboard)")
+
+
 def _print_outcome(outcome: Any, experiment: Any) -> int:
     s = outcome.summary
     states = s["states"]
     print(f"study {s['study_name']!r}: {states['COMPLETE']} complete, {states['FAIL']} failed, "
           f"{s['remaining']} not run, {s['feasible']} feasible, {s['infeasible']} infeasible"
           + (f"; stopped early ({s['stopped']})" if s.get("stopped") else ""))
+    _print_failures(outcome.study, outcome.files["summary"].parent)
     metrics = [o.metric for o in experiment.objectives]
     if outcome.archive.front:
         print(f"Pareto front ({len(outcome.archive.front)} trials):")
@@ -74,7 +133,7 @@ def _print_outcome(outcome: Any, experiment: Any) -> int:
     if best:
         print(f"best composite score: trial {best['number']} (score {best['score']:.4f})")
     print(f"results: {outcome.files['summary'].parent / 'pareto'}  (pareto.csv, trials.csv, pareto.json)")
-    print(f"dashboard: optuna-dashboard {experiment.storage_url()}")
+    print(f"dashboard: optuna-dashboard {dashboard_url(experiment)}")
     return 0 if s["feasible"] else 1
 
 
@@ -91,6 +150,8 @@ def _run(args: argparse.Namespace, create: bool) -> int:
 
     try:
         exp = _load(args.experiment)
+        if args.n_trials is not None:
+            exp = exp.with_n_trials(args.n_trials)
     except ConfigError as err:
         return _error(str(err))
     import optuna
@@ -101,7 +162,7 @@ def _run(args: argparse.Namespace, create: bool) -> int:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         outcome = run_search(exp, worker=args.id, create=create, progress=not args.quiet,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout, raise_budget=create and args.n_trials is not None)
     except (StorageError, StudyMismatchError, SpaceError, TaskError, CpuTableError) as err:
         return _error(str(err))
     return _print_outcome(outcome, exp)
@@ -125,6 +186,8 @@ def _pareto(args: argparse.Namespace) -> int:
 
     try:
         exp = _load(args.experiment)
+        if args.n_trials is not None:
+            exp = exp.with_n_trials(args.n_trials)
         study = open_study(exp)
     except ConfigError as err:
         return _error(str(err))
@@ -157,6 +220,14 @@ def add_search_commands(sub: Any) -> None:
                            help="this worker's index (>= 1, distinct per worker): seeds its sampler")
         else:
             p.set_defaults(id=0)
+        if name == "search":
+            p.add_argument("--n-trials", type=int, default=None, metavar="N",
+                           help="the study's budget for this run instead of search.n_trials: raises an existing "
+                                "study's budget to N (never lowers it); resume later with --n-trials N or with "
+                                "search.n_trials: N in the file")
+        else:
+            p.add_argument("--n-trials", type=int, default=None, metavar="N",
+                           help="the study's budget when `hwnas search --n-trials N` raised it above search.n_trials")
         p.add_argument("--timeout", type=float, default=None, help="stop claiming trials after this many seconds")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--verbose", action="store_true", help="log every trial")
@@ -165,6 +236,8 @@ def add_search_commands(sub: Any) -> None:
     par = sub.add_parser("pareto", help="export the study's Pareto archive again and print the front")
     par.add_argument("experiment", help="experiment YAML")
     par.add_argument("--json", action="store_true", help="print the summary as JSON")
+    par.add_argument("--n-trials", type=int, default=None, metavar="N",
+                     help="the study's budget when `hwnas search --n-trials N` raised it above search.n_trials")
     par.set_defaults(func=_pareto)
 
 

@@ -17,6 +17,12 @@ Contract:
 * Every field of every section carries a ``description``: that is the one place where the defaults are
   documented. :func:`defaults_yaml` prints the complete default experiment as commented YAML (``hwnas config
   --defaults``) and :func:`reference_markdown` the reference tables of ``docs/config.md``.
+* Limits (``docs/config.md``, "Limits"): a file above :data:`MAX_FILE_BYTES`, a document above
+  :data:`MAX_YAML_NODES` nodes written or with its aliases expanded (counted on the composed node graph, each
+  node once, before anything is constructed: an alias bomb costs what its file costs), an alias cycle, and
+  every count or size above its ceiling (``search.n_trials`` <= :data:`MAX_TRIALS`, epochs, batch sizes,
+  populations, :data:`TASK_OPTION_LIMITS`, :data:`SPACE_LIMITS`, ranges of :data:`MAX_RANGE_VALUES`) are
+  problems like any other. :meth:`Experiment.with_n_trials` checks a budget given on the command line.
 * ``Experiment.to_yaml()`` round-trips: ``parse_experiment(e.to_yaml()) == e``. Equality compares the settings,
   not the folder the file was read from.
 * Relative paths (``output``, ``hardware.cpu_table``, a ``sqlite:///`` or ``journal:///`` storage file) are
@@ -60,6 +66,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from hwnas.errors import HwnasError
 from hwnas.space.spec import IntRange, SpaceConfig, task_option_choices
 
 if typing.TYPE_CHECKING:
@@ -70,6 +77,9 @@ __all__ = [
     "CAPACITY_METRICS",
     "HARDWARE_METRICS",
     "HASH_NEUTRAL",
+    "MAX_FILE_BYTES",
+    "MAX_TRIALS",
+    "MAX_YAML_NODES",
     "METRICS",
     "STRATEGY_OPTIONS",
     "ConfigError",
@@ -139,6 +149,35 @@ _SHARE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*$")
 _FILE_URL_RE = re.compile(r"^(sqlite|journal):///(.+)$")
 _SERVER_URL_RE = re.compile(r"^(postgresql|mysql)(\+[A-Za-z0-9_]+)?://.+$")
 
+# ----------------------------------------------------------------------------------------------- limits
+# Sanity ceilings (docs/config.md, "Limits"): far above any real experiment, low enough that a typo (an extra
+# zero run, 1e30) is an error naming the key instead of hours of work, a full disk or an exhausted memory.
+MAX_FILE_BYTES = 1 << 20
+"""Largest experiment file (1 MiB); a real one is a few KiB."""
+MAX_YAML_NODES = 50_000
+"""Most YAML nodes a document may have with its aliases expanded (a real experiment has a few hundred)."""
+MAX_TRIALS = 100_000
+"""Largest ``search.n_trials`` (and trial counts of strategy options): every budgeted trial is enqueued at once."""
+MAX_EPOCHS = 10_000
+"""Largest epoch count (``training.epochs``, schedules, local search, predictors)."""
+MAX_BATCH_SIZE = 1 << 20
+"""Largest ``training.batch_size`` (2^20 samples)."""
+MAX_POPULATION = 10_000
+"""Largest population or swarm of a strategy."""
+MAX_CANDIDATES = 1_000_000
+"""Largest number of predictor-scored candidates per round or generation."""
+MAX_RANGE_VALUES = 100_000
+"""Most values one ``{min, max, step}`` range of the space may hold (each range is expanded to its values)."""
+TASK_OPTION_LIMITS: dict[str, tuple[int, int]] = {
+    "per_pair": (1, 100_000),  # AMC frames per (class, SNR) pair: the real RadioML sets have 1,000-6,000
+    "n_shots": (1, 1_000_000),  # simulated qubit readout shots
+    "workers": (1, 256),  # data generator processes
+}
+"""``(min, max)`` of the integer task options that size data or processes, by option name (any task)."""
+SPACE_LIMITS: dict[str, int] = {"conv_blocks": 64, "dense_layers": 64, "filters": 65_536, "kernel": 1_024,
+                                "dense_units": 65_536}
+"""Largest value of each architecture size in ``space``."""
+
 
 # ----------------------------------------------------------------------------------------------- errors
 @dataclass(frozen=True)
@@ -158,7 +197,7 @@ class Problem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(HwnasError, ValueError):
     """An invalid experiment file; ``problems`` lists every problem, the message has one line per problem."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -190,7 +229,7 @@ def _show(value: Any, limit: int = 60) -> str:
 class _Strict(BaseModel):
     """Base of every section: unknown keys are errors, values are never coerced across types, frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_metric(value: str) -> str:
@@ -236,11 +275,21 @@ class TaskConfig(_Strict):
                 errors.append(_error(("options", key), f"task {self.name!r} has no option {key!r}{hint}; its "
                                      f"options are: {', '.join(defaults) or '(none)'}", value))
                 continue
-            wrong = _option_type_error(defaults[key], value)
+            wrong = _option_type_error(defaults[key], value) or _option_limit_error(key, value)
             if wrong:
                 errors.append(_error(("options", key), wrong, value))
         _fail("TaskConfig", errors)
         return self
+
+
+def _option_limit_error(name: str, value: Any) -> str | None:
+    """A message when an integer task option ``name`` lies outside :data:`TASK_OPTION_LIMITS`, else None."""
+    if name not in TASK_OPTION_LIMITS or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    low, high = TASK_OPTION_LIMITS[name]
+    if low <= value <= high:
+        return None
+    return f"must be in [{low:,}, {high:,}] (hwnas's limit for {name!r}), got {_show(value)}"
 
 
 def _option_type_error(default: Any, value: Any) -> str | None:
@@ -279,8 +328,8 @@ def _bound(value: Any) -> float | str | None:
     if isinstance(value, bool):
         raise _custom(f"must be a number or a device share like '50%', got {value!r}")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise _custom(f"must be a finite number, got {value!r}")
+        if (isinstance(value, int) and abs(value) > 1e300) or not math.isfinite(value):
+            raise _custom(f"must be a finite number, got {_show(value)}")
         return float(value)
     if isinstance(value, str):
         m = _SHARE_RE.match(value)
@@ -368,8 +417,10 @@ class HardwareConfig(_Strict):
     model: Literal["finn", "hls4ml", "none"] = Field(
         "finn", description="hardware cost model: finn (dataflow, PE/SIMD folding), hls4ml (reuse factor) or none "
         "(no hardware metrics)")
-    clock_mhz: float | None = Field(None, gt=0, description="clock in MHz (null: the device's default clock)")
-    target_fps: float | None = Field(None, gt=0, description="throughput in samples/s the cost model's automatic "
+    clock_mhz: float | None = Field(None, gt=0, le=10_000,
+                                    description="clock in MHz (null: the device's default clock)")
+    target_fps: float | None = Field(None, gt=0, le=1e12,
+                                     description="throughput in samples/s the cost model's automatic "
                                      "folding must reach (null: the smallest design)")
     cpu_table: str | None = Field(None, description="CPU latency table (JSON from hwnas.cost.cpu_latency "
                                   "profiling) that prices cpu_latency_ms; relative to the experiment file's folder")
@@ -403,8 +454,8 @@ class HardwareConfig(_Strict):
 class TrainingConfig(_Strict):
     """The training schedule of every trial (fields of hwnas.train.TrainConfig; loss from the task)."""
 
-    epochs: int = Field(5, ge=1, description="epochs per trial")
-    batch_size: int = Field(128, ge=1, description="samples per optimizer step")
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs per trial")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="samples per optimizer step")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer: adam or sgd (with momentum)")
     lr: float = Field(3e-3, gt=0, description="learning rate of the weights")
     bits_lr: float | None = Field(None, gt=0, description="learning rate of learned bit-widths (precision mode "
@@ -413,14 +464,16 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights (never on bit-widths)")
     schedule: Literal["constant", "cosine_restarts"] = Field(
         "constant", description="learning-rate schedule: constant or cosine_restarts (SGDR)")
-    restart_epochs: int = Field(10, ge=1, description="first cosine period in epochs (cosine_restarts)")
-    restart_mult: int = Field(1, ge=1, description="each cosine period is this many times the previous one")
+    restart_epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="first cosine period in epochs (cosine_restarts)")
+    restart_mult: int = Field(1, ge=1, le=100, description="each cosine period is this many times the previous one")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
-    patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement of the "
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS,
+                                 description="stop after this many epochs without improvement of the "
                                  "validation metric (null: never)")
     min_delta: float = Field(0.0, ge=0, description="smallest change of the validation metric that counts as an "
                              "improvement")
-    threads: int | None = Field(None, ge=1, description="torch threads of a process while it trains (null: torch's "
+    threads: int | None = Field(None, ge=1, le=1_024,
+                                description="torch threads of a process while it trains (null: torch's "
                                 "default, every core); several workers on one machine: cores / workers. Left out "
                                 "of the study hash, so workers on machines of other sizes can join; float sums may "
                                 "differ in the last bits between thread counts")
@@ -445,14 +498,14 @@ class RandomOptions(StrategyOptions):
 class TpeOptions(StrategyOptions):
     """Tree-structured Parzen estimator (Optuna's TPE sampler)."""
 
-    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+    n_startup_trials: int = Field(10, ge=0, le=MAX_TRIALS, description="random trials before TPE models the results")
     multivariate: bool = Field(True, description="model the parameters jointly rather than one by one")
 
 
 class Nsga2Options(StrategyOptions):
     """NSGA-II (Optuna's NSGA-II sampler, constraints through the trials' constraint values)."""
 
-    population_size: int = Field(8, ge=2, description="individuals per generation")
+    population_size: int = Field(8, ge=2, le=MAX_POPULATION, description="individuals per generation")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="probability that a child is made by crossover "
                                   "(otherwise it copies a parent)")
     mutation_prob: float | None = Field(None, ge=0, le=1, description="probability that a parameter mutates "
@@ -464,8 +517,10 @@ class Nsga2Options(StrategyOptions):
 class PsoOptions(StrategyOptions):
     """Particle swarm optimization over the space's integer encoding."""
 
-    swarm_size: int = Field(8, ge=2, description="particles; each generation trains one trial per particle")
-    generations: int | None = Field(None, ge=1, description="generations (null: until search.n_trials; the search "
+    swarm_size: int = Field(8, ge=2, le=MAX_POPULATION,
+                            description="particles; each generation trains one trial per particle")
+    generations: int | None = Field(None, ge=1, le=MAX_TRIALS,
+                                    description="generations (null: until search.n_trials; the search "
                                     "stops at whichever comes first)")
     inertia: float = Field(0.7, ge=0, le=1, description="inertia weight w of the velocity update")
     c1: float = Field(1.5, ge=0, description="cognitive coefficient (pull towards the particle's own best)")
@@ -483,7 +538,8 @@ class PsoOptions(StrategyOptions):
 class MonasLqOptions(StrategyOptions):
     """MONAS-LQ: stage-1 HPO, then predictor-guided rounds on the fixed-length integer encoding."""
 
-    hpo_trials: int = Field(4, ge=0, description="stage 1: trials of the 8-bit backbone, one per filter count "
+    hpo_trials: int = Field(4, ge=0, le=MAX_TRIALS,
+                            description="stage 1: trials of the 8-bit backbone, one per filter count "
                             "(cycling through space.filters); the most accurate fixes the filter count the later "
                             "stages keep (0 or a space without filters: skip stage 1); they count towards "
                             "search.n_trials")
@@ -496,8 +552,10 @@ class MonasLqOptions(StrategyOptions):
         "range keeps the narrow backbones for its cheap end)")
     score_weight: float = Field(0.5, ge=0, le=1, description="w of the composite score w*(1 - accuracy) + "
                                 "(1 - w)*qa_score (lower is better) the swarm minimizes")
-    swarm_size: int = Field(20, ge=2, description="particles of the stage-4 swarm that explores on the predictor")
-    bootstrap_size: int = Field(16, ge=1, description="random architectures trained fully to fit the first "
+    swarm_size: int = Field(20, ge=2, le=MAX_POPULATION,
+                            description="particles of the stage-4 swarm that explores on the predictor")
+    bootstrap_size: int = Field(16, ge=1, le=MAX_TRIALS,
+                                description="random architectures trained fully to fit the first "
                                 "predictor (count towards search.n_trials)")
     bootstrap_design: Literal["random", "stratified", "factorial"] = Field(
         "stratified", description="how the bootstrap vectors are drawn: random (independently), stratified (a "
@@ -509,11 +567,13 @@ class MonasLqOptions(StrategyOptions):
         "full", description="the bit-width range a stratified or factorial bootstrap spreads over: full (every "
         "slot's whole range) or upper (the upper half of each range: the bootstrap measures the architectures "
         "near full precision and the rounds trade bits away from there)")
-    predictor_epochs: int = Field(300, ge=1, description="training epochs of the multi-output predictor per round")
-    predictor_hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [64, 64], min_length=1, description="hidden-layer widths of the predictor")
+    predictor_epochs: int = Field(300, ge=1, le=100_000,
+                                  description="training epochs of the multi-output predictor per round")
+    predictor_hidden: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1, max_length=16,
+        description="hidden-layer widths of the predictor (each at most 65,536)")
     predictor_lr: float = Field(1e-3, gt=0, description="learning rate of the predictor")
-    predictor_ensemble: int = Field(1, ge=1, description="members of the predictor ensemble (each from its own "
+    predictor_ensemble: int = Field(1, ge=1, le=100, description="members of the predictor ensemble (each from its own "
                                     "seed); their mean is the prediction, their spread its uncertainty")
     accuracy_model: Literal["molp", "gp"] = Field(
         "gp", description="what predicts the accuracy a round chooses its trainings by: molp (the multi-output "
@@ -536,14 +596,16 @@ class MonasLqOptions(StrategyOptions):
         "summary", description="inputs of the gp accuracy model: vector (the integer vector) or summary (depth, "
         "widths and the active layers' bit-width minimum/mean/first/last, read from the decoded point: inactive "
         "slots drop out instead of looking like 2-bit layers)")
-    front_neighbours: int = Field(0, ge=0, description="untrained vectors one move from the trained Pareto front "
+    front_neighbours: int = Field(0, ge=0, le=MAX_CANDIDATES,
+                                  description="untrained vectors one move from the trained Pareto front "
                                   "(bit-widths one or two lower, one slot one step) added to each round's shortlist "
                                   "and priced exactly, cheapest moves first (0: the swarm's candidates only)")
-    candidates_per_round: int = Field(1000, ge=1, description="candidates the swarm scores on the predictor per "
+    candidates_per_round: int = Field(1000, ge=1, le=MAX_CANDIDATES,
+                                      description="candidates the swarm scores on the predictor per "
                                       "round (swarm_size particles over as many generations as it takes)")
     train_fraction: float = Field(0.01, gt=0, le=1, description="fraction of each round's candidates, best "
                                   "predicted first, that are trained fully")
-    patience: int = Field(3, ge=1, description="stop after this many rounds without a new Pareto point")
+    patience: int = Field(3, ge=1, le=MAX_EPOCHS, description="stop after this many rounds without a new Pareto point")
 
     @model_validator(mode="after")
     def _trains_some(self) -> MonasLqOptions:
@@ -561,12 +623,15 @@ class MonasLqOptions(StrategyOptions):
 class HaNasOptions(StrategyOptions):
     """HA-NAS: evolutionary search whose candidates an accuracy predictor screens before training."""
 
-    warmup_trials: int = Field(10, ge=1, description="random trials trained to warm up the predictor (count "
+    warmup_trials: int = Field(10, ge=1, le=MAX_TRIALS,
+                               description="random trials trained to warm up the predictor (count "
                                "towards search.n_trials)")
-    candidates_per_generation: int = Field(200, ge=1, description="mutated and crossed-over candidates the "
+    candidates_per_generation: int = Field(200, ge=1, le=MAX_CANDIDATES,
+                                           description="mutated and crossed-over candidates the "
                                            "predictor screens per generation")
-    population_size: int = Field(8, ge=2, description="candidates trained per generation (the best predicted)")
-    predictor_epochs: int = Field(200, ge=1, description="training epochs of the predictor per generation")
+    population_size: int = Field(8, ge=2, le=MAX_POPULATION,
+                                 description="candidates trained per generation (the best predicted)")
+    predictor_epochs: int = Field(200, ge=1, le=100_000, description="training epochs of the predictor per generation")
 
     @model_validator(mode="after")
     def _screens_enough(self) -> HaNasOptions:
@@ -589,7 +654,9 @@ class SearchConfig(_Strict):
     """The search strategy, its options and the trial budget."""
 
     strategy: Strategy = Field("nsga2", description="search strategy: nsga2, random, tpe, pso, monas_lq or ha_nas")
-    n_trials: int = Field(20, ge=1, description="trials (full trainings) across all workers, counted on the study")
+    n_trials: int = Field(20, ge=1, le=MAX_TRIALS,
+                          description="trials (full trainings) across all workers, counted on the "
+                          "study; hwnas search --n-trials N raises an existing study's budget")
     warm_start: Literal["none", "closest"] = Field(
         "none", description="none: every trial trains from scratch; closest: a trial starts from the weights of "
         "the finished trial with the same tensor shapes closest to it in the search vector (mostly bit-widths; "
@@ -652,10 +719,12 @@ class StorageConfig(_Strict):
                             "file's folder; four slashes for an absolute path), postgresql://user@host/db or "
                             "mysql://user@host/db (null: sqlite file study.db in the output folder)")
     study_name: str | None = Field(None, description="study name in the storage (null: the experiment name)")
-    heartbeat_s: float = Field(60.0, gt=0, description="seconds between a running trial's heartbeats")
-    grace_s: float | None = Field(None, gt=0, description="a running trial silent this long becomes FAILED (its "
+    heartbeat_s: float = Field(60.0, gt=0, le=86_400, description="seconds between a running trial's heartbeats")
+    grace_s: float | None = Field(None, gt=0, le=7 * 86_400,
+                                  description="a running trial silent this long becomes FAILED (its "
                                   "worker died); null: 2 × heartbeat_s")
-    retry_failed: int = Field(0, ge=0, description="re-run a FAILED trial (error, divergence, dead worker) up to "
+    retry_failed: int = Field(0, ge=0, le=100,
+                              description="re-run a FAILED trial (error, divergence, dead worker) up to "
                               "this many times with the same parameters")
 
     @field_validator("url")
@@ -697,9 +766,10 @@ class LocalConfig(_Strict):
         "ptq_schemes, with the per-layer sensitivity and model-size tables")
     beta0: float = Field(1e-7, gt=0, description="beta_sweep: β of the first epoch")
     beta1: float = Field(1e-4, gt=0, description="beta_sweep: β of the last epoch (exponential ramp)")
-    sweep_epochs: int = Field(20, ge=2, description="beta_sweep: training epochs of the sweep")
+    sweep_epochs: int = Field(20, ge=2, le=MAX_EPOCHS, description="beta_sweep: training epochs of the sweep")
     ptq_schemes: list[str] = Field(
         default_factory=lambda: ["int8-channel", "int8-tensor", "int4-channel", "int4-tensor", "fp16"], min_length=1,
+        max_length=64,
         description="ptq: weight formats tried, int<bits>-tensor, int<bits>-channel (symmetric scaled integers, "
                     "one scale per tensor or output channel) or fp16; biases stay float32")
     ptq_activation_bits: int | None = Field(None, ge=2, le=16, description="ptq: also quantize every layer input "
@@ -709,14 +779,15 @@ class LocalConfig(_Strict):
     sensitivity_bits: int = Field(4, ge=1, le=16, description="ptq: bits of the one-layer-at-a-time sensitivity "
                                   "table (per-tensor)")
     precisions: list[Annotated[list[Annotated[int, Field(ge=1, le=32)]], Field(min_length=2, max_length=2)]] = Field(
-        default_factory=lambda: [[8, 3], [6, 2]], min_length=1,
+        default_factory=lambda: [[8, 3], [6, 2]], min_length=1, max_length=64,
         description="[total, integer] bits of the ap_fixed<total, integer> pairs tried on weights, biases and "
                     "layer inputs")
-    warmup_epochs: int = Field(3, ge=1, description="QAT epochs before pruning, per precision")
-    iterations: int = Field(3, ge=1, description="pruning iterations (each removes prune_rate of what is left, "
+    warmup_epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description="QAT epochs before pruning, per precision")
+    iterations: int = Field(3, ge=1, le=1_000,
+                            description="pruning iterations (each removes prune_rate of what is left, "
                             "trains, rewinds)")
     prune_rate: float = Field(0.2, gt=0, lt=1, description="share of the remaining weights pruned per iteration")
-    epochs_per_iteration: int = Field(2, ge=1, description="training epochs after each pruning step")
+    epochs_per_iteration: int = Field(2, ge=1, le=MAX_EPOCHS, description="training epochs after each pruning step")
     max_drop: float = Field(0.01, ge=0, description="the cheapest result (precision_pairs: effective BOPs; "
                             "beta_sweep: EBOPs; ptq: stored bits) whose validation metric is at most this below "
                             "the searched model's is kept; none: the most accurate")
@@ -734,7 +805,8 @@ class Hls4mlExportConfig(_Strict):
     """Settings of the hls4ml projects the export stage writes (and the verify stage compiles)."""
 
     backend: Literal["Vitis", "Vivado"] = Field("Vitis", description="hls4ml backend of the project")
-    reuse_factor: int = Field(1, ge=1, description="reuse factor of every Dense/Conv layer (each layer takes the "
+    reuse_factor: int = Field(1, ge=1, le=MAX_BATCH_SIZE,
+                              description="reuse factor of every Dense/Conv layer (each layer takes the "
                               "largest divisor of its multiplications not above it)")
     strategy: Literal["Latency", "Resource"] = Field("Latency", description="hls4ml strategy of every Dense/Conv layer")
     part: str | None = Field(None, description="FPGA part of the project (null: the hardware target's part)")
@@ -770,7 +842,7 @@ class RunConfig(_Strict):
         default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
         description="export paths executed and compared with torch for every selected model (a path whose tool "
                     "is absent, or that cannot express the model, is reported as skipped)")
-    verify_samples: int = Field(200, ge=1, description="test samples each verification path runs")
+    verify_samples: int = Field(200, ge=1, le=1_000_000, description="test samples each verification path runs")
     synth: Literal["auto", "on", "off"] = Field(
         "auto", description="synthesize every selected model's RTL with Yosys (nextpnr on ECP5) for the target: "
                             "auto (when Yosys is installed), on (an error without it), off (YAML's bare on/off, "
@@ -796,8 +868,10 @@ class Experiment(_Strict):
                                "(null: runs/<name>)")
     task: TaskConfig = Field(description="the task and its options")
     space: SpaceConfig = Field(default_factory=SpaceConfig, description="the search space")
-    objectives: list[Objective] = Field(min_length=1, description="what the search optimizes, in order")
-    constraints: list[Constraint] = Field(default_factory=list, description="hard budgets; a trial outside is "
+    objectives: list[Objective] = Field(min_length=1, max_length=len(METRICS),
+                                        description="what the search optimizes, in order")
+    constraints: list[Constraint] = Field(default_factory=list, max_length=256,
+                                          description="hard budgets; a trial outside is "
                                           "kept but never selected")
     hardware: HardwareConfig = Field(default_factory=HardwareConfig, description="hardware target and cost models")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training of each trial")
@@ -811,6 +885,8 @@ class Experiment(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
+        if len(value) > 128:
+            raise _custom(f"has {len(value)} characters; at most 128 (it names the output folder)")
         if not _NAME_RE.match(value):
             raise _custom(f"{value!r} must start with a letter or digit and use only letters, digits, '.', '_', '-' "
                           "(it names the output folder)")
@@ -823,7 +899,7 @@ class Experiment(_Strict):
             self._base_dir = Path(base)
         _fail("Experiment", [_error(loc, msg, value) for loc, msg, value in _cross_problems(
             list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
-            self.base_dir) + _task_option_problems(self.task, self.space)])
+            self.base_dir) + _task_option_problems(self.task, self.space) + _space_limit_problems(self.space)])
         local = self.run.local
         if local.enabled and local.method == "beta_sweep" and self.space.precision.mode != "learned":
             _fail("Experiment", [_error(("run", "local", "method"), "beta_sweep trains HGQ bit-widths: it needs "
@@ -909,6 +985,19 @@ class Experiment(_Strict):
                 raise ValueError(f"constraints[{i}]: metric {con.metric!r} is NaN")
             out.append(con.value(value, dev))
         return out
+
+    def with_n_trials(self, n_trials: Any, source: str = "--n-trials") -> Experiment:
+        """A copy whose ``search.n_trials`` is ``n_trials``, checked like the file's (range, strategy budgets).
+
+        Raises :class:`ConfigError` naming ``source`` (the command-line flag) and ``search.n_trials``.
+        """
+        data = {**self.search.model_dump(), "n_trials": n_trials}
+        try:
+            search = SearchConfig.model_validate(data, strict=True)
+        except ValidationError as exc:
+            raise ConfigError([Problem(source, None, _path_text(("search", *err["loc"])), _message(err)[1])
+                               for err in exc.errors(include_url=False)]) from None
+        return self.model_copy(update={"search": search})
 
     def to_yaml(self, comments: bool = False) -> str:
         """The experiment as YAML (every key written); ``comments`` adds each key's description."""
@@ -1014,6 +1103,9 @@ def _task_option_problems(task: TaskConfig | None, space: SpaceConfig | None) ->
                 wrong = _option_type_error(defaults[name], value)
                 if wrong:
                     out.append((loc, wrong, value))
+        if name in defaults and name not in task.options:
+            values = [choices.min, choices.max] if isinstance(choices, IntRange) else choices
+            out += [(loc, wrong, v) for v in values if (wrong := _option_limit_error(name, v))][:1]
     if out:
         return out
     names = list(space.task_options)
@@ -1033,6 +1125,45 @@ def _task_option_problems(task: TaskConfig | None, space: SpaceConfig | None) ->
             return [(("space", "task_options"), f"{given}: {err} (every combination of the choices must be "
                      "valid)", None)]
     return []
+
+
+def _space_limit_problems(space: SpaceConfig | None) -> list[tuple[_Loc, str, Any]]:
+    """Architecture sizes of ``space`` above :data:`SPACE_LIMITS` (empty when the section is invalid itself)."""
+    if space is None:
+        return []
+    from hwnas.space.spec import int_choices
+
+    out: list[tuple[_Loc, str, Any]] = []
+    for key, high in SPACE_LIMITS.items():
+        spec = getattr(space, key, None)
+        if spec is None:
+            continue
+        top = max(int_choices(spec))
+        if top > high:
+            out.append((("space", key), f"{top:,} is above hwnas's limit of {high:,} for {key}", top))
+    return out
+
+
+def _range_problems(data: Any, path: tuple[str | int, ...]) -> list[tuple[_Loc, str]]:
+    """Every ``{min, max, step}`` range under ``data`` holding more than :data:`MAX_RANGE_VALUES` values.
+
+    Runs on the raw data before validation, which expands each range into the list of its values.
+    """
+    out: list[tuple[_Loc, str]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, dict):
+            lo, hi, step = node.get("min"), node.get("max", None), node.get("step", 1)
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step)) and step >= 1 \
+                    and hi >= lo and (hi - lo) // step + 1 > MAX_RANGE_VALUES:
+                out.append((where, f"the range {{min: {lo}, max: {hi}, step: {step}}} holds {(hi - lo) // step + 1:,} "
+                                   f"values; at most {MAX_RANGE_VALUES:,} (a larger step, or a list of choices)"))
+                continue
+            stack += [(v, (*where, str(k))) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, (*where, i)) for i, v in enumerate(node)]
+    return out
 
 
 def _valid(cls: type[BaseModel], value: Any) -> Any:
@@ -1055,13 +1186,28 @@ def _raw_cross_problems(data: dict[str, Any], base_dir: Path, root: yaml.Node, s
     space = _valid(SpaceConfig, data.get("space", {}))
     found = _cross_problems(items("objectives", Objective), items("constraints", Constraint), hardware, space,
                             base_dir)
-    found += _task_option_problems(_valid(TaskConfig, data.get("task")), space)
+    found += _task_option_problems(_valid(TaskConfig, data.get("task")), space) + _space_limit_problems(space)
     return [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg) for loc, msg, _ in found]
 
 
 # ----------------------------------------------------------------------------------------------- loader
+class _TooManyNodesError(Exception):
+    """More than :data:`MAX_YAML_NODES` nodes written in the document (counted while composing)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2."""
+    """Safe YAML loader that also reads ``1e-3`` (no dot) as a float, like YAML 1.2.
+
+    It stops composing after :data:`MAX_YAML_NODES` nodes, so a huge flat document costs no more than that.
+    """
+
+    _composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._composed += 1
+        if self._composed > MAX_YAML_NODES:
+            raise _TooManyNodesError
+        return super().compose_node(parent, index)  # type: ignore[misc]
 
 
 _Loader.add_implicit_resolver(
@@ -1086,20 +1232,90 @@ def _key_text(node: yaml.Node) -> str:
 
 
 def _duplicate_keys(node: yaml.Node, path: tuple[str | int, ...], source: str) -> list[Problem]:
+    """Duplicate keys of every mapping in the node graph, each node visited once (aliases are not expanded).
+
+    A mapping reached through several aliases is reported once, under the path where it first appears.
+    """
     problems: list[Problem] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            text = _key_text(key)
-            if text in seen and text != "<<":
-                problems.append(Problem(source, key.start_mark.line + 1, _path_text((*path, text)),
-                                        f"duplicate key (first at line {seen[text]})"))
-            seen.setdefault(text, key.start_mark.line + 1)
-            problems += _duplicate_keys(value, (*path, text), source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            problems += _duplicate_keys(item, (*path, i), source)
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(node, path)]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        children: list[tuple[yaml.Node, tuple[str | int, ...]]] = []
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                text = _key_text(key)
+                if text in seen and text != "<<":
+                    problems.append(Problem(source, key.start_mark.line + 1, _path_text((*path, text)),
+                                            f"duplicate key (first at line {seen[text]})"))
+                seen.setdefault(text, key.start_mark.line + 1)
+                children.append((value, (*path, text)))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, (*path, i)) for i, item in enumerate(node.value)]
+        stack += reversed(children)  # document order: an aliased mapping is reported where it is defined
     return problems
+
+
+class _AliasCycleError(Exception):
+    """A YAML node that contains itself through an alias."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__()
+        self.node = node
+
+
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> tuple[int, int]:
+    """``(distinct, expanded)`` node counts of a composed document, capped at ``limit + 1``.
+
+    ``expanded`` counts a node once per alias that refers to it, as the constructed data holds it; both take
+    one visit per distinct node (memoized by identity), so an alias bomb costs as much as its file. A node that
+    contains itself raises :class:`_AliasCycleError`.
+    """
+    memo: dict[int, int] = {}
+    active: set[int] = set()  # the nodes on the path from the root to the current one
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            active.discard(key)
+            memo[key] = min(limit + 1, 1 + sum(memo[id(c)] for c in _node_children(node)))
+            continue
+        if key in memo:
+            continue
+        if key in active:
+            raise _AliasCycleError(node)
+        active.add(key)
+        stack.append((node, True))
+        stack += [(c, False) for c in _node_children(node) if id(c) not in memo]
+    return min(len(memo), limit + 1), memo[id(root)]
+
+
+def _check_size(root: yaml.Node, source: str) -> None:
+    """Refuse a document with more than :data:`MAX_YAML_NODES` nodes, aliases expanded, or an alias cycle."""
+    try:
+        distinct, expanded = _expanded_size(root, MAX_YAML_NODES)
+    except _AliasCycleError as cycle:
+        raise ConfigError([Problem(source, cycle.node.start_mark.line + 1, "", "YAML alias cycle: this node "
+                                   "contains itself through an alias")]) from None
+    if distinct > MAX_YAML_NODES:
+        raise ConfigError([Problem(source, None, "", f"the YAML document has more than {MAX_YAML_NODES:,} nodes "
+                                   "(a real experiment has a few hundred)")])
+    if expanded > MAX_YAML_NODES:
+        raise ConfigError([Problem(source, None, "", f"YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                                   f"({distinct:,} written): refusing an alias bomb; write the values out")])
 
 
 def _line_of(root: yaml.Node, path: list[str | int]) -> int:
@@ -1317,16 +1533,31 @@ def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.Pat
     ``source`` names the text in messages; ``base_dir`` is the folder relative paths are resolved against
     (None: the current directory).
     """
-    loader = _Loader(text)
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError([Problem(source, None, "", f"the experiment has {len(text):,} characters; at most "
+                                   f"{MAX_FILE_BYTES:,} (1 MiB; a real one is a few KiB)")])
+    try:
+        loader = _Loader(text)  # reads the stream at once: a control character is refused here
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(source, None, "", f"YAML error: {' '.join(str(exc).split())}")]) from None
     try:
         root = loader.get_single_node()
+        if root is not None:
+            _check_size(root, source)  # before constructing: merge keys (<<) are expanded while constructing
         data = loader.construct_document(root) if root is not None else None
+    except ConfigError:
+        raise
+    except _TooManyNodesError:
+        raise ConfigError([Problem(source, None, "", f"the YAML document has more than {MAX_YAML_NODES:,} nodes "
+                                   "(a real experiment has a few hundred)")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(source, None, "", "the YAML document is nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(s for s in (exc.context, exc.problem) if s)
         raise ConfigError([Problem(source, mark.line + 1 if mark else None, "", f"YAML syntax error: {what}",
                                    column=mark.column + 1 if mark else None)]) from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: e.g. an int of 5,000 digits
         raise ConfigError([Problem(source, None, "", f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
@@ -1336,6 +1567,10 @@ def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.Pat
         raise ConfigError([Problem(source, root.start_mark.line + 1, "(top level)",
                                    f"must be a mapping of sections, got {type(data).__name__}")])
     problems = _duplicate_keys(root, (), source)
+    ranges = _range_problems(data.get("space"), ("space",))
+    if ranges:  # validation would expand them: report them (and what was found so far) alone
+        raise ConfigError(_sorted_unique(problems + [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg)
+                                                     for loc, msg in ranges]))
     context = {"base_dir": Path(base_dir) if base_dir is not None else None}
     try:
         experiment = Experiment.model_validate(data, context=context, strict=True)
@@ -1357,7 +1592,12 @@ def load_experiment(path_or_text: str | os.PathLike[str]) -> Experiment:
         return parse_experiment(path_or_text)
     path = Path(path_or_text)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # never more: a device or a huge file is refused, not read
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError([Problem(str(path), None, "", f"the experiment file is larger than {MAX_FILE_BYTES:,} "
+                                       "bytes (1 MiB; a real one is a few KiB)")])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise ConfigError([Problem(str(path), None, "", f"cannot read the experiment file: {reason}")]) from None
@@ -1529,8 +1769,21 @@ def _table(cls: type[BaseModel], prefix: str) -> list[str]:
         else:
             default = f"`{_flow(info.get_default(call_default_factory=True))}`"
         type_text = "list of mappings (below)" if _item_model(info.annotation) else _type_text(info.annotation)
+        type_text += _bounds_text(info)
         rows.append(f"| `{prefix}{name}` | {type_text} | {default} | {_md(info.description or '')} |")
     return rows
+
+
+def _bounds_text(info: Any) -> str:
+    """The range and length limits of a field for the reference table, e.g. `` (≥ 1, ≤ 10,000)``."""
+    parts = []
+    for meta in info.metadata:
+        for attr, sign in (("gt", "> {}"), ("ge", "≥ {}"), ("lt", "< {}"), ("le", "≤ {}"),
+                           ("max_length", "at most {} items")):
+            value = getattr(meta, attr, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                parts.append(sign.format(f"{value:,}" if isinstance(value, int) else f"{value:g}"))
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _sections(cls: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseModel], str]]:

@@ -25,12 +25,12 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwnas.errors import HwnasError
 from hwnas.pipeline_export import (
     ARTEFACT_NAMES,
     artefact_digest,
@@ -40,6 +40,7 @@ from hwnas.pipeline_export import (
     path_options,
 )
 from hwnas.pipeline_local import local_dir, local_search_selected
+from hwnas.runpaths import read_record, record_path, resolve_path
 from hwnas.search.run import write_json as _write_json
 
 __all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
@@ -48,7 +49,7 @@ __all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected"
 STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "report")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(HwnasError, RuntimeError):
     """A stage cannot run (e.g. selection over a study without any feasible trial)."""
 
 
@@ -99,9 +100,18 @@ def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
 
 
 def model_path(experiment: Any, entry: dict[str, Any]) -> str:
-    """The model a later stage uses for a selected trial: the local search's result, else the trial's."""
+    """The model a later stage uses for a selected trial: the local search's result, else the trial's.
+
+    Recorded paths are relative to the output folder (:mod:`hwnas.runpaths`), so a moved or copied run folder
+    uses its own files.
+    """
     local = local_dir(experiment, int(entry["number"])) / "model.pt"
-    return str(local) if local.is_file() else str(entry["checkpoint"])
+    if local.is_file():
+        return str(local)
+    if not entry.get("checkpoint"):
+        raise PipelineError(f"trial {entry['number']} has no model file recorded (the search ran with models "
+                            "not saved?)")
+    return str(resolve_path(entry["checkpoint"], experiment.output_dir()))
 
 
 def verify_selected(experiment: Any, selection: list[dict[str, Any]],
@@ -127,8 +137,8 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
             progress(f"verify trial {n}: {', '.join(experiment.run.verify)}")
         folder = export_dir(experiment, n)
         exported_file = export_record(experiment, n)
-        exported = json.loads(exported_file.read_text()) if exported_file.is_file() else None
-        if exported is not None and exported.get("model") != source:
+        exported = read_record(exported_file)
+        if exported is not None and exported.get("model") != record_path(source, experiment.output_dir()):
             exported = None  # written for another model (e.g. before a local search): not comparable
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=list(experiment.run.verify),
                               output_dir=folder, samples=experiment.run.verify_samples, seed=experiment.seed,
@@ -140,7 +150,7 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
             if p.path in digests and p.skipped is None:
                 row["same_as_export"] = artefact_digest(folder / ARTEFACT_NAMES[p.path]) == digests[p.path]
             paths.append(row)
-        data = {"trial": n, "model": source, "passed": not report.failures,
+        data = {"trial": n, "model": record_path(source, experiment.output_dir()), "passed": not report.failures,
                 "ran": [p.path for p in report.ran], "paths": paths}
         _write_json(out / f"trial_{n:05d}.json", data)
         results[n] = data
@@ -177,7 +187,8 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
         project = export_rtl(bundle.model, bundle.input_shape, work / "rtl",
                              **path_options(experiment)["rtl"])
         result = synthesize(project, target=dev, output_dir=work / "synth", progress=False)
-        data: dict[str, Any] = {"trial": n, "model": model_path(experiment, entry), "device": dev.name,
+        model_file = record_path(model_path(experiment, entry), experiment.output_dir())
+        data: dict[str, Any] = {"trial": n, "model": model_file, "device": dev.name,
                                 "totals": dict(result.totals),
                                 "fmax_mhz": result.fmax_mhz, "seconds": round(result.seconds, 1),
                                 "summary": result.summary()}
@@ -194,7 +205,11 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
 
 def _selection(out: Path) -> list[dict[str, Any]]:
     """The ``select`` stage's entries."""
-    return json.loads((out / "selection.json").read_text())["selected"]
+    data = read_record(out / "selection.json", missing="run the select stage first (hwnas select EXPERIMENT, or "
+                       "hwnas run)")
+    if not isinstance(data, dict) or not isinstance(data.get("selected"), list):
+        raise PipelineError(f"{out / 'selection.json'}: not a selection record; delete it and run hwnas select again")
+    return data["selected"]
 
 
 def _log_results(stage: str, results: dict[int, dict[str, Any]] | str, log: Callable[[str], None],
@@ -205,6 +220,21 @@ def _log_results(stage: str, results: dict[int, dict[str, Any]] | str, log: Call
         return
     for n, r in results.items():
         log(f"[{stage}] trial {n}: {line(r)}")
+
+
+def _log_failures(study: Any, log: Callable[[str], None]) -> None:
+    """``[select]``: how many trials failed and their most common reason (``hwnas pareto`` lists them all)."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from hwnas.cli_search import failure_reason
+
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if failed:
+        reason, count = Counter(failure_reason(t) for t in failed).most_common(1)[0]
+        log(f"[select] {len(failed)} of {len(study.get_trials(deepcopy=False))} trials failed; most common reason "
+            f"({count} of them): {reason}")
 
 
 def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force: bool = False,
@@ -220,7 +250,9 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
         raise PipelineError(f"stages: unknown {unknown}; the stages are {list(STAGES)}")
     out = experiment.output_dir()
     marks_path = out / "stages.json"
-    marks = json.loads(marks_path.read_text()) if marks_path.is_file() else {}
+    marks = read_record(marks_path) or {}
+    if not isinstance(marks, dict):
+        raise PipelineError(f"{marks_path}: not a stage record; delete it (every stage then runs again)")
     digest, digests = _accepted(experiment, marks)
     produced: dict[str, Any] = {}
     rerun = force
@@ -246,7 +278,9 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
                     log(f"[search] {s['remaining']} trials left (timeout or interrupted): not finished")
                     return produced
         elif stage == "select":
-            selection = select_models(experiment, open_study(experiment))
+            study = open_study(experiment)
+            _log_failures(study, log)
+            selection = select_models(experiment, study)
             _write_json(out / "selection.json", {"selected": selection})
             produced["select"] = selection
             for e in selection:

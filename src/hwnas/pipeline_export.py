@@ -13,6 +13,9 @@ Contract:
   stage recomputes the digest after it has compiled and run the artefact in the same folder and records
   whether it is unchanged (``same_as_export``).
 * A model that a path cannot express is not an error (the reason is recorded); anything else raises.
+* ``export/trial_<n>/`` is hwnas's own folder (:func:`hwnas.export.folders.claim_folder`, manifest
+  ``.hwnas-export.json``): running the stage again replaces what hwnas wrote there, but a file someone else
+  put there is never deleted: the stage stops with a :class:`~hwnas.export.folders.FolderError` naming it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hwnas.runpaths import record_path
 
 __all__ = ["ARTEFACT_NAMES", "artefact_digest", "export_dir", "export_record", "export_selected", "path_options",
            "reuse_per_layer"]
@@ -116,6 +121,7 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
                     log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
     """Write ``run.export``'s artefacts of every selected model; the results, or why the stage did nothing."""
     from hwnas.export import ExportError, ToolMissingError, load_model
+    from hwnas.export.folders import FolderError, adopt_legacy, claim_folder
     from hwnas.search.run import write_json
 
     if not experiment.run.export:
@@ -126,7 +132,8 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
         source = model_file(entry)
         bundle = load_model(source)
         folder = export_dir(experiment, n)
-        folder.mkdir(parents=True, exist_ok=True)
+        adopt_legacy(folder, ARTEFACT_NAMES.values())  # written by an hwnas before manifests: still hwnas's
+        claim_folder(folder, replace=True)  # hwnas's own folder: refused when it holds files hwnas did not write
         options = path_options(experiment, bundle.model, bundle.input_shape)
         log(f"export trial {n}: {', '.join(experiment.run.export)}")
         paths = []
@@ -135,6 +142,8 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
             row: dict[str, Any] = {"path": path, "artefact": None, "digest": None, "skipped": None}
             try:
                 _export_one(path, bundle.model, bundle.input_shape, target, options.get(path, {}))
+            except FolderError:
+                raise  # the folder, not the model: never recorded as "not expressible"
             except ExportError as err:
                 row["skipped"] = f"not expressible: {err}"
             except (ToolMissingError, ModuleNotFoundError) as err:
@@ -143,7 +152,8 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
                 row["artefact"] = str(target)
                 row["digest"] = artefact_digest(target)
             paths.append(row)
-        data = {"trial": n, "model": source, "options": options, "paths": paths}
+        data = {"trial": n, "model": record_path(source, experiment.output_dir()), "options": options,
+                "paths": paths}
         write_json(export_record(experiment, n), data)
         results[n] = data
     return results

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.runpaths import record_path, resolve_path
+
 __all__ = ["Candidate", "local_dir", "local_search_selected"]
 
 
@@ -77,6 +79,7 @@ def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: P
                 ) -> tuple[list[Candidate], str, str]:
     from hwnas.nn import ebops
     from hwnas.train.sweep import beta_sweep
+    from hwnas.train.trainer import load_saved
 
     cfg = experiment.run.local
     train_cfg = replace(experiment.train_config(seed, progress=False), epochs=cfg.sweep_epochs)
@@ -86,7 +89,7 @@ def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: P
     out = []
     for c in result.checkpoints:
         q = copy.deepcopy(model)
-        q.load_state_dict(torch.load(c.path, weights_only=True))
+        q.load_state_dict(load_saved(c.path))
         q.eval()
         metric = task.evaluate(q, data.val, classes=data.classes)[task.metric]
         with torch.no_grad():
@@ -147,7 +150,7 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
     loaded: dict[str, Any] = {}
     for entry in selection:
         n = int(entry["number"])
-        bundle = load_model(entry["checkpoint"])
+        bundle = load_model(resolve_path(entry["checkpoint"], experiment.output_dir()))
         task, data, _ = model_task_data(experiment, bundle.metadata, loaded)  # the trial's own options
         if tuple(data.input_shape) != tuple(bundle.input_shape):
             raise ValueError(f"local: trial {n}'s model takes inputs of shape {tuple(bundle.input_shape)}, its task "
@@ -172,7 +175,7 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
                   "metric": best.metric, "within_max_drop": bool(within), "ranked_by": ranked_by,
                   "cost": best.cost, "candidates": len(candidates), "bops": float(m.bops),
                   "effective_bops": float(effective_bops(best.model)), "ebops": eb,
-                  "sparsity": float(m.sparsity), "checkpoint": str(path),
+                  "sparsity": float(m.sparsity), "checkpoint": record_path(path, experiment.output_dir()),
                   "table": table + ("\n\n" + best.extra["size_table"] if "size_table" in best.extra else ""),
                   **extra}
         write_json(experiment.output_dir() / "local" / f"trial_{n:05d}.json", record)

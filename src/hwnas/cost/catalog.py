@@ -8,6 +8,8 @@ from importlib import resources
 
 import yaml
 
+from hwnas.errors import HwnasError
+
 __all__ = ["RESOURCES", "CostError", "Device", "devices", "get_device"]
 
 RESOURCES = ("luts", "ffs", "bram18", "uram", "dsps")
@@ -17,7 +19,7 @@ _FIELDS = ("part", "family", "yosys_family", *RESOURCES, "dsp_block", "clock_mhz
 _POWER_TERMS = ("static_w", "lut", "ff", "bram18", "uram", "dsp")
 
 
-class CostError(ValueError):
+class CostError(HwnasError, ValueError):
     """A cost model got an invalid input; the message names the layer, device or option."""
 
 

@@ -74,6 +74,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.errors import HwnasError
+
 __all__ = [
     "CALIBRATION_GROUPS",
     "FORMAT",
@@ -145,7 +147,7 @@ _ONNX_ACT = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "
 _NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(HwnasError, ValueError):
     """A model holds a layer the latency model cannot predict; the message names the layer and its type."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from hwnas.cost.cpu_latency import LatencyTable, Operator, ProfileGrid, default_grid, profile_operators, quick_grid
+from hwnas.errors import HwnasError
 
 __all__ = ["GRIDS", "CpuTableError", "GridName", "ensure_table", "profile_table"]
 
@@ -37,7 +38,7 @@ GRIDS: dict[str, Callable[[], ProfileGrid]] = {"default": default_grid, "quick":
 """Named operator grids: ``default`` (the full grid) and ``quick`` (tests and smoke runs)."""
 
 
-class CpuTableError(ValueError):
+class CpuTableError(HwnasError, ValueError):
     """An experiment's CPU latency table cannot be loaded or profiled; the message names ``hardware.cpu_table``."""
 
 

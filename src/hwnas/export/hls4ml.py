@@ -13,10 +13,11 @@ Contract:
   sigmoid become an explicit lookup table (``UnaryLUT``) over every code of their input type, filled from
   :meth:`hwnas.export.graph.Table.apply` (and the output quantizer), so they are exact. Layout is channels
   last: conv weights, per-element formats and the rows of a Dense after ``Flatten`` are permuted.
-* The project is written to a temporary sibling folder and moved into ``output_dir`` only when complete
-  (an existing folder is replaced only then). It is hls4ml's project (``build_prj.tcl``, firmware, test
-  bench) plus ``README.md`` (how to synthesize, part, clock, strategy, reuse factors, precision table) and
-  ``hwnas_precisions.csv``.
+* The project is written to a temporary folder and moved into ``output_dir`` only when complete, under the
+  rule of :mod:`hwnas.export.folders`: a new or empty folder, or an earlier hwnas export (replaced only with
+  ``replace=True``, the default); a folder holding files hwnas did not write is refused. It is hls4ml's
+  project (``build_prj.tcl``, firmware, test bench) plus ``README.md`` (how to synthesize, part, clock,
+  strategy, reuse factors, precision table), ``hwnas_precisions.csv`` and the manifest ``.hwnas-export.json``.
 * :class:`Hls4mlProject` compiles the C emulation with g++ (``compile``), runs it (``predict``: torch-layout
   float input, quantized in Python with the graph's input format first, transposed to channels last and fed
   as float64; torch-layout float64 output), traces it per layer (``trace``) and compares with torch
@@ -52,6 +53,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError, ToolMissingError
+from .folders import Staging, recording
 from .graph import Conv, Dense, ExportGraph, Quantize, extract, float32_exact, run_reference
 from .hls4ml_lower import ApType, HlsLayer, Lowered, lower
 from .result import PathResult, compare, output_lsb, skipped
@@ -147,7 +149,7 @@ class Hls4mlProject:
             raise ToolMissingError("g++ is not on PATH: hls4ml's C emulation needs a C++ compiler")
         buf = io.StringIO()
         try:
-            with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+            with contextlib.redirect_stdout(buf), warnings.catch_warnings(), recording(self.path):
                 warnings.simplefilter("ignore")
                 self.model._compile()
         except Exception as err:
@@ -196,7 +198,7 @@ class Hls4mlProject:
         if shutil.which("g++") is None:
             raise ToolMissingError("g++ is not on PATH: hls4ml's C emulation needs a C++ compiler")
         buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        with contextlib.redirect_stdout(buf), warnings.catch_warnings(), recording(self.path):
             warnings.simplefilter("ignore")
             _, traces = self.model.trace(xh)
         self.log.append(buf.getvalue())
@@ -368,33 +370,18 @@ def _write_csv(path: Path, rows: list[LayerPrecision]) -> None:
             w.writerow([getattr(r, k) for k in fields])
 
 
-def _move_into_place(tmp: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        if not final.is_dir():
-            raise ExportError(f"output_dir: {final} exists and is not a folder")
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, old / final.name)
-    try:
-        os.replace(tmp, final)
-    except Exception:
-        if old is not None:
-            os.replace(old / final.name, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], output_dir: str | os.PathLike[str],
                   *, backend: str = "Vitis", strategy: str | dict[str, str] = "Latency",
                   reuse_factor: int | dict[str, int] = 1, part: str | None = None, clock_period: float = 5.0,
-                  project_name: str = "hwnas_model", io_type: str = "io_parallel") -> Hls4mlProject:
+                  project_name: str = "hwnas_model", io_type: str = "io_parallel",
+                  replace: bool = True) -> Hls4mlProject:
     """Write the hls4ml project of ``model`` (per-sample ``input_shape``) to ``output_dir`` (module docstring).
 
     Args:
         model: an ``nn.Sequential`` chain of hwnas layers (or an already extracted :class:`ExportGraph`).
         input_shape: per-sample input shape in torch layout, e.g. ``(2, 128)``.
-        output_dir: the project folder (replaced when it exists, only once the new project is complete).
+        output_dir: the project folder: new, empty or an earlier hwnas export (:mod:`hwnas.export.folders`;
+            a folder holding other files raises :class:`~hwnas.export.folders.FolderError`).
         backend: ``"Vitis"`` or ``"Vivado"``.
         strategy: ``"Latency"`` or ``"Resource"`` for every Dense/Conv layer, or a dict layer name → strategy
             (layers not named use Latency).
@@ -404,6 +391,8 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
         clock_period: target clock period in ns.
         project_name: the top function's name (a C++ identifier).
         io_type: ``"io_parallel"`` (the only one heterogeneous quantizers support).
+        replace: replace an earlier hwnas export in ``output_dir`` (only once the new project is complete);
+            False refuses it (the command line without ``--force``).
 
     Returns:
         The :class:`Hls4mlProject` (not yet compiled).
@@ -428,9 +417,8 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
     except ImportError as err:  # pragma: no cover - hls4ml is a test dependency
         raise ToolMissingError("hls4ml is not installed (pip install 'hwnas[export]')") from err
     part = part or _DEFAULT_PART
-    final = Path(output_dir).absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    stage = Staging(output_dir, replace=replace)  # refuses a foreign folder before anything is written
+    tmp, final = stage.path, stage.final
     log = io.StringIO()
     try:
         config = hls4ml.utils.config.create_config(output_dir=str(tmp), project_name=project_name, backend=backend,
@@ -450,9 +438,9 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
         yml = tmp / "hls4ml_config.yml"
         if yml.exists():
             yml.write_text(yml.read_text().replace(str(tmp), str(final)))
-        _move_into_place(tmp, final)
+        stage.publish()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.discard()
         raise
     hls_model.config.config["OutputDir"] = str(final)
     return Hls4mlProject(final, hls_model, graph, lowered, backend, strategies, reuse, part, float(clock_period),

@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from hwnas.nn.base import QLayer
 from hwnas.quant import FixedPointQuantizer, ScaledIntQuantizer
 
 from .errors import ExportError
+from .folders import write_file
 
 __all__ = ["QONNX_DOMAIN", "ExportError", "execute_qonnx", "export_qonnx", "verify_qonnx"]
 
@@ -303,11 +303,13 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike[str] | None = None,
-                 *, batch_size: int = 1) -> Any:
+                 *, batch_size: int = 1, replace: bool = True) -> Any:
     """The QONNX ``onnx.ModelProto`` of ``model`` for per-sample ``input_shape``; also written to ``path``.
 
     The model is put in eval mode. Raises :class:`ExportError` naming the layer for anything QONNX cannot
-    express exactly (module docstring). Written atomically (temporary file, then rename).
+    express exactly (module docstring). Written atomically (temporary file, then rename) with
+    :func:`hwnas.export.folders.write_file`: an existing file is overwritten only with ``replace`` (the
+    command line's ``--force``); a folder at ``path`` raises :class:`~hwnas.export.folders.FolderError`.
     """
     from onnx import TensorProto, checker, helper
 
@@ -332,10 +334,7 @@ def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.
     proto.ir_version = _IR_VERSION
     checker.check_model(proto)
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, path)
+        write_file(path, proto.SerializeToString(), replace=replace)
     return proto
 
 

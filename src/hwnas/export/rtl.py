@@ -5,7 +5,9 @@ Contract:
 * :func:`export_rtl` extracts the export graph (the one place precisions are read), traces the model with
   alkaid (:func:`hwnas.export.alkaid_plugin.trace_hwnas`: the hwnas replay handlers turn every layer into
   alkaid's fixed-point IR, exactly), optimizes the IR and writes alkaid's project into ``output_dir``
-  atomically (a temporary sibling folder, then a rename; an existing project there is replaced). Without a
+  atomically under the rule of :mod:`hwnas.export.folders` (a temporary folder, then a rename; a new or empty
+  folder, or an earlier hwnas export, replaced unless ``replace=False``; a folder holding files hwnas did
+  not write is refused). Without a
   ``latency_cutoff`` (or ``n_stages``) the design is one combinational block (latency 0); with one, alkaid
   cuts it into pipeline stages of at most that many estimated nanoseconds (registers at the input, between
   stages and at the output), and ``latency`` is the number of clock cycles from input to output.
@@ -33,10 +35,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError, ToolMissingError
+from .folders import Staging, recording
 from .graph import ExportGraph, FixedFormat, Quantize, chain, extract
 from .result import PathResult, compare, skipped
 from .tools import find_ghdl, find_verilator, rtl_tools_missing
@@ -155,7 +156,7 @@ class RtlProject:
             raise ToolMissingError("simulating the VHDL project needs GHDL on PATH (alkaid converts it to Verilog "
                                    "with ghdl synth); export flavor='verilog' to simulate without it")
         rtl = self._model()
-        with tool.activated() as env:
+        with tool.activated() as env, recording(self.path):
             if self.flavor == "vhdl":
                 # ghdl synth's Verilog trips Verilator lint warnings (COMBDLY) that are errors by default; the
                 # netlist is machine-written, so the lint is not ours to fix: keep the warnings, not fatal
@@ -257,26 +258,19 @@ def _check_stable(model: nn.Module) -> None:
                     "form; give the quantizer i=... or make it learnable")
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str | os.PathLike[str], *,
                flavor: str = "verilog", latency_cutoff: float = -1, n_stages: int = -1, clock_period: float = 5.0,
                part_name: str | None = None, project_name: str = "hwnas_model",
-               hwconf: tuple[int, int, int] = (1, 1, -1), solver_options: dict[str, Any] | None = None) -> RtlProject:
+               hwconf: tuple[int, int, int] = (1, 1, -1), solver_options: dict[str, Any] | None = None,
+               replace: bool = True) -> RtlProject:
     """Export ``model`` (per-sample ``input_shape``) as an alkaid RTL project in ``output_dir``.
 
     ``flavor`` ``"verilog"`` or ``"vhdl"``; ``latency_cutoff`` (ns per pipeline stage, alkaid's delay
     estimate) or ``n_stages`` pipelines the design, ``-1`` keeps it combinational; ``clock_period`` and
     ``part_name`` go into alkaid's timing constraints and vendor project scripts; ``project_name`` is the
     top module's name; ``hwconf`` and ``solver_options`` are passed to alkaid's tracer (its defaults).
+    ``output_dir`` is new, empty or an earlier hwnas export (replaced; ``replace=False`` refuses it), else
+    :class:`~hwnas.export.folders.FolderError` (:mod:`hwnas.export.folders`).
     Raises :class:`ExportError` naming the layer for anything that has no exact fixed-point circuit.
     """
     flavor = flavor.lower()
@@ -307,9 +301,8 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
         raise ExportError(f"model: an input or output element needs {max(wide)} bits; alkaid's simulator carries "
                           "at most 64 per element; give the last layer an output quantizer")
 
-    final = Path(output_dir).resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    stage = Staging(output_dir, replace=replace)  # refuses a foreign folder before anything is written
+    tmp, final = stage.path, stage.final
     part = part_name or DEFAULT_PART
     try:
         rtl = RTLModel(comb, tmp, project_name, flavor=flavor, n_stages=n_stages, latency_cutoff=latency_cutoff,
@@ -325,9 +318,9 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
             "clock_period": clock_period, "part_name": part, "summary": summary.as_dict(),
         }
         (tmp / _SUMMARY_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, final)
+        stage.publish()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.discard()
         raise
     sources, wrapper = _sources(final, project_name, flavor)
     return RtlProject(path=final, flavor=flavor, top=project_name, sources=sources, wrapper=wrapper,

@@ -19,7 +19,9 @@ and report paths, Fmax or critical path, tool versions and run time. ``assumptio
 script, family, part, flatten and out-of-context choices and how each resource is counted.
 :meth:`SynthesisResult.compare_with` lines the totals up against a cost-model estimate.
 
-Runs happen in a temporary folder that is moved to ``output_dir`` only when everything succeeded; a failing
+Runs happen in a temporary folder that is moved to ``output_dir`` only when everything succeeded, under the
+rule of :mod:`hwnas.export.folders` (a new or empty folder, or an earlier hwnas run, replaced unless
+``replace=False``; a folder holding files hwnas did not write is refused before anything runs); a failing
 tool raises :class:`SynthesisError` with the end of its log (also saved as ``<output_dir>.failed.log``); a
 missing tool raises :class:`~hwnas.export.ToolMissingError`.
 """
@@ -43,6 +45,7 @@ from hwnas.cost.power import power_watts
 from hwnas.cost.result import HardwareEstimate, LayerRow
 
 from .errors import ExportError
+from .folders import Staging, record
 from .synth_parse import ECP5_PACKAGE_IOS, classify_cells, ecp5_device_args, parse_nextpnr, parse_stat
 from .synth_tools import ToolRun, find_nextpnr_ecp5, find_yosys, run_tool, tool_version
 
@@ -334,23 +337,18 @@ def _fail(what: str, run: ToolRun, output_dir: Path | None) -> SynthesisError:
         try:
             shutil.copy2(run.log_path, keep)
             saved = f" (full log: {keep})"
+            record(keep.parent, [keep.name])  # hwnas's own file when the parent is an hwnas folder
         except OSError:
             pass
     why = f"timed out after {run.seconds:.0f} s" if run.timed_out else f"exit status {run.returncode}"
     return SynthesisError(f"{what} failed ({why}){saved}; last log lines:\n{run.tail()}")
 
 
-def _finish(work: Path, output_dir: Path | None) -> None:
-    """Move the finished run folder to ``output_dir`` (replacing what was there)."""
-    if output_dir is None:
+def _finish(stage: Staging | None, output_dir: Path | None) -> None:
+    """Move the finished run folder to ``output_dir`` (replacing an earlier hwnas run there)."""
+    if stage is None or output_dir is None:
         return
-    old = None
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        output_dir.rename(old)
-    work.rename(output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    stage.publish()
     failed = output_dir.parent / f"{output_dir.name}.failed.log"
     failed.unlink(missing_ok=True)
 
@@ -362,7 +360,8 @@ def synthesize(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
                out_of_context: bool | None = None, yosys: str | os.PathLike[str] | Sequence[str] | None = None,
                nextpnr: str | os.PathLike[str] | Sequence[str] | None = None, nextpnr_args: Sequence[str] = (),
                latency_cycles: int | None = None, initiation_interval: int = 1, name: str | None = None,
-               timeout_s: float = 3600.0, progress: bool = True, lut_mapper: str = "abc") -> SynthesisResult:
+               timeout_s: float = 3600.0, progress: bool = True, lut_mapper: str = "abc",
+               replace: bool = True) -> SynthesisResult:
     """Synthesize Verilog with Yosys for ``target`` (and place and route it with nextpnr-ecp5 on ECP5).
 
     Args:
@@ -372,7 +371,8 @@ def synthesize(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
         top: top module name (default: the object's ``.top`` or the alkaid project's ``top_module``).
         target: catalog device name/alias or :class:`~hwnas.cost.catalog.Device`; its ``yosys_family``
             picks ``synth_xilinx -family ...`` or ``synth_ecp5``.
-        output_dir: where the run folder ends up (replaced atomically on success); default a new temp folder.
+        output_dir: where the run folder ends up (atomically, on success); default a new temp folder. New, empty
+            or an earlier hwnas run (:mod:`hwnas.export.folders`; other files there raise ``FolderError``).
         flatten: flatten the hierarchy before synthesis (one row); ``False`` keeps it (a row per submodule
             the top instantiates; cross-boundary optimization is lost, so totals are usually higher).
         clock_mhz: target clock (nextpnr ``--freq`` and the estimate's clock); default the device's.
@@ -392,6 +392,8 @@ def synthesize(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
         lut_mapper: Xilinx LUT mapping: ``"abc"`` (default: classic ABC with synth_xilinx's LUT sizes, the
             ``map_luts`` step replaced) or ``"abc9"`` (synth_xilinx's own, timing-driven). Measured here on a
             combinational 16-24-5 MLP from alkaid: ABC9 had not finished after 10 minutes, classic ABC took 8 s.
+        replace: replace an earlier hwnas run in ``output_dir``; False refuses it (the command line without
+            ``--force``).
 
     Raises:
         CostError: unknown device (the message lists the catalog).
@@ -429,12 +431,13 @@ def synthesize(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
             synth_cmd = _classic_abc(synth_cmd, lut6=fam in ("xcup", "xcu", "xc7", "xc6s", "xc6v", "xc5v"))
 
     out = None if output_dir is None else Path(output_dir).resolve()
+    stage = None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        stage = Staging(out, replace=replace)  # refuses a folder holding files hwnas did not write
+        work = stage.path
     else:
         work = Path(tempfile.mkdtemp(prefix="hwnas-synth-"))
-    work.chmod(0o755)  # mkdtemp makes it private; the result folder should read like any other
+        work.chmod(0o755)  # mkdtemp makes it private; the result folder should read like any other
     final = out if out is not None else work
     try:
         names = _copy_sources(files, work / "src")
@@ -479,7 +482,7 @@ def synthesize(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
                          latency_cycles=latency_cycles, initiation_interval=initiation_interval, name=name,
                          seconds=time.monotonic() - t0, has_pnr_report=(work / "nextpnr_report.json").is_file())
         (work / _RESULT).write_text(json.dumps(result.as_dict(), indent=1, default=str))
-        _finish(work, out)
+        _finish(stage, out)
     except BaseException:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -7,8 +7,11 @@ executor: checks that the graph, which every fixed-point exporter reads, reprodu
 Each gives a :class:`~hwnas.export.result.PathResult`; a path whose tool is missing, or that cannot express
 the model (an :class:`~hwnas.export.ExportError`, e.g. per-parameter widths in QONNX), is *skipped* with the
 reason and does not fail the run. The run passes when no path that ran has a mismatching sample and at least
-one artefact path ran. When torch's own float32 forward is not exact (an intermediate needs more than 24
-significant bits) the report says which layer, since then no artefact can match torch bit for bit.
+one artefact path ran. Artefacts kept in ``output_dir`` (``hwnas verify --out``) follow the rule of
+:mod:`hwnas.export.folders`: a new or empty folder, or one hwnas wrote before (``replace``; the command
+line's ``--force``); a folder holding files hwnas did not write is refused before anything runs. When
+torch's own float32 forward is not exact (an intermediate needs more than 24 significant bits) the report
+says which layer, since then no artefact can match torch bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from dataclasses import replace as _with
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError, ToolMissingError
+from .folders import FolderError, check_folder, claim_folder
 from .graph import ExportGraph, Quantize, extract, float32_exact, run_reference
 from .result import PathResult, compare, skipped
 
@@ -155,16 +160,21 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                  input_shape: Sequence[int] | None = None, paths: Sequence[str] | None = None,
                  output_dir: str | Path | None = None,
                  options: dict[str, dict[str, Any]] | None = None, samples: int = 256, seed: int = 0,
-                 progress: Callable[[str], None] | None = None, locate: bool = True) -> VerificationReport:
+                 progress: Callable[[str], None] | None = None, locate: bool = True,
+                 replace: bool = True) -> VerificationReport:
     """Verify ``model`` on ``x`` (or :func:`default_inputs` of ``samples`` when None) along ``paths``.
 
     ``input_shape`` is needed only without ``x``. ``options`` maps a path to keyword arguments of its
     exporter (e.g. ``{"hls4ml": {"backend": "Vivado", "reuse_factor": 4}}``). Artefacts are written under
-    ``output_dir`` (a temporary folder, removed afterwards, when None). ``progress(path)`` is called before
+    ``output_dir`` (a temporary folder, removed afterwards, when None): new, empty or one hwnas wrote before
+    (replaced artefact by artefact; ``replace=False`` refuses it), else :class:`~hwnas.export.folders.FolderError`
+    (:mod:`hwnas.export.folders`). ``progress(path)`` is called before
     each path runs. With ``locate``, a path that mismatches and cannot say where is bisected over model
     prefixes (:func:`locate_first_layer`) to name the first differing layer. Raises :class:`ExportError` for
     an unknown path or bad input data.
     """
+    if output_dir is not None:
+        check_folder(output_dir, replace=replace)  # refuse before the (slow) paths run
     wanted = list(PATHS if paths is None else paths)
     unknown = [p for p in wanted if p not in _RUNNERS]
     if unknown:
@@ -190,8 +200,7 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
     lsb = _output_lsb(graph) if isinstance(graph, ExportGraph) else None
     results: list[PathResult] = []
     with tempfile.TemporaryDirectory(prefix="hwnas-verify-") as tmp:
-        root = Path(output_dir) if output_dir is not None else Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
+        root = claim_folder(output_dir if output_dir is not None else tmp, replace=replace)
         for path in wanted:
             if progress is not None:
                 progress(path)
@@ -199,6 +208,8 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                 if isinstance(graph, str) and path in _NEED_GRAPH:
                     raise ExportError(graph)
                 result = _RUNNERS[path](model, x, graph, ref, lsb, root, options.get(path, {}))
+            except FolderError:
+                raise  # the output folder, not the model: never a skipped path
             except ExportError as err:
                 result = skipped(path, f"not expressible: {err}", len(x))
             except ToolMissingError as err:
@@ -210,7 +221,7 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                                        "(pip install 'hwnas[export]')", len(x))
             if locate and result.skipped is None and result.mismatches and result.first_layer is None:
                 layer = locate_first_layer(path, model, x, result, root / f"{path}-bisect", options.get(path, {}))
-                result = replace(result, first_layer=layer)
+                result = _with(result, first_layer=layer)
             results.append(result)
     return VerificationReport(results, len(x), float32_exact(graph, x) if isinstance(graph, ExportGraph) else [])
 
@@ -247,7 +258,9 @@ def locate_first_layer(path: str, model: nn.Module, x: torch.Tensor, result: Pat
         prefix = nn.Sequential(*(m for _, m in layers[:k])).eval()
         g = extract(prefix, tuple(xs.shape[1:]))
         ref = _torch_outputs(prefix, xs)
-        r = _RUNNERS[path](prefix, xs, g, ref, _output_lsb(g), workdir / f"prefix{k}", options or {})
+        claim_folder(workdir, replace=True)  # hwnas's own folders (inside the claimed output folder)
+        folder = claim_folder(workdir / f"prefix{k}", replace=True)
+        r = _RUNNERS[path](prefix, xs, g, ref, _output_lsb(g), folder, options or {})
         if r.skipped is not None:
             raise ExportError(r.skipped)
         return r.mismatches > 0

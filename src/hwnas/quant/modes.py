@@ -11,8 +11,10 @@ import enum
 import math
 from typing import Any
 
+from hwnas.errors import HwnasError
 
-class QuantizationError(ValueError):
+
+class QuantizationError(HwnasError, ValueError):
     """A quantizer was configured with an invalid parameter; the message names the parameter."""
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwnas.runpaths import read_record, resolve_path
+
 __all__ = ["ReportData", "SelectedModel", "collect"]
 
 
@@ -66,7 +68,7 @@ class ReportData:
 
 
 def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_record(path)
 
 
 def _describe(point: Any) -> str:
@@ -185,13 +187,14 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
             continue
         ua = t.user_attrs
         sel = SelectedModel(number=t.number, rule=str(entry.get("rule", "")), metrics=dict(ua.get("metrics") or {}),
-                            point=_describe(ua.get("point")), checkpoint=ua.get("checkpoint"),
+                            point=_describe(ua.get("point")),
+                            checkpoint=str(resolve_path(ua["checkpoint"], out)) if ua.get("checkpoint") else None,
                             estimate=ua.get("estimate"))
         options = ua.get("task_options") or {}
         sel.task_options = {k: options[k] for k in searched if k in options}
         sel.local = _json(out / "local" / f"trial_{t.number:05d}.json")
         if sel.local:
-            sel.checkpoint = sel.local["checkpoint"]
+            sel.checkpoint = str(resolve_path(sel.local["checkpoint"], out))
         if details:
             _model_details(sel, experiment, loaded, notes, table)
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.runpaths import record_path, resolve_path
+
 __all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "json_options",
            "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record", "task_options_for",
            "train_and_measure"]
@@ -376,7 +378,7 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
                                     "metrics": metrics, "task_options": options,
                                     "warm_start": None if parent is None else parent.number})
-        checkpoint = str(path)
+        checkpoint = record_path(path, ctx.output)
     return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options, key,
                        None if parent is None else parent.number)
 
@@ -385,11 +387,13 @@ WARM_START_CALIBRATION = 2048
 """Training inputs a warm-started model's ranges are calibrated on before it trains."""
 
 
-def parent_candidates(study: Any, objectives: Sequence[Any], exclude: int | None = None) -> list[Any]:
+def parent_candidates(study: Any, objectives: Sequence[Any], exclude: int | None = None,
+                      output_dir: Path | None = None) -> list[Any]:
     """The finished trials of ``study`` a warm start may start from (:class:`hwnas.search.inherit.ParentCandidate`).
 
     Complete trials that recorded a shape key, a vector and a checkpoint file that still exists; ranked by
     the first objective measured by training (``accuracy``, …; else the first objective) in its direction.
+    Recorded checkpoint paths are resolved against ``output_dir`` (:func:`hwnas.runpaths.resolve_path`).
     """
     import optuna
 
@@ -402,7 +406,10 @@ def parent_candidates(study: Any, objectives: Sequence[Any], exclude: int | None
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = t.user_attrs
         key, vec, ckpt = attrs.get("shape_key"), attrs.get("vector"), attrs.get("checkpoint")
-        if t.number == exclude or not key or vec is None or not ckpt or not Path(ckpt).is_file():
+        if t.number == exclude or not key or vec is None or not ckpt:
+            continue
+        ckpt = resolve_path(ckpt, output_dir) if output_dir is not None else Path(ckpt)
+        if not ckpt.is_file():
             continue
         value = float((attrs.get("metrics") or {}).get(rank.metric, 0.0)) if rank is not None else 0.0
         score = value if rank is None or rank.direction == "maximize" else -value
@@ -442,7 +449,7 @@ def make_objective(ctx: TrialContext, *, vector: bool = False) -> Callable[[Any]
         else:
             point = ctx.space.suggest(trial)
             vec = ctx.space.encode(point)
-        parents = parent_candidates(trial.study, objectives, trial.number) if warm else None
+        parents = parent_candidates(trial.study, objectives, trial.number, ctx.output) if warm else None
         result = train_and_measure(point, ctx, trial.number, parents=parents, vector=vec)
         record(trial, result, vec)
         missing = [o.metric for o in objectives if o.metric not in result.metrics]

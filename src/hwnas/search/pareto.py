@@ -68,6 +68,9 @@ import yaml
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.errors import HwnasError
+from hwnas.runpaths import resolve_path
+
 __all__ = [
     "NoSelectionError",
     "ParetoArchive",
@@ -79,7 +82,7 @@ __all__ = [
 ]
 
 
-class NoSelectionError(LookupError):
+class NoSelectionError(HwnasError, LookupError):
     """No feasible trial satisfies a selection rule (the message says what was closest)."""
 
 
@@ -473,8 +476,12 @@ class ParetoArchive:
             rows.append(row)
         return header, rows
 
-    def export(self, folder: Path | str) -> dict[str, Path]:
-        """Write the archive to ``folder`` atomically (see the module docstring); returns the written paths."""
+    def export(self, folder: Path | str, base: Path | str | None = None) -> dict[str, Path]:
+        """Write the archive to ``folder`` atomically (see the module docstring); returns the written paths.
+
+        ``base``: the run folder that recorded checkpoint paths are relative to. A front model file that cannot be
+        read (corrupt, altered, unsafe) is not copied: its record says why in ``checkpoint_error``.
+        """
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -492,16 +499,20 @@ class ParetoArchive:
                 rec = self._record(t)
                 sub = f"trial_{t.number:05d}"
                 (tmp / sub).mkdir()
-                src = rec["checkpoint"]
-                rec["source_checkpoint"] = src
+                recorded = rec["checkpoint"]
+                rec["source_checkpoint"] = recorded
                 rec["checkpoint"] = None
-                if src and Path(src).exists():
-                    dst = tmp / sub / Path(src).name
-                    if Path(src).is_dir():
+                src = (resolve_path(recorded, base) if base is not None else Path(recorded)) if recorded else None
+                problem = _unreadable_model(src) if src is not None and src.is_file() else None
+                if problem:
+                    rec["checkpoint_error"] = problem
+                elif src is not None and src.exists():
+                    dst = tmp / sub / src.name
+                    if src.is_dir():
                         shutil.copytree(src, dst)
                     else:
                         shutil.copy2(src, dst)
-                    rec["checkpoint"] = f"{sub}/{Path(src).name}"
+                    rec["checkpoint"] = f"{sub}/{src.name}"
                 with open(tmp / sub / "point.yaml", "w") as f:
                     yaml.safe_dump(_yaml_safe(rec), f, sort_keys=False)
                 front_records.append(rec)
@@ -534,6 +545,18 @@ class ParetoArchive:
                  "trials_csv": folder / "trials.csv"}
         paths.update({f"trial_{t.number}": folder / f"trial_{t.number:05d}" for t in self.front})
         return paths
+
+
+def _unreadable_model(path: Path) -> str | None:
+    """Why the model file at ``path`` cannot be read (corrupt, altered, unsafe), or None: never copy a bad one."""
+    from hwnas.errors import HwnasError
+    from hwnas.export import load_model
+
+    try:
+        load_model(path)
+    except HwnasError as err:
+        return str(err)
+    return None
 
 
 def read_export(folder: Path | str) -> dict[str, Any]:

@@ -13,7 +13,10 @@ Contract:
   idempotent: re-running resumes the same study), then runs worker ``worker`` until no trial is left and
   every running trial of other workers has finished, then exports the archive. :func:`run_search` with
   ``create=False`` (``hwnas worker``) only joins: the study must exist. A study stopped early by a pipeline
-  (``hwnas:stopped``) runs no more trials.
+  (``hwnas:stopped``) runs no more trials. With ``raise_budget`` (``hwnas search --n-trials N``, the experiment
+  carrying ``search.n_trials = N``) an existing study's budget is raised to N before the worker runs; the budget
+  is not part of the experiment hash, so the raised study is resumed later with ``--n-trials N`` or with
+  ``search.n_trials: N`` in the file.
 * The archive export (``<output>/pareto/``: CSV, JSON, per-trial folders; :meth:`ParetoArchive.export`) and
   ``<output>/search.json`` (the study summary, the worker's report, the knee point and, for strategies with
   a composite score, the best composite trial) are written atomically after the worker finishes.
@@ -33,7 +36,7 @@ import optuna
 from .guided import STOPPED_ATTR
 from .objective import TrialContext, composite_score, make_objective
 from .pareto import NoSelectionError, ParetoArchive
-from .storage import resolve_storage
+from .storage import StudyNotFoundError, describe_storage, read_errors, resolve_storage
 from .strategies import make_strategy
 from .workers import METADATA_ATTR, WorkerReport, create_study, join_study, run_worker, study_summary
 
@@ -93,17 +96,32 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _storage(experiment: Any) -> optuna.storages.BaseStorage:
+def _storage(experiment: Any, *, create: bool) -> optuna.storages.BaseStorage:
+    """The experiment's storage; ``create=False``: a missing study file is an error and nothing is created."""
     st = experiment.storage
-    return resolve_storage(experiment.storage_url(), experiment.output_dir(), heartbeat_s=st.heartbeat_s,
-                           grace_s=st.grace_s)
+    try:
+        return resolve_storage(experiment.storage_url(), experiment.output_dir(), heartbeat_s=st.heartbeat_s,
+                               grace_s=st.grace_s, create=create)
+    except StudyNotFoundError as err:
+        raise StudyNotFoundError(err.path, experiment.study_name()) from None
+
+
+def _where(experiment: Any) -> str:
+    return describe_storage(experiment.storage_url(), experiment.output_dir())
 
 
 def open_study(experiment: Any) -> optuna.Study:
-    """The experiment's existing study (read-only use: reports, exports)."""
-    storage, name = _storage(experiment), experiment.study_name()
-    return join_study(name, storage, budget=experiment.search.n_trials,
-                      metadata=_study_metadata(experiment, name, storage))
+    """The experiment's existing study (read-only use: reports, exports); creates nothing.
+
+    Raises:
+        StudyNotFoundError: no study file yet (``hwnas search`` has not run); nothing is created.
+        StorageError: the study file cannot be read (empty, foreign, corrupt, read-only).
+        StudyMismatchError: no such study in the storage, or one of another experiment.
+    """
+    storage, name = _storage(experiment, create=False), experiment.study_name()
+    with read_errors(_where(experiment)):
+        return join_study(name, storage, budget=experiment.search.n_trials,
+                          metadata=_study_metadata(experiment, name, storage))
 
 
 @dataclass
@@ -136,7 +154,7 @@ def write_results(experiment: Any, study: optuna.Study, report: WorkerReport | N
     """Export the archive to ``<output>/pareto`` and the summary to ``<output>/search.json``."""
     out = experiment.output_dir()
     archive = ParetoArchive.from_study(study, [(o.metric, o.direction) for o in experiment.objectives])
-    files = archive.export(out / "pareto")
+    files = archive.export(out / "pareto", base=out)
     summary = study_summary(study)
     summary["strategy"] = experiment.search.strategy
     summary["stopped"] = study.user_attrs.get(STOPPED_ATTR)
@@ -155,24 +173,49 @@ def write_results(experiment: Any, study: optuna.Study, report: WorkerReport | N
     return SearchOutcome(study, report, archive, summary, files)
 
 
+def _raise_budget(name: str, storage: optuna.storages.BaseStorage, budget: int, meta: dict[str, Any]) -> None:
+    """Raise the existing study ``name`` (of this experiment) to ``budget`` trials; nothing when there is none yet."""
+    from .workers import extend_budget
+
+    try:
+        optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return  # create_study makes it with this budget
+    added = extend_budget(join_study(name, storage, metadata=meta), budget)
+    if added:
+        log.info("study %r: budget raised to %d (%d trials added)", name, budget, added)
+
+
 def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progress: bool = True,
-               timeout_s: float | None = None, ctx: TrialContext | None = None) -> SearchOutcome:
+               timeout_s: float | None = None, ctx: TrialContext | None = None,
+               raise_budget: bool = False) -> SearchOutcome:
     """Create (or join, ``create=False``) the study and run one worker on it (module docstring).
+
+    ``raise_budget`` (``hwnas search --n-trials``): an existing study whose budget is below
+    ``experiment.search.n_trials`` is raised to it first (:func:`hwnas.search.workers.extend_budget`); one above
+    it is refused. Only the creating process (``create=True``) may raise a budget.
 
     Raises:
         StorageError: the storage URL cannot be opened.
-        StudyMismatchError: the study exists with other settings, or (``create=False``) does not exist.
+        StudyMismatchError: the study exists with other settings, or (``create=False``) does not exist, or
+            ``raise_budget`` would lower its budget.
     """
     # space errors (and profiling a missing CPU table) come before the study exists
     ctx = ctx if ctx is not None else TrialContext.create(experiment, setup_progress=progress)
     strategy = make_strategy(ctx, worker)
-    storage = _storage(experiment)
+    storage = _storage(experiment, create=create)
     name, budget = experiment.study_name(), experiment.search.n_trials
-    meta = _study_metadata(experiment, name, storage)
+    with read_errors(_where(experiment)):
+        meta = _study_metadata(experiment, name, storage)
     if create:
+        if raise_budget:
+            _raise_budget(name, storage, budget, meta)
         study = create_study(name, storage, experiment.directions, budget=budget, metadata=meta)
     else:
         study = join_study(name, storage, budget=budget, metadata=meta)
+    finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    if finished and strategy.name in ("nsga2", "tpe", "random"):  # a restart must not re-draw its earlier points
+        strategy = make_strategy(ctx, worker, resumed=finished)
     report = None
     if study.user_attrs.get(STOPPED_ATTR):
         log.info("study %r was stopped (%s): no more trials", name, study.user_attrs[STOPPED_ATTR])

@@ -63,12 +63,17 @@ class _StopAfter:
             study.stop()
 
 
-def make_strategy(ctx: TrialContext, worker: int = 0) -> Strategy:
-    """The sampler, encoding and callbacks of ``ctx.experiment.search.strategy`` for worker ``worker``."""
+def make_strategy(ctx: TrialContext, worker: int = 0, resumed: int = 0) -> Strategy:
+    """The sampler, encoding and callbacks of ``ctx.experiment.search.strategy`` for worker ``worker``.
+
+    ``resumed``: trials the study had finished when this worker started. A worker that joins or restarts on a
+    study with finished trials seeds its Optuna sampler with ``sampler_seed(worker) + 7919·resumed`` (mod 2³²),
+    so a restarted worker does not draw again the points its earlier run drew; a fresh study (0) keeps the seed.
+    """
     exp = ctx.experiment
     name = exp.search.strategy
     opts = exp.search.options
-    seed = exp.sampler_seed(worker)
+    seed = (exp.sampler_seed(worker) + 7919 * int(resumed)) % 2**32
     cons: Callable[[FrozenTrial], Sequence[float]] | None = trial_constraints if exp.constraints else None
     if name == "nsga2":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(

@@ -33,16 +33,20 @@ Contract:
   listed in ``WorkerReport.lost``.
 * **Failures**: an objective that raises an exception in ``catch`` → FAIL with ``user_attrs["error"]``
   (``"<Type>: <message>"``) and ``user_attrs["traceback"]``, and the worker goes on; other exceptions
-  (``KeyboardInterrupt`` included) → FAIL with the error recorded, then re-raised. A returned value that is
-  None, not a number, of the wrong count, NaN or infinite (a diverged training) → FAIL with the reason in
-  ``user_attrs["error"]``, never a penalty value. ``optuna.TrialPruned`` → PRUNED.
+  (``KeyboardInterrupt`` included) → FAIL with the error recorded, then re-raised (Ctrl-C: see *Retries*).
+  A returned value that is None, not a number, of the wrong count, NaN or infinite (a diverged training) → FAIL
+  with the reason in ``user_attrs["error"]``, never a penalty value. ``optuna.TrialPruned`` → PRUNED.
 * **Retries** (``retry_failed=N``, default 0): a FAIL trial (any cause: error, non-finite value, dead
   worker) is re-run with the same parameters up to ``N`` times, each retry **taking one of the budget's
   WAITING trials** (``fixed_params`` set on it before sampling, Optuna's ``failed_trial`` and
   ``retry_history`` system attributes and ``user_attrs["retry_of"]`` set as Optuna's
-  ``RetryHeartbeatStaleTrialCallback`` does) — retries never add trials. The retry is run by the worker that
-  saw the failure (the one that ran the trial, or the one whose sweep failed it), as its next trial; when
-  no WAITING trial is left the retry is dropped and listed in ``WorkerReport.unretried``.
+  ``RetryHeartbeatStaleTrialCallback`` does) — retries never add trials. Which failed trials are owed a
+  re-run is read from the study itself (:func:`_pending_retries`), not kept in a worker's memory: any worker,
+  a restarted one included, takes the oldest owed re-run with its next claimed trial (claim-then-look, so no
+  failed trial is re-run twice), and a worker killed before running a retry loses none. A trial stopped by
+  Ctrl-C is FAIL with ``hwnas:interrupted`` and is re-run by the next claim whatever ``N`` is (the user
+  stopped it; it is not its fault). When no WAITING trial is left, the owed re-runs are listed in
+  ``WorkerReport.unretried``.
 * Every trial records ``user_attrs["worker"] = {"id", "host", "pid"}``. The sampler is the caller's,
   seeded ``seed + 1000·worker_id``; trial ``n`` should train with seed ``seed + n`` (its number is fixed
   at creation, so this does not depend on which worker runs it).
@@ -52,6 +56,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -61,7 +66,6 @@ import socket
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -73,8 +77,10 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.errors import HwnasError
+
 from .pareto import is_feasible, nondominated_ranks
-from .storage import HeartbeatJournalStorage
+from .storage import HeartbeatJournalStorage, heartbeat_ages, heartbeat_grace
 
 __all__ = [
     "BUDGET_ATTR",
@@ -103,7 +109,7 @@ _TRACEBACK_CHARS = 8000
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-class StudyMismatchError(ValueError):
+class StudyMismatchError(HwnasError, ValueError):
     """The study in the storage does not match this experiment or worker (or is missing / not ready)."""
 
 
@@ -136,8 +142,12 @@ def _short(value: Any) -> str:
 
 
 def _check_budget(budget: int, name: str = "budget") -> int:
+    from hwnas.config import MAX_TRIALS  # every budgeted trial is enqueued at once: a typo must not enqueue 1e30
+
     if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
-        raise ValueError(f"{name} must be a positive integer (trials across all workers), got {budget!r}")
+        raise ValueError(f"{name} must be a positive integer (trials across all workers), got {_short(budget)}")
+    if budget > MAX_TRIALS:
+        raise ValueError(f"{name} {int(budget):,} is above hwnas's limit of {MAX_TRIALS:,} trials per study")
     return int(budget)
 
 
@@ -153,19 +163,39 @@ def _check_recorded(study: optuna.Study, *, budget: int | None, metadata: dict[s
         raise StudyMismatchError(f"{where}: study {study.study_name!r} was not created by hwnas (no {BUDGET_ATTR!r} "
                                  "user attribute); use another study name")
     if not attrs.get(READY_ATTR):
+        from .storage import _redact
+
+        store, url, path = study._storage, None, None
+        for _ in range(3):  # Optuna wraps an RDB storage in a cache; a journal storage holds its file backend
+            if isinstance(getattr(store, "url", None), str):  # _redact would drop a slash of sqlite:////abs
+                url = store.url if store.url.startswith("sqlite:") else _redact(store.url)
+                break
+            if isinstance(getattr(store, "_file_path", None), str):
+                path = os.path.abspath(store._file_path)
+                break
+            store = getattr(store, "_backend", None)
+        if url is not None:
+            storage = f"'{url}'" + (" (put the password back in for ***)" if "***" in url else "")
+        elif path is not None:
+            storage = f"'{path}'"
+        else:
+            storage = "<the storage URL> (storage.url of the experiment)"
         raise StudyMismatchError(
             f"{where}: study {study.study_name!r} is not ready: its creation was interrupted before all "
             f"{attrs[BUDGET_ATTR]} trials were enqueued (or is still running). Delete it with `optuna delete-study "
-            f"--study-name {study.study_name} --storage <url>` or use another study name")
-    if budget is not None and int(attrs[BUDGET_ATTR]) != budget:
-        raise StudyMismatchError(f"{where}: budget {budget} differs from the study's {attrs[BUDGET_ATTR]} "
-                                 f"(study {study.study_name!r}); use the experiment the study was created with, or "
-                                 "extend_budget()")
+            f"--study-name '{study.study_name}' --storage {storage}` or use another study name")
+    recorded = int(attrs[BUDGET_ATTR])
+    if budget is not None and recorded != budget:
+        hint = (f"to raise the budget to {budget}, run `hwnas search <experiment> --n-trials {budget}`"
+                if budget > recorded else "a budget cannot be lowered")
+        raise StudyMismatchError(f"{where}: budget {budget} differs from the study's {recorded} (study "
+                                 f"{study.study_name!r}): set search.n_trials: {recorded} in the experiment (or pass "
+                                 f"--n-trials {recorded}); {hint}")
     if metadata is not None:
-        recorded = attrs.get(METADATA_ATTR, {})
-        if recorded != metadata:
-            diffs = [f"{k}: study has {_short(recorded.get(k))}, this one has {_short(metadata.get(k))}"
-                     for k in sorted(set(recorded) | set(metadata)) if recorded.get(k) != metadata.get(k)]
+        recorded_meta = attrs.get(METADATA_ATTR, {})
+        if recorded_meta != metadata:
+            diffs = [f"{k}: study has {_short(recorded_meta.get(k))}, this one has {_short(metadata.get(k))}"
+                     for k in sorted(set(recorded_meta) | set(metadata)) if recorded_meta.get(k) != metadata.get(k)]
             raise StudyMismatchError(f"{where}: the experiment differs from the one study {study.study_name!r} was "
                                      f"created with ({'; '.join(diffs)}); refusing to mix trials of different "
                                      "experiments in one study: give the changed experiment another output "
@@ -237,16 +267,29 @@ def join_study(name: str, storage: BaseStorage, *, sampler: optuna.samplers.Base
 def extend_budget(study: optuna.Study, budget: int) -> int:
     """Raise the study's budget to ``budget`` by enqueuing WAITING trials; returns how many were added.
 
-    Only one process may call this at a time (two concurrent calls would both add trials).
+    Only one process may call this at a time (two concurrent calls would both add trials). The trials are
+    counted on the study (it holds exactly its budget of trials), so a call interrupted half-way is completed
+    by the next one. Workers already running keep their budget: they run the new trials too (they claim any
+    WAITING trial) but a worker started with the old budget is refused (:class:`StudyMismatchError`).
+
+    Raises:
+        StudyMismatchError: the study was not made by :func:`create_study`, or ``budget`` is below its budget.
     """
     budget = _check_budget(budget)
-    current = int(study.user_attrs.get(BUDGET_ATTR, 0))
-    if budget < current:
-        raise ValueError(f"budget {budget} is below the study's {current}: trials cannot be removed")
-    for _ in range(budget - current):
+    _check_recorded(study, budget=None, metadata=None, where="extend_budget")
+    current = int(study.user_attrs[BUDGET_ATTR])
+    held = len(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    if budget < max(current, held):
+        why = (f"the study's budget is {current}" if current >= held else
+               f"the study already holds {held} trials (an earlier raise to {held} was interrupted)")
+        raise StudyMismatchError(f"budget {budget} of study {study.study_name!r} is too low: {why}, and trials cannot "
+                                 f"be removed; give {max(current, held)} or more")
+    for _ in range(budget - held):
         study.add_trial(_waiting_template(None))
     study.set_user_attr(BUDGET_ATTR, budget)
-    return budget - current
+    if budget != current:
+        log.info("study %r: budget raised from %d to %d trials", study.study_name, current, budget)
+    return budget - held
 
 
 # ------------------------------------------------------------------------------------- heartbeats
@@ -334,6 +377,51 @@ def _claim(study: optuna.Study, interval: float | None) -> int | None:
                 return trial._trial_id
         except UpdateFinishedTrialError:
             continue
+    return None
+
+
+RETRY_CLAIM_ATTR = "hwnas:retry_claim"
+"""System attribute of a claimed trial: the number of the FAIL trial it is about to re-run (a tentative claim)."""
+
+INTERRUPTED_ATTR = "hwnas:interrupted"
+"""System attribute of a trial stopped by Ctrl-C (SIGINT): re-run by the next worker whatever ``retry_failed`` is."""
+
+
+def _pending_retries(trials: Sequence[FrozenTrial], retry_max: int) -> list[FrozenTrial]:
+    """FAIL trials still owed a re-run, oldest first; derived from the study alone, so a dead worker loses none.
+
+    A FAIL trial is owed one when it was interrupted (Ctrl-C) or has had fewer than ``retry_max`` retries, and no
+    other trial re-runs it: one that records it as ``retry_of`` (the retry started), or a RUNNING trial that claims
+    it (``hwnas:retry_claim``, about to start).
+    """
+    taken: set[int] = set()
+    for t in trials:
+        if isinstance(t.user_attrs.get("retry_of"), int):
+            taken.add(t.user_attrs["retry_of"])
+        claim = t.system_attrs.get(RETRY_CLAIM_ATTR)
+        if isinstance(claim, int) and t.state == TrialState.RUNNING:
+            taken.add(claim)
+    return [t for t in trials if t.state == TrialState.FAIL and t.number not in taken
+            and (t.system_attrs.get(INTERRUPTED_ATTR) or len(t.system_attrs.get("retry_history", [])) < retry_max)]
+
+
+def _take_retry(study: optuna.Study, trial_id: int, retry_max: int) -> FrozenTrial | None:
+    """The FAIL trial the claimed trial ``trial_id`` re-runs, or None (fresh parameters).
+
+    Claim, then look: the claim is written first, then every other trial is read; a claim of the same failed
+    trial by another RUNNING trial, or a retry already started, makes this one step aside. Of two workers racing
+    for one failed trial at least the later one sees the earlier's claim, so no failed trial is re-run twice (at
+    worst both step aside and a later claim re-runs it).
+    """
+    storage = study._storage
+    for failed in _pending_retries(storage.get_all_trials(study._study_id, deepcopy=False), retry_max):
+        storage.set_trial_system_attr(trial_id, RETRY_CLAIM_ATTR, failed.number)
+        rivals = [t for t in storage.get_all_trials(study._study_id, deepcopy=False)
+                  if t._trial_id != trial_id and (t.user_attrs.get("retry_of") == failed.number or (
+                      t.state == TrialState.RUNNING and t.system_attrs.get(RETRY_CLAIM_ATTR) == failed.number))]
+        if not rivals:
+            return failed
+        storage.set_trial_system_attr(trial_id, RETRY_CLAIM_ATTR, None)
     return None
 
 
@@ -445,6 +533,10 @@ def _run_one(study: optuna.Study, trial_id: int, objective: Callable[[optuna.tri
         except BaseException as exc:
             state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
             tb = traceback.format_exc()[-_TRACEBACK_CHARS:]
+            if isinstance(exc, KeyboardInterrupt):  # the user stopped it, not the trial's fault: re-run next time
+                error, tb = "interrupted (Ctrl-C): re-run by the next worker", None
+                with contextlib.suppress(UpdateFinishedTrialError):
+                    storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
             if not isinstance(exc, catch):
                 reraise = exc
     lost = False
@@ -477,6 +569,46 @@ def _finished_count(study: optuna.Study) -> tuple[int, int]:
     return finished, running
 
 
+WAIT_NOTE_S = 15.0
+"""A worker waiting for silent trials of other workers says so at most this often (and checks this often)."""
+
+
+def _waiting_note(study: optuna.Study, worker_id: int, interval: float) -> tuple[str, float] | None:
+    """What a worker waiting at the end says about the silent RUNNING trials of other workers.
+
+    A trial is silent when its heartbeat is older than ``interval`` plus a margin (max(1 s, interval / 4)).
+    Returns the message and the seconds until the first of them is reclaimed; None when none is silent.
+    """
+    storage = study._storage
+    try:
+        ages = heartbeat_ages(storage, study._study_id)
+    except Exception as exc:  # a diagnostic only: it never stops the worker
+        log.debug("worker %d: cannot read the heartbeats of running trials: %s", worker_id, exc)
+        return None
+    grace = heartbeat_grace(storage) or 2.0 * interval
+    silent_after = interval + max(1.0, 0.25 * interval)
+    silent = {trial_id: age for trial_id, age in ages.items() if age >= silent_after}
+    if not silent:
+        return None
+    running = {t._trial_id: t for t in storage.get_all_trials(study._study_id, deepcopy=False,
+                                                               states=(TrialState.RUNNING,))}
+    parts, soonest = [], math.inf
+    for trial_id, age in sorted(silent.items(), key=lambda item: -item[1]):
+        trial = running.get(trial_id)
+        if trial is None:  # finished meanwhile
+            continue
+        left = max(0.0, grace - age)
+        soonest = min(soonest, left)
+        who = trial.user_attrs.get("worker")
+        who = (f"silent worker {who.get('id')} ({who.get('host')}, pid {who.get('pid')})" if isinstance(who, dict)
+               else "a silent worker")
+        parts.append(f"trial {trial.number} of {who}, no heartbeat for {age:.0f} s: reclaimed in "
+                     f"{left:.0f} s if no heartbeat comes")
+    if not parts:
+        return None
+    return f"worker {worker_id}: waiting for {'; '.join(parts)}", soonest
+
+
 def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optuna.trial.Trial], Any], *,
                sampler: optuna.samplers.BaseSampler, budget: int, worker_id: int,
                catch: Sequence[type[Exception]] | type[Exception] = (Exception,),
@@ -499,7 +631,10 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
         metadata: when given, must equal the study's recorded metadata (same experiment).
         retry_failed: re-run a FAILED trial with the same parameters up to this many times (budget-neutral).
         wait: once no trial is left, wait until the other workers' trials finish or go stale.
-        poll_s: seconds between checks while waiting (default: the heartbeat interval).
+        poll_s: seconds between checks while waiting (default: the heartbeat interval; at most
+            :data:`WAIT_NOTE_S`). While it waits for a RUNNING trial of another worker whose heartbeat has
+            stopped, the worker logs a warning naming the trial, its worker and the seconds until it is
+            reclaimed (at most every :data:`WAIT_NOTE_S`), and wakes up when that time is over.
 
     Raises:
         StudyMismatchError: the study is missing, not ready, or of another experiment/budget.
@@ -514,11 +649,6 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
     poll = poll_s if poll_s is not None else (interval if interval is not None else 1.0)
     identity = {"id": worker_id, "host": socket.gethostname(), "pid": os.getpid()}
     report = WorkerReport(worker_id=worker_id, study_name=study_name)
-    retries: deque[FrozenTrial] = deque()
-
-    def queue_retry(trial: FrozenTrial) -> None:
-        if retry_max and len(trial.system_attrs.get("retry_history", [])) < retry_max:
-            retries.append(trial)
 
     from tqdm.auto import tqdm
 
@@ -526,6 +656,7 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
     bar = tqdm(total=budget, desc=f"{study_name} (worker {worker_id})", unit="trial", disable=not progress,
                initial=_finished_count(study)[0])
     study._thread_local.in_optimize_loop = True  # lets a callback call study.stop(), as in study.optimize
+    next_note = 0.0  # when a waiting worker may next say which silent trials it waits for
     try:
         while True:
             if study._stop_flag:
@@ -536,18 +667,29 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                 break
             for trial in fail_stale(study):
                 report.stale_failed.append(trial.number)
-                queue_retry(trial)
             trial_id = _claim(study, interval)
             if trial_id is None:
                 finished, running = _finished_count(study)
                 bar.n = finished
                 bar.refresh()
                 if wait and interval is not None and running:
-                    time.sleep(poll)
+                    pause = min(poll, WAIT_NOTE_S)
+                    note = _waiting_note(study, worker_id, interval)
+                    if note is not None:  # a worker died: say when its trial is reclaimed, wake up then
+                        text, soonest = note
+                        pause = min(pause, max(0.25, soonest + 0.1))
+                        if time.monotonic() >= next_note:
+                            log.warning(text)
+                            bar.set_postfix_str(f"waiting for a silent worker: {soonest:.0f} s", refresh=True)
+                            next_note = time.monotonic() + WAIT_NOTE_S
+                    time.sleep(pause)
                     continue
                 report.stopped_by = "budget"
                 break
-            retry_of = retries.popleft() if retries else None
+            try:
+                retry_of = _take_retry(study, trial_id, retry_max)
+            except UpdateFinishedTrialError:  # failed as stale while choosing (heartbeats starved): next one
+                continue
             t0 = time.monotonic()
             frozen, lost = _run_one(study, trial_id, objective, catch=catch_t, interval=interval,
                                     identity=identity, retry_of=retry_of)
@@ -564,7 +706,6 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                 report.pruned += 1
             else:
                 report.failed += 1
-                queue_retry(frozen)
             log.info("worker %d: trial %d %s %s(%.1f s)", worker_id, frozen.number, frozen.state.name,
                      f"values={frozen.values} " if frozen.values else
                      f"({frozen.user_attrs.get('error', '')}) ", time.monotonic() - t0)
@@ -577,9 +718,11 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
         study._stop_flag = False
         bar.close()
         report.elapsed_s = time.monotonic() - start
-    report.unretried = [t.number for t in retries]
-    if retries:
-        log.warning("no trial left in the budget to retry failed trials %s", report.unretried)
+    if report.stopped_by == "budget":
+        owed = _pending_retries(store.get_all_trials(study._study_id, deepcopy=False), retry_max)
+        report.unretried = [t.number for t in owed]
+        if owed:
+            log.warning("no trial left in the budget to retry failed trials %s", report.unretried)
     return report
 
 

@@ -27,6 +27,8 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hwnas.errors import HwnasError
+
 __all__ = ["ConvBlock", "DenseLayer", "LayerMapping", "Point", "SpaceError"]
 
 FAMILIES = ("cnn1d", "cnn2d", "mlp")
@@ -34,7 +36,7 @@ POOLINGS = ("max", "avg", "none")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
-class SpaceError(ValueError):
+class SpaceError(HwnasError, ValueError):
     """A search space that does not fit the task, or a point, parameter set or vector outside the space."""
 
 

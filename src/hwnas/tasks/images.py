@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.errors import HwnasError
+
 __all__ = [
     "DEBIAN_FASHION_MNIST",
     "ENV_FASHION_MNIST",
@@ -57,7 +59,7 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-class IdxFileError(ValueError):
+class IdxFileError(HwnasError, ValueError):
     """A missing or malformed IDX file (the message names the file and what is wrong)."""
 
 

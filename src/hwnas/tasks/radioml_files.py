@@ -13,12 +13,16 @@ that only admits NumPy arrays, dtypes and plain containers, so a malicious file 
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+
+from hwnas.errors import HwnasError
 
 # RadioML 2018.01A's one-hot column order (the corrected one) and hwnas's class order for RadioML 2016.10a
 # are the generator presets' orders, so real and generated data share labels.
@@ -28,8 +32,27 @@ __all__ = ["RML2016_CLASSES", "RML2018_CLASSES", "RadioMLFileError", "read_rml20
            "rml2018_labels"]
 
 
-class RadioMLFileError(ValueError):
+class RadioMLFileError(HwnasError, ValueError):
     """A RadioML file is missing, unreadable or not in the expected format (the message names the file)."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _file_errors(func: _F) -> _F:
+    """Turn whatever a damaged file makes h5py / NumPy / the unpickler raise into a RadioMLFileError naming it."""
+
+    @functools.wraps(func)
+    def wrapper(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(path, *args, **kwargs)
+        except RadioMLFileError:
+            raise
+        except Exception as err:  # a corrupt file fails in many ways (KeyError, OSError, struct.error, …)
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise RadioMLFileError(f"{path}: not a readable RadioML file ({type(err).__name__}: {first})") from err
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -55,6 +78,7 @@ def _open_rml2018(path: str | os.PathLike[str], keys: tuple[str, ...]) -> tuple[
     return p, f
 
 
+@_file_errors
 def read_rml2018_hdf5(path: str | os.PathLike[str], *, indices: np.ndarray | None = None) -> Any:
     """Read RadioML 2018.01A from ``path``; ``indices`` (sorted or not) reads only those frames.
 
@@ -93,6 +117,7 @@ def read_rml2018_hdf5(path: str | os.PathLike[str], *, indices: np.ndarray | Non
                    classes=RML2018_CLASSES)
 
 
+@_file_errors
 def rml2018_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """(class indices int64, SNR int16) of every frame of a RadioML 2018.01A file, without reading ``X``."""
     p, f = _open_rml2018(path, ("Y", "Z"))
@@ -119,6 +144,7 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a RadioML 2016 file")
 
 
+@_file_errors
 def read_rml2016_pickle(path: str | os.PathLike[str]) -> Any:
     """Read RadioML 2016.10a (or 2016.04c / 2016.10b) from its pickled dict.
 

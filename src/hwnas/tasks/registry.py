@@ -28,12 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.errors import HwnasError
+
 from . import metrics as _metrics
 
 __all__ = ["Split", "Task", "TaskData", "TaskError", "get_task", "register_task", "task_names"]
 
 
-class TaskError(ValueError):
+class TaskError(HwnasError, ValueError):
     """Unknown task, unknown or invalid task option (the message names it)."""
 
 

@@ -23,7 +23,17 @@ from torch import nn
 from hwnas.nn import ebops
 from hwnas.quant import calibrate
 
-from .trainer import EpochRecord, History, TrainConfig, Trainer, TrainError, _as_tensors, _atomic_save, evaluate
+from .trainer import (
+    EpochRecord,
+    History,
+    TrainConfig,
+    Trainer,
+    TrainError,
+    _as_tensors,
+    _atomic_save,
+    evaluate,
+    load_saved,
+)
 
 __all__ = ["EbopsController", "ParetoCheckpoint", "SweepResult", "beta_sweep", "exponential_beta"]
 
@@ -195,7 +205,7 @@ def beta_sweep(
         calib_x = torch.cat([x_tr, x_va])
         for c in front:
             probe = copy.deepcopy(model)
-            probe.load_state_dict(torch.load(c.path, weights_only=True))
+            probe.load_state_dict(load_saved(c.path))
             calibrate(probe, calib_x)
             c.metric_calibrated = evaluate(probe, x_va, y_va, loss=cfg.loss)[0]
             with torch.no_grad():

@@ -15,6 +15,8 @@ tensors once.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import random
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from hwnas.errors import HwnasError
 from hwnas.nn import ebops, regularization
 from hwnas.quant import Quantizer
 
@@ -40,7 +43,7 @@ _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "cosine_restarts")
 
 
-class TrainError(ValueError):
+class TrainError(HwnasError, ValueError):
     """Bad training input or configuration; the message names the field."""
 
 
@@ -205,21 +208,82 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The three generators' states as tensors, numbers and tuples (a weights-only checkpoint holds them)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                   float(gauss))
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
 
 
+def _history_state(history: History) -> dict[str, Any]:
+    return {**asdict(history), "records": [asdict(r) for r in history.records]}
+
+
+def _history_from_state(state: Any) -> History:
+    if isinstance(state, History):  # a checkpoint read with trust (written before checkpoints were weights-only)
+        return state
+    return History(records=[EpochRecord(**r) for r in state["records"]], best_epoch=state["best_epoch"],
+                   best_metric=state["best_metric"], stopped_early=state["stopped_early"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A trainer checkpoint read weights-only (tensors, numbers, strings, containers: it cannot run code).
+
+    Raises:
+        TrainError: naming the file, when it is corrupt or holds anything else (a checkpoint of hwnas before
+            checkpoints were weights-only: delete it and the training restarts from its first epoch).
+    """
+    state = load_saved(path)
+    if not isinstance(state, dict) or not {"model", "optimizer", "history", "config"} <= set(state):
+        raise TrainError(f"resume: {path} is not a trainer checkpoint; delete it to restart that training from its "
+                         "first epoch")
+    return state
+
+
+def load_saved(path: Path) -> Any:
+    """What :func:`_atomic_save` wrote to ``path``, digest-checked and read weights-only (TrainError otherwise)."""
+
+    def refuse(why: str) -> TrainError:
+        return TrainError(f"resume: {path} {why}; delete it to restart that training from its first epoch")
+
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(outer, dict) and outer.get("format") == CHECKPOINT_FORMAT):
+            raise refuse("is not a trainer checkpoint of this hwnas")
+        payload = outer.get("payload")
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+            raise refuse("is damaged (its SHA-256 does not match)")
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except TrainError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise refuse(f"is not a readable weights-only trainer checkpoint ({first})") from err
+    return state
+
+
+CHECKPOINT_FORMAT = "hwnas-trainer/2"
+"""Trainer checkpoints: ``torch.save`` of ``{format, sha256, payload}``, the payload the state's own bytes."""
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
+    """``obj`` into ``path`` atomically, as a digest-checked checkpoint (:func:`load_checkpoint` reads it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload},
+                   tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -303,7 +367,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self._optimizer.state_dict(),
-            "history": self.history,
+            "history": _history_state(self.history),
             "stale": self._stale,
             "beta": self.beta,
             "generator": self._generator.get_state(),
@@ -319,7 +383,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self._optimizer = self._build_optimizer()
         self._optimizer.load_state_dict(state["optimizer"])
-        self.history = state["history"]
+        self.history = _history_from_state(state["history"])
         self._stale = state["stale"]
         self.beta = state["beta"]
         self._generator.set_state(state["generator"])
@@ -362,7 +426,14 @@ class Trainer:
             if path is None:
                 raise TrainError("resume: no checkpoint_dir was given")
             if path.exists():
-                self.load_state_dict(torch.load(path, weights_only=False))
+                state = load_checkpoint(path)
+                try:
+                    self.load_state_dict(state)
+                except TrainError:
+                    raise
+                except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+                    raise TrainError(f"resume: {path} does not fit this training ({err}); delete it to restart "
+                                     "that training from its first epoch") from err
                 start = len(self.history.records)
         if self.history.stopped_early:
             return self.history

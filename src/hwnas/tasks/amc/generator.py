@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from hwnas.errors import HwnasError
+
 from .channel import apply_channel, buffer_length
 from .modulators import TRANSMITTERS
 from .presets import PRESETS, AMCPreset
@@ -51,7 +53,7 @@ AMPLITUDES = ("snr", "rml2016")
 _SNR_CODE = 1000
 
 
-class AMCError(ValueError):
+class AMCError(HwnasError, ValueError):
     """Invalid generator input; the message names the argument."""
 
 
