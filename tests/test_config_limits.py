@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hwnas.cli import main
-from hwnas.cli_search import _print_outcome, dashboard_url, failure_lines
+from hwnas.cli_search import _print_outcome, dashboard_url
 from hwnas.config import MAX_FILE_BYTES, MAX_TRIALS, MAX_YAML_NODES, ConfigError, load_experiment, parse_experiment
 from hwnas.errors import HwnasError
 from hwnas.pipeline import PipelineError, run_pipeline
@@ -23,9 +23,11 @@ from hwnas.search.workers import (
     _check_recorded,
     create_study,
     extend_budget,
+    failure_lines,
     join_study,
     run_worker,
 )
+from tests.experiments import tiny_mlp
 
 BASE = """\
 name: x
@@ -33,23 +35,7 @@ task: {name: digits}
 objectives: [{metric: accuracy, direction: maximize}]
 """
 
-TINY = """\
-name: tiny
-seed: 3
-output: out
-task: {name: digits}
-space:
-  family: mlp
-  dense_layers: {min: 0, max: 1}
-  dense_units: [8, 16]
-  precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 1}
-"""
+TINY = tiny_mlp(trials=1)
 
 
 def problems(text: str) -> str:

@@ -15,13 +15,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from torch import nn
 
-import hwnas.nn as hn
 from hwnas.cli import main
 from hwnas.export import ExportError, save_model
 from hwnas.export.folders import MANIFEST, FolderError, Staging, check_folder, claim_folder, foreign_files
+from tests.test_export_hls4ml import small_model
 
 pytest.importorskip("hls4ml")
 pytest.importorskip("alkaid")
@@ -30,20 +29,8 @@ needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not o
 PATHS = ["hls4ml", "rtl", "qonnx"]
 
 
-def fixed(bits: int, **kw) -> dict:
-    return dict(bits=bits, learnable=False, round_mode="RND_CONV", overflow_mode="SAT", **kw)
-
-
 def tiny_model() -> nn.Module:
-    torch.manual_seed(30)
-    model = nn.Sequential(
-        hn.QLinear(6, 8, input_quantizer=fixed(6), weight_quantizer=fixed(4), bias_quantizer=fixed(6)),
-        hn.QActivation("relu"),
-        hn.QLinear(8, 3, input_quantizer=fixed(6, signed=False), weight_quantizer=fixed(4), bias=False,
-                   output_quantizer=fixed(8)),
-    )
-    model(torch.randn(64, 6))
-    return model.eval()
+    return small_model()  # the hls4ml tests' 6-8-3 fixed-point MLP
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from torch import nn
@@ -309,3 +310,41 @@ def test_output_folder_that_is_a_file_is_one_error_line(tmp_path: Path, capsys) 
         rc, err = _run(argv, capsys)
         _assert_clean(rc, err, (2,), " ".join(argv[:1]))
     assert (tmp_path / "out").read_text().startswith("a file")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> dict[str, tuple[Path, Path, bytes]]:
+    """A finished two-trial search per storage: (experiment, study file, the study file's bytes)."""
+    from tests.experiments import tiny_mlp
+
+    out = {}
+    for kind, url, name in (("sqlite", None, "study.db"), ("journal", "journal:///study.log", "study.log")):
+        folder = tmp_path_factory.mktemp(kind)
+        extra = "" if url is None else f"storage: {{url: '{url}'}}\n"
+        exp = folder / "exp.yaml"
+        exp.write_text(tiny_mlp(units="[8]", dense_max=0, trials=2, extra=extra))
+        assert main(["search", str(exp), "--quiet"]) == 0
+        (study,) = folder.rglob(name)  # a relative journal URL is resolved against the experiment's folder
+        out[kind] = (exp, study, study.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_damaged_studies_are_read_refused_or_repaired(studies, kind, capsys) -> None:
+    exp, study, good = studies[kind]
+    rng = random.Random(SEED + (5 if kind == "sqlite" else 6))
+    outcomes = {0: 0, 2: 0}
+    for i, (what, data) in enumerate(_corruptions(good, rng, 25)):
+        for extra in study.parent.glob(f"{study.name}*"):  # -wal/-shm, lock files, backups of the last case
+            if extra != study:
+                extra.unlink()
+        study.write_bytes(data)
+        rc, err = _run(["pareto", str(exp)], capsys)
+        _assert_clean(rc, err, (0, 1, 2), f"{kind} case {i} ({what})")  # 1: no feasible trial left in it
+        outcomes[rc] = outcomes.get(rc, 0) + 1
+        if study.read_bytes() != data:  # only a journal's torn tail is cut, and the original is kept beside it
+            backups = list(study.parent.glob(f"{study.name}.torn-*.bak"))
+            assert kind == "journal" and len(backups) == 1 and backups[0].read_bytes() == data, \
+                f"{kind} case {i} ({what}): the study was changed without a backup"
+    study.write_bytes(good)
+    assert outcomes[2] >= 5

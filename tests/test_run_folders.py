@@ -13,30 +13,16 @@ from hwnas.cli import main
 from hwnas.config import load_experiment
 from hwnas.export import load_model
 from hwnas.runpaths import record_path, resolve_path
+from tests.experiments import tiny_mlp
 
-EXPERIMENT = """\
-name: reloc
-seed: 2
-output: out
-task: {name: digits}
-space:
-  family: mlp
-  dense_layers: {min: 1, max: 1}
-  dense_units: [8, 16]
-  precision: {weight_bits: {min: 3, max: 6}, act_bits: {min: 3, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 3}
+EXPERIMENT = tiny_mlp(name="reloc", seed=2, dense_min=1, bits="{min: 3, max: 6}", extra="""\
 run:
   select: [knee, best]
   export: [qonnx]
   verify: [qonnx]
   verify_samples: 20
   synth: "off"
-"""
+""")
 
 
 def test_record_and_resolve_paths(tmp_path: Path) -> None:

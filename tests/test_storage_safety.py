@@ -26,27 +26,12 @@ from hwnas.search.storage import (
     resolve_storage,
 )
 from hwnas.search.workers import _claim, create_study, join_study, run_worker
+from tests.experiments import tiny_mlp
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HB, GRACE = 0.5, 2.0
-EXPERIMENT = """\
-name: tiny
-seed: 3
-output: out
-task: {name: digits}
-space:
-  family: mlp
-  dense_layers: {min: 0, max: 1}
-  dense_units: [8]
-  precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 3}
-"""
+EXPERIMENT = tiny_mlp(units="[8]")
 
 
 def _objective(trial):

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_run_commands", "add_search_commands", "dashboard_url", "failure_lines", "failure_reason"]
+__all__ = ["add_run_commands", "add_search_commands", "dashboard_url"]
 
 
 def _error(message: str) -> int:
@@ -62,38 +62,10 @@ def dashboard_url(experiment: Any) -> str:
     return url if url.startswith("sqlite:") else _redact(url)  # a file URL has no password (and keeps its slashes)
 
 
-_FAILURE_LINES = 10
-_REASON_CHARS = 200
-
-
-def failure_reason(trial: Any) -> str:
-    """A failed trial's reason on one line: the first line of ``user_attrs["error"]`` (see the workers)."""
-    error = trial.user_attrs.get("error")
-    if not isinstance(error, str) or not error.strip():
-        return "no reason recorded (failed outside hwnas, or its process was killed)"
-    text = error.strip().splitlines()[0].strip()
-    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
-
-
-def failure_lines(trials: list[Any], limit: int = _FAILURE_LINES) -> list[str]:
-    """The failed trials grouped by reason, most frequent first, at most ``limit`` reasons (then how many more)."""
-    groups: dict[str, list[int]] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        groups.setdefault(failure_reason(t), []).append(t.number)
-    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
-    lines = []
-    for reason, numbers in ordered[:limit]:
-        shown = ", ".join(str(n) for n in numbers[:5]) + (f", ... ({len(numbers) - 5} more)" if len(numbers) > 5
-                                                          else "")
-        lines.append(f"  {'trial' if len(numbers) == 1 else 'trials'} {shown}: {reason}")
-    rest = ordered[limit:]
-    if rest:
-        lines.append(f"  ... and {len(rest)} more reason(s) ({sum(len(n) for _, n in rest)} trials)")
-    return lines
-
-
 def _print_failures(study: Any, out: Any) -> None:
     from optuna.trial import TrialState
+
+    from hwnas.search.workers import failure_lines
 
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if not failed:

@@ -228,7 +228,7 @@ def _log_failures(study: Any, log: Callable[[str], None]) -> None:
 
     from optuna.trial import TrialState
 
-    from hwnas.cli_search import failure_reason
+    from hwnas.search.workers import failure_reason
 
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if failed:

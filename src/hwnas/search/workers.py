@@ -91,6 +91,8 @@ __all__ = [
     "create_study",
     "extend_budget",
     "fail_stale",
+    "failure_lines",
+    "failure_reason",
     "join_study",
     "run_worker",
     "study_summary",
@@ -727,6 +729,36 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
 
 
 # ---------------------------------------------------------------------------------------- summary
+_FAILURE_LINES = 10
+_REASON_CHARS = 200
+
+
+def failure_reason(trial: Any) -> str:
+    """A failed trial's reason on one line: the first line of ``user_attrs["error"]`` (see the workers)."""
+    error = trial.user_attrs.get("error")
+    if not isinstance(error, str) or not error.strip():
+        return "no reason recorded (failed outside hwnas, or its process was killed)"
+    text = error.strip().splitlines()[0].strip()
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+def failure_lines(trials: list[Any], limit: int = _FAILURE_LINES) -> list[str]:
+    """The failed trials grouped by reason, most frequent first, at most ``limit`` reasons (then how many more)."""
+    groups: dict[str, list[int]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        groups.setdefault(failure_reason(t), []).append(t.number)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    lines = []
+    for reason, numbers in ordered[:limit]:
+        shown = ", ".join(str(n) for n in numbers[:5]) + (f", ... ({len(numbers) - 5} more)" if len(numbers) > 5
+                                                          else "")
+        lines.append(f"  {'trial' if len(numbers) == 1 else 'trials'} {shown}: {reason}")
+    rest = ordered[limit:]
+    if rest:
+        lines.append(f"  ... and {len(rest)} more reason(s) ({sum(len(n) for _, n in rest)} trials)")
+    return lines
+
+
 def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Counts by state, budget, metadata and the best feasible trial (1 objective) or Pareto size (several)."""
     trials = study.get_trials(deepcopy=False)
