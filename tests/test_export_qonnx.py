@@ -223,3 +223,24 @@ def test_staged_rounding_with_per_channel_activation_ranges(round_mode: str) -> 
     model(x)
     assert len(torch.unique(model[0].input_quantizer.kif()[2])) == 2
     check(model, torch.cat([x, x * 3]))
+
+
+def test_all_zero_signed_one_bit_bias_is_a_constant() -> None:
+    """A pruned bias (signed 1-bit quantizer, every value 0) exports as a constant: exact, no bipolar Quant."""
+    torch.manual_seed(2)
+    model = nn.Sequential(hn.QLinear(6, 5, input_quantizer=fixed(6), weight_quantizer=fixed(4),
+                                     bias_quantizer=fixed(1, signed=True, i=0, f=0)),
+                          hn.QActivation("relu"),
+                          hn.QLinear(5, 3, input_quantizer=fixed(6, signed=False), weight_quantizer=fixed(4),
+                                     bias_quantizer=fixed(6)))
+    with torch.no_grad():
+        model[0].bias.zero_()
+    x = torch.randn(40, 6)
+    model(x)
+    model.eval()
+    assert not model[0].quantized_bias().any()
+    check(model, x)
+    with torch.no_grad():
+        model[0].bias[0] = -1.0  # a real signed 1-bit value is still refused (QONNX would execute it as ±1)
+    with pytest.raises(ExportError, match="bipolar"):
+        export_qonnx(model, (6,))

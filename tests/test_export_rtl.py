@@ -358,3 +358,54 @@ def test_two_dimensional_depthwise_sigmoid_model(tmp_path: Path) -> None:
     graph = extract(model, (1, 6, 6))
     assert graph.output_shape == (4,) and float32_exact(graph, x) == []
     assert_exact(verify_rtl(model, x))
+
+
+def test_signed_one_bit_inputs_trace_and_match() -> None:
+    """A Dense fed signed 1-bit values ({-1, 0}: an HGQ quantizer that learned one bit) exports bit-exact.
+
+    alkaid's 1-bit partial-sum tables assume inputs in {0, step}; before the plugin routed such products through
+    the adder graph, the trace failed ("Original quantization interval (0.0, 63.0, 1.0) does not cover ...").
+    """
+    needs_rtl_tools()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        hn.QLinear(8, 12, input_quantizer=fixed(6), output_quantizer=fixed(1, signed=True, i=0, f=0)),
+        hn.QLinear(12, 3, input_quantizer=fixed(1, signed=True, i=0, f=0), weight_quantizer=fixed(5)))
+    x = wide_inputs((8,), 96, seed=4)
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)
+    model(x)
+    model.eval()
+    with torch.no_grad():
+        codes = model[0](x)
+    assert set(codes.unique().tolist()) == {-1.0, 0.0}  # both values of a signed 1-bit element occur
+    assert_exact(verify_rtl(model, x))
+
+
+def test_a_tool_failure_fails_the_path_and_never_passes(tmp_path, monkeypatch, capsys) -> None:
+    """An assertion inside alkaid is a failed RTL path (exit 1), never "not expressible", never PASS."""
+    import hwnas.export.alkaid_plugin as plugin
+    from hwnas.cli import main
+    from hwnas.export import ToolFailureError, save_model
+    from hwnas.export.verify import verify_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(hn.QLinear(4, 3, input_quantizer=fixed(6), weight_quantizer=fixed(4)))
+    x = torch.randn(16, 4)
+    model(x)
+    model.eval()
+
+    def broken(node, value):
+        raise AssertionError("table size 7 does not match original qint")
+
+    monkeypatch.setattr(plugin, "_apply_one", broken)
+    with pytest.raises(ToolFailureError, match="alkaid failed inside"):
+        export_rtl(model, (4,), tmp_path / "rtl")
+    report = verify_model(model, x, input_shape=(4,), paths=["rtl"])
+    (rtl,) = [r for r in report.results if r.path == "rtl"]
+    assert rtl.skipped is None and rtl.error and "table size 7" in rtl.error
+    assert not report.passed and report.failures == [rtl]
+    path = save_model(model, tmp_path / "m.pt", (4,), test_inputs=x)
+    assert main(["verify", str(path), "--paths", "rtl", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: rtl failed" in out and "PASS" not in out and "not expressible" not in out

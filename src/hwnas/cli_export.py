@@ -187,6 +187,9 @@ def _verify(args: argparse.Namespace) -> int:
         print("FAIL: no export path could run (see the reasons above)")
         return 1
     first = report.failures[0]
+    if first.error is not None:
+        print(f"FAIL: {first.path} failed: {first.error}")
+        return 1
     where = f", first differing layer {first.first_layer}" if first.first_layer else ""
     print(f"FAIL: {first.path} differs from torch on {first.mismatches}/{first.samples} samples; first differing "
           f"sample {first.first_mismatch}{where}")

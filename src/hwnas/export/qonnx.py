@@ -140,6 +140,9 @@ def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose:
     if width < 1:
         width = 1
     if signed and width == 1:
+        if not bool(torch.any(value.detach() != 0)):  # all zero (a pruned bias): a constant, exact without Quant
+            zeros = value.detach().double().numpy()
+            return g.const("param", zeros.T if transpose else zeros)
         raise ExportError(f"{where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
     scale = np.exp2(-f)
     if 0 in varying:

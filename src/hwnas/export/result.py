@@ -3,7 +3,8 @@
 Contract: a path executes its exported artefact on a test set and compares with the torch model's output
 (float64 values of the float32 forward) element by element; a sample mismatches when any of its outputs
 differs. :func:`compare` builds the :class:`PathResult` from both arrays; :func:`skipped` is the result of a
-path whose tool is missing (it counts as neither pass nor failure and says why).
+path whose tool is missing (it counts as neither pass nor failure and says why); :func:`failed` the result of a
+path whose tool failed inside (:class:`~hwnas.export.errors.ToolFailureError`): a failure, never a pass.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PathResult", "compare", "output_lsb", "skipped"]
+__all__ = ["PathResult", "compare", "failed", "output_lsb", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,13 @@ class PathResult:
     seconds: float = 0.0
     artefact: str | None = None
     """The exported file or project folder that was executed."""
+    error: str | None = None
+    """Why the path failed without producing outputs (its tool failed inside); None otherwise."""
 
     @property
     def passed(self) -> bool:
         """Ran and every sample agrees."""
-        return self.skipped is None and self.mismatches == 0
+        return self.skipped is None and self.error is None and self.mismatches == 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON, tables)."""
@@ -82,3 +85,9 @@ def compare(path: str, reference: np.ndarray, got: np.ndarray, *, lsb: np.ndarra
 def skipped(path: str, reason: str, samples: int = 0) -> PathResult:
     """The result of a path that could not run (its tool is absent)."""
     return PathResult(path=path, samples=samples, mismatches=0, max_lsb=0.0, max_abs_diff=0.0, skipped=reason)
+
+
+def failed(path: str, error: str, samples: int = 0, seconds: float = 0.0) -> PathResult:
+    """The result of a path whose tool failed inside: every sample counts as mismatching, ``error`` says why."""
+    return PathResult(path=path, samples=samples, mismatches=samples, max_lsb=0.0, max_abs_diff=0.0,
+                      first_mismatch=0 if samples else None, seconds=seconds, error=error)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ExportError, ToolMissingError
+from .errors import ExportError, ToolFailureError, ToolMissingError
 from .folders import Staging, recording
 from .graph import ExportGraph, FixedFormat, Quantize, chain, extract
 from .result import PathResult, compare, skipped
@@ -294,8 +294,9 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
                                   solver_options=solver_options, graph=graph)
     try:
         comb = trace(inp, out)
-    except (AssertionError, ValueError, RuntimeError) as err:
-        raise ExportError(f"model: alkaid cannot optimize the traced circuit: {err}") from err
+    except (AssertionError, ValueError, RuntimeError, TypeError, IndexError) as err:
+        raise ToolFailureError(f"model: alkaid failed inside while optimizing the traced circuit "
+                               f"({type(err).__name__}: {err})") from err
     wide = [sum(q.kif) for q in (*comb.inp_qint, *comb.out_qint)]
     if wide and max(wide) > 64:
         raise ExportError(f"model: an input or output element needs {max(wide)} bits; alkaid's simulator carries "

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ExportError, ToolMissingError
+from .errors import ExportError, ToolFailureError, ToolMissingError
 from .folders import FolderError, check_folder, claim_folder
 from .graph import ExportGraph, Quantize, extract, float32_exact, run_reference
-from .result import PathResult, compare, skipped
+from .result import PathResult, compare, failed, skipped
 
 __all__ = ["PATHS", "VerificationReport", "default_inputs", "locate_first_layer", "verify_model"]
 
@@ -56,12 +56,12 @@ class VerificationReport:
     @property
     def passed(self) -> bool:
         """No path that ran mismatches, and at least one artefact path ran."""
-        return bool(self.ran) and all(r.mismatches == 0 for r in self.results if r.skipped is None)
+        return bool(self.ran) and all(r.passed for r in self.results if r.skipped is None)
 
     @property
     def failures(self) -> list[PathResult]:
-        """Paths that ran and mismatch."""
-        return [r for r in self.results if r.skipped is None and r.mismatches]
+        """Paths that ran and mismatch, or whose tool failed inside."""
+        return [r for r in self.results if r.skipped is None and (r.mismatches or r.error is not None)]
 
     def table(self) -> str:
         """A plain-text table: path, samples, mismatching samples, max |difference| in LSBs, status."""
@@ -69,6 +69,9 @@ class VerificationReport:
         for r in self.results:
             if r.skipped is not None:
                 lines.append(f"{r.path:10s} {'-':>8s} {'-':>12s} {'-':>17s} {'-':>7s}  skipped: {r.skipped}")
+                continue
+            if r.error is not None:
+                lines.append(f"{r.path:10s} {'-':>8s} {'-':>12s} {'-':>17s} {r.seconds:7.1f}  FAIL: {r.error}")
                 continue
             status = "ok" if r.mismatches == 0 else (
                 f"FAIL: first differing sample {r.first_mismatch}"
@@ -210,6 +213,8 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                 result = _RUNNERS[path](model, x, graph, ref, lsb, root, options.get(path, {}))
             except FolderError:
                 raise  # the output folder, not the model: never a skipped path
+            except ToolFailureError as err:  # the tool broke on a model the path expresses: a failure, not a skip
+                result = failed(path, str(err), len(x))
             except ExportError as err:
                 result = skipped(path, f"not expressible: {err}", len(x))
             except ToolMissingError as err:
@@ -219,7 +224,8 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                     raise
                 result = skipped(path, f"tool missing: the Python package {err.name!r} is not installed "
                                        "(pip install 'hwnas[export]')", len(x))
-            if locate and result.skipped is None and result.mismatches and result.first_layer is None:
+            if locate and result.skipped is None and result.error is None and result.mismatches \
+                    and result.first_layer is None:
                 layer = locate_first_layer(path, model, x, result, root / f"{path}-bisect", options.get(path, {}))
                 result = _with(result, first_layer=layer)
             results.append(result)

@@ -63,7 +63,8 @@ def _verification_rows(data: ReportData) -> list[list[Any]]:
     rows = []
     for s in data.selected:
         for p in s.verification or []:
-            status = "skipped: " + p["skipped"] if p.get("skipped") else ("ok" if p["mismatches"] == 0 else "MISMATCH")
+            status = ("skipped: " + p["skipped"] if p.get("skipped") else "FAILED: " + p["error"] if p.get("error")
+                      else "ok" if p["mismatches"] == 0 else "MISMATCH")
             same = {True: "yes", False: "NO"}.get(p.get("same_as_export"), "-")
             rows.append([f"#{s.number}", p["path"], p["samples"], p["mismatches"], p["max_lsb"], status, same])
     return rows
@@ -195,7 +196,8 @@ def _render(data: ReportData, folder: Path) -> None:
             parts.append("<pre>" + html.escape(lo["table"]) + "</pre>")
         if s.export:
             parts.append(_table(["exported", "artefact", "source digest"],
-                                [[p["path"], p["artefact"] or f"skipped: {p['skipped']}",
+                                [[p["path"], p["artefact"] or (f"FAILED: {p['error']}" if p.get("error")
+                                                               else f"skipped: {p['skipped']}"),
                                   (p["digest"] or "")[:16]] for p in s.export["paths"]], left=2))
         syn = s.synthesis or {}
         comp = syn.get("distributed_arithmetic")
