@@ -330,3 +330,20 @@ def test_pipeline_export_replaces_its_own_trial_folder_but_no_foreign_file(tmp_p
     with pytest.raises(FolderError, match=r"notes\.txt"):
         export_selected(exp, selection, lambda e: model_file, log=lambda s: None)
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_pre_manifest_run_export_folder_is_adopted_only_when_it_holds_artefacts(tmp_path: Path) -> None:
+    from hwnas.export.folders import adopt_legacy
+    from hwnas.pipeline_export import ARTEFACT_NAMES
+
+    old = tmp_path / "trial_00003"  # written by an hwnas before manifests: artefact names only
+    (old / "hls4ml" / "firmware").mkdir(parents=True)
+    (old / "hls4ml" / "firmware" / "x.cpp").write_text("old")
+    (old / "model.qonnx.onnx").write_bytes(b"onnx")
+    assert adopt_legacy(old, ARTEFACT_NAMES.values())
+    assert foreign_files(old) == [] and check_folder(old, replace=True) and not adopt_legacy(old, ["hls4ml"])
+    mixed = tmp_path / "trial_00004"
+    (mixed / "rtl").mkdir(parents=True)
+    (mixed / "notes.txt").write_text("mine")
+    assert not adopt_legacy(mixed, ARTEFACT_NAMES.values()) and not (mixed / MANIFEST).exists()
+    assert foreign_files(mixed, limit=5) == ["notes.txt", "rtl"]

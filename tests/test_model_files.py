@@ -114,11 +114,20 @@ def test_poisoned_payload_with_a_valid_digest_is_refused(tmp_path: Path) -> None
     assert not marker.exists()
 
 
-def test_trust_reads_a_file_outside_the_allow_list(tmp_path: Path) -> None:
+def test_trust_admits_module_classes_but_never_code(tmp_path: Path, capsys) -> None:
+    model = Custom()
+    model(torch.randn(4, 8))
+    own = tmp_path / "own.pt"
+    torch.save({"format": LEGACY_FORMAT, "model": model, "input_shape": [8]}, own)
+    with pytest.raises(UnsafeFileError, match="Custom"):
+        load_model(own)
+    assert isinstance(load_model(own, trust=True).model, Custom)  # the user's own layer, imported, weights-only
     marker = tmp_path / "marker"
-    path = legacy_file(tmp_path / "old.pt", small_model(), Payload(marker))
-    bundle = load_model(path, trust=True)  # the user vouched for the file: it runs (here: writes the marker)
-    assert marker.read_text() == "pwned" and bundle.input_shape == (8,)
+    evil = legacy_file(tmp_path / "evil.pt", small_model(), Payload(marker))
+    with pytest.raises(UnsafeFileError, match=r"builtins\.exec.*even with --trust"):
+        load_model(evil, trust=True)
+    assert main(["verify", str(evil), "--paths", "reference", "--trust"]) == 2
+    assert not marker.exists() and "Traceback" not in capsys.readouterr().err
 
 
 def test_benign_legacy_file_loads_without_trust(tmp_path: Path) -> None:

@@ -430,3 +430,20 @@ def test_stop_from_callback_and_timeout(tmp_path):
     assert report.trials == [] and report.stopped_by == "timeout"
     summary = study_summary(optuna.load_study(study_name="toy", storage=storage))
     assert summary["states"]["COMPLETE"] == 2 and summary["remaining"] == 4 and summary["n_trials"] == 6
+
+
+def test_a_restarted_worker_does_not_draw_its_earlier_points_again(tmp_path):
+    from hwnas.config import load_experiment
+    from hwnas.search.run import run_search
+    from tests.experiments import tiny_mlp
+
+    text = tiny_mlp(units="[4, 8, 16, 32, 64]", dense_max=2, bits="{min: 2, max: 8}", trials=2)
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    first = run_search(load_experiment(path), progress=False).study
+    assert len(first.trials) == 2
+    # a later run of worker 0 on the same study (as after a crash): with the sampler's plain seed it would draw
+    # trials 0 and 1's points again; seeded past its earlier draws it draws new ones
+    study = run_search(load_experiment(path).with_n_trials(4), progress=False, raise_budget=True).study
+    params = [t.params for t in study.trials]
+    assert len(params) == 4 and params[2] != params[0] and params[3] != params[1]

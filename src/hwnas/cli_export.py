@@ -274,6 +274,6 @@ def add_export_commands(sub: Any) -> None:
                        help="model file: replace an earlier hwnas export in --out (never files hwnas did not write); "
                        "experiment: run the stage again even if done")
         p.add_argument("--trust", action="store_true",
-                       help="model file: also read classes outside hwnas's allow-list, with Python's full "
-                       "unpickler, which runs any code the file carries: only for a file you wrote yourself")
+                       help="model file: also admit the torch.nn.Module subclasses the file names (imported from "
+                       "installed packages; still weights-only, never a function): for a file you wrote yourself")
     exp.add_argument("--quiet", action="store_true", help="experiment: no progress bars")

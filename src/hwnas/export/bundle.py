@@ -13,8 +13,9 @@ layers and quantizers, the ``torch.nn`` containers and modules hwnas models use,
 registered with :func:`allow_classes`). Anything else a file names — ``os.system``, ``builtins.eval``, a
 class of another package — is refused with :class:`~hwnas.errors.UnsafeFileError` before anything is
 constructed, so a file cannot run code. Files of the first format (``hwnas-model/1``, a plain
-``torch.save`` pickle) are read the same way; only ``trust=True`` (``--trust`` on the command line) reads a
-file outside the allow-list, with a full unpickler. A missing, truncated, corrupt or tampered file, or a model
+``torch.save`` pickle) are read the same way. ``trust=True`` (``--trust`` on the command line) also admits the
+``nn.Module`` subclasses and enums a file names, imported from installed packages, still weights-only: never
+a function (``builtins.exec``, ``os.system``) nor any other class. A missing, truncated, corrupt or tampered file, or a model
 with non-finite weights, raises :class:`ModelFileError` naming the file.
 """
 
@@ -226,13 +227,33 @@ def _brief(err: BaseException) -> str:
     return lines[0][:200] if lines else type(err).__name__
 
 
-def _load_payload(path: Path, source: str | os.PathLike[str] | io.BytesIO, trust: bool) -> Any:
-    """``torch.load`` of a payload: allow-listed (weights-only) unless ``trust``."""
-    if trust:
+def _trusted_classes(path: Path, names: list[str]) -> list[type]:
+    """``--trust``: the module classes (and enums) a file names, imported from installed packages; never a function.
+
+    Even a trusted file is read weights-only: what it names must be a ``torch.nn.Module`` subclass or an enum, so
+    ``builtins.exec``, ``os.system`` or ``subprocess.Popen`` are refused whatever the flag says.
+    """
+    import enum
+    import importlib
+
+    out = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
         try:
-            return torch.load(source, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise ModelFileError(f"{path}: not a readable model file ({_brief(err)})") from err
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ModelFileError(f"{path}: names {name}, which cannot be imported here ({_brief(err)})") from err
+        if not (isinstance(obj, type) and issubclass(obj, nn.Module | enum.Enum)):
+            raise UnsafeFileError(f"{path}: names {name}, which is not a module class: a model file never needs it "
+                                  "and it may carry code; refused even with --trust")
+        out.append(obj)
+    return out
+
+
+def _load_payload(path: Path, source: str | os.PathLike[str] | io.BytesIO, trust: bool) -> Any:
+    """``torch.load(weights_only=True)`` of a payload under the allow-list (plus, with ``trust``, the file's classes)."""
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
@@ -240,24 +261,25 @@ def _load_payload(path: Path, source: str | os.PathLike[str] | io.BytesIO, trust
     except Exception:  # not a torch archive at all (or a legacy non-zip pickle): weights_only decides below
         unsafe = None
     allowed = {f"{c.__module__}.{c.__qualname__}" for c in safe_classes()} | {"builtins.set", "__builtin__.set"}
-    if unsafe:
-        foreign = sorted(set(unsafe) - allowed)
-        if foreign:
-            raise UnsafeFileError(
-                f"{path}: names {', '.join(foreign[:4])}{' …' if len(foreign) > 4 else ''}, which an hwnas model "
-                "file never needs: it may carry code and is not loaded (if you wrote this file yourself with your "
-                "own classes, register them with hwnas.export.allow_classes, or pass --trust / trust=True)")
+    foreign = sorted(set(unsafe or ()) - allowed)
+    extra: list[type] = []
+    if foreign and trust:
+        extra = _trusted_classes(path, foreign)
+    elif foreign:
+        raise UnsafeFileError(
+            f"{path}: names {', '.join(foreign[:4])}{' …' if len(foreign) > 4 else ''}, which an hwnas model "
+            "file never needs: it may carry code and is not loaded (if you wrote this file yourself with your "
+            "own module classes, register them with hwnas.export.allow_classes, or pass --trust / trust=True)")
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
-        with torch.serialization.safe_globals(safe_classes()):
+        with torch.serialization.safe_globals([*safe_classes(), *extra]):
             return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler's refusal, or a truncated / malformed archive
         text = str(err)
         if "Unsupported global" in text or "Unsupported class" in text:
             raise UnsafeFileError(f"{path}: holds objects a model file never needs: it may carry code and is not "
-                                  f"loaded ({_brief(err)}); pass --trust / trust=True only for a file you wrote "
-                                  "yourself") from err
+                                  f"loaded ({_brief(err)})") from err
         raise ModelFileError(f"{path}: not a readable hwnas model file ({_brief(err)})") from err
 
 
