@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hwnas.errors import first_line
+
 __all__ = ["add_export_commands"]
 
 
@@ -37,8 +39,7 @@ def _load_inputs(path: str, expected: tuple[int, ...]) -> torch.Tensor:
     except Exception as err:  # a truncated, corrupt or foreign file: numpy/torch/zip errors of every kind
         if isinstance(err, ValueError) and str(err).startswith("--data:"):
             raise
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(f"--data: {p} is not a readable {p.suffix} file of inputs ({first})") from err
+        raise ValueError(f"--data: {p} is not a readable {p.suffix} file of inputs ({first_line(err)})") from err
     if tuple(x.shape[1:]) != expected:
         raise ValueError(f"--data: samples of shape {tuple(x.shape[1:])}, the model expects {expected}")
     if len(x) == 0:

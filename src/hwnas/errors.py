@@ -10,7 +10,7 @@ subclass also keeps the built-in base it had before (``ValueError``, ``RuntimeEr
 
 from __future__ import annotations
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "HwnasError", "UnsafeFileError"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "HwnasError", "UnsafeFileError", "first_line"]
 
 EXIT_FAILED = 1
 """A run that completed but failed its check (a verification mismatch, a search without a feasible trial)."""
@@ -30,3 +30,12 @@ class HwnasError(Exception):
 
 class UnsafeFileError(HwnasError, ValueError):
     """A file that could only be read by executing code from it (a pickle), refused without ``trust``."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``err``'s message (at most ``limit`` characters), else its type's name.
+
+    For wrapping a third-party error (NumPy, h5py, torch, …) into one readable error line.
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(err).__name__

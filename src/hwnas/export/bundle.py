@@ -15,8 +15,8 @@ class of another package — is refused with :class:`~hwnas.errors.UnsafeFileErr
 constructed, so a file cannot run code. Files of the first format (``hwnas-model/1``, a plain
 ``torch.save`` pickle) are read the same way. ``trust=True`` (``--trust`` on the command line) also admits the
 ``nn.Module`` subclasses and enums a file names, imported from installed packages, still weights-only: never
-a function (``builtins.exec``, ``os.system``) nor any other class. A missing, truncated, corrupt or tampered file, or a model
-with non-finite weights, raises :class:`ModelFileError` naming the file.
+a function (``builtins.exec``, ``os.system``) nor any other class. A missing, truncated, corrupt or tampered
+file, or a model with non-finite weights, raises :class:`ModelFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError, UnsafeFileError
+from hwnas.errors import HwnasError, UnsafeFileError, first_line
 
 __all__ = ["FORMAT", "LEGACY_FORMAT", "ModelBundle", "ModelFileError", "allow_classes", "load_model",
            "safe_classes", "save_model"]
@@ -222,9 +222,8 @@ def _brief(err: BaseException) -> str:
     """The informative line of an error (torch's weights-only refusals put theirs after a long preamble)."""
     text = str(err)
     if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(err).__name__
+        return first_line(ValueError(text.split("WeightsUnpickler error:", 1)[1]))
+    return first_line(err)
 
 
 def _trusted_classes(path: Path, names: list[str]) -> list[type]:
@@ -253,7 +252,7 @@ def _trusted_classes(path: Path, names: list[str]) -> list[type]:
 
 
 def _load_payload(path: Path, source: str | os.PathLike[str] | io.BytesIO, trust: bool) -> Any:
-    """``torch.load(weights_only=True)`` of a payload under the allow-list (plus, with ``trust``, the file's classes)."""
+    """``torch.load(weights_only=True)`` of a payload under the allow-list (with ``trust``: plus the file's classes)."""
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:

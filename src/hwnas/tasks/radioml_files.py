@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 
 # RadioML 2018.01A's one-hot column order (the corrected one) and hwnas's class order for RadioML 2016.10a
 # are the generator presets' orders, so real and generated data share labels.
@@ -49,8 +49,8 @@ def _file_errors(func: _F) -> _F:
         except RadioMLFileError:
             raise
         except Exception as err:  # a corrupt file fails in many ways (KeyError, OSError, struct.error, …)
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            raise RadioMLFileError(f"{path}: not a readable RadioML file ({type(err).__name__}: {first})") from err
+            raise RadioMLFileError(f"{path}: not a readable RadioML file ({type(err).__name__}: "
+                                   f"{first_line(err)})") from err
 
     return wrapper  # type: ignore[return-value]
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 from hwnas.nn import ebops, regularization
 from hwnas.quant import Quantizer
 
@@ -264,8 +264,7 @@ def load_saved(path: Path) -> Any:
     except TrainError:
         raise
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise refuse(f"is not a readable weights-only trainer checkpoint ({first})") from err
+        raise refuse(f"is not a readable weights-only trainer checkpoint ({first_line(err)})") from err
     return state
 
 
