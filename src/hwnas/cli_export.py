@@ -105,7 +105,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from hwnas.export import ExportError, ToolMissingError, load_model
+    from hwnas.export import ExportError, ToolMissingError, load_model, paths
 
     if _is_experiment(args.model):
         return _stage(args)
@@ -116,31 +116,14 @@ def _export(args: argparse.Namespace) -> int:
     except ValueError as err:
         return _error(str(err))
     out = Path(args.out)
-    opts = _path_options(args)
     try:
-        if args.to == "qonnx":
-            from hwnas.export import export_qonnx
-            from hwnas.export.folders import check_folder, claim_folder, write_file
-
-            if out.suffix == ".onnx":  # one file: an existing one is overwritten only with --force
-                target = out
-                export_qonnx(bundle.model, bundle.input_shape, target, replace=args.force)
-            else:  # a folder (hwnas.export.folders): checked first, claimed only once the export worked
-                check_folder(out, replace=args.force)
-                proto = export_qonnx(bundle.model, bundle.input_shape)
-                target = claim_folder(out, replace=args.force) / "model.qonnx.onnx"
-                write_file(target, proto.SerializeToString())
-            print(f"QONNX model written to {target}")
-        elif args.to == "hls4ml":
-            from hwnas.export.hls4ml import export_hls4ml
-
-            project = export_hls4ml(bundle.model, bundle.input_shape, out, replace=args.force, **opts["hls4ml"])
-            print(f"hls4ml project written to {project.path}")
-        else:
-            from hwnas.export.rtl import export_rtl
-
-            project = export_rtl(bundle.model, bundle.input_shape, out, replace=args.force, **opts["rtl"])
-            print(f"RTL project written to {project.path} (top module {project.top})")
+        path = paths.get(args.to)
+        if path.export is None:
+            return _error(f"export: {args.to!r} writes no artefact; --to is one of "
+                          f"{', '.join(paths.names(exporters_only=True))}")
+        # the path's export (hwnas.export.paths): qonnx writes one file for --out *.onnx, else a folder
+        print(path.export(bundle.model, bundle.input_shape, out, replace=args.force,
+                          **_path_options(args).get(args.to, {})))
     except (ExportError, ToolMissingError) as err:
         return _error(str(err))
     return 0
@@ -236,13 +219,21 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def add_export_commands(sub: Any) -> None:
-    """Register ``export``, ``verify`` and ``synth`` on the ``hwnas`` sub-command parser."""
+    """Register ``export``, ``verify`` and ``synth`` on the ``hwnas`` sub-command parser.
+
+    The path names (``--to`` choices, ``--paths`` default) come from the registry :mod:`hwnas.export.paths`.
+    """
+    from hwnas.export import paths
+
+    exporters = paths.names(exporters_only=True)
+    defaults = ",".join(paths.names(exporters_only=True, default_only=True))
     model_help = ("model file written by hwnas.export.save_model, or an experiment YAML: then this stage of "
                   "hwnas run on its output folder (the other options come from the experiment's run: section)")
     exp = sub.add_parser("export", help="export a saved model to QONNX, an hls4ml project or RTL (or an "
                          "experiment's selected models)")
     exp.add_argument("model", help=model_help)
-    exp.add_argument("--to", choices=("qonnx", "hls4ml", "rtl"), help="export path (model file)")
+    exp.add_argument("--to", choices=exporters, help="export path (model file): " + "; ".join(
+        f"{name}: {paths.get(name).summary}" for name in exporters).replace("%", "%%"))
     exp.add_argument("--out", help="output folder (new, empty, or an earlier hwnas export with --force), or .onnx "
                      "file for --to qonnx (model file)")
     _add_path_options(exp)
@@ -250,7 +241,8 @@ def add_export_commands(sub: Any) -> None:
 
     ver = sub.add_parser("verify", help="run every export path on test data and count mismatches against torch")
     ver.add_argument("model", help=model_help)
-    ver.add_argument("--paths", default="qonnx,hls4ml,rtl", help="comma-separated paths (default qonnx,hls4ml,rtl)")
+    ver.add_argument("--paths", default=defaults, help=f"comma-separated paths, of {', '.join(paths.names())} "
+                     f"(default {defaults})")
     ver.add_argument("--data", help="test inputs: .npy, .npz (key x) or .pt (default: the model file's, else seeded)")
     ver.add_argument("--random", action="store_true", help="use seeded inputs even if the model file has test inputs")
     ver.add_argument("--samples", type=int, default=256, help="number of seeded inputs (default 256)")

@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -822,6 +823,38 @@ class RtlExportConfig(_Strict):
                                      "(alkaid's estimate); -1: combinational")
 
 
+@dataclass(frozen=True)
+class _ExportPathNames:
+    """Metadata of :data:`_ExportPathName`: the allowed values are the registry's artefact paths, read when used."""
+
+    def names(self) -> tuple[str, ...]:
+        from hwnas.export import paths
+
+        return paths.names(exporters_only=True)
+
+    def defaults(self) -> list[str]:
+        from hwnas.export import paths
+
+        return list(paths.names(exporters_only=True, default_only=True))
+
+
+_EXPORT_PATHS = _ExportPathNames()
+
+
+def _check_export_path(value: Any) -> Any:
+    allowed = _EXPORT_PATHS.names()
+    if not isinstance(value, str) or value not in allowed:
+        shown = [repr(n) for n in allowed]
+        options = ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else "".join(shown)
+        raise _custom(f"must be {options}, got {_show(value)}")
+    return value
+
+
+_ExportPathName = Annotated[str, _EXPORT_PATHS, BeforeValidator(_check_export_path)]
+"""A path of :mod:`hwnas.export.paths` that writes an artefact (``qonnx``, ``hls4ml``, ``rtl`` and any registered
+later); a bad one is reported like a bad ``Literal`` value, listing the allowed names."""
+
+
 class RunConfig(_Strict):
     """What ``hwnas run`` does after the search: which models it selects and how it verifies them."""
 
@@ -832,14 +865,14 @@ class RunConfig(_Strict):
     accuracy_floor: float | None = Field(None, description="cheapest: only trials whose first objective is at "
                                          "least this (null: the whole front)")
     local: LocalConfig = Field(default_factory=LocalConfig, description="local search on the selected models")
-    export: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
-        default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
+    export: list[_ExportPathName] = Field(
+        default_factory=_EXPORT_PATHS.defaults,
         description="artefacts written for every selected model into export/trial_<n>/ (model.qonnx.onnx, "
                     "hls4ml/, rtl/); a path that cannot express the model is recorded as skipped with the reason")
     hls4ml: Hls4mlExportConfig = Field(default_factory=Hls4mlExportConfig, description="hls4ml project settings")
     rtl: RtlExportConfig = Field(default_factory=RtlExportConfig, description="RTL project settings")
-    verify: list[Literal["qonnx", "hls4ml", "rtl"]] = Field(
-        default_factory=lambda: ["qonnx", "hls4ml", "rtl"],
+    verify: list[_ExportPathName] = Field(
+        default_factory=_EXPORT_PATHS.defaults,
         description="export paths executed and compared with torch for every selected model (a path whose tool "
                     "is absent, or that cannot express the model, is reported as skipped)")
     verify_samples: int = Field(200, ge=1, le=1_000_000, description="test samples each verification path runs")
@@ -1729,6 +1762,8 @@ def defaults_yaml() -> str:
 
 
 def _type_text(tp: Any) -> str:
+    if get_origin(tp) is Annotated and _EXPORT_PATHS in get_args(tp)[1:]:
+        return " \\| ".join(_EXPORT_PATHS.names())
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
     nullable = _is_union(tp) and type(None) in get_args(tp)

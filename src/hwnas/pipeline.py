@@ -32,8 +32,8 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 from hwnas.pipeline_export import (
-    ARTEFACT_NAMES,
     artefact_digest,
+    artefact_names,
     export_dir,
     export_record,
     export_selected,
@@ -144,11 +144,12 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
                               output_dir=folder, samples=experiment.run.verify_samples, seed=experiment.seed,
                               options=path_options(experiment, bundle.model, bundle.input_shape))
         digests = {p["path"]: p["digest"] for p in (exported or {}).get("paths", []) if p.get("digest")}
+        artefacts = artefact_names()
         paths = []
         for p in report.results:
             row = p.as_dict()
-            if p.path in digests and p.skipped is None:
-                row["same_as_export"] = artefact_digest(folder / ARTEFACT_NAMES[p.path]) == digests[p.path]
+            if p.path in digests and p.path in artefacts and p.skipped is None:
+                row["same_as_export"] = artefact_digest(folder / artefacts[p.path]) == digests[p.path]
             paths.append(row)
         data = {"trial": n, "model": record_path(source, experiment.output_dir()), "passed": not report.failures,
                 "ran": [p.path for p in report.ran], "paths": paths}

@@ -2,8 +2,9 @@
 
 Contract:
 
-* For each selected model (the local search's when it ran) and each path in ``run.export``, the artefact is
-  written into ``<output>/export/trial_<n>/`` under the name the verify stage uses for it:
+* For each selected model (the local search's when it ran) and each path in ``run.export`` (names of the
+  registry :mod:`hwnas.export.paths`, whose ``export`` function writes it), the artefact is written into
+  ``<output>/export/trial_<n>/`` under the name the verify stage uses for it (the path's ``artefact``):
   ``model.qonnx.onnx``, ``hls4ml/`` (project, not compiled), ``rtl/`` (alkaid project, not built). The settings
   come from ``run.hls4ml`` / ``run.rtl`` (:func:`path_options`); the same settings drive the verify and synth
   stages, so what is verified is what was exported.
@@ -27,11 +28,25 @@ from typing import Any
 
 from hwnas.runpaths import record_path
 
-__all__ = ["ARTEFACT_NAMES", "artefact_digest", "export_dir", "export_record", "export_selected", "path_options",
-           "reuse_per_layer"]
+__all__ = ["ARTEFACT_NAMES", "artefact_digest", "artefact_names", "export_dir", "export_record", "export_selected",
+           "path_options", "reuse_per_layer"]
 
-ARTEFACT_NAMES: dict[str, str] = {"qonnx": "model.qonnx.onnx", "hls4ml": "hls4ml", "rtl": "rtl"}
-"""Where each path's artefact lives inside ``export/trial_<n>/`` (the names :func:`verify_model` writes)."""
+ARTEFACT_NAMES: dict[str, str]
+"""Where each path's artefact lives inside ``export/trial_<n>/`` (the names :func:`verify_model` writes):
+:func:`artefact_names`, computed on each access."""
+
+
+def artefact_names() -> dict[str, str]:
+    """``{path: artefact name}`` of every registered path that writes an artefact (:mod:`hwnas.export.paths`)."""
+    from hwnas.export import paths
+
+    return {name: str(paths.get(name).artefact) for name in paths.names(exporters_only=True)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ARTEFACT_NAMES":
+        return artefact_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _SOURCE_SUFFIXES = {".onnx", ".h", ".hh", ".hpp", ".c", ".cc", ".cpp", ".v", ".sv", ".vhd", ".vhdl", ".tcl", ".xdc",
                     ".sdc", ".txt", ".csv", ".md", ".json"}
@@ -102,25 +117,11 @@ def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...
     return {"hls4ml": hls, "rtl": rtl}
 
 
-def _export_one(path: str, model: Any, input_shape: tuple[int, ...], target: Path, options: dict[str, Any]) -> None:
-    if path == "qonnx":
-        from hwnas.export.qonnx import export_qonnx
-
-        export_qonnx(model, input_shape, target)
-    elif path == "hls4ml":
-        from hwnas.export.hls4ml import export_hls4ml
-
-        export_hls4ml(model, input_shape, target, **options)
-    else:
-        from hwnas.export.rtl import export_rtl
-
-        export_rtl(model, input_shape, target, **options)
-
-
 def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file: Callable[[dict[str, Any]], str],
                     log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
     """Write ``run.export``'s artefacts of every selected model; the results, or why the stage did nothing."""
     from hwnas.export import ExportError, ToolFailureError, ToolMissingError, load_model
+    from hwnas.export import paths as registry
     from hwnas.export.folders import FolderError, adopt_legacy, claim_folder
     from hwnas.search.run import write_json
 
@@ -132,16 +133,20 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
         source = model_file(entry)
         bundle = load_model(source)
         folder = export_dir(experiment, n)
-        adopt_legacy(folder, ARTEFACT_NAMES.values())  # written by an hwnas before manifests: still hwnas's
+        adopt_legacy(folder, artefact_names().values())  # written by an hwnas before manifests: still hwnas's
         claim_folder(folder, replace=True)  # hwnas's own folder: refused when it holds files hwnas did not write
         options = path_options(experiment, bundle.model, bundle.input_shape)
         log(f"export trial {n}: {', '.join(experiment.run.export)}")
         paths = []
         for path in experiment.run.export:
-            target = folder / ARTEFACT_NAMES[path]
+            how = registry.get(path)
+            if how.export is None:
+                raise ExportError(f"run.export: {path!r} writes no artefact; export paths are: "
+                                  f"{', '.join(registry.names(exporters_only=True))}")
+            target = folder / str(how.artefact)
             row: dict[str, Any] = {"path": path, "artefact": None, "digest": None, "skipped": None, "error": None}
             try:
-                _export_one(path, bundle.model, bundle.input_shape, target, options.get(path, {}))
+                how.export(bundle.model, bundle.input_shape, target, **options.get(path, {}))
             except FolderError:
                 raise  # the folder, not the model: never recorded as "not expressible"
             except ToolFailureError as err:  # the tool broke on a model the path expresses: the stage fails below

@@ -6,6 +6,8 @@
 * hls4ml projects (:func:`export_hls4ml`), checked by their g++ C emulation (:func:`verify_hls4ml`).
 * RTL through alkaid (:func:`export_rtl`), checked with Verilator (:func:`verify_rtl`).
 * Synthesis with Yosys / nextpnr-ecp5 (:func:`synthesize`).
+* :mod:`hwnas.export.paths` — the registry of the export paths (each registered once; the command line, the
+  experiment keys and verification read their names from it).
 * :func:`hwnas.export.verify.verify_model` runs every path; :func:`save_model`/:func:`load_model` are the
   model files the command line reads.
 

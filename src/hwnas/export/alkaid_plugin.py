@@ -26,8 +26,9 @@ Contract:
     activation needs that output quantizer, and at most 2**16 input codes.
 
 * What cannot be traced raises :class:`~hwnas.export.errors.ExportError` naming the layer (and the slot).
-  :func:`trace_hwnas` is the entry used by :mod:`hwnas.export.rtl`: it extracts the export graph, builds the
-  symbolic input in the graph's input format, names the layers and runs alkaid's ``trace_model``.
+  :func:`trace_hwnas` is the entry used by :mod:`hwnas.export.rtl`: it extracts the export graph (a DAG:
+  residual adds, concatenations, global pooling too), builds the symbolic input in the graph's input format
+  and applies the graph to it (:func:`apply_graph`) — the graph, not the torch model, is what is traced.
 
 Requires ``alkaid`` (the ``export`` extra).
 """
@@ -42,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from alkaid.converter import trace_model
 from alkaid.converter.builtin.torch.layers.functional import conv_nd_replay, pool_nd_replay
 from alkaid.converter.builtin.torch.layers.modules import ReplayModuleBase, _modules_map
 from alkaid.trace import FVariable, FVArray, HWConfig
@@ -56,11 +56,15 @@ from hwnas.quant.reference import quantize_fixed_np
 
 from .errors import ExportError, ToolFailureError
 from .graph import (
+    INPUT,
+    Add,
+    Concat,
     Conv,
     Dense,
     ExportGraph,
     FixedFormat,
     Flatten,
+    GlobalPool,
     Node,
     Pool,
     Quantize,
@@ -76,6 +80,7 @@ __all__ = [
     "HANDLED_LAYERS",
     "MAX_TABLE_SIZE",
     "ReplayHwnasLayer",
+    "apply_graph",
     "apply_nodes",
     "input_array",
     "layer_names",
@@ -324,7 +329,20 @@ def _with_options(y: FVArray, like: FVArray) -> FVArray:
                                                                       hwconf=like.hwconf)
 
 
-def _apply_one(node: Node, x: FVArray) -> FVArray:
+def _apply_one(node: Node, x: FVArray, *rest: FVArray) -> FVArray:
+    if isinstance(node, Add):
+        total = x
+        for other in rest:
+            total = total + other
+        return total
+    if isinstance(node, Concat):
+        parts = [np.asarray(a) for a in (x, *rest)]
+        return FVArray(np.concatenate(parts, axis=node.axis + 1), x.solver_options, hwconf=x.hwconf)
+    if isinstance(node, GlobalPool):
+        axes = tuple(range(2, x.ndim))
+        if node.kind == "max":
+            return x.max(axis=axes)
+        return np.sum(x, axis=axes) * (1.0 / math.prod(node.size))  # a power of two: exact
     if isinstance(node, Quantize):
         return quantize_array(x, node.fmt)
     if isinstance(node, Dense):
@@ -345,34 +363,76 @@ def _apply_one(node: Node, x: FVArray) -> FVArray:
     raise ExportError(f"{node.name}: {type(node).__name__} nodes are not supported by the RTL path")
 
 
+def _guarded(node: Node, fn: Any, *args: Any) -> FVArray:
+    """``fn(*args)`` for ``node``, with alkaid's failures named: not expressible, or a tool failure."""
+    try:
+        return fn(*args)
+    except ExportError:
+        raise
+    except NotImplementedError as err:  # an operation alkaid does not offer: the path cannot express it
+        where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
+        raise ExportError(f"{where}: alkaid cannot trace this {type(node).__name__} node: {err}") from err
+    except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
+        where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
+        raise ToolFailureError(f"{where}: alkaid failed inside while tracing this {type(node).__name__} node "
+                               f"({type(err).__name__}: {err}); the RTL path failed on a model it should "
+                               "express") from err
+
+
+def _absorbed_quantize(nodes: Sequence[Node], idx: int, readers: dict[str, int] | None) -> Quantize | None:
+    """The output ``Quantize`` of the table at ``nodes[idx]`` when it directly follows and alone reads it."""
+    node = nodes[idx]
+    nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
+    if not (isinstance(nxt, Quantize) and nxt.name == node.name and nxt.slot == "output"):
+        return None
+    if readers is not None and (nxt.inputs != (node.output,) or readers.get(node.output, 0) != 1):
+        return None
+    return nxt
+
+
 def apply_nodes(nodes: Sequence[Node], x: FVArray) -> FVArray:
-    """Apply export-graph nodes (module docstring) to a symbolic batch ``x`` (torch layout, batch axis first).
+    """Apply a chain of export-graph nodes (module docstring) to a symbolic batch ``x`` (torch layout, batch first).
 
     A ``Table`` absorbs the output ``Quantize`` of its layer that follows it. Errors name the layer.
     """
     idx = 0
     while idx < len(nodes):
         node = nodes[idx]
-        try:
-            if isinstance(node, Table):
-                nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
-                out = nxt if isinstance(nxt, Quantize) and nxt.name == node.name and nxt.slot == "output" else None
-                x = _table(x, node, out)
-                idx += 2 if out is not None else 1
-                continue
-            x = _apply_one(node, x)
-        except ExportError:
-            raise
-        except NotImplementedError as err:  # an operation alkaid does not offer: the path cannot express it
-            where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
-            raise ExportError(f"{where}: alkaid cannot trace this {type(node).__name__} node: {err}") from err
-        except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
-            where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
-            raise ToolFailureError(f"{where}: alkaid failed inside while tracing this {type(node).__name__} node "
-                                   f"({type(err).__name__}: {err}); the RTL path failed on a model it should "
-                                   "express") from err
+        if isinstance(node, Table):
+            out = _absorbed_quantize(nodes, idx, None)
+            x = _guarded(node, _table, x, node, out)
+            idx += 2 if out is not None else 1
+            continue
+        x = _guarded(node, _apply_one, node, x)
         idx += 1
     return x
+
+
+def apply_graph(graph: ExportGraph, x: FVArray) -> FVArray:
+    """The whole export graph (a DAG) applied to the symbolic model input ``x`` (batch axis first): its output.
+
+    Every node reads its input tensors by name; a ``Table`` absorbs the output ``Quantize`` of its layer when
+    that is the table's only reader. Errors name the node.
+    """
+    env: dict[str, FVArray] = {INPUT: x}
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for t in node.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    nodes = graph.nodes
+    idx = 0
+    while idx < len(nodes):
+        node = nodes[idx]
+        ins = [env[t] for t in node.inputs]
+        if isinstance(node, Table):
+            out = _absorbed_quantize(nodes, idx, readers)
+            y = _guarded(node, _table, ins[0], node, out)
+            env[node.output if out is None else out.output] = y
+            idx += 2 if out is not None else 1
+            continue
+        env[node.output] = _guarded(node, _apply_one, node, *ins)
+        idx += 1
+    return env[graph.output or nodes[-1].output]
 
 
 # ------------------------------------------------------------------------------------------------ handler
@@ -428,21 +488,12 @@ def trace_hwnas(model: nn.Module, input_shape: tuple[int, ...], *,
                 graph: ExportGraph | None = None) -> tuple[FVArray, FVArray, ExportGraph]:
     """Trace ``model`` with alkaid: ``(inputs, outputs, graph)``, both arrays flat in torch (C) order.
 
-    The input is symbolic in the graph's input format (:func:`input_array`); the layers are named as in the
-    export graph. Raises :class:`ExportError` naming the layer for what cannot be traced.
+    The input is symbolic in the graph's input format (:func:`input_array`); the export graph is applied to it
+    (:func:`apply_graph`). Raises :class:`ExportError` naming the node for what cannot be traced.
     """
     graph = graph if graph is not None else extract(model, input_shape)
-    register()
     x = input_array(graph.input_format, hwconf, solver_options)
-    root = model if isinstance(model, nn.Sequential) else nn.Sequential(model)  # fx traces into the root
-    with layer_names(model):
-        try:
-            inp, out = trace_model(root, hwconf, solver_options, inputs=x, framework="torch")
-        except (ExportError, ToolFailureError):
-            raise
-        except NotImplementedError as err:
-            raise ExportError(f"model: alkaid cannot trace it: {err}") from err
-        except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
-            raise ToolFailureError(f"model: alkaid failed inside while tracing it ({type(err).__name__}: {err})") \
-                from err
+    y = apply_graph(graph, x)
+    inp = FVArray(np.asarray(x).reshape(-1), x.solver_options, hwconf=x.hwconf)
+    out = FVArray(np.asarray(y).reshape(-1), y.solver_options, hwconf=y.hwconf)
     return inp, out, graph

@@ -2,22 +2,29 @@
 
 Contract:
 
-* :func:`extract` reads a model (an ``nn.Sequential`` chain of hwnas layers, ``Flatten``, ``ReLU``,
-  ``Identity``/``Dropout``) in eval mode, once, and returns an :class:`ExportGraph`: the per-sample input
-  shape, a tuple of nodes in execution order, and the output shape. It is the one place where exporters
-  read precisions: every :class:`FixedFormat` holds the per-element ``(k, i, f)`` integer arrays of one
-  quantizer, expanded to the full tensor shape, with its rounding and overflow modes, exactly as the
-  quantizer object applies them. Weights and biases are stored already quantized (float64, exact).
+* :func:`extract` reads a model — any ``nn.Module`` whose layers are hwnas layers (``Flatten``, ``ReLU``,
+  ``Identity``/``Dropout`` too), wired in ``forward`` by the :data:`SUPPORTED_FUNCTIONS` (residual adds,
+  concatenation, global pooling) — by tracing it with torch.fx, in eval mode, once, and returns an
+  :class:`ExportGraph`: a DAG over named tensors (the model input is :data:`INPUT`), nodes in topological
+  order each reading ``inputs`` and writing ``output``, the per-sample shapes. It is the one place where
+  exporters and cost models read precisions: every :class:`FixedFormat` holds the per-element ``(k, i, f)``
+  integer arrays of one quantizer, expanded to the full tensor shape, with its rounding and overflow modes,
+  exactly as the quantizer object applies them. Weights and biases are stored already quantized (float64,
+  exact). A chain (``nn.Sequential``) gives the nodes it always gave, now wired by name. docs/models.md
+  lists the operations and rules.
 * Nodes mirror :class:`hwnas.nn.QLayer`'s forward: :class:`Quantize` (input quantizer) → the operation
   (:class:`Dense`, :class:`Conv`, :class:`ReLU`, :class:`Table`, :class:`Pool`, :class:`Flatten`) →
   :class:`Quantize` (output quantizer). A tensor that is not re-quantized keeps its exact value (an
-  accumulator of fixed-point products is itself fixed point), so every node is exact in fixed point.
+  accumulator of fixed-point products is itself fixed point), so every node is exact in fixed point;
+  :class:`Add` (operands aligned on the finer grid, one more integer bit), :class:`Concat` and
+  :class:`GlobalPool` (power-of-two counts only) keep that property.
 * What no fixed-point exporter can reproduce raises :class:`hwnas.export.ExportError` naming the layer and
   the setting: a model input that is not quantized, float (unquantized) weights or biases, scaled-integer
   or float16 quantizers (non-power-of-two scales: QONNX only), float-mode tanh/sigmoid, unfolded BatchNorm,
   average pooling whose divisor is not a power of two or varies at the borders, ceil-mode pooling, string
-  padding, non-zero padding modes, non-chain models and unknown layers.
-* :func:`run_reference` executes the graph in NumPy/float64 — exact for every value the fixed-point types
+  padding, non-zero padding modes, unknown layers and functions, plain torch layers (``nn.Linear``: use
+  :func:`hwnas.nn.convert`), layers called twice, untraceable ``forward`` code.
+* :func:`run_reference` executes the graph (any DAG) in NumPy/float64 — exact for every value the fixed-point types
   produce (up to 53 significant bits) — as the common reference all exported artefacts are compared with,
   and :func:`float32_exact` reports where torch's float32 arithmetic cannot be exact (an intermediate needs
   more than 24 significant bits), so a mismatch against torch can be told apart from an exporter bug.
@@ -28,7 +35,8 @@ Layout is torch's (channels first); exporters that need channels last (hls4ml) t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.errors import first_line
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
@@ -45,11 +54,16 @@ from hwnas.quant.reference import quantize_fixed_np
 from .errors import ExportError
 
 __all__ = [
+    "INPUT",
+    "SUPPORTED_FUNCTIONS",
+    "Add",
+    "Concat",
     "Conv",
     "Dense",
     "ExportGraph",
     "FixedFormat",
     "Flatten",
+    "GlobalPool",
     "Node",
     "Pool",
     "Quantize",
@@ -59,8 +73,10 @@ __all__ = [
     "extract",
     "float32_exact",
     "layer_nodes",
+    "layers_of",
     "run_node",
     "run_reference",
+    "trace",
     "value_format",
 ]
 
@@ -149,9 +165,16 @@ def value_format(values: np.ndarray, where: str = "") -> FixedFormat:
 # ------------------------------------------------------------------------------------------------- nodes
 @dataclass(frozen=True, eq=False)
 class Node:
-    """Base of graph nodes; ``name`` is the layer's name in the model (``"0"``, ``"block.2"``)."""
+    """Base of graph nodes.
+
+    ``name`` is the layer's name in the model (``"0"``, ``"block.2"``) or, for a functional operation in a
+    ``forward`` (``x + y``, ``torch.cat``), torch.fx's name for it (``"add"``, ``"cat_1"``). ``inputs`` are the
+    names of the tensors it reads, ``output`` the name of the tensor it writes (unique in the graph).
+    """
 
     name: str
+    inputs: tuple[str, ...] = field(default=(), kw_only=True)
+    output: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,21 +257,117 @@ class Flatten(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Add(Node):
+    """Element-wise sum of its inputs (two or more tensors of one shape), e.g. a residual connection.
+
+    Exact in fixed point without any re-quantization: the operands are aligned on the finer grid (the larger
+    ``f``) and the sum needs one integer bit more than the wider operand (:func:`add_format`); the sum is
+    quantized only where a later layer's input quantizer says so.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Node):
+    """Concatenation of its inputs along ``axis`` (a per-sample axis: 0 is channels); exact, values unchanged."""
+
+    axis: int
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalPool(Node):
+    """Global pooling over every spatial axis: (C, *spatial) -> (C,).
+
+    ``"avg"`` only where the number of spatial positions is a power of two (the division is then a shift,
+    exact); ``"max"`` always.
+    """
+
+    kind: str
+    dims: int
+    size: tuple[int, ...]
+    """The spatial extent pooled over."""
+
+
+INPUT = "input"
+"""The name of the model-input tensor in every graph."""
+
+
+@dataclass(frozen=True, eq=False)
 class ExportGraph:
-    """A quantized model as exporters see it (see the module docstring)."""
+    """A quantized model as exporters see it (see the module docstring): a DAG of nodes over named tensors.
+
+    ``nodes`` are in a topological order (each node after the producers of its inputs), ending with the
+    producer of the output tensor; every node contributes to the output.
+    """
 
     input_shape: tuple[int, ...]
     nodes: tuple[Node, ...]
     output_shape: tuple[int, ...]
     shapes: tuple[tuple[int, ...], ...] = field(default=())
     """Per-sample shape of each node's output, aligned with ``nodes``."""
+    output: str = ""
+    """The name of the output tensor (the last node's output)."""
 
     @property
     def input_format(self) -> FixedFormat:
-        """The format of the model input (its first node is always the first layer's input quantizer)."""
-        first = self.nodes[0]
-        assert isinstance(first, Quantize)
-        return first.fmt
+        """The format of the model input: the quantizer(s) that read it (extraction checks they agree)."""
+        for node in self.nodes:
+            if isinstance(node, Quantize) and INPUT in node.inputs:
+                return node.fmt
+        raise ExportError("input: the model input is not quantized")
+
+    @property
+    def output_node(self) -> Node:
+        """The node that produces the model output."""
+        return self.nodes[-1]
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every node reads exactly the previous node's output (the model input for the first)."""
+        prev = INPUT
+        for node in self.nodes:
+            if node.inputs != (prev,):
+                return False
+            prev = node.output
+        return True
+
+    def require_chain(self, path: str) -> None:
+        """Raise :class:`ExportError` naming the first node that branches or joins, for a path that exports chains."""
+        prev = INPUT
+        readers: dict[str, int] = {}
+        for node in self.nodes:
+            for t in node.inputs:
+                readers[t] = readers.get(t, 0) + 1
+        for node in self.nodes:
+            if node.inputs != (prev,) or readers.get(node.output, 0) > 1:
+                what = type(node).__name__
+                raise ExportError(f"{node.name}: the {path} path exports chains of layers only, and this {what} node "
+                                  "joins or feeds several branches; use a path that expresses graphs")
+            prev = node.output
+        if readers.get(INPUT, 0) > 1:
+            raise ExportError(f"input: the {path} path exports chains of layers only; the model input feeds "
+                              "several branches")
+
+    def shape_of(self, tensor: str) -> tuple[int, ...]:
+        """Per-sample shape of a tensor (the model input or a node's output)."""
+        if tensor == INPUT:
+            return self.input_shape
+        for node, shape in zip(self.nodes, self.shapes, strict=True):
+            if node.output == tensor:
+                return shape
+        raise KeyError(tensor)
+
+    def producer(self, tensor: str) -> Node | None:
+        """The node that writes ``tensor`` (None for the model input)."""
+        for node in self.nodes:
+            if node.output == tensor:
+                return node
+        if tensor == INPUT:
+            return None
+        raise KeyError(tensor)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        """The nodes that read ``tensor``, in graph order."""
+        return [n for n in self.nodes if tensor in n.inputs]
 
     def layers(self) -> list[str]:
         """Layer names in order (each once)."""
@@ -383,37 +502,326 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                       "in nn.Sequential")
 
 
+# --------------------------------------------------------------------------------------------- tracing
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_SUFFIX = {Dense: "dense", Conv: "conv", ReLU: "relu", Table: "table", Pool: "pool", Flatten: "flatten",
+           Add: "add", Concat: "concat", GlobalPool: "gpool"}
+SUPPORTED_FUNCTIONS = ("x + y (operator.add, torch.add, Tensor.add)", "torch.cat", "torch.flatten(x, 1)",
+                       "x.view/reshape(batch, -1)", "torch.relu / F.relu", "x.mean(spatial axes)")
+"""The functional operations a ``forward`` may use besides layers (for error messages and docs)."""
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    """Layers are leaves: hwnas layers, childless modules and torch's own (non-container) modules."""
+    if isinstance(module, QLayer):
+        return True
+    if isinstance(module, _CONTAINERS):
+        return False
+    return not any(True for _ in module.children()) or type(module).__module__.startswith("torch.nn")
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return _is_leaf(m)
+
+
+def _root(model: nn.Module) -> nn.Module:
+    """A module fx can trace into: a model that is itself a single layer is wrapped, keeping its class name."""
+    if _is_leaf(model):
+        from collections import OrderedDict
+
+        return nn.Sequential(OrderedDict([(type(model).__name__, model)]))
+    return model
+
+
+def trace(model: nn.Module) -> torch.fx.GraphModule:
+    """The torch.fx graph of ``model`` with its layers (hwnas layers, torch modules) as leaves.
+
+    Raises :class:`ExportError` when ``forward`` cannot be traced symbolically (data-dependent control flow).
+    """
+    root = _root(model)
+    try:
+        g = _Tracer().trace(root)
+    except Exception as err:  # fx raises TraceError, TypeError, RuntimeError, ... for untraceable code
+        raise ExportError(f"{type(model).__name__}: its forward cannot be traced by torch.fx ({type(err).__name__}: "
+                          f"{first_line(err)}); write forward without data-dependent Python control flow") \
+            from err
+    return torch.fx.GraphModule(root, g)
+
+
+def layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers (leaf modules) ``model``'s forward calls, in call order, with their dotted names."""
+    gm = trace(model)
+    seen: dict[str, nn.Module] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            seen.setdefault(str(n.target), gm.get_submodule(str(n.target)))
+    return list(seen.items())
+
+
+class _Shapes(torch.fx.Interpreter):
+    """Runs the traced model once, recording every fx node's value (to read shapes) and naming failures."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[torch.fx.Node, Any] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        try:
+            out = super().run_node(n)
+        except ExportError:
+            raise
+        except Exception as err:
+            shapes = [tuple(self.values[a].shape[1:]) for a in n.all_input_nodes
+                      if isinstance(self.values.get(a), torch.Tensor)]
+            raise ExportError(f"{n.target if n.op == 'call_module' else n.name}: cannot run on input(s) of shape "
+                              f"{', '.join(map(str, shapes)) or '?'}: {first_line(err)}") from err
+        self.values[n] = out
+        return out
+
+
+def _arg(n: torch.fx.Node, index: int, key: str, default: Any) -> Any:
+    if len(n.args) > index:
+        return n.args[index]
+    return n.kwargs.get(key, default)
+
+
+def _op_kind(n: torch.fx.Node) -> str | None:
+    """The graph operation a functional fx node is, or None when unsupported."""
+    t = n.target
+    if n.op == "call_function":
+        if t in (operator.add, operator.iadd, torch.add):
+            return "add"
+        if t in (torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)):
+            return "cat"
+        if t is torch.flatten:
+            return "flatten"
+        if t in (torch.relu, F.relu, torch.relu_):
+            return "relu"
+        if t is torch.mean:
+            return "mean"
+        if t in (torch.reshape,):
+            return "reshape"
+        if t in (operator.getitem, getattr) :
+            return "meta"
+        return None
+    if n.op == "call_method":
+        return {"add": "add", "add_": "add", "__add__": "add", "flatten": "flatten", "view": "reshape",
+                "reshape": "reshape", "relu": "relu", "relu_": "relu", "mean": "mean", "size": "meta",
+                "dim": "meta", "contiguous": "identity"}.get(str(t))
+    return None
+
+
+def _describe_target(n: torch.fx.Node) -> str:
+    t = n.target
+    if n.op == "call_method":
+        return f"Tensor.{t}"
+    return getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or str(t)
+
+
 def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
     """The :class:`ExportGraph` of ``model`` for per-sample ``input_shape`` (module docstring).
 
-    The model is put in eval mode and run once on a zero sample (weight quantizers derive their integer
-    bits from the weights at each call, activation quantizers materialize their shapes).
+    ``forward`` is traced with torch.fx (layers are leaves, :data:`SUPPORTED_FUNCTIONS` the functional
+    operations between them); the model is put in eval mode and run once on a zero sample (weight quantizers
+    derive their integer bits from the weights at each call, activation quantizers materialize their shapes).
     """
     model.eval()
     sample = tuple(int(d) for d in input_shape)
-    layers = chain(model)
-    if not layers:
+    gm = trace(model)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ExportError(f"{type(model).__name__}: forward takes {len(placeholders)} inputs; exported models "
+                          "take exactly one tensor")
+    if not any(n.op == "call_module" for n in gm.graph.nodes):
         raise ExportError("model: no layers to export")
+    interp = _Shapes(gm)
+    with torch.no_grad():
+        interp.run(torch.zeros((1, *sample)))
+    values = interp.values
+
+    def shape(n: torch.fx.Node) -> tuple[int, ...]:
+        return tuple(values[n].shape[1:])
+
     nodes: list[Node] = []
     shapes: list[tuple[int, ...]] = []
-    x = torch.zeros((1, *sample))
-    with torch.no_grad():
-        for name, layer in layers:  # running each layer also settles weight quantizers' integer bits
-            try:
-                y = layer(x)
-            except Exception as err:  # a shape error names the layer
-                raise ExportError(f"{name}: cannot run on an input of shape {tuple(x.shape[1:])}: {err}") from err
-            out = tuple(y.shape[1:])
-            new = layer_nodes(name, layer, tuple(x.shape[1:]), out)
+    tensor: dict[torch.fx.Node, str] = {}
+    used_modules: dict[str, str] = {}
+
+    def emit(node: Node, ins: tuple[str, ...], out_shape: tuple[int, ...]) -> str:
+        suffix = node.slot + "_q" if isinstance(node, Quantize) else _SUFFIX[type(node)]
+        name = f"{node.name}/{suffix}"
+        taken = {m.output for m in nodes}
+        base, k = name, 1
+        while name in taken:
+            k += 1
+            name = f"{base}#{k}"
+        nodes.append(replace(node, inputs=ins, output=name))
+        shapes.append(out_shape)
+        return name
+
+    def source(a: Any, n: torch.fx.Node) -> str:
+        if not isinstance(a, torch.fx.Node) or a not in tensor:
+            raise ExportError(f"{n.name}: {_describe_target(n)} with a constant operand ({a!r}) is not supported; "
+                              "fold constants into a layer's weights or bias")
+        return tensor[a]
+
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            tensor[n] = INPUT
+            continue
+        if n.op == "output":
+            out = n.args[0]
+            if not isinstance(out, torch.fx.Node) or out not in tensor:
+                raise ExportError(f"{type(model).__name__}: forward must return one tensor, got {type(out).__name__}")
+            out_name, out_shape = tensor[out], shape(out)
+            break
+        if n.op == "get_attr":
+            raise ExportError(f"{n.target}: a tensor attribute used directly in forward is not supported; use a layer")
+        value = values.get(n)
+        if n.op == "call_module":
+            target = str(n.target)
+            if target in used_modules:
+                raise ExportError(f"{target}: the layer is called twice in forward (shared weights); exported models "
+                                  "use each layer once: make a second layer")
+            used_modules[target] = n.name
+            layer = gm.get_submodule(target)
+            if len(n.args) != 1 or n.kwargs:
+                raise ExportError(f"{target}: layers take one tensor input")
+            x = source(n.args[0], n)
+            sample_in = shape(n.args[0])
+            if isinstance(layer, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool1d
+                          | nn.AdaptiveMaxPool2d):
+                new = [_adaptive_pool(target, layer, sample_in, shape(n))]
+            else:
+                new = layer_nodes(target, layer, sample_in, shape(n))
             for node in new:
-                nodes.append(node)
-                shapes.append(out if not isinstance(node, Quantize) or node.slot == "output" else tuple(x.shape[1:]))
-            x = y
-    if not nodes or not isinstance(nodes[0], Quantize) or nodes[0].slot != "input":
-        first = layers[0][0]
+                out_shape = shape(n) if not isinstance(node, Quantize) or node.slot == "output" else sample_in
+                x = emit(node, (x,), out_shape)
+            tensor[n] = x
+            continue
+        kind = _op_kind(n)
+        if kind is None:
+            raise ExportError(f"{n.name}: {_describe_target(n)} is not supported by the fixed-point exporters "
+                              f"(supported between layers: {'; '.join(SUPPORTED_FUNCTIONS)})")
+        if kind == "meta":
+            if isinstance(value, torch.Tensor):
+                raise ExportError(f"{n.name}: indexing or slicing a tensor is not supported by the fixed-point "
+                                  "exporters")
+            continue  # sizes and shapes: only feed reshape, whose result shape is checked below
+        if not isinstance(value, torch.Tensor):
+            continue
+        first = n.args[0] if n.args else None
+        if kind == "identity":
+            tensor[n] = source(first, n)
+        elif kind == "add":
+            if "alpha" in n.kwargs or len(n.args) > 2:
+                raise ExportError(f"{n.name}: add with alpha is not supported; scale inside a layer instead")
+            a, b = n.args[0], n.args[1]
+            ins = (source(a, n), source(b, n))
+            if shape(a) != shape(b):
+                raise ExportError(f"{n.name}: adding tensors of shapes {shape(a)} and {shape(b)} (broadcasting) is "
+                                  "not supported; the operands of a residual add must have one shape")
+            tensor[n] = emit(Add(n.name), ins, shape(n))
+        elif kind == "cat":
+            parts = _arg(n, 0, "tensors", ())
+            dim = int(_arg(n, 1, "dim", 0))
+            rank = len(shape(n)) + 1
+            dim = dim + rank if dim < 0 else dim
+            if dim == 0:
+                raise ExportError(f"{n.name}: concatenation along the batch axis is not supported")
+            ins = tuple(source(p, n) for p in parts)
+            tensor[n] = emit(Concat(n.name, axis=dim - 1), ins, shape(n)) if len(ins) > 1 else ins[0]
+        elif kind in ("flatten", "reshape"):
+            x = source(first, n)
+            if kind == "flatten":
+                start = int(_arg(n, 1, "start_dim", 0))
+                end = int(_arg(n, 2, "end_dim", -1))
+                if start != 1 or end != -1:
+                    raise ExportError(f"{n.name}: only flatten(x, 1) (everything after the batch axis) is supported")
+            elif len(shape(n)) != 1 or shape(n)[0] != math.prod(shape(first)):
+                raise ExportError(f"{n.name}: {_describe_target(n)} to per-sample shape {shape(n)} is not supported; "
+                                  "only flattening to (batch, -1) is")
+            tensor[n] = x if len(shape(first)) == 1 else emit(Flatten(n.name), (x,), shape(n))
+        elif kind == "relu":
+            tensor[n] = emit(ReLU(n.name), (source(first, n),), shape(n))
+        elif kind == "mean":
+            x = source(first, n)
+            tensor[n] = emit(_mean_node(n, shape(first), shape(n)), (x,), shape(n))
+    else:  # pragma: no cover - fx graphs always end with an output node
+        raise ExportError("model: forward has no output")
+    nodes, shapes = _live(nodes, shapes, out_name)
+    graph = ExportGraph(sample, tuple(nodes), out_shape, tuple(shapes), out_name)
+    _check_input(graph)
+    return graph
+
+
+def _adaptive_pool(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple[int, ...]) -> Pool:
+    dims = 1 if isinstance(layer, nn.AdaptiveAvgPool1d | nn.AdaptiveMaxPool1d) else 2
+    kind = "avg" if isinstance(layer, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d) else "max"
+    spatial = sample[1:]
+    if any(o != 1 for o in out[1:]):
+        raise ExportError(f"{name}: adaptive pooling is exported only with output size 1 (global pooling); got "
+                          f"{out[1:]}")
+    if kind == "avg" and math.prod(spatial) & (math.prod(spatial) - 1):
+        raise ExportError(f"{name}: global average pooling over {math.prod(spatial)} positions divides by a "
+                          "non-power of two, which fixed point cannot do exactly; make the spatial size a power "
+                          "of two or use max pooling")
+    return Pool(name, kind, dims, tuple(spatial), tuple(spatial), (0,) * dims)
+
+
+def _mean_node(n: torch.fx.Node, sample: tuple[int, ...], out: tuple[int, ...]) -> Node:
+    dims = _arg(n, 1, "dim", None)
+    keep = bool(_arg(n, 2, "keepdim", False))
+    rank = len(sample) + 1
+    if dims is None:
+        raise ExportError(f"{n.name}: a mean over every axis (batch included) is not supported; give the spatial axes")
+    axes = sorted({(int(d) + rank) % rank for d in (dims if isinstance(dims, tuple | list) else (dims,))})
+    spatial = list(range(2, rank))
+    if axes != spatial or len(sample) < 2:
+        raise ExportError(f"{n.name}: mean over axes {axes} is not supported; only the mean over every spatial axis "
+                          f"({spatial}) is (global average pooling)")
+    size = tuple(sample[1:])
+    count = math.prod(size)
+    if count & (count - 1):
+        raise ExportError(f"{n.name}: global average pooling over {count} positions divides by a non-power of two, "
+                          "which fixed point cannot do exactly; make the spatial size a power of two or use max "
+                          "pooling")
+    if keep:
+        return Pool(n.name, "avg", len(size), size, size, (0,) * len(size))
+    return GlobalPool(n.name, "avg", len(size), size)
+
+
+def _live(nodes: list[Node], shapes: list[tuple[int, ...]], out: str) -> tuple[list[Node], list[tuple[int, ...]]]:
+    """Only the nodes the output depends on (in order), the producer of ``out`` last."""
+    need = {out}
+    keep = [False] * len(nodes)
+    for idx in range(len(nodes) - 1, -1, -1):
+        if nodes[idx].output in need:
+            keep[idx] = True
+            need.update(nodes[idx].inputs)
+    pairs = [(nd, sh) for nd, sh, k in zip(nodes, shapes, keep, strict=True) if k]
+    if out == INPUT or not pairs:
+        raise ExportError("model: the output does not depend on any layer")
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _check_input(graph: ExportGraph) -> None:
+    readers = graph.consumers(INPUT)
+    bad = [n for n in readers if not (isinstance(n, Quantize) and n.slot == "input")]
+    if bad or not readers:
+        first = (bad or [graph.nodes[0]])[0].name
         raise ExportError(f"{first}.input_quantizer: the model input must be quantized to fixed point (give the "
                           "first layer a fixed-point input quantizer); a float input has no ap_fixed/RTL form")
-    return ExportGraph(sample, tuple(nodes), tuple(x.shape[1:]), tuple(shapes))
+    fmt = readers[0].fmt  # type: ignore[attr-defined]
+    for other in readers[1:]:
+        o = other.fmt  # type: ignore[attr-defined]
+        same = (o.round_mode, o.overflow_mode) == (fmt.round_mode, fmt.overflow_mode) and all(
+            np.array_equal(a, b) for a, b in ((o.k, fmt.k), (o.i, fmt.i), (o.f, fmt.f)))
+        if not same:
+            raise ExportError(f"{other.name}.input_quantizer: the model input is read by several layers whose input "
+                              f"quantizers differ ({fmt.describe()} in {readers[0].name}, {o.describe()} here); give "
+                              "them the same format, or quantize the input once in a first layer")
 
 
 # -------------------------------------------------------------------------------------------- reference
@@ -432,8 +840,9 @@ def _pool(node: Pool, x: torch.Tensor) -> torch.Tensor:
     return fn(x, node.kernel, node.stride, node.padding)
 
 
-def run_node(node: Node, x: np.ndarray) -> np.ndarray:
-    """One node on a batch ``x`` (float64, exact)."""
+def run_node(node: Node, *xs: np.ndarray) -> np.ndarray:
+    """One node on its input batch(es) (float64, exact)."""
+    x = xs[0]
     if isinstance(node, Quantize):
         return node.fmt.quantize(x)
     if isinstance(node, Dense):
@@ -449,25 +858,37 @@ def run_node(node: Node, x: np.ndarray) -> np.ndarray:
         return _pool(node, torch.as_tensor(x)).numpy()
     if isinstance(node, Flatten):
         return x.reshape(len(x), -1)
+    if isinstance(node, Add):
+        total = xs[0]
+        for other in xs[1:]:
+            total = total + other
+        return total
+    if isinstance(node, Concat):
+        return np.concatenate(xs, axis=node.axis + 1)
+    if isinstance(node, GlobalPool):
+        axes = tuple(range(2, x.ndim))
+        return x.mean(axis=axes) if node.kind == "avg" else x.max(axis=axes)
     raise TypeError(f"{node.name}: unknown node {type(node).__name__}")
 
 
 def run_reference(graph: ExportGraph, x: np.ndarray | torch.Tensor, *, trace: bool = False) -> Any:
     """Execute ``graph`` on a batch (N, *input_shape) in float64.
 
-    Returns the output, or with ``trace`` the list of ``(node, output)`` pairs in order.
+    Returns the output, or with ``trace`` the list of ``(node, output)`` pairs in graph order.
     """
     h = np.asarray(x.detach().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     if h.shape[1:] != graph.input_shape:
         raise ExportError(f"input: expected samples of shape {graph.input_shape}, got {h.shape[1:]}")
     if not np.all(np.isfinite(h)):
         raise ExportError("input: contains NaN or infinity")
+    env: dict[str, np.ndarray] = {INPUT: h}
     steps = []
     for node in graph.nodes:
-        h = run_node(node, h)
+        h = run_node(node, *(env[t] for t in node.inputs)) if node.inputs else run_node(node, h)
+        env[node.output] = h
         if trace:
             steps.append((node, h))
-    return steps if trace else h
+    return steps if trace else env[graph.output or graph.nodes[-1].output]
 
 
 def float32_exact(graph: ExportGraph, x: np.ndarray | torch.Tensor) -> list[tuple[str, int]]:

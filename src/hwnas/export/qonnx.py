@@ -1,12 +1,22 @@
-"""Export a chain of hwnas layers to QONNX: ONNX with ``Quant`` nodes (domain ``qonnx.custom_op.general``).
+"""Export a quantized model to QONNX: ONNX with ``Quant`` nodes (domain ``qonnx.custom_op.general``).
 
 Contract:
 
-* :func:`export_qonnx` takes a model whose forward is a chain (``nn.Sequential`` of hwnas layers, ``Flatten``,
-  ``ReLU``, ``Identity``/``Dropout``) in eval mode, runs it once on a zero sample (weight quantizers derive their
-  integer bits from the weights at each call) and writes one node group per layer: ``Quant`` on the layer input,
-  ``MatMul``/``Add`` or ``Conv`` with ``Quant``-ed weight and bias initializers, the activation or pooling node,
-  and ``Quant`` on the layer output, mirroring the order of :class:`hwnas.nn.QLayer`'s forward.
+* :func:`export_qonnx` reads a fixed-point model through the export graph (:func:`hwnas.export.graph.extract`,
+  the IR every exporter reads: chains and DAGs — residual adds, concatenations, global pooling) and emits the
+  ONNX nodes of each graph node, one function per node kind, wired by the graph's tensor names (the last ONNX
+  node of a graph node writes the graph's tensor name, e.g. ``block1.conv1/input_q``): ``Quantize`` → ``Quant``
+  (or the staged form below), ``Dense`` → ``MatMul`` (+ ``Add``) and ``Conv`` with ``Quant``-ed weight and bias
+  initializers, ``ReLU`` → ``Relu``, ``Pool`` → ``MaxPool``/``AveragePool``, ``Flatten`` → ``Flatten``, ``Add`` →
+  ``Add`` (chained for three or more operands), ``Concat`` → ``Concat(axis + 1)``, ``GlobalPool`` →
+  ``GlobalAveragePool``/``GlobalMaxPool`` then ``Flatten`` to (N, C); ``Table`` is refused (below). A chain
+  exports as one node group per layer in the order of :class:`hwnas.nn.QLayer`'s forward, as it always has.
+* Models the export graph does not hold go through the chain walker (:func:`_walk_chain`, which reads the torch
+  layers of an ``nn.Sequential`` chain itself and emits the same node groups): models with a scaled-integer or
+  float16 quantizer (or none at all), and chains the graph refuses although QONNX carries them in float32 — a
+  float (unquantized) model input, weight or bias, average pooling over a window that is not a power of two.
+  A model that is not a chain there is refused (``only nn.Sequential chains``). ``metadata_props`` key
+  ``hwnas.qonnx.source`` of the file says which reader wrote it (``export graph`` or ``chain walker: why``).
 * A fixed-point quantizer (k, i, f) becomes ``Quant(x, scale=2^-f, zeropt=0, bitwidth=k+i+f)`` with
   ``signed=k`` and ``narrow`` for signed SAT_SYM (unsigned SAT_SYM is SAT). QONNX clips before it rounds and
   ap_fixed rounds before it saturates; for saturating modes both give the same value. Weights and biases are
@@ -20,32 +30,63 @@ Contract:
   ``floor(|y| + 0.5)`` in float32 and rounds 0.49999997 up; on the half-LSB grid it cannot).
 * A scaled-integer quantizer becomes ``Quant(x, scale, zeropt, bits)`` with its own scale(s), signedness and
   narrow range, rounding ROUND (half to even, as torch rounds); activations must be symmetric (zero point 0).
+* QONNX executes in float32. A residual ``Add`` and a global average pool's sum are exact only while every
+  operand, partial sum and result fits 24 significant bits; the exporter bounds them statically from the
+  formats and the weights (:func:`_value_bounds`: interval arithmetic per element, the finest grid of the
+  operands) and refuses the node otherwise. ``MatMul``/``Conv``/``AveragePool`` accumulate in float32 as torch
+  does, unchecked as before (:func:`hwnas.export.graph.float32_exact` reports where an input needs more).
 * What QONNX cannot express raises :class:`ExportError` naming the layer and slot and pointing to the hls4ml
   or RTL path: per-parameter widths, per-channel activation widths that differ, WRAP or SAT_ZERO overflow,
   signed 1-bit values (QONNX executes them as bipolar ±1), staged roundings wider than 22 bits, table
-  activations, asymmetric scaled-int activations, float16 quantizers, unfolded BatchNorm, and layers it does not know.
+  activations, sums that outgrow float32, asymmetric scaled-int activations, float16 quantizers, unfolded
+  BatchNorm, and layers it does not know.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
 from hwnas.quant import FixedPointQuantizer, ScaledIntQuantizer
+from hwnas.quant.base import Quantizer
 
 from .errors import ExportError
 from .folders import write_file
+from .graph import (
+    INPUT,
+    Add,
+    Concat,
+    Conv,
+    Dense,
+    ExportGraph,
+    FixedFormat,
+    Flatten,
+    GlobalPool,
+    Node,
+    Pool,
+    Quantize,
+    ReLU,
+    Table,
+    extract,
+    value_format,
+)
 
-__all__ = ["QONNX_DOMAIN", "ExportError", "execute_qonnx", "export_qonnx", "verify_qonnx"]
+__all__ = ["QONNX_DOMAIN", "SOURCE_KEY", "ExportError", "execute_qonnx", "export_qonnx", "verify_qonnx"]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
+SOURCE_KEY = "hwnas.qonnx.source"
+"""``metadata_props`` key naming the reader that wrote the file (``export graph`` or ``chain walker: why``)."""
 _OPSET = 13
 _IR_VERSION = 8
 
@@ -85,13 +126,16 @@ class _Graph:
         self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, domain=domain, **attrs))
         return out
 
+    def rename_last(self, tensor: str, name: str, since: int) -> str:
+        """Give ``tensor`` the name ``name`` when the last node (added after ``since`` nodes) writes it."""
+        if len(self.nodes) > since and self.nodes[-1].output[0] == tensor:
+            self.nodes[-1].output[0] = name
+            self.nodes[-1].name = name
+            return name
+        return tensor
 
-def _kif(q: FixedPointQuantizer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    k, i, f = (t.detach().double().expand(shape).numpy() if t.dim() else np.full(shape, float(t))
-               for t in q.kif())
-    return k, i, f
 
-
+# ------------------------------------------------------------------------------------------ Quant nodes
 def _varying_axes(*arrays: np.ndarray) -> set[int]:
     axes: set[int] = set()
     for a in arrays:
@@ -101,12 +145,315 @@ def _varying_axes(*arrays: np.ndarray) -> set[int]:
     return axes
 
 
-def _check_overflow(q: FixedPointQuantizer, where: str) -> bool:
-    mode = q.overflow_mode.value
+def _check_overflow(fmt: FixedFormat) -> bool:
+    mode = fmt.overflow_mode
     if mode not in ("SAT", "SAT_SYM"):
-        raise ExportError(f"{where}: overflow mode {mode} cannot be expressed by a QONNX Quant node "
+        raise ExportError(f"{fmt.where}: overflow mode {mode} cannot be expressed by a QONNX Quant node "
                           f"(it saturates); {_OTHER_PATHS}")
     return mode == "SAT_SYM"
+
+
+def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow: bool, mode: str) -> str:
+    """A ``Quant`` node of ``x`` with zero point 0."""
+    return g.node("Quant", [x, g.const("scale", scale), g.const("zeropt", np.zeros(())),
+                            g.const("bitwidth", np.array(float(bits)))], "quant", QONNX_DOMAIN,
+                  signed=int(signed), narrow=int(narrow), rounding_mode=mode)
+
+
+def _fixed_static(g: _Graph, fmt: FixedFormat, value: np.ndarray, transpose: bool = False) -> str:
+    """An already-quantized parameter (``value``, in ``fmt``) followed by a ``Quant`` node that reproduces it."""
+    shape = tuple(value.shape)
+    k, i, f = fmt.k, fmt.i, fmt.f
+    # the stored values are final (wrapped or saturated already), so the overflow mode does not matter here
+    narrow = fmt.overflow_mode == "SAT_SYM"
+    varying = _varying_axes(f, i, k)
+    if varying - {0}:
+        raise ExportError(f"{fmt.where}: bit-widths vary within a channel (per-parameter); QONNX Quant carries one "
+                          f"width per tensor and one scale per channel; {_OTHER_PATHS}")
+    signed = bool(np.any(k > 0))
+    narrow = narrow and signed  # ap_ufixed SAT_SYM is plain SAT
+    width = int(np.max(i + f)) + (1 if signed else 0)
+    if width < 1:
+        width = 1
+    data = np.asarray(value, dtype=np.float64)
+    if signed and width == 1:
+        if not np.any(data != 0):  # all zero (a pruned bias): a constant, exact without Quant
+            return g.const("param", data.T if transpose else data)
+        raise ExportError(f"{fmt.where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
+    scale = np.exp2(-f.astype(np.float64))
+    if 0 in varying:
+        scale = scale[(slice(None),) + (0,) * (len(shape) - 1)].reshape((-1,) + (1,) * (len(shape) - 1))
+    else:
+        scale = np.array(scale.flat[0])
+    if transpose:
+        data, scale = data.T, (scale.T if scale.ndim else scale)
+    return _quant(g, g.const("param", data), scale, width, signed, narrow, "ROUND")
+
+
+def _fixed_activation(g: _Graph, fmt: FixedFormat, x: str) -> str:
+    """``Quant`` node(s) applying ``fmt`` (the per-sample shape) to the activation tensor ``x``."""
+    sample = fmt.shape
+    k, i, f = fmt.k, fmt.i, fmt.f
+    narrow = _check_overflow(fmt)
+    varying = _varying_axes(f, i, k)
+    width = k + i + f
+    if varying - {0} or (0 in varying and not (np.all(width == width.flat[0]) and np.all(k == k.flat[0]))):
+        raise ExportError(f"{fmt.where}: the activation quantizer's widths or signs differ between elements; QONNX "
+                          f"Quant carries one width and sign per tensor; {_OTHER_PATHS}")
+    signed = bool(k.flat[0] > 0)
+    narrow = narrow and signed  # ap_ufixed SAT_SYM is plain SAT
+    bits = int(width.flat[0])
+    if bits < 1:
+        raise ExportError(f"{fmt.where}: zero-width (pruned) activation; {_OTHER_PATHS}")
+    if signed and bits == 1:
+        raise ExportError(f"{fmt.where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
+    rnd = fmt.round_mode
+    scale = np.exp2(-f.astype(np.float64))
+    if 0 in varying:
+        scale = scale.reshape(sample)[(slice(None),) + (0,) * (len(sample) - 1)]
+        scale = scale.reshape((1, -1) + (1,) * (len(sample) - 1))
+    else:
+        scale = np.array(scale.flat[0])
+    if rnd in _ROUNDING:
+        return _quant(g, x, scale, bits, signed, narrow, _ROUNDING[rnd])
+    if bits + 2 > _FLOAT32_BITS:
+        raise ExportError(f"{fmt.where}: {bits}-bit activation with rounding mode {rnd} needs a {bits + 2}-bit "
+                          f"intermediate, more than float32 carries exactly; {_OTHER_PATHS}")
+    pre, offset, final = _TIE_STAGES[rnd]
+    # values on the half-LSB grid keep every tie of the final rounding and are exact in float32
+    x = _quant(g, x, scale / 2, bits + 2, signed, False, pre)
+    if offset:
+        x = g.node("Add", [x, g.const("half_lsb", offset * scale)], "add")
+    return _quant(g, x, scale, bits, signed, narrow, final)
+
+
+# ------------------------------------------------------------------------------- float32 bounds (DAG nodes)
+@dataclass(frozen=True)
+class _Bound:
+    """Per-element bounds of a tensor's values: ``lo <= v <= hi`` and ``v`` a multiple of ``2^-f``."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    f: np.ndarray
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The largest integer code ``|v|·2^f`` per element (float32 is exact up to 2^24)."""
+        return np.maximum(np.abs(self.lo), np.abs(self.hi)) * np.exp2(self.f)
+
+
+def _grid(values: np.ndarray) -> np.ndarray:
+    """Fractional bits per output channel (axis 0) that every constant of the channel needs."""
+    f = value_format(values).f
+    return f.reshape(len(f), -1).max(axis=1) if f.size else np.zeros(len(f), dtype=np.int64)
+
+
+def _bound_weighted(node: Dense | Conv, x: _Bound) -> _Bound:
+    wp, wn = np.maximum(node.weight, 0.0), np.minimum(node.weight, 0.0)
+    fw = _grid(node.weight) + int(np.max(x.f))
+    fb = _grid(node.bias) if node.bias is not None else fw
+    f_out = np.maximum(fw, fb)
+    bias = node.bias if node.bias is not None else np.zeros(len(node.weight))
+    if isinstance(node, Dense):
+        hi = x.hi @ wp.T + x.lo @ wn.T + bias
+        lo = x.lo @ wp.T + x.hi @ wn.T + bias
+        return _Bound(lo, hi, np.broadcast_to(f_out, hi.shape))
+    fn = F.conv1d if node.dims == 1 else F.conv2d
+
+    def conv(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(a[None], dtype=torch.float64)
+        return fn(t, torch.as_tensor(w), None, node.stride, node.padding, node.dilation, node.groups)[0].numpy()
+
+    spatial = (1,) * node.dims
+    hi = conv(x.hi, wp) + conv(x.lo, wn) + bias.reshape(-1, *spatial)
+    lo = conv(x.lo, wp) + conv(x.hi, wn) + bias.reshape(-1, *spatial)
+    return _Bound(lo, hi, np.broadcast_to(f_out.reshape(-1, *spatial), hi.shape))
+
+
+def _bound_pool(node: Pool, x: _Bound) -> _Bound:
+    mx = F.max_pool1d if node.dims == 1 else F.max_pool2d
+
+    def pool(a: np.ndarray, fn: Callable[..., torch.Tensor]) -> np.ndarray:
+        return fn(torch.as_tensor(a[None], dtype=torch.float64), node.kernel, node.stride, node.padding)[0].numpy()
+
+    f = pool(x.f.astype(np.float64), mx)
+    if node.kind == "max":
+        return _Bound(-pool(-x.lo, mx), pool(x.hi, mx), f)
+    avg = F.avg_pool1d if node.dims == 1 else F.avg_pool2d
+    return _Bound(pool(x.lo, avg), pool(x.hi, avg), f + math.log2(math.prod(node.kernel)))
+
+
+def _bound_quantize(fmt: FixedFormat, x: _Bound) -> _Bound:
+    """The format's range; narrowed to the input's bounds (± one LSB of rounding) where it saturates (monotone)."""
+    lsb = np.exp2(-fmt.f.astype(np.float64))
+    top = np.exp2(fmt.i.astype(np.float64))
+    lo, hi = -fmt.k * top, top - lsb
+    if fmt.overflow_mode in ("SAT", "SAT_SYM"):
+        x_lo, x_hi = np.nan_to_num(x.lo, nan=-np.inf), np.nan_to_num(x.hi, nan=np.inf)
+        lo, hi = np.clip(x_lo - lsb, lo, hi), np.clip(x_hi + lsb, lo, hi)
+    return _Bound(lo, hi, fmt.f.astype(np.float64))
+
+
+def _value_bounds(graph: ExportGraph) -> dict[str, _Bound]:
+    """Static per-element bounds of every tensor of ``graph`` (the model input is unbounded)."""
+    inf = np.full(graph.input_shape, np.inf)
+    env = {INPUT: _Bound(-inf, inf, np.zeros(graph.input_shape))}
+    for node in graph.nodes:
+        xs = [env[t] for t in node.inputs]
+        x = xs[0]
+        if isinstance(node, Quantize):
+            b = _bound_quantize(node.fmt, x)
+        elif isinstance(node, Dense | Conv):
+            b = _bound_weighted(node, x)
+        elif isinstance(node, ReLU):
+            b = _Bound(np.maximum(x.lo, 0.0), np.maximum(x.hi, 0.0), x.f)
+        elif isinstance(node, Pool):
+            b = _bound_pool(node, x)
+        elif isinstance(node, Flatten):
+            b = _Bound(x.lo.reshape(-1), x.hi.reshape(-1), x.f.reshape(-1))
+        elif isinstance(node, Add):
+            b = _Bound(sum(a.lo for a in xs), sum(a.hi for a in xs), np.maximum.reduce([a.f for a in xs]))
+        elif isinstance(node, Concat):
+            b = _Bound(*(np.concatenate([getattr(a, k) for a in xs], axis=node.axis) for k in ("lo", "hi", "f")))
+        elif isinstance(node, GlobalPool):
+            axes = tuple(range(1, x.lo.ndim))
+            f = x.f.max(axis=axes)
+            if node.kind == "avg":
+                b = _Bound(x.lo.mean(axis=axes), x.hi.mean(axis=axes), f + math.log2(math.prod(node.size)))
+            else:
+                b = _Bound(x.lo.max(axis=axes), x.hi.max(axis=axes), f)
+        else:  # a table (tanh/sigmoid in [-1, 1], float32 values) or a kind added later: no bound
+            shape = graph.shape_of(node.output)
+            b = _Bound(np.full(shape, -np.inf), np.full(shape, np.inf), np.zeros(shape))
+        env[node.output] = b
+    return env
+
+
+def _require_float32(node: Node, what: str, codes: np.ndarray) -> None:
+    worst = float(np.max(np.where(np.isnan(codes), np.inf, codes))) if codes.size else 0.0  # nan: unbounded
+    if worst > 2.0 ** _FLOAT32_BITS:
+        bits = "unbounded" if not math.isfinite(worst) else f"up to {math.ceil(math.log2(worst + 1))}"
+        raise ExportError(f"{node.name}: {what} needs {bits} significant bits, more than the {_FLOAT32_BITS} "
+                          "float32 carries exactly, and QONNX executes in float32; quantize the operands (an "
+                          f"input or output quantizer on the branches) to fewer bits or {_OTHER_PATHS}")
+
+
+# ---------------------------------------------------------------------------------------- graph emitters
+@dataclass
+class _Emit:
+    """What the emitters share: the ONNX graph under construction, the export graph and its value bounds."""
+
+    g: _Graph
+    graph: ExportGraph
+    bounds: dict[str, _Bound] | None = None
+
+    def bound(self, tensor: str) -> _Bound:
+        if self.bounds is None:
+            self.bounds = _value_bounds(self.graph)
+        return self.bounds[tensor]
+
+
+def _emit_quantize(e: _Emit, node: Quantize, xs: list[str]) -> str:
+    return _fixed_activation(e.g, node.fmt, xs[0])
+
+
+def _params(e: _Emit, node: Dense | Conv, transpose: bool) -> tuple[str, str | None]:
+    w = _fixed_static(e.g, node.weight_format, node.weight, transpose)
+    if node.bias is None or node.bias_format is None:
+        return w, None
+    return w, _fixed_static(e.g, node.bias_format, node.bias)
+
+
+def _emit_dense(e: _Emit, node: Dense, xs: list[str]) -> str:
+    w, b = _params(e, node, transpose=True)
+    y = e.g.node("MatMul", [xs[0], w], "matmul")
+    return e.g.node("Add", [y, b], "add") if b is not None else y
+
+
+def _emit_conv(e: _Emit, node: Conv, xs: list[str]) -> str:
+    w, b = _params(e, node, transpose=False)
+    return e.g.node("Conv", [xs[0], w] + ([b] if b is not None else []), "conv", kernel_shape=list(node.kernel),
+                    strides=list(node.stride), pads=list(node.padding) * 2, dilations=list(node.dilation),
+                    group=node.groups)
+
+
+def _emit_relu(e: _Emit, node: ReLU, xs: list[str]) -> str:
+    return e.g.node("Relu", xs, "relu")
+
+
+def _emit_table(e: _Emit, node: Table, xs: list[str]) -> str:
+    raise ExportError(f"{node.name}: {node.kind} (table) has no exact QONNX form (a lookup table over the input "
+                      f"codes); {_OTHER_PATHS}")
+
+
+def _emit_pool(e: _Emit, node: Pool, xs: list[str]) -> str:
+    attrs = {"kernel_shape": list(node.kernel), "strides": list(node.stride), "pads": list(node.padding) * 2}
+    if node.kind == "max":
+        return e.g.node("MaxPool", xs, "maxpool", **attrs)
+    # the graph holds average pooling with padding only where the padding counts (count_include_pad=True)
+    return e.g.node("AveragePool", xs, "avgpool", count_include_pad=1, **attrs)
+
+
+def _emit_flatten(e: _Emit, node: Flatten, xs: list[str]) -> str:
+    return e.g.node("Flatten", xs, "flatten", axis=1)
+
+
+def _emit_add(e: _Emit, node: Add, xs: list[str]) -> str:
+    ops = [e.bound(t) for t in node.inputs]
+    total = ops[0]
+    _require_float32(node, f"the operand {node.inputs[0]}", total.codes)
+    y = xs[0]
+    for t, b, x in zip(node.inputs[1:], ops[1:], xs[1:], strict=True):
+        _require_float32(node, f"the operand {t}", b.codes)
+        total = _Bound(total.lo + b.lo, total.hi + b.hi, np.maximum(total.f, b.f))
+        _require_float32(node, "the sum", total.codes)
+        y = e.g.node("Add", [y, x], "add")
+    return y
+
+
+def _emit_concat(e: _Emit, node: Concat, xs: list[str]) -> str:
+    return e.g.node("Concat", xs, "concat", axis=node.axis + 1)
+
+
+def _emit_global_pool(e: _Emit, node: GlobalPool, xs: list[str]) -> str:
+    if node.kind == "avg":  # the sum over the positions (then a power-of-two division, exact) must fit float32
+        x = e.bound(node.inputs[0])
+        axes = tuple(range(1, x.lo.ndim))
+        peak = np.maximum(np.abs(x.lo), np.abs(x.hi)).sum(axis=axes) * np.exp2(x.f.max(axis=axes))
+        _require_float32(node, "the sum over the pooled positions", peak)
+    y = e.g.node("GlobalAveragePool" if node.kind == "avg" else "GlobalMaxPool", xs, "gpool")
+    return e.g.node("Flatten", [y], "flatten", axis=1)  # (N, C, 1[, 1]) -> (N, C)
+
+
+_EMITTERS: dict[type[Node], Callable[[_Emit, Any, list[str]], str]] = {
+    Quantize: _emit_quantize, Dense: _emit_dense, Conv: _emit_conv, ReLU: _emit_relu, Table: _emit_table,
+    Pool: _emit_pool, Flatten: _emit_flatten, Add: _emit_add, Concat: _emit_concat, GlobalPool: _emit_global_pool,
+}
+"""The ONNX emitter of each export-graph node kind: ``(context, node, ONNX input names) -> ONNX output name``."""
+
+
+def _from_graph(g: _Graph, graph: ExportGraph) -> tuple[str, tuple[int, ...]]:
+    """Emit ``graph``'s nodes into ``g``; returns the output tensor's ONNX name and per-sample shape."""
+    e = _Emit(g, graph)
+    env = {INPUT: INPUT}
+    for node in graph.nodes:
+        emit = _EMITTERS.get(type(node))
+        if emit is None:
+            raise ExportError(f"{node.name}: {type(node).__name__} nodes are not supported by the QONNX exporter; "
+                              f"{_OTHER_PATHS}")
+        since = len(g.nodes)
+        out = emit(e, node, [env[t] for t in node.inputs])
+        env[node.output] = g.rename_last(out, node.output, since)
+    return env[graph.output or graph.nodes[-1].output], graph.output_shape
+
+
+# ------------------------------------------------------------------------------------------ chain walker
+def _kif(q: FixedPointQuantizer, shape: tuple[int, ...], where: str) -> FixedFormat:
+    """The quantizer's format over ``shape`` as the quantizer holds it (pruned elements keep their values)."""
+    k, i, f = (t.detach().double().expand(shape).numpy() if t.dim() else np.full(shape, float(t))
+               for t in q.kif())
+    return FixedFormat(k.astype(np.int64), i.astype(np.int64), f.astype(np.int64), q.round_mode.value,
+                       q.overflow_mode.value, where)
 
 
 def _scaled_static(g: _Graph, q: ScaledIntQuantizer, value: torch.Tensor, transpose: bool) -> str:
@@ -126,33 +473,7 @@ def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose:
         return _scaled_static(g, q, value, transpose)
     if not isinstance(q, FixedPointQuantizer):
         raise ExportError(f"{where}: {type(q).__name__} has no QONNX Quant form; {_OTHER_PATHS}")
-    shape = tuple(value.shape)
-    k, i, f = _kif(q, shape)
-    # the stored values are final (wrapped or saturated already), so the overflow mode does not matter here
-    narrow = q.overflow_mode.value == "SAT_SYM"
-    varying = _varying_axes(f, i, k)
-    if varying - {0}:
-        raise ExportError(f"{where}: bit-widths vary within a channel (per-parameter); QONNX Quant carries one "
-                          f"width per tensor and one scale per channel; {_OTHER_PATHS}")
-    signed = bool(np.any(k > 0))
-    narrow = narrow and signed  # ap_ufixed SAT_SYM is plain SAT
-    width = int(np.max(i + f)) + (1 if signed else 0)
-    if width < 1:
-        width = 1
-    if signed and width == 1:
-        if not bool(torch.any(value.detach() != 0)):  # all zero (a pruned bias): a constant, exact without Quant
-            zeros = value.detach().double().numpy()
-            return g.const("param", zeros.T if transpose else zeros)
-        raise ExportError(f"{where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
-    scale = np.exp2(-f)
-    if 0 in varying:
-        scale = scale[(slice(None),) + (0,) * (len(shape) - 1)].reshape((-1,) + (1,) * (len(shape) - 1))
-    else:
-        scale = np.array(scale.flat[0])
-    data = value.detach().double().numpy()
-    if transpose:
-        data, scale = data.T, (scale.T if scale.ndim else scale)
-    return _quant(g, g.const("param", data), scale, width, signed, narrow, "ROUND")
+    return _fixed_static(g, _kif(q, tuple(value.shape), where), value.detach().double().numpy(), transpose)
 
 
 def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where: str) -> str:
@@ -162,45 +483,7 @@ def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where:
         return _scaled_activation(g, q, x, where)
     if not isinstance(q, FixedPointQuantizer):
         raise ExportError(f"{where}: {type(q).__name__} has no QONNX Quant form; {_OTHER_PATHS}")
-    k, i, f = _kif(q, sample)
-    narrow = _check_overflow(q, where)
-    varying = _varying_axes(f, i, k)
-    width = k + i + f
-    if varying - {0} or (0 in varying and not (np.all(width == width.flat[0]) and np.all(k == k.flat[0]))):
-        raise ExportError(f"{where}: the activation quantizer's widths or signs differ between elements; QONNX "
-                          f"Quant carries one width and sign per tensor; {_OTHER_PATHS}")
-    signed = bool(k.flat[0] > 0)
-    narrow = narrow and signed  # ap_ufixed SAT_SYM is plain SAT
-    bits = int(width.flat[0])
-    if bits < 1:
-        raise ExportError(f"{where}: zero-width (pruned) activation; {_OTHER_PATHS}")
-    if signed and bits == 1:
-        raise ExportError(f"{where}: signed 1-bit values execute as bipolar ±1 in QONNX; {_OTHER_PATHS}")
-    rnd = q.round_mode.value
-    scale = np.exp2(-f)
-    if 0 in varying:
-        scale = scale.reshape(sample)[(slice(None),) + (0,) * (len(sample) - 1)]
-        scale = scale.reshape((1, -1) + (1,) * (len(sample) - 1))
-    else:
-        scale = np.array(scale.flat[0])
-    if rnd in _ROUNDING:
-        return _quant(g, x, scale, bits, signed, narrow, _ROUNDING[rnd])
-    if bits + 2 > _FLOAT32_BITS:
-        raise ExportError(f"{where}: {bits}-bit activation with rounding mode {rnd} needs a {bits + 2}-bit "
-                          f"intermediate, more than float32 carries exactly; {_OTHER_PATHS}")
-    pre, offset, final = _TIE_STAGES[rnd]
-    # values on the half-LSB grid keep every tie of the final rounding and are exact in float32
-    x = _quant(g, x, scale / 2, bits + 2, signed, False, pre)
-    if offset:
-        x = g.node("Add", [x, g.const("half_lsb", offset * scale)], "add")
-    return _quant(g, x, scale, bits, signed, narrow, final)
-
-
-def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow: bool, mode: str) -> str:
-    """A ``Quant`` node of ``x`` with zero point 0."""
-    return g.node("Quant", [x, g.const("scale", scale), g.const("zeropt", np.zeros(())),
-                            g.const("bitwidth", np.array(float(bits)))], "quant", QONNX_DOMAIN,
-                  signed=int(signed), narrow=int(narrow), rounding_mode=mode)
+    return _fixed_activation(g, _kif(q, sample, where), x)
 
 
 def _scaled_activation(g: _Graph, q: ScaledIntQuantizer, x: str, where: str) -> str:
@@ -301,40 +584,79 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return out
     if isinstance(model, QLayer) or not list(model.children()):
         return [("", model)]
-    raise ExportError(f"{type(model).__name__}: only nn.Sequential chains of layers are exported to QONNX; "
-                      "wrap the layers in nn.Sequential")
+    raise ExportError(f"{type(model).__name__}: only nn.Sequential chains of layers are exported to QONNX when the "
+                      "model has scaled-integer quantizers, float (unquantized) tensors or no fixed-point "
+                      "quantizer (the export graph, which reads graphs, holds fixed-point models only); wrap the "
+                      "layers in nn.Sequential")
+
+
+def _walk_chain(g: _Graph, model: nn.Module, sample: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """Emit the layers of a chain read from torch (models the export graph does not hold); see the module doc."""
+    with torch.no_grad():
+        model(torch.zeros((1, *sample)))  # weight quantizers derive their integer bits from the weights
+    x = INPUT
+    for name, layer in _chain(model):
+        x_next = _layer(g, name or type(layer).__name__, layer, x, sample)
+        sample = _out_sample(layer, sample)
+        x = x_next
+    if x == INPUT:
+        x = g.node("Identity", [x], "identity")
+    return x, sample
+
+
+def _source(model: nn.Module, sample: tuple[int, ...]) -> ExportGraph | str:
+    """The export graph of a fixed-point model, or why the chain walker exports it (module docstring)."""
+    quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
+    other = sorted({type(q).__name__ for q in quantizers if not isinstance(q, FixedPointQuantizer)})
+    if other:
+        return f"{', '.join(other)} (not fixed point)"
+    if not quantizers:
+        return "no quantizer"
+    try:
+        return extract(model, sample)
+    except ExportError as err:
+        if not _is_chain(model):
+            raise  # the chain walker cannot read it either: the export graph's reason is the one that helps
+        return f"not in the export graph ({err})"
+
+
+def _is_chain(model: nn.Module) -> bool:
+    try:
+        _chain(model)
+    except ExportError:
+        return False
+    return True
 
 
 def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike[str] | None = None,
                  *, batch_size: int = 1, replace: bool = True) -> Any:
     """The QONNX ``onnx.ModelProto`` of ``model`` for per-sample ``input_shape``; also written to ``path``.
 
-    The model is put in eval mode. Raises :class:`ExportError` naming the layer for anything QONNX cannot
-    express exactly (module docstring). Written atomically (temporary file, then rename) with
-    :func:`hwnas.export.folders.write_file`: an existing file is overwritten only with ``replace`` (the
-    command line's ``--force``); a folder at ``path`` raises :class:`~hwnas.export.folders.FolderError`.
+    The model is put in eval mode and read through the export graph (the chain walker for what the graph does
+    not hold; module docstring). Raises :class:`ExportError` naming the layer for anything QONNX cannot express
+    exactly. Written atomically (temporary file, then rename) with :func:`hwnas.export.folders.write_file`: an
+    existing file is overwritten only with ``replace`` (the command line's ``--force``); a folder at ``path``
+    raises :class:`~hwnas.export.folders.FolderError`.
     """
     from onnx import TensorProto, checker, helper
 
     model.eval()
     sample = tuple(int(d) for d in input_shape)
-    with torch.no_grad():
-        model(torch.zeros((1, *sample)))  # weight quantizers derive their integer bits from the weights
+    source = _source(model, sample)
     g = _Graph()
-    x = "input"
-    for name, layer in _chain(model):
-        x_next = _layer(g, name or type(layer).__name__, layer, x, sample)
-        with torch.no_grad():
-            sample = tuple(layer(torch.zeros((1, *sample))).shape[1:])
-        x = x_next
-    if x == "input":
-        x = g.node("Identity", [x], "identity")
+    if isinstance(source, ExportGraph):
+        out, out_shape = _from_graph(g, source)
+        how = "export graph"
+    else:
+        out, out_shape = _walk_chain(g, model, sample)
+        how = f"chain walker: {source}"
     graph = helper.make_graph(
-        g.nodes, "hwnas", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch_size, *input_shape])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [batch_size, *sample])], g.inits)
+        g.nodes, "hwnas", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch_size, *sample])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch_size, *out_shape])], g.inits)
     proto = helper.make_model(graph, producer_name="hwnas", opset_imports=[
         helper.make_opsetid("", _OPSET), helper.make_opsetid(QONNX_DOMAIN, 1)])
     proto.ir_version = _IR_VERSION
+    helper.set_model_props(proto, {SOURCE_KEY: how})
     checker.check_model(proto)
     if path is not None:
         write_file(path, proto.SerializeToString(), replace=replace)

