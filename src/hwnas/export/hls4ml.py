@@ -13,6 +13,12 @@ Contract:
   sigmoid become an explicit lookup table (``UnaryLUT``) over every code of their input type, filled from
   :meth:`hwnas.export.graph.Table.apply` (and the output quantizer), so they are exact. Layout is channels
   last: conv weights, per-element formats and the rows of a Dense after ``Flatten`` are permuted.
+* Graphs (residual connections, concatenations, global pooling) are lowered tensor by tensor: each hls4ml
+  layer names the layers producing its inputs; ``Add`` becomes a ``Merge`` (``op: add``) typed for the exact
+  sum, ``Concat`` a ``Concatenate`` (channels: the last hls4ml axis) typed as the union of its operands,
+  ``GlobalPool`` a ``GlobalAverage/MaxPooling1D/2D`` with an exact accumulator; a quantizer becomes its
+  producer's ``result_t`` only when it is that tensor's only reader (a tensor read by two branches keeps its
+  exact value).
 * The project is written to a temporary folder and moved into ``output_dir`` only when complete, under the
   rule of :mod:`hwnas.export.folders`: a new or empty folder, or an earlier hwnas export (replaced only with
   ``replace=True``, the default); a folder holding files hwnas did not write is refused. It is hls4ml's
@@ -28,9 +34,10 @@ Contract:
 * Refused with :class:`~hwnas.export.errors.ExportError` naming the layer (or the option): everything
   :func:`~hwnas.export.graph.extract` refuses, dilated or grouped (non-depthwise) convolutions, depthwise
   with a channel multiplier or with the Resource strategy, a Dense on a rank > 1 tensor, tables over more
-  than 16-bit inputs, reuse factors that do not divide a layer's multiplications or that hls4ml's Resource
-  kernels reject, reuse factors/strategies for layers that have no multiplications or do not exist,
-  unknown backends, strategies and IO types (only ``io_parallel``: heterogeneous quantizers need it).
+  than 16-bit inputs, an ``Add`` of a flattened (channels-last order) tensor and one in torch order, reuse
+  factors that do not divide a layer's multiplications or that hls4ml's Resource kernels reject, reuse
+  factors/strategies for layers that have no multiplications or do not exist, unknown backends, strategies
+  and IO types (only ``io_parallel``: heterogeneous quantizers need it).
 """
 
 from __future__ import annotations
@@ -327,7 +334,7 @@ def _readme(project: str, backend: str, part: str, clock: float, rows: list[Laye
             "build_prj.tcl (options in build_opt.tcl)") if backend == "Vitis" else (
         'vivado_hls -f build_prj.tcl "csim=1 synth=1 cosim=0 export=0"')
     first = lowered.layers[0].result.cpp()
-    last = lowered.layers[-1].result.cpp()
+    last = lowered.output.result.cpp()
     return f"""# {project} — hls4ml project exported by hwnas
 
 Backend {backend}, part `{part}`, clock period {clock:g} ns, io_parallel, strategy {'/'.join(strategies)},
@@ -378,7 +385,9 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
     """Write the hls4ml project of ``model`` (per-sample ``input_shape``) to ``output_dir`` (module docstring).
 
     Args:
-        model: an ``nn.Sequential`` chain of hwnas layers (or an already extracted :class:`ExportGraph`).
+        model: a model of hwnas layers — an ``nn.Sequential`` chain or a ``forward`` with residual adds,
+            concatenations and global pooling (:func:`~hwnas.export.graph.extract`) — or an already extracted
+            :class:`ExportGraph`.
         input_shape: per-sample input shape in torch layout, e.g. ``(2, 128)``.
         output_dir: the project folder: new, empty or an earlier hwnas export (:mod:`hwnas.export.folders`;
             a folder holding other files raises :class:`~hwnas.export.folders.FolderError`).
@@ -429,7 +438,8 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
         }
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hls_model = ModelGraph.from_layer_list(config, _hls_layers(lowered, FixedPrecisionType))
+            hls_model = ModelGraph.from_layer_list(config, _hls_layers(lowered, FixedPrecisionType),
+                                                   outputs=[lowered.output.name])
             _check_built(hls_model, lowered)
             hls_model.write()
         rows = _precision_rows(lowered)

@@ -2,26 +2,43 @@
 
 Contract (used by :mod:`hwnas.export.hls4ml`; no hls4ml import here, so it is testable without it):
 
-* :func:`lower` walks the graph once and returns a :class:`Lowered`: the list of hls4ml layer dictionaries
-  (``ModelGraph.from_layer_list`` format, channels last), one :class:`HlsLayer` record per dictionary with
-  every type it needs (``result``, ``weight``, ``bias``, ``accum``, ``table``) as an :class:`ApType`, and
-  the layout maps between torch's flat order and hls4ml's.
+* :func:`lower` walks the graph once, in its topological order, following tensors (not list positions), and
+  returns a :class:`Lowered`: the list of hls4ml layer dictionaries (``ModelGraph.from_layer_list`` format,
+  channels last), one :class:`HlsLayer` record per dictionary with every type it needs (``result``,
+  ``weight``, ``bias``, ``accum``, ``table``) as an :class:`ApType` and the hls4ml layers it reads
+  (``inputs``; written into the dictionary where it is not simply the previous layer, so a chain's
+  dictionaries are unchanged), and the layout maps between torch's flat order and hls4ml's.
 * Every type is derived from value ranges, never guessed: a tensor is tracked as per-element bounds and
   fractional bits (:class:`ValueRange`, torch layout). A quantizer's output has its format's range; a
   Dense/Conv accumulates ``bias + Σ w·x`` with interval arithmetic on the real weights and the finest grid
   of any product; pooling takes the window's max/sum; a table its values. Accumulators and results that
   are not re-quantized get the narrowest ``ap_[u]fixed`` holding every reachable value exactly (WRAP/TRN,
   so intermediate wrap-around in a sum is harmless: the final sum fits).
-* A uniform quantizer right after a layer becomes that layer's ``result_t`` (with its rounding and overflow
-  modes: hls4ml casts the exact accumulator/value to ``result_t``). A heterogeneous one (per channel or per
-  element) becomes an hls4ml ``FixedPointQuantizer`` layer: a generated function casting every element to
-  its own ``ap_fixed<W,I,mode,mode>``; its output type is the union of the element formats.
+* A uniform quantizer becomes the ``result_t`` of the layer producing its input (with its rounding and
+  overflow modes: hls4ml casts the exact accumulator/value to ``result_t``) only when it is the only reader
+  of that tensor (through in-place flattens): a tensor also read by another branch (a residual skip) keeps
+  its exact value there. Otherwise, and for a heterogeneous quantizer (per channel or per element), it
+  becomes an hls4ml ``FixedPointQuantizer`` layer: a generated function casting every element to its own
+  ``ap_fixed<W,I,mode,mode>``; its output type is the union of the element formats. Identical quantizers of
+  one tensor (a block input read by a conv and a skip conv) are one layer.
+* Graph nodes: ``Add`` → ``Merge`` (``op: add``; more operands: a cascade). hls4ml adds in the operand types
+  (``ap_fixed`` ``+`` is full precision: the finer grid, one more integer bit) and casts the sum once to
+  ``result_t``, which is the exact sum's range on the finer grid (or the quantizer that reads it). ``Concat``
+  → ``Concatenate`` (torch axis 0, channels, is hls4ml's last axis; a spatial axis ``a`` is ``a - 1``), each
+  operand cast to the union of the operand types (exact; or to the quantizer that reads it), the permutation
+  of the result composed from the operands' (so a Flatten after it, or a rank-1 concatenation of flattened
+  tensors, stays right).
+  ``GlobalPool`` → ``GlobalAverage/MaxPooling1D/2D``: the average sums in ``accum_t`` (the exact sum with the
+  input grid plus ``log2(size)`` fractional bits) and divides by the power-of-two size (a shift: exact in
+  that type); max keeps the input type.
 * Channels last: conv weights are transposed to (K…, Cin, Cout), per-element formats to channels last, and a
   Dense after ``Flatten`` gets its input rows permuted (torch flattens channel-major).
 * What hls4ml cannot do exactly raises :class:`~hwnas.export.errors.ExportError` naming the layer: dilated
   or grouped (non-depthwise) convolutions, depthwise with a channel multiplier, a Dense on a tensor of rank
   > 1, a table whose input type exceeds :data:`MAX_TABLE_BITS`, depthwise convolutions with the Resource
-  strategy, and reuse factors that do not divide a layer's multiplications.
+  strategy, reuse factors that do not divide a layer's multiplications, an ``Add`` whose operands reach hls4ml
+  in different element orders (a flattened channels-last tensor and one in torch order) and node kinds it
+  has no layer for.
 """
 
 from __future__ import annotations
@@ -38,7 +55,23 @@ import torch.nn.functional as F
 from hwnas.quant.reference import quantize_fixed_np
 
 from .errors import ExportError
-from .graph import Conv, Dense, ExportGraph, FixedFormat, Flatten, Node, Pool, Quantize, ReLU, Table, value_format
+from .graph import (
+    INPUT,
+    Add,
+    Concat,
+    Conv,
+    Dense,
+    ExportGraph,
+    FixedFormat,
+    Flatten,
+    GlobalPool,
+    Node,
+    Pool,
+    Quantize,
+    ReLU,
+    Table,
+    value_format,
+)
 
 __all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "lower", "valid_reuse_factors"]
 
@@ -219,7 +252,8 @@ class HlsLayer:
     """What it does, for reports: ``input``, ``quantizer``, ``dense``, ``conv1d``, ``relu``, ``table`` ..."""
     attrs: dict[str, Any]
     node_index: int
-    """Index in ``graph.nodes`` of the last node whose output this layer produces (-1: the raw input)."""
+    """Index in ``graph.nodes`` of the last node whose output this layer produces (-1: the raw input, or a step
+    of a merge of more than two tensors)."""
     hls_shape: tuple[int, ...]
     perm: np.ndarray
     """hls4ml flat position → torch flat index of the layer's output."""
@@ -231,6 +265,8 @@ class HlsLayer:
     reuse_factor: int = 1
     strategy: str = "Latency"
     note: str = ""
+    inputs: list[str] = field(default_factory=list)
+    """The hls4ml layers whose outputs it reads (the producers of its input tensors)."""
 
     @property
     def result(self) -> ApType:
@@ -247,6 +283,13 @@ class Lowered:
     output_perm: np.ndarray
     input_hls_shape: tuple[int, ...]
     output_hls_shape: tuple[int, ...]
+    output_layer: str = ""
+    """The hls4ml layer producing the model output (the last one of ``layers``)."""
+
+    @property
+    def output(self) -> HlsLayer:
+        """The layer producing the model output."""
+        return next((layer for layer in self.layers if layer.name == self.output_layer), self.layers[-1])
 
     def layer_list(self) -> list[dict[str, Any]]:
         """The dictionaries for ``ModelGraph.from_layer_list``."""
@@ -298,6 +341,34 @@ def _ident(text: str) -> str:
     return re.sub(r"\W", "_", text)
 
 
+def _fmt_key(fmt: FixedFormat) -> tuple[Any, ...]:
+    """Identity of a quantizer's effect (per-element k, i, f in C order and the modes)."""
+    return (fmt.k.size, fmt.k.tobytes(), fmt.i.tobytes(), fmt.f.tobytes(), fmt.round_mode, fmt.overflow_mode)
+
+
+def _max_padded(node: Node) -> bool:
+    """Whether ``node`` is a padded max pooling (hls4ml pads with its input type's minimum)."""
+    return isinstance(node, Pool) and node.kind == "max" and any(node.padding)
+
+
+@dataclass(eq=False)
+class _Tensor:
+    """A graph tensor as hls4ml holds it: the layer whose output variable it is, its range and layout."""
+
+    layer: HlsLayer
+    range: ValueRange
+    shape: tuple[int, ...]
+    """Per-sample shape in torch layout."""
+    hls_shape: tuple[int, ...]
+    perm: np.ndarray
+    """hls4ml flat position → torch flat index."""
+
+    @property
+    def owner(self) -> HlsLayer:
+        """The layer whose ``result_t`` is this tensor's type (through an in-place Reshape)."""
+        return self.layer.same_as if self.layer.same_as is not None else self.layer
+
+
 class _Lowerer:
     def __init__(self, graph: ExportGraph, reuse: dict[str, int], strategy: dict[str, str]) -> None:
         self.graph = graph
@@ -305,13 +376,50 @@ class _Lowerer:
         self.strategy = strategy
         self.layers: list[HlsLayer] = []
         self.names: set[str] = set()
-        self.pending: HlsLayer | None = None
-        self.last: HlsLayer | None = None
-        self.shape: tuple[int, ...] = graph.input_shape
-        self.hls_shape, self.perm = _hls_layout(self.shape)
-        self.range: ValueRange | None = None
-        self.skip = -1
-        """Index of a node already implemented by the previous layer (a table's output quantizer)."""
+        self.tensors: dict[str, _Tensor] = {}
+        self.owned: dict[int, list[str]] = {}
+        """id(layer) → the tensors whose type is that layer's result_t."""
+        self.skip: set[int] = set()
+        """Indices of nodes implemented by another layer (a table's output quantizer, a duplicate quantizer)."""
+        self.rename: dict[str, str] = {}
+        self._dedupe()
+        self.readers: dict[str, list[tuple[int, Node]]] = {}
+        for index, node in enumerate(graph.nodes):
+            if index not in self.skip:
+                for t in self.inputs_of(node):
+                    self.readers.setdefault(t, []).append((index, node))
+        self.output = self.rename.get(graph.output or graph.nodes[-1].output, graph.output or graph.nodes[-1].output)
+
+    # -------------------------------------------------------------- graph helpers
+    def _dedupe(self) -> None:
+        """Identical quantizers of one tensor (a block input read by a conv and a skip conv) are one layer."""
+        seen: dict[tuple[Any, ...], str] = {}
+        for index, node in enumerate(self.graph.nodes):
+            if isinstance(node, Quantize):
+                key = (self.inputs_of(node)[0], *_fmt_key(node.fmt))
+                if key in seen:
+                    self.rename[node.output] = seen[key]
+                    self.skip.add(index)
+                else:
+                    seen[key] = node.output
+
+    def inputs_of(self, node: Node) -> tuple[str, ...]:
+        return tuple(self.rename.get(t, t) for t in node.inputs)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [node for _, node in self.readers.get(tensor, [])]
+
+    def only_read_by(self, tensor: str, node: Node) -> bool:
+        """Whether ``node`` is the only reader of ``tensor`` (through in-place flattens), so its value may change."""
+        if tensor == self.output:
+            return False
+        for c in self.consumers(tensor):
+            if isinstance(c, Flatten):
+                if not self.only_read_by(c.output, node):
+                    return False
+            elif c is not node:
+                return False
+        return True
 
     # -------------------------------------------------------------- helpers
     def name(self, kind: str, source: str) -> str:
@@ -323,24 +431,42 @@ class _Lowerer:
         self.names.add(name)
         return name
 
-    def emit(self, kind: str, source: str, attrs: dict[str, Any], index: int, **kw: Any) -> HlsLayer:
+    def emit(self, kind: str, source: str, attrs: dict[str, Any], index: int, inputs: list[_Tensor],
+             hls_shape: tuple[int, ...], perm: np.ndarray, **kw: Any) -> HlsLayer:
         name = self.name(kind, source)
         attrs = {"name": name, **attrs}
-        layer = HlsLayer(name, source, kind, attrs, index, self.hls_shape, self.perm, **kw)
+        names = [t.layer.name for t in inputs]
+        if names and (not self.layers or names != [self.layers[-1].name]):
+            attrs["inputs"] = names  # hls4ml defaults to the previous layer of the list
+        layer = HlsLayer(name, source, kind, attrs, index, hls_shape, perm, **kw)
+        layer.inputs = names
         self.layers.append(layer)
-        self.last = layer
         return layer
 
-    def close(self, signed: bool = False) -> None:
-        """Give the pending layer the exact type of its output (optionally with a sign bit)."""
-        if self.pending is not None:
-            assert self.range is not None
-            self.pending.types["result"] = self.range.union_type(signed)
-            if signed and not self.range.union_type().signed:
-                self.pending.note = "signed: hls4ml pads max pooling with the type's minimum"
-            self.pending = None
-        elif signed and self.last is not None and not self.last.result.signed:  # pragma: no cover - guarded
-            raise ExportError(f"{self.last.source}: internal: unsigned input to a padded max pooling")
+    def put(self, tensor: str, layer: HlsLayer, r: ValueRange, shape: tuple[int, ...],
+            hls_shape: tuple[int, ...] | None = None, perm: np.ndarray | None = None) -> _Tensor:
+        """Record ``tensor`` as the output of ``layer`` (layout: the layer's unless given)."""
+        rec = _Tensor(layer, r, shape, layer.hls_shape if hls_shape is None else hls_shape,
+                      layer.perm if perm is None else perm)
+        self.tensors[tensor] = rec
+        self.owned.setdefault(id(rec.owner), []).append(tensor)
+        return rec
+
+    def needs_signed(self, tensors: list[str]) -> bool:
+        """Whether any reader of ``tensors`` is a padded max pooling (hls4ml pads with the type's minimum)."""
+        return any(_max_padded(c) for t in tensors for c in self.consumers(t))
+
+    def close(self, rec: _Tensor) -> ApType:
+        """Give the layer holding ``rec`` the exact type of its output (signed where a padded max pooling reads it)."""
+        owner = rec.owner
+        signed = self.needs_signed(self.owned.get(id(owner), []))
+        if "result" not in owner.types:
+            owner.types["result"] = rec.range.union_type(signed)
+            if signed and not rec.range.union_type().signed:
+                owner.note = "signed: hls4ml pads max pooling with the type's minimum"
+        elif signed and not owner.result.signed:  # pragma: no cover - guarded by the quantizer fold
+            raise ExportError(f"{owner.source}: internal: unsigned input to a padded max pooling")
+        return owner.result
 
     def rf_strategy(self, node: Node, n_in: int, n_out: int, kind: str) -> tuple[int, str]:
         rf = self.reuse.get(node.name, 1)
@@ -359,109 +485,93 @@ class _Lowerer:
                               f"({n_in}×{n_out} = {total} multiplications, {strategy} strategy); valid: {shown}")
         return rf, strategy
 
-    def needs_signed(self, index: int) -> bool:
-        """Whether the node after ``index`` is a padded max pooling (hls4ml pads with the type's minimum)."""
-        nxt = self.graph.nodes[index + 1] if index + 1 < len(self.graph.nodes) else None
-        return isinstance(nxt, Pool) and nxt.kind == "max" and any(nxt.padding)
-
     # -------------------------------------------------------------- nodes
     def run(self) -> Lowered:
-        nodes = self.graph.nodes
-        first = nodes[0]
-        assert isinstance(first, Quantize)
-        self.range = ValueRange.of_format(first.fmt)
-        inp = self.emit("hwnas", "input", {"class_name": "InputLayer", "input_shape": list(self.hls_shape)}, -1,
-                        note="the model input (quantized by predict with the input format)")
+        graph = self.graph
+        fmt = graph.input_format
+        shape = graph.input_shape
+        hls_shape, perm = _hls_layout(shape)
+        inp = self.emit("hwnas", "input", {"class_name": "InputLayer", "input_shape": list(hls_shape)}, -1, [],
+                        hls_shape, perm, note="the model input (quantized by predict with the input format)")
         inp.kind = "input"
-        self.pending = inp
-        for index, node in enumerate(nodes):
-            if index == self.skip:
+        self.put(INPUT, inp, ValueRange.of_format(fmt), shape)
+        handlers = {Quantize: self.quantize, Dense: self.dense, Conv: self.conv, ReLU: self.relu, Table: self.table,
+                    Pool: self.pool, Flatten: self.flatten, Add: self.add, Concat: self.concat,
+                    GlobalPool: self.global_pool}
+        for index, node in enumerate(graph.nodes):
+            if index in self.skip:
                 continue
-            if isinstance(node, Quantize):
-                self.quantize(index, node)
-            elif isinstance(node, Dense):
-                self.dense(index, node)
-            elif isinstance(node, Conv):
-                self.conv(index, node)
-            elif isinstance(node, ReLU):
-                self.relu(index, node)
-            elif isinstance(node, Table):
-                self.table(index, node)
-            elif isinstance(node, Pool):
-                self.pool(index, node)
-            elif isinstance(node, Flatten):
-                self.flatten(index, node)
-            else:  # pragma: no cover - the graph has no other nodes
-                raise ExportError(f"{node.name}: {type(node).__name__} is not supported by the hls4ml exporter")
-        self.close()
-        _, in_perm = _hls_layout(self.graph.input_shape)
-        return Lowered(self.layers, in_perm, self.perm, _hls_layout(self.graph.input_shape)[0], self.hls_shape)
+            handler = handlers.get(type(node))
+            if handler is None:
+                raise ExportError(f"{node.name}: {type(node).__name__} is not supported by the hls4ml exporter; "
+                                  f"{_OTHER_PATH}")
+            handler(index, node, *(self.tensors[t] for t in self.inputs_of(node)))
+        out = self.tensors[self.output]
+        self.close(out)
+        return Lowered(self.layers, perm, out.perm, hls_shape, out.hls_shape, out.layer.name)
 
-    def quantize(self, index: int, node: Quantize) -> None:
+    def quantize(self, index: int, node: Quantize, rec: _Tensor) -> None:
         fmt = node.fmt
         new_range = ValueRange.of_format(fmt)
-        pending = self.pending
+        owner = rec.owner
         width = fmt.width
-        only_node = pending is not None and pending.kind == "input" and index == len(self.graph.nodes) - 1
-        fold = (pending is not None and pending.foldable and fmt.uniform and fmt.k.size > 0 and not only_node
-                and int(width.flat[0]) > 0 and not (self.needs_signed(index) and int(fmt.k.flat[0]) == 0))
+        only_node = owner.kind == "input" and index == len(self.graph.nodes) - 1
+        fold = ("result" not in owner.types and owner.foldable and fmt.uniform and fmt.k.size > 0 and not only_node
+                and int(width.flat[0]) > 0 and not (self.needs_signed([node.output]) and int(fmt.k.flat[0]) == 0)
+                and self.only_read_by(self.owned[id(owner)][0], node))
         if fold:
-            assert pending is not None
-            pending.types["result"] = format_type(fmt)
-            pending.node_index = index
-            pending.note = (pending.note + "; " if pending.note else "") + f"result_t is {fmt.where}"
-            self.pending = None
-        else:
-            self.close()
-            alive = width > 0
-            k = np.where(alive, fmt.k, 0)
-            b = np.where(alive, fmt.k + fmt.i + fmt.f, 0)
-            i = np.where(alive, fmt.k + fmt.i, 0)
-            mask = tuple(_to_hls(a, self.perm, self.hls_shape).astype(np.int16)[None] for a in (k, b, i))
-            desc = fmt.describe() if not fmt.uniform else f"uniform {fmt.describe()}"
-            layer = self.emit("quant", f"{node.name}_{node.slot}", {
-                "class_name": "FixedPointQuantizer", "mask_kbi": mask, "SAT": fmt.overflow_mode,
-                "RND": fmt.round_mode, "fusible": None, "overrides": {}}, index,
-                note=f"{fmt.where}: {desc}, one ap_fixed per element")
-            layer.source = node.name
-            self.pending = layer
-        self.range = new_range
+            owner.types["result"] = format_type(fmt)
+            owner.node_index = index
+            owner.note = (owner.note + "; " if owner.note else "") + f"result_t is {fmt.where}"
+            self.put(node.output, rec.layer, new_range, rec.shape, rec.hls_shape, rec.perm)
+            return
+        self.close(rec)
+        alive = width > 0
+        k = np.where(alive, fmt.k, 0)
+        b = np.where(alive, fmt.k + fmt.i + fmt.f, 0)
+        i = np.where(alive, fmt.k + fmt.i, 0)
+        mask = tuple(_to_hls(a, rec.perm, rec.hls_shape).astype(np.int16)[None] for a in (k, b, i))
+        desc = fmt.describe() if not fmt.uniform else f"uniform {fmt.describe()}"
+        layer = self.emit("quant", f"{node.name}_{node.slot}", {
+            "class_name": "FixedPointQuantizer", "mask_kbi": mask, "SAT": fmt.overflow_mode,
+            "RND": fmt.round_mode, "fusible": None, "overrides": {}}, index, [rec], rec.hls_shape, rec.perm,
+            note=f"{fmt.where}: {desc}, one ap_fixed per element")
+        layer.source = node.name
+        self.put(node.output, layer, new_range, rec.shape)
 
-    def _spatial(self, node: Node, dims: int) -> None:
-        if len(self.shape) != dims + 1:
-            raise ExportError(f"{node.name}: expects a {dims}-D (channels, ...) input, got shape {self.shape}")
+    @staticmethod
+    def _spatial(node: Node, dims: int, rec: _Tensor) -> None:
+        if len(rec.shape) != dims + 1:
+            raise ExportError(f"{node.name}: expects a {dims}-D (channels, ...) input, got shape {rec.shape}")
 
-    def dense(self, index: int, node: Dense) -> None:
-        if len(self.shape) != 1:
-            raise ExportError(f"{node.name}: a Dense on a tensor of shape {self.shape}: torch applies it to the "
+    def dense(self, index: int, node: Dense, rec: _Tensor) -> None:
+        if len(rec.shape) != 1:
+            raise ExportError(f"{node.name}: a Dense on a tensor of shape {rec.shape}: torch applies it to the "
                               "last axis, hls4ml (channels last) to the channels; flatten the input first")
-        assert self.range is not None
-        self.close()
+        self.close(rec)
         n_out, n_in = node.weight.shape
         rf, strategy = self.rf_strategy(node, n_in, n_out, "dense")
-        weight = node.weight[:, self.perm].T  # rows in hls4ml's input order
-        r = _dense_range(self.range.reshape((n_in,)), node.weight, node.bias)
+        weight = node.weight[:, rec.perm].T  # rows in hls4ml's input order
+        r = _dense_range(rec.range.reshape((n_in,)), node.weight, node.bias)
         types = {"weight": ValueRange.of_values(node.weight).union_type(),
                  "accum": r.union_type()}
         if node.bias is not None:
             types["bias"] = ValueRange.of_values(node.bias).union_type()
-        self.shape = (n_out,)
-        self.hls_shape, self.perm = _hls_layout(self.shape)
+        shape = (n_out,)
+        hls_shape, perm = _hls_layout(shape)
         layer = self.emit("dense", node.name, {
             "class_name": "Dense", "n_in": n_in, "n_out": n_out, "weight_data": np.ascontiguousarray(weight),
             "bias_data": None if node.bias is None else node.bias.copy(), "data_format": "channels_last"}, index,
-            types=types, reuse_factor=rf, strategy=strategy)
-        self.pending = layer
-        self.range = r
+            [rec], hls_shape, perm, types=types, reuse_factor=rf, strategy=strategy)
+        self.put(node.output, layer, r, shape)
 
-    def conv(self, index: int, node: Conv) -> None:
-        self._spatial(node, node.dims)
-        assert self.range is not None
+    def conv(self, index: int, node: Conv, rec: _Tensor) -> None:
+        self._spatial(node, node.dims, rec)
         if any(d != 1 for d in node.dilation):
             raise ExportError(f"{node.name}: dilation {node.dilation} is not supported by hls4ml's io_parallel "
                               f"convolutions; {_OTHER_PATH}")
         cout, cin_g = node.weight.shape[:2]
-        cin = self.shape[0]
+        cin = rec.shape[0]
         depthwise = node.groups > 1
         if depthwise and not (node.groups == cin and cin_g == 1):
             raise ExportError(f"{node.name}: grouped convolution (groups={node.groups}, {cin} channels) is not "
@@ -469,8 +579,8 @@ class _Lowerer:
         if depthwise and cout != cin:
             raise ExportError(f"{node.name}: depthwise convolution with a channel multiplier ({cout} outputs for "
                               f"{cin} channels) is not supported by the hls4ml export; {_OTHER_PATH}")
-        self.close()
-        r = _conv_range(node, self.range)
+        self.close(rec)
+        r = _conv_range(node, rec.range)
         out_shape = tuple(r.lo.shape)
         kind = ("depthwise" if depthwise else "conv") + f"{node.dims}d"
         n_in = cin_g * math.prod(node.kernel) if not depthwise else cin * math.prod(node.kernel)
@@ -479,13 +589,13 @@ class _Lowerer:
         if node.dims == 1:
             kernel = np.transpose(w, (2, 1, 0))  # (K, Cin, Cout); depthwise (K, C, 1)
             geometry = {"filt_width": node.kernel[0], "stride_width": node.stride[0], "pad_left": node.padding[0],
-                        "pad_right": node.padding[0], "in_width": self.shape[1], "out_width": out_shape[1]}
+                        "pad_right": node.padding[0], "in_width": rec.shape[1], "out_width": out_shape[1]}
         else:
             kernel = np.transpose(w, (2, 3, 1, 0))  # (KH, KW, Cin, Cout); depthwise (KH, KW, C, 1)
             geometry = {"filt_height": node.kernel[0], "filt_width": node.kernel[1],
                         "stride_height": node.stride[0], "stride_width": node.stride[1],
                         "pad_top": node.padding[0], "pad_bottom": node.padding[0], "pad_left": node.padding[1],
-                        "pad_right": node.padding[1], "in_height": self.shape[1], "in_width": self.shape[2],
+                        "pad_right": node.padding[1], "in_height": rec.shape[1], "in_width": rec.shape[2],
                         "out_height": out_shape[1], "out_width": out_shape[2]}
         if depthwise:
             kernel = np.transpose(w, (2, 0, 1) if node.dims == 1 else (2, 3, 0, 1))  # (K..., C, 1)
@@ -498,60 +608,129 @@ class _Lowerer:
         types = {"weight": ValueRange.of_values(w).union_type(), "accum": r.union_type()}
         if node.bias is not None:
             types["bias"] = ValueRange.of_values(node.bias).union_type()
-        self.shape = out_shape
-        self.hls_shape, self.perm = _hls_layout(self.shape)
-        self.pending = self.emit(kind, node.name, attrs, index, types=types, reuse_factor=rf, strategy=strategy)
-        self.range = r
+        hls_shape, perm = _hls_layout(out_shape)
+        layer = self.emit(kind, node.name, attrs, index, [rec], hls_shape, perm, types=types, reuse_factor=rf,
+                          strategy=strategy)
+        self.put(node.output, layer, r, out_shape)
 
-    def relu(self, index: int, node: ReLU) -> None:
-        assert self.range is not None
-        self.close()
-        r = self.range
-        self.pending = self.emit("relu", node.name, {"class_name": "Activation", "activation": "relu"}, index)
-        self.range = ValueRange(np.maximum(r.lo, 0.0), np.maximum(r.hi, 0.0), r.f)
+    def relu(self, index: int, node: ReLU, rec: _Tensor) -> None:
+        self.close(rec)
+        r = rec.range
+        layer = self.emit("relu", node.name, {"class_name": "Activation", "activation": "relu"}, index, [rec],
+                          rec.hls_shape, rec.perm)
+        self.put(node.output, layer, ValueRange(np.maximum(r.lo, 0.0), np.maximum(r.hi, 0.0), r.f), rec.shape)
 
-    def pool(self, index: int, node: Pool) -> None:
-        self._spatial(node, node.dims)
-        assert self.range is not None
-        self.close(signed=node.kind == "max" and any(node.padding))
-        r, acc = _pool_range(node, self.range)
+    def pool(self, index: int, node: Pool, rec: _Tensor) -> None:
+        self._spatial(node, node.dims, rec)
+        t_in = self.close(rec)
+        r, acc = _pool_range(node, rec.range)
         out_shape = tuple(r.lo.shape)
+        shape = rec.shape
         if node.dims == 1:
             geometry = {"pool_width": node.kernel[0], "stride_width": node.stride[0], "pad_left": node.padding[0],
-                        "pad_right": node.padding[0], "n_in": self.shape[1], "n_out": out_shape[1],
-                        "in_width": self.shape[1], "out_width": out_shape[1]}
+                        "pad_right": node.padding[0], "n_in": shape[1], "n_out": out_shape[1],
+                        "in_width": shape[1], "out_width": out_shape[1]}
         else:
             geometry = {"pool_height": node.kernel[0], "pool_width": node.kernel[1],
                         "stride_height": node.stride[0], "stride_width": node.stride[1],
                         "pad_top": node.padding[0], "pad_bottom": node.padding[0], "pad_left": node.padding[1],
-                        "pad_right": node.padding[1], "in_height": self.shape[1], "in_width": self.shape[2],
+                        "pad_right": node.padding[1], "in_height": shape[1], "in_width": shape[2],
                         "out_height": out_shape[1], "out_width": out_shape[2]}
         op = "Max" if node.kind == "max" else "Average"
-        assert self.last is not None
-        types = {"accum": acc.union_type() if acc is not None else self.last.result}
+        types = {"accum": acc.union_type() if acc is not None else t_in}
         kind = f"{node.kind}pool{node.dims}d"
-        self.shape = out_shape
-        self.hls_shape, self.perm = _hls_layout(self.shape)
-        self.pending = self.emit(kind, node.name, {
+        hls_shape, perm = _hls_layout(out_shape)
+        layer = self.emit(kind, node.name, {
             "class_name": f"{op}Pooling{node.dims}D", **geometry, "n_filt": out_shape[0], "count_pad": True,
-            "data_format": "channels_last"}, index, types=types)
-        self.range = r
+            "data_format": "channels_last"}, index, [rec], hls_shape, perm, types=types)
+        self.put(node.output, layer, r, out_shape)
 
-    def table(self, index: int, node: Table) -> None:
-        assert self.range is not None
-        self.close()
-        assert self.last is not None
-        t_in = self.last.result
+    def global_pool(self, index: int, node: GlobalPool, rec: _Tensor) -> None:
+        self._spatial(node, node.dims, rec)
+        t_in = self.close(rec)
+        size = tuple(rec.shape[1:])
+        count = math.prod(size)
+        if node.kind == "avg" and count & (count - 1):  # pragma: no cover - extraction refuses it first
+            raise ExportError(f"{node.name}: global average pooling over {count} positions divides by a "
+                              "non-power of two, which fixed point cannot do exactly")
+        window = Pool(node.name, node.kind, node.dims, size, size, (0,) * node.dims)
+        r, acc = _pool_range(window, rec.range)
+        channels = rec.shape[0]
+        r = r.reshape((channels,))
+        op = "Max" if node.kind == "max" else "Average"
+        geometry = {"n_in": size[0]} if node.dims == 1 else {"in_height": size[0], "in_width": size[1]}
+        types = {"accum": acc.union_type() if acc is not None else t_in}
+        hls_shape, perm = _hls_layout((channels,))
+        layer = self.emit(f"g{node.kind}pool{node.dims}d", node.name, {
+            "class_name": f"Global{op}Pooling{node.dims}D", **geometry, "n_filt": channels,
+            "data_format": "channels_last"}, index, [rec], hls_shape, perm, types=types,
+            note=f"global {node.kind} over {count} positions" + (
+                f": exact sum in accum_t, then a shift by {count.bit_length() - 1}" if node.kind == "avg" else ""))
+        self.put(node.output, layer, r, (channels,))
+
+    def add(self, index: int, node: Add, *recs: _Tensor) -> None:
+        first = recs[0]
+        for other in recs[1:]:
+            if other.shape != first.shape:  # pragma: no cover - extraction refuses broadcasting
+                raise ExportError(f"{node.name}: adds tensors of shapes {first.shape} and {other.shape}")
+            if not np.array_equal(other.perm, first.perm):
+                raise ExportError(f"{node.name}: its operands reach hls4ml in different element orders (a tensor "
+                                  "flattened from channels-last layout added to one in torch order); hls4ml adds "
+                                  "element by element and has no exact reorder here; add before flattening, or "
+                                  "use the RTL export (hwnas.export, alkaid)")
+        for rec in recs:
+            self.close(rec)
+        acc = first
+        for j, rec in enumerate(recs[1:], start=2):
+            a, b = acc.range, rec.range
+            r = ValueRange(a.lo + b.lo, a.hi + b.hi, np.maximum(a.f, b.f))
+            last = j == len(recs)
+            layer = self.emit("add", node.name, {"class_name": "Merge", "op": "add"}, index if last else -1,
+                              [acc, rec], first.hls_shape, first.perm,
+                              note="exact sum: operands aligned on the finer grid, one more integer bit")
+            if not last:  # the final sum stays open: a following quantizer may become its result_t
+                layer.types["result"] = r.union_type()
+            acc = self.put(node.output if last else f"{node.output}#{j}", layer, r, first.shape)
+
+    def concat(self, index: int, node: Concat, *recs: _Tensor) -> None:
+        rank = len(recs[0].shape)
+        axis = node.axis
+        for rec in recs[1:]:
+            if len(rec.shape) != rank:  # pragma: no cover - torch.cat refuses it first
+                raise ExportError(f"{node.name}: concatenates tensors of ranks {rank} and {len(rec.shape)}")
+        if rank > 3:  # pragma: no cover - hwnas tensors have at most (C, H, W)
+            raise ExportError(f"{node.name}: hls4ml concatenates tensors of rank <= 3, got {rank}")
+        for rec in recs:
+            self.close(rec)
+        hls_axis = 0 if rank == 1 else (rank - 1 if axis == 0 else axis - 1)
+        acc = recs[0]
+        for j, rec in enumerate(recs[1:], start=2):
+            shape, hls_shape, perm = _concat_layout(acc, rec, axis, hls_axis)
+            a, b = acc.range, rec.range
+            r = ValueRange(np.concatenate([a.lo, b.lo], axis), np.concatenate([a.hi, b.hi], axis),
+                           np.concatenate([a.f, b.f], axis))
+            last = j == len(recs)
+            layer = self.emit("concat", node.name, {
+                "class_name": "Concatenate", "op": f"concatenate{rank}d",
+                "axis": -1 if hls_axis == rank - 1 else hls_axis + 1}, index if last else -1, [acc, rec],
+                hls_shape, perm, note="values unchanged: the union of the operand types")
+            if not last:
+                layer.types["result"] = r.union_type()
+            acc = self.put(node.output if last else f"{node.output}#{j}", layer, r, shape)
+
+    def table(self, index: int, node: Table, rec: _Tensor) -> None:
+        t_in = self.close(rec)
         if t_in.width > MAX_TABLE_BITS:
             raise ExportError(f"{node.name}: {node.kind} table over a {t_in.width}-bit input type ({t_in.cpp()}) "
                               f"would have 2^{t_in.width} entries; hls4ml tables are limited here to "
                               f"{MAX_TABLE_BITS}-bit inputs: narrow the input quantizer of {node.name}")
         values = node.apply(t_in.codes())
-        nxt = self.graph.nodes[index + 1] if index + 1 < len(self.graph.nodes) else None
+        readers = self.readers.get(node.output, []) if node.output != self.output else []
+        nxt_index, nxt = readers[0] if len(readers) == 1 else (-1, None)
         out_type: ApType | None = None
         note = f"{node.kind} over all {1 << t_in.width} codes of {t_in.cpp()}"
         if (isinstance(nxt, Quantize) and nxt.name == node.name and nxt.fmt.uniform and nxt.fmt.k.size
-                and int(nxt.fmt.width.flat[0]) > 0 and not self.needs_signed(index + 1)):
+                and int(nxt.fmt.width.flat[0]) > 0 and not self.needs_signed([nxt.output])):
             fmt = nxt.fmt
             k, i, f = (int(a.flat[0]) for a in (fmt.k, fmt.i, fmt.f))  # uniform: one format for all elements
             values = quantize_fixed_np(values, k, i, f, fmt.round_mode, fmt.overflow_mode)
@@ -560,34 +739,45 @@ class _Lowerer:
         table_range = ValueRange.of_values(values)
         table_t = table_range.union_type()
         layer = self.emit("table", node.name, {
-            "class_name": "UnaryLUT", "table_data": values, "activation": "unary_lut"}, index,
-            types={"table": table_t}, note=note)
-        r = ValueRange(np.full(self.shape, values.min()), np.full(self.shape, values.max()),
-                       np.full(self.shape, int(table_range.f.max()), dtype=np.int64))
+            "class_name": "UnaryLUT", "table_data": values, "activation": "unary_lut"}, index, [rec],
+            rec.hls_shape, rec.perm, types={"table": table_t}, note=note)
+        shape = rec.shape
         if out_type is not None:
             assert isinstance(nxt, Quantize)
             layer.types["result"] = out_type
-            layer.node_index = index + 1
-            self.range = ValueRange.of_format(nxt.fmt)
-            self.skip = index + 1
-            self.pending = None
+            layer.node_index = nxt_index
+            self.skip.add(nxt_index)
+            self.put(nxt.output, layer, ValueRange.of_format(nxt.fmt), shape)
         else:
-            self.pending = layer
-            self.range = r
+            r = ValueRange(np.full(shape, values.min()), np.full(shape, values.max()),
+                           np.full(shape, int(table_range.f.max()), dtype=np.int64))
+            self.put(node.output, layer, r, shape)
 
-    def flatten(self, index: int, node: Flatten) -> None:
-        assert self.range is not None and self.last is not None
-        n = math.prod(self.shape)
-        self.range = self.range.reshape((n,))
-        if len(self.shape) == 1:
+    def flatten(self, index: int, node: Flatten, rec: _Tensor) -> None:
+        n = math.prod(rec.shape)
+        r = rec.range.reshape((n,))
+        if len(rec.shape) == 1:
+            self.put(node.output, rec.layer, r, rec.shape, rec.hls_shape, rec.perm)
             return
-        producer = self.pending or self.last
-        self.shape = (n,)
-        self.hls_shape = (n,)  # hls4ml's flat order is the channels-last order: perm carries over
-        layer = self.emit("flatten", node.name, {"class_name": "Reshape", "target_shape": [n]}, index,
-                          same_as=producer, foldable=False)
+        producer = rec.layer
+        # hls4ml's flat order is the channels-last order: the permutation carries over
+        layer = self.emit("flatten", node.name, {"class_name": "Reshape", "target_shape": [n]}, index, [rec], (n,),
+                          rec.perm, same_as=rec.owner, foldable=False)
         layer.node_index = producer.node_index
-        self.last = layer
+        self.put(node.output, layer, r, (n,))
+
+
+def _concat_layout(a: _Tensor, b: _Tensor, axis: int, hls_axis: int) -> tuple[tuple[int, ...], tuple[int, ...],
+                                                                             np.ndarray]:
+    """Torch shape, hls4ml shape and permutation of ``cat([a, b], axis)`` as hls4ml concatenates (``hls_axis``)."""
+    shape = list(a.shape)
+    shape[axis] += b.shape[axis]
+    idx = np.arange(math.prod(shape)).reshape(shape)
+    part_a, part_b = np.split(idx, [a.shape[axis]], axis=axis)
+    hls_a = part_a.ravel()[a.perm].reshape(a.hls_shape)  # hls position → torch index of the result
+    hls_b = part_b.ravel()[b.perm].reshape(b.hls_shape)
+    joined = np.concatenate([hls_a, hls_b], axis=hls_axis)
+    return tuple(shape), tuple(joined.shape), joined.ravel()
 
 
 def lower(graph: ExportGraph, reuse: dict[str, int], strategy: dict[str, str]) -> Lowered:
