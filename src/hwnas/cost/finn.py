@@ -14,7 +14,20 @@ Every layer becomes one or more FINN stages, as in seed 000 eq. (3):
 * Thresholding (the activation after a conv/linear): ``positions·C/PE`` cycles.
 * Pooling (StreamingMaxPool): ``input pixels·C/PE`` cycles.
 
-First-sample latency = Σ stage cycles; initiation interval = max stage cycles; throughput = f / II.
+Models beyond a chain (:mod:`hwnas.cost.graph`) map to FINN's stream operators, folded at PE = 1:
+
+* Residual add → ``AddStreams``: ``positions·C/PE`` cycles (FINN ``AddStreams.get_exp_cycles``); the sum is one
+  bit wider than the operands (FINN's output datatype rule). LUTs: one adder lane at the operand width plus
+  ~50 LUTs of stream control (hwnas approximation; FINN has no LUT estimate for it).
+* Global average pooling → ``GlobalAccPool``: ``positions·C/PE + C/PE`` cycles (FINN
+  ``GlobalAccPool.get_exp_cycles``); it accumulates, so its output is ``ceil(log2 positions)`` bits wider, and
+  the ``1/positions`` scale goes into the next layer (FINN streamlining). LUTs: an accumulator lane plus the C
+  partial sums in LUTRAM (hwnas approximation).
+* Concatenation → ``StreamingConcat``: one output vector per cycle, ``positions`` cycles, no compute (0 LUTs).
+* A tensor read by several layers → ``DuplicateStreams`` after its producer: ``positions·C`` cycles, no compute.
+
+First-sample latency = Σ stage cycles along the longest path of the dataflow graph (branches run
+concurrently; for a chain, the sum of every stage); initiation interval = max stage cycles; throughput = f / II.
 
 Resources (sources in each function): MVAU LUT/BRAM18/URAM/DSP from FINN's estimators (FINN-R, Blott et
 al. 2018, as implemented in ``MVAU_hls.lut_estimation``, ``MVAU.bram_estimation``, ``uram_estimation``,
@@ -33,7 +46,7 @@ from typing import Any
 from hwnas.nn.layers import QConv1d, QConv2d
 
 from .catalog import RESOURCES, CostError, Device, get_device
-from .graph import LayerInfo, describe_model
+from .graph import INPUT, LayerInfo, critical_path, describe_model
 from .power import power_watts
 from .result import HardwareEstimate, LayerRow
 
@@ -144,9 +157,11 @@ class _Stage:
     """One FINN stage with its folding space and a function from folding to a LayerRow."""
 
     layer: str
-    kind: str  # mvau | vvau | swg | pad | thresh | pool
+    kind: str  # mvau | vvau | swg | pad | thresh | pool | add | gpool | concat | dup
     info: LayerInfo
     params: dict[str, Any]
+    after: tuple[int, ...] = ()
+    """Indices of the stages this one reads from (the dataflow edges, for the longest-path latency)."""
 
     @property
     def foldable(self) -> bool:
@@ -168,13 +183,62 @@ def _pair(v: Any, nd: int) -> tuple[int, int]:
     return (1, int(t[0])) if nd == 1 else (int(t[0]), int(t[1]))
 
 
+def _split(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(channels, positions) of a per-sample shape: (C, *spatial), or (N,) for a vector (N channels, 1 position)."""
+    return shape[0] if shape else 1, math.prod(shape[1:]) if len(shape) > 1 else 1
+
+
 def _stages(layers: list[LayerInfo]) -> list[_Stage]:
     stages: list[_Stage] = []
-    acc = None  # accumulator width of the last conv/linear: the thresholds compare against it
-    stream = layers[0].act_bits if layers else 0.0  # width of the values streaming between stages
+    readers: dict[str, list[int]] = {}
     for idx, li in enumerate(layers):
-        # the precision an activation must produce is the input precision of the next compute layer
-        nxt = next((x for x in layers[idx + 1:] if x.kind in ("conv", "linear")), None)
+        for src in li.inputs:
+            readers.setdefault(src, []).append(idx)
+    first = next((li for li in layers if INPUT in li.inputs), None)
+    # per tensor: width of the values streaming out of it, the stages its readers wait for, and the compute
+    # layer whose PE a thresholding stage reading it inherits
+    stream: dict[str, float] = {INPUT: first.act_bits if first is not None else 0.0}
+    last: dict[str, tuple[int, ...]] = {INPUT: ()}
+    follow: dict[str, str | None] = {INPUT: None}
+
+    def push(li: LayerInfo, kind: str, params: dict[str, Any], after: tuple[int, ...]) -> tuple[int, ...]:
+        stages.append(_Stage(li.name, kind, li, params, after))
+        return (len(stages) - 1,)
+
+    def fork(name: str, li: LayerInfo, shape: tuple[int, ...]) -> None:
+        """FINN duplicates a stream read by several layers (DuplicateStreams after its producer)."""
+        copies = len(readers.get(name, ()))
+        if copies > 1:
+            channels, positions = _split(shape)
+            stages.append(_Stage(name, "dup", li, {"channels": channels, "positions": positions, "copies": copies,
+                                                   "bits": stream[name], "shape": shape}, last[name]))
+            last[name] = (len(stages) - 1,)
+
+    def next_compute(idx: int) -> LayerInfo | None:
+        """The first compute layer (in execution order) downstream of layer ``idx`` in the data flow."""
+        found: list[int] = []
+        todo, seen = list(readers.get(layers[idx].name, ())), set()
+        while todo:
+            j = todo.pop()
+            if j in seen:
+                continue
+            seen.add(j)
+            if layers[j].kind in ("conv", "linear"):
+                found.append(j)
+            else:
+                todo += readers.get(layers[j].name, ())
+        return layers[min(found)] if found else None
+
+    def latest(names: tuple[str, ...]) -> str:
+        """Of several operands, the one produced last (its compute layer sets a later thresholding's PE)."""
+        return max(names, key=lambda n: max(last[n], default=-1))
+
+    if first is not None:
+        fork(INPUT, first, first.in_shape)
+    for idx, li in enumerate(layers):
+        src = li.inputs[0]
+        after = tuple(sorted({i for s in li.inputs for i in last[s]}))
+        stream[li.name], last[li.name], follow[li.name] = stream[src], after, follow[src]
         if li.kind == "conv":
             m = li.module
             nd = 1 if isinstance(m, QConv1d) else 2
@@ -190,25 +254,27 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
             padded = (ifm[0] + 2 * pad[0], ifm[1] + 2 * pad[1])
             ofm = _spatial(li.out_shape)
             if any(pad):
-                stages.append(_Stage(li.name, "pad", li, {"channels": cin, "pixels": padded[0] * padded[1]}))
-            stages.append(_Stage(li.name, "swg", li, {"channels": cin, "ifm": padded, "ofm": ofm, "kernel": k,
-                                                      "stride": stride, "dilation": dil}))
+                after = push(li, "pad", {"channels": cin, "pixels": padded[0] * padded[1]}, after)
+            after = push(li, "swg", {"channels": cin, "ifm": padded, "ofm": ofm, "kernel": k, "stride": stride,
+                                     "dilation": dil}, after)
             kk = k[0] * k[1]
-            acc = accumulator_bits(cin // m.groups * kk, li.weight_bits, li.act_bits)
-            stream = acc
+            stream[li.name] = accumulator_bits(cin // m.groups * kk, li.weight_bits, li.act_bits)
+            follow[li.name] = li.name
             if m.groups == 1:
-                stages.append(_Stage(li.name, "mvau", li, {"mh": cout, "mw": cin * kk, "vectors": ofm[0] * ofm[1]}))
+                last[li.name] = push(li, "mvau", {"mh": cout, "mw": cin * kk, "vectors": ofm[0] * ofm[1]}, after)
             elif m.groups == cin == cout:
-                stages.append(_Stage(li.name, "vvau", li, {"channels": cin, "kk": kk, "vectors": ofm[0] * ofm[1]}))
+                last[li.name] = push(li, "vvau", {"channels": cin, "kk": kk, "vectors": ofm[0] * ofm[1]}, after)
             else:
                 raise CostError(f"layer {li.name}: grouped convolution (groups={m.groups}) has no FINN mapping; "
                                 "use groups=1 or depthwise (groups=channels)")
         elif li.kind == "linear":
             m = li.module
-            acc = accumulator_bits(m.in_features, li.weight_bits, li.act_bits)
-            stream = acc
-            stages.append(_Stage(li.name, "mvau", li, {"mh": m.out_features, "mw": m.in_features, "vectors": 1}))
+            stream[li.name] = accumulator_bits(m.in_features, li.weight_bits, li.act_bits)
+            follow[li.name] = li.name
+            last[li.name] = push(li, "mvau", {"mh": m.out_features, "mw": m.in_features, "vectors": 1}, after)
         elif li.kind == "act":
+            # the precision an activation must produce is the input precision of the next compute layer
+            nxt = next_compute(idx)
             shape = li.in_shape
             channels = shape[0]
             positions = math.prod(shape[1:]) if len(shape) > 1 else 1
@@ -216,14 +282,28 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
             if out_bits >= 32:
                 raise CostError(f"layer {li.name}: FINN maps activations to thresholds, which needs a quantized "
                                 "output; give the next layer an input quantizer (or this one an output quantizer)")
-            stages.append(_Stage(li.name, "thresh", li, {"channels": channels, "positions": positions,
-                                                         "out_bits": out_bits, "acc_bits": stream}))
-            stream = out_bits
+            last[li.name] = push(li, "thresh", {"channels": channels, "positions": positions, "out_bits": out_bits,
+                                                "acc_bits": stream[src], "follow": follow[src]}, after)
+            stream[li.name] = out_bits
         elif li.kind == "pool":
             shape = li.in_shape
-            stages.append(_Stage(li.name, "pool", li, {"channels": shape[0], "pixels": math.prod(shape[1:]),
-                                                       "bits": stream}))
+            last[li.name] = push(li, "pool", {"channels": shape[0], "pixels": math.prod(shape[1:]),
+                                              "bits": stream[src]}, after)
+        elif li.kind in ("add", "concat"):
+            bits = max(stream[s] for s in li.inputs)
+            channels, positions = _split(li.out_shape)
+            last[li.name] = push(li, li.kind, {"channels": channels, "positions": positions, "bits": bits,
+                                               "operands": len(li.inputs)}, after)
+            stream[li.name] = bits + 1 if li.kind == "add" else bits
+            follow[li.name] = follow[latest(li.inputs)]
+        elif li.kind == "gpool":
+            channels, positions = _split(li.in_shape)
+            acc = stream[src] + math.ceil(math.log2(max(positions, 1)))
+            last[li.name] = push(li, "gpool", {"channels": channels, "positions": positions, "bits": stream[src],
+                                               "acc_bits": acc}, after)
+            stream[li.name] = acc
         # flatten and (folded) batch norm cost nothing in the dataflow
+        fork(li.name, li, li.out_shape)
     return stages
 
 
@@ -288,6 +368,31 @@ def _row(stage: _Stage, fold: Folding, opts: dict[str, Any], device: Device) -> 
         row.cycles = p["pixels"] * (p["channels"] // fold.pe)
         row.act_bits = p["bits"]
         row.luts = 50 + fold.pe * p["bits"] * 2  # comparator + register per lane (hwnas approximation)
+    elif stage.kind == "add":
+        # FINN AddStreams: positions·C/PE cycles; an adder lane at the operand width per PE plus ~50 LUTs of
+        # stream control (hwnas approximation: FINN has no LUT estimate for AddStreams)
+        row.cycles = p["positions"] * (p["channels"] // fold.pe) * (p["operands"] - 1)
+        row.act_bits = p["bits"]
+        row.luts = 50 + fold.pe * p["bits"] * (p["operands"] - 1)
+        row.extra.update({"adders_per_cycle": fold.pe * (p["operands"] - 1), "out_bits": p["bits"] + 1})
+    elif stage.kind == "gpool":
+        # FINN GlobalAccPool: positions·C/PE + C/PE cycles; an accumulator lane of acc bits per PE plus the C
+        # partial sums in LUTRAM at 64 bits per LUT and ~50 LUTs of control (hwnas approximation)
+        row.cycles = p["positions"] * (p["channels"] // fold.pe) + p["channels"] // fold.pe
+        row.act_bits = p["bits"]
+        row.luts = 50 + fold.pe * p["acc_bits"] + math.ceil(p["channels"] * p["acc_bits"] / 64)
+        row.extra.update({"out_bits": p["acc_bits"]})
+    elif stage.kind == "concat":
+        # FINN StreamingConcat: one output vector (every channel) per cycle; data movement only, no compute
+        row.cycles = p["positions"]
+        row.act_bits = p["bits"]
+    elif stage.kind == "dup":
+        # FINN DuplicateStreams (inserted where a tensor feeds several layers): positions·C cycles, no compute
+        row.in_shape = row.out_shape = p["shape"]
+        row.weight_bits = 0.0
+        row.cycles = p["positions"] * p["channels"]
+        row.act_bits = p["bits"]
+        row.extra.update({"copies": p["copies"]})
     row.ffs = FF_PER_LUT * row.luts
     row.extra.update({"pe": fold.pe, "simd": fold.simd})
     return row
@@ -321,8 +426,9 @@ def _derived_folding(stages: list[_Stage], folding: dict[str, Folding]) -> dict[
             cf = folding.get(comp.layer, Folding())
             out[idx] = Folding(1, math.gcd(cf.simd, st.params["channels"]))
         elif st.kind == "thresh":
-            prev = next((s for s in reversed(stages[:idx]) if s.foldable), None)
-            pe = folding.get(prev.layer, Folding()).pe if prev is not None else 1
+            # the thresholds follow the PE of the compute layer upstream of them in the data flow
+            prev = st.params.get("follow")
+            pe = folding.get(prev, Folding()).pe if prev is not None else 1
             out[idx] = Folding(math.gcd(pe, st.params["channels"]), 1)
         else:
             out[idx] = Folding()
@@ -352,7 +458,7 @@ def _estimate(stages: list[_Stage], folding: dict[str, Folding], device: Device,
     folds = _derived_folding(stages, folding)
     rows = [_row(st, folds[i], opts, device) for i, st in enumerate(stages)]
     f = float(clock_mhz or device.clock_mhz)
-    latency = sum(r.cycles for r in rows)
+    latency = critical_path([r.cycles for r in rows], [st.after for st in stages])
     ii = max((r.cycles for r in rows), default=1)
     est = HardwareEstimate("FINN dataflow", device, f, rows, latency, ii, assumptions={
         "model": "FINN streaming dataflow (seed 000 eq. 2-3; FINN get_exp_cycles and FINN-R resource formulas)",

@@ -19,6 +19,13 @@ calibrated surrogate:
 ReLU costs one LUT per output bit (a mux), pooling the EBOPs of its comparisons/additions; BRAM18 is 0
 for io_parallel Latency (weights are constants in logic) and, for the Resource strategy, the weight
 bits spread over RAMB18 blocks. FFs are not modelled (reported as 0, stated in ``assumptions``).
+
+Models beyond a chain (:mod:`hwnas.cost.graph`): an element-wise ``add`` (hls4ml's ``Merge``/``Add``) is one
+adder per output element and extra operand at the widest operand width — one LUT per bit with the carry
+chain — in one cycle; a global pool (``GlobalPooling``) is ``positions − 1`` adders (comparators for max) per
+channel at the operand width, an adder tree of ``ceil(log2 positions)`` cycles; a ``concat`` is wiring (no
+LUTs, no cycles). io_parallel branches run concurrently, so the latency is the longest path through the
+data-flow graph (the sum of the rows for a chain).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from hwnas.nn import FLOAT_BITS
 from hwnas.nn.base import bits_of
 
 from .catalog import CostError, Device, get_device
-from .graph import describe_model
+from .graph import INPUT, critical_path, describe_model
 from .power import power_watts
 from .result import HardwareEstimate, LayerRow
 
@@ -74,7 +81,7 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
     with torch.no_grad():
         for li in layers:
             m = li.module
-            row = LayerRow(li.name, type(m).__name__, li.in_shape, li.out_shape, macs=li.macs,
+            row = LayerRow(li.name, li.type_name, li.in_shape, li.out_shape, macs=li.macs,
                            weight_bits=li.weight_bits, act_bits=li.act_bits)
             if li.kind in ("conv", "linear"):
                 r = reuse_factor.get(li.name, 1) if isinstance(reuse_factor, dict) else reuse_factor
@@ -111,9 +118,22 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
             elif li.kind == "pool":
                 row.luts = float(m.ebops(torch.tensor(li.act_bits)))
                 row.cycles = 1
+            elif li.kind == "add":
+                adders = li.elements * (len(li.inputs) - 1)
+                row.luts = adders * min(li.act_bits, FLOAT_BITS)
+                row.cycles = 1
+                row.extra.update({"adders": adders, "adder_bits": li.act_bits})
+            elif li.kind == "gpool":
+                adders = li.elements * (li.positions - 1)
+                row.luts = adders * min(li.act_bits, FLOAT_BITS)
+                row.cycles = max(math.ceil(math.log2(max(li.positions, 1))), 1)
+                row.extra.update({"adders": adders, "adder_bits": li.act_bits})
             rows.append(row)
+    index = {li.name: i for i, li in enumerate(layers)}
+    latency = critical_path([r.cycles for r in rows],
+                            [tuple(index[s] for s in li.inputs if s != INPUT) for li in layers])
     f = float(clock_mhz or device.clock_mhz)
-    est = HardwareEstimate(f"hls4ml io_parallel ({strategy})", device, f, rows, sum(r.cycles for r in rows),
+    est = HardwareEstimate(f"hls4ml io_parallel ({strategy})", device, f, rows, latency,
                            max(iis, default=1), assumptions={
                                "model": "hls4ml-style io_parallel estimate",
                                "strategy": strategy, "reuse_factor": reuse_factor, "device": device.name,
@@ -124,6 +144,10 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
                                "dsp_threshold_bits": dsp_threshold,
                                "ff": "not modelled (0)",
                            })
+    if any(li.kind in ("add", "concat", "gpool") for li in layers):
+        est.assumptions["graph"] = ("add: one adder per element at the widest operand width, 1 cycle; global pool: "
+                                    "positions−1 adders per channel, ceil(log2 positions) cycles; concat: wiring; "
+                                    "latency = longest path through the data flow")
     t = est.totals
     est.power_w = power_watts(device, f, t["luts"], t["ffs"], t["bram18"], t["uram"], t["dsps"])
     return est

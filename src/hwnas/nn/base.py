@@ -14,7 +14,8 @@ static), a scaled-int quantizer, fp16, or ``None`` (float, 32 bits). A slot is c
 Cost contract (per sample, inference): ``macs()``, ``ebops(upstream_bits)`` (differentiable),
 ``bops(upstream_bits)``, ``weight_bits()``, ``sparsity()``. ``upstream_bits`` is the width of the
 activation reaching the layer when the layer has no input quantizer of its own; model-level helpers in
-:mod:`hwnas.nn.metrics` pass it along a network in module order.
+:mod:`hwnas.nn.metrics` pass it along the data flow (the producer of the layer's input; module order when
+the model cannot be traced).
 """
 
 from __future__ import annotations

@@ -1,12 +1,21 @@
 """Model-level cost figures summed over the quantized layers of a network.
 
-Layers are visited in module-definition order (the order of ``model.modules()``), which for sequential
-networks is data-flow order: a layer without an input quantizer is charged the width of the last
-quantized activation before it (or 32 bits for float data). All figures are per inference sample.
+A layer without an input quantizer is charged the width of the activation reaching it: the output width of
+its PRODUCER in the model's data-flow graph (a :func:`hwnas.export.graph.trace` of ``forward``), or 32 bits
+for float data. Between layers, ``x + y`` carries one bit more than its wider operand, ``torch.cat`` the
+widest operand, and everything else (ReLU, flatten, reshape, a global mean, torch modules other than hwnas
+layers) passes its input's width through; an unquantized operand makes the result float. For an
+``nn.Sequential`` this is module order. The trace is cached per model object (weakly, keyed by the
+model; rebuilt when its module structure or training mode changes), so the differentiable EBOPs of a training
+step cost no more than before; a model whose ``forward`` torch.fx cannot trace falls back to module-definition
+order (the order of ``model.modules()``). Layers are visited once each, in call order. All figures are per
+inference sample.
 """
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,13 +39,81 @@ __all__ = [
     "weight_bits",
 ]
 
+_INPUT = "input"
 
-def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
-    """Yield (name, layer, upstream width) for every QLayer in module order.
 
-    The upstream width is only computed for layers without an input quantizer (the only ones that use
-    it), which keeps the differentiable EBOPs graph small.
-    """
+@dataclass(frozen=True)
+class _Step:
+    """One value of the data-flow graph: how it is made (``op``) from which values (``srcs``)."""
+
+    out: str
+    op: str  # layer | pass | add | cat | float
+    srcs: tuple[str, ...] = ()
+    layer: str = ""  # dotted module name (op == "layer")
+    first: bool = True  # the layer's first call (later calls of a shared layer are not counted again)
+
+
+_FLOWS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple[_Step, ...] | None]] = weakref.WeakKeyDictionary()
+
+
+def _build_flow(model: nn.Module) -> tuple[_Step, ...] | None:
+    """The data-flow steps of ``model``'s forward, or None when torch.fx cannot trace it."""
+    from hwnas.export.errors import ExportError
+    from hwnas.export.graph import op_kind, trace
+
+    try:
+        gm = trace(model)
+    except ExportError:
+        return None
+    steps: list[_Step] = []
+    name: dict[torch.fx.Node, str] = {}
+    called: set[str] = set()
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            name[n] = _INPUT if _INPUT not in name.values() else n.name
+            continue
+        if n.op == "output":
+            break
+        name[n] = n.name
+        srcs = tuple(name[a] for a in n.all_input_nodes if a in name)
+        if n.op == "call_module":
+            target = str(n.target)
+            if isinstance(gm.get_submodule(target), QLayer):
+                steps.append(_Step(n.name, "layer", srcs[:1], target, target not in called))
+                called.add(target)
+            else:  # torch modules between layers pass the width through, as in module order
+                steps.append(_Step(n.name, "pass", srcs[:1]))
+            continue
+        kind = op_kind(n) if n.op in ("call_function", "call_method") else None
+        if kind == "add" and len(srcs) > 1:
+            steps.append(_Step(n.name, "add", srcs))
+        elif kind == "cat":
+            parts = n.args[0] if n.args else n.kwargs.get("tensors", ())
+            steps.append(_Step(n.name, "cat", tuple(name[p] for p in parts if p in name)))
+        elif n.op == "get_attr" or not srcs:
+            steps.append(_Step(n.name, "float"))
+        else:
+            steps.append(_Step(n.name, "pass", srcs[:1]))
+    return tuple(steps)
+
+
+def _flow(model: nn.Module, modules: dict[str, nn.Module]) -> tuple[_Step, ...] | None:
+    """The cached data-flow steps of ``model`` (None: untraceable, or a single layer: walk in module order)."""
+    from hwnas.export.graph import is_layer
+
+    if is_layer(model):
+        return None
+    key = (model.training, *((n, type(m)) for n, m in modules.items()))
+    hit = _FLOWS.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    flow = _build_flow(model)
+    _FLOWS[model] = (key, flow)
+    return flow
+
+
+def _walk_modules(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
+    """Module-definition order (the fallback for a forward torch.fx cannot trace)."""
     prev: QLayer | None = None
     prev_up: torch.Tensor | None = None
     for name, mod in model.named_modules():
@@ -45,6 +122,53 @@ def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]
         up = prev.output_bits(prev_up) if (prev is not None and mod.input_quantizer is None) else None
         yield name or type(mod).__name__, mod, up
         prev, prev_up = mod, up
+
+
+def _widest(widths: list[torch.Tensor | None]) -> torch.Tensor | None:
+    if any(w is None for w in widths):
+        return None
+    return functools.reduce(torch.maximum, [torch.as_tensor(w) for w in widths])  # type: ignore[misc]
+
+
+def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
+    """Yield (name, layer, upstream width) for every QLayer, in call order along the data flow.
+
+    The upstream width (the producer's output width) is only computed for layers without an input quantizer
+    (the only ones that use it), which keeps the differentiable EBOPs graph small.
+    """
+    modules = dict(model.named_modules())
+    flow = _flow(model, modules)
+    if flow is None:
+        yield from _walk_modules(model)
+        return
+    layers = {s.out: modules[s.layer] for s in flow if s.op == "layer"}
+    # which widths are needed: a layer without an input quantizer reads its producer's, and so on upstream
+    needed: set[str] = set()
+    for s in reversed(flow):
+        if s.op == "layer":
+            if layers[s.out].input_quantizer is None:
+                needed.update(s.srcs)
+        elif s.out in needed:
+            needed.update(s.srcs)
+    width: dict[str, torch.Tensor | None] = {_INPUT: None}
+    for s in flow:
+        if s.op == "layer":
+            layer = layers[s.out]
+            up = width.get(s.srcs[0]) if (s.srcs and layer.input_quantizer is None) else None
+            if s.first:
+                yield s.layer, layer, up
+            if s.out in needed:
+                width[s.out] = layer.output_bits(up)
+        elif s.out in needed:
+            if s.op == "pass":
+                width[s.out] = width.get(s.srcs[0]) if s.srcs else None
+            elif s.op == "add":
+                w = _widest([width.get(x) for x in s.srcs])
+                width[s.out] = None if w is None else w + 1
+            elif s.op == "cat":
+                width[s.out] = _widest([width.get(x) for x in s.srcs])
+            else:
+                width[s.out] = None
 
 
 def ebops(model: nn.Module) -> torch.Tensor:
@@ -110,7 +234,7 @@ class LayerCost:
 
 
 def layer_costs(model: nn.Module) -> list[LayerCost]:
-    """One :class:`LayerCost` row per quantized layer, in module order."""
+    """One :class:`LayerCost` row per quantized layer, in call order (module order for a chain)."""
     rows = []
     with torch.no_grad():
         for name, layer, up in _walk(model):
