@@ -52,6 +52,7 @@ from torch import nn
 
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
+from hwnas.nn.normalization import layernorm_elementwise, softmax_elementwise
 from hwnas.quant.reference import quantize_fixed_np
 
 from .errors import ExportError, ToolFailureError
@@ -65,10 +66,12 @@ from .graph import (
     FixedFormat,
     Flatten,
     GlobalPool,
+    LayerNorm,
     Node,
     Pool,
     Quantize,
     ReLU,
+    Softmax,
     Table,
     chain,
     extract,
@@ -360,6 +363,34 @@ def _apply_one(node: Node, x: FVArray, *rest: FVArray) -> FVArray:
         return _avg_pool(x, node)
     if isinstance(node, Flatten):
         return x.reshape(x.shape[0], -1)
+    if isinstance(node, Softmax | LayerNorm):
+        # hls4ml's algorithm on each row of the last axis (hwnas.nn.normalization), with alkaid's exact operations:
+        # casts to the node's ap_fixed types, lookup tables over every value a (top-bits) index can take,
+        # max, adder trees and variable products
+        def cast(v: FVariable, t: Any) -> FVariable:
+            return quantize_variable(v, t.k, t.i, t.f, t.round_mode, t.overflow_mode)
+
+        def lookup(v: FVariable, fn: Any) -> FVariable:
+            low, high, step = float(v.low), float(v.high), float(v.step)
+            if low == high:
+                return _const(float(fn(np.array([low]))[0]), v.hwconf)
+            count = round((high - low) / step) + 1
+            if count > MAX_TABLE_SIZE:
+                raise ExportError(f"{node.name}: a {type(node).__name__} lookup would have {count} entries (more than "
+                                  f"{MAX_TABLE_SIZE}); narrow accum_t")
+            values = np.asarray(fn(low + step * np.arange(count, dtype=np.float64)), dtype=np.float64)
+            if np.all(values == values[0]):
+                return _const(float(values[0]), v.hwconf)
+            return v.lookup(values.copy())
+
+        rows = np.asarray(x).reshape(-1, x.shape[-1])
+        if isinstance(node, Softmax):
+            cfg = node.config
+            out = [softmax_elementwise(list(r), cfg, cast, lookup, lambda a, b: a.max_of(b)) for r in rows]
+        else:
+            ln = node.config
+            out = [layernorm_elementwise(list(r), ln, node.scale, node.bias, cast, lookup) for r in rows]
+        return _rebuild([v for r in out for v in r], x)
     raise ExportError(f"{node.name}: {type(node).__name__} nodes are not supported by the RTL path")
 
 

@@ -14,10 +14,11 @@ Contract:
   lists the operations and rules.
 * Nodes mirror :class:`hwnas.nn.QLayer`'s forward: :class:`Quantize` (input quantizer) → the operation
   (:class:`Dense`, :class:`Conv`, :class:`ReLU`, :class:`Table`, :class:`Pool`, :class:`Flatten`) →
-  :class:`Quantize` (output quantizer). A tensor that is not re-quantized keeps its exact value (an
-  accumulator of fixed-point products is itself fixed point), so every node is exact in fixed point;
-  :class:`Add` (operands aligned on the finer grid, one more integer bit), :class:`Concat` and
-  :class:`GlobalPool` (power-of-two counts only) keep that property.
+  :class:`Quantize` (output quantizer). :class:`Softmax` and :class:`LayerNorm` are hls4ml's ``softmax_stable``
+  and ``layernorm_1d`` with every intermediate ``ap_fixed`` type on the node (:mod:`hwnas.nn.normalization`).
+  A tensor that is not re-quantized keeps its exact value (an accumulator of fixed-point products is itself
+  fixed point), so every node is exact in fixed point; :class:`Add` (operands aligned on the finer grid, one
+  more integer bit), :class:`Concat` and :class:`GlobalPool` (power-of-two counts only) keep that property.
 * What no fixed-point exporter can reproduce raises :class:`hwnas.export.ExportError` naming the layer and
   the setting: a model input that is not quantized, float (unquantized) weights or biases, scaled-integer
   or float16 quantizers (non-power-of-two scales: QONNX only), float-mode tanh/sigmoid, unfolded BatchNorm,
@@ -48,7 +49,16 @@ from hwnas.errors import first_line
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
-from hwnas.quant import FixedPointQuantizer
+from hwnas.nn.normalization import (
+    FixedType,
+    LayerNormConfig,
+    QLayerNorm,
+    QSoftmax,
+    SoftmaxConfig,
+    layernorm_np,
+    softmax_np,
+)
+from hwnas.quant import FixedPointQuantizer, QuantizationError
 from hwnas.quant.reference import quantize_fixed_np
 
 from .errors import ExportError
@@ -64,16 +74,21 @@ __all__ = [
     "FixedFormat",
     "Flatten",
     "GlobalPool",
+    "LayerNorm",
     "Node",
     "Pool",
     "Quantize",
     "ReLU",
+    "Softmax",
     "Table",
     "chain",
+    "describe_target",
     "extract",
     "float32_exact",
+    "is_layer",
     "layer_nodes",
     "layers_of",
+    "op_kind",
     "run_node",
     "run_reference",
     "trace",
@@ -287,6 +302,70 @@ class GlobalPool(Node):
     """The spatial extent pooled over."""
 
 
+@dataclass(frozen=True, eq=False)
+class Softmax(Node):
+    """hls4ml's ``softmax_stable`` over the last axis of a ``data_t`` tensor, before the output quantizer (res_T).
+
+    Every type is a scalar :class:`~hwnas.nn.normalization.FixedType` ``(k, i, f, round_mode, overflow_mode)``;
+    the tables are those hls4ml builds (:meth:`config` ``.exp_table()`` / ``.inv_table()``). The output is the
+    exact product ``exp_res · inv`` (``accum_t`` × ``inv_table_t``), which the layer's output ``Quantize`` casts.
+    """
+
+    n: int
+    """Features per softmax (hls4ml's ``n_slice``)."""
+    data_t: FixedType
+    inp_norm_t: FixedType
+    exp_table_t: FixedType
+    accum_t: FixedType
+    inv_inp_t: FixedType
+    inv_table_t: FixedType
+    exp_table_size: int
+    inv_table_size: int
+    exp_scale: float
+
+    @property
+    def config(self) -> SoftmaxConfig:
+        """The node's types and sizes as :class:`~hwnas.nn.normalization.SoftmaxConfig`."""
+        return SoftmaxConfig(self.n, self.data_t, self.inp_norm_t, self.exp_table_t, self.accum_t, self.inv_inp_t,
+                             self.inv_table_t, self.exp_table_size, self.inv_table_size, self.exp_scale)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The node on a batch of ``data_t`` values (float64, exact)."""
+        return softmax_np(x, self.config)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNorm(Node):
+    """hls4ml's ``layernorm_1d`` over the last axis, before the output quantizer (res_T).
+
+    ``scale`` (gamma) and ``bias`` (beta) are already quantized (``(n,)``, float64, exact) with their formats;
+    the table is hls4ml's 1/sqrt table (:meth:`config` ``.table()``). The output is the exact value
+    ``diff · table[index] · scale + bias``.
+    """
+
+    n: int
+    """Features normalized together (hls4ml's ``n_in / seq_len``)."""
+    accum_t: FixedType
+    table_t: FixedType
+    table_size: int
+    table_range_power2: int
+    epsilon_power_of_10: int
+    scale: np.ndarray
+    bias: np.ndarray
+    scale_format: FixedFormat
+    bias_format: FixedFormat
+
+    @property
+    def config(self) -> LayerNormConfig:
+        """The node's types and sizes as :class:`~hwnas.nn.normalization.LayerNormConfig`."""
+        return LayerNormConfig(self.n, self.accum_t, self.table_t, self.table_size, self.table_range_power2,
+                               self.epsilon_power_of_10)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The node on a batch (float64, exact)."""
+        return layernorm_np(x, self.config, self.scale, self.bias)
+
+
 INPUT = "input"
 """The name of the model-input tensor in every graph."""
 
@@ -443,6 +522,10 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
         return [ReLU(name)]
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
         raise ExportError(f"{name}: BatchNorm must be folded first (hwnas.nn.fold_batchnorm)")
+    if isinstance(layer, nn.Softmax | nn.LayerNorm):
+        kind = "QSoftmax" if isinstance(layer, nn.Softmax) else "QLayerNorm"
+        raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters (torch's is "
+                          f"float); use hwnas.nn.normalization.{kind}, hls4ml's fixed-point algorithm, bit-exact")
     if not isinstance(layer, QLayer):
         raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters")
     nodes: list[Node] = []
@@ -479,6 +562,24 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
         nodes.append(_pool_node(name, layer, 1 if isinstance(layer, QMaxPool1d) else 2, "max"))
     elif isinstance(layer, QAvgPool1d | QAvgPool2d):
         nodes.append(_pool_node(name, layer, 1 if isinstance(layer, QAvgPool1d) else 2, "avg"))
+    elif isinstance(layer, QSoftmax):
+        try:
+            sc = layer.config(sample)
+        except QuantizationError as err:
+            raise ExportError(f"{name}.{err}") from err
+        nodes.append(Softmax(name, sc.n, sc.data_t, sc.inp_norm_t, sc.exp_table_t, sc.accum_t, sc.inv_inp_t,
+                             sc.inv_table_t, sc.exp_table_size, sc.inv_table_size, sc.exp_scale))
+    elif isinstance(layer, QLayerNorm):
+        scale, sf = _param(layer, name, "weight")
+        shift, bf = _param(layer, name, "bias")
+        assert scale is not None and sf is not None and shift is not None and bf is not None
+        lc = layer.config()
+        try:
+            lc.check_params(scale, shift)
+        except QuantizationError as err:
+            raise ExportError(f"{name}.{err}") from err
+        nodes.append(LayerNorm(name, lc.n, lc.accum_t, lc.table_t, lc.table_size, lc.table_range_power2,
+                               lc.epsilon_power_of_10, scale, shift, sf, bf))
     else:
         raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters")
     if layer.output_quantizer is not None:
@@ -505,13 +606,13 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 # --------------------------------------------------------------------------------------------- tracing
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _SUFFIX = {Dense: "dense", Conv: "conv", ReLU: "relu", Table: "table", Pool: "pool", Flatten: "flatten",
-           Add: "add", Concat: "concat", GlobalPool: "gpool"}
+           Add: "add", Concat: "concat", GlobalPool: "gpool", Softmax: "softmax", LayerNorm: "layernorm"}
 SUPPORTED_FUNCTIONS = ("x + y (operator.add, torch.add, Tensor.add)", "torch.cat", "torch.flatten(x, 1)",
                        "x.view/reshape(batch, -1)", "torch.relu / F.relu", "x.mean(spatial axes)")
 """The functional operations a ``forward`` may use besides layers (for error messages and docs)."""
 
 
-def _is_leaf(module: nn.Module) -> bool:
+def is_layer(module: nn.Module) -> bool:
     """Layers are leaves: hwnas layers, childless modules and torch's own (non-container) modules."""
     if isinstance(module, QLayer):
         return True
@@ -522,12 +623,12 @@ def _is_leaf(module: nn.Module) -> bool:
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return _is_leaf(m)
+        return is_layer(m)
 
 
 def _root(model: nn.Module) -> nn.Module:
     """A module fx can trace into: a model that is itself a single layer is wrapped, keeping its class name."""
-    if _is_leaf(model):
+    if is_layer(model):
         from collections import OrderedDict
 
         return nn.Sequential(OrderedDict([(type(model).__name__, model)]))
@@ -586,7 +687,7 @@ def _arg(n: torch.fx.Node, index: int, key: str, default: Any) -> Any:
     return n.kwargs.get(key, default)
 
 
-def _op_kind(n: torch.fx.Node) -> str | None:
+def op_kind(n: torch.fx.Node) -> str | None:
     """The graph operation a functional fx node is, or None when unsupported."""
     t = n.target
     if n.op == "call_function":
@@ -612,7 +713,8 @@ def _op_kind(n: torch.fx.Node) -> str | None:
     return None
 
 
-def _describe_target(n: torch.fx.Node) -> str:
+def describe_target(n: torch.fx.Node) -> str:
+    """A functional fx node's operation as users write it (``Tensor.view``, ``sigmoid``), for messages."""
     t = n.target
     if n.op == "call_method":
         return f"Tensor.{t}"
@@ -662,7 +764,7 @@ def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
 
     def source(a: Any, n: torch.fx.Node) -> str:
         if not isinstance(a, torch.fx.Node) or a not in tensor:
-            raise ExportError(f"{n.name}: {_describe_target(n)} with a constant operand ({a!r}) is not supported; "
+            raise ExportError(f"{n.name}: {describe_target(n)} with a constant operand ({a!r}) is not supported; "
                               "fold constants into a layer's weights or bias")
         return tensor[a]
 
@@ -700,9 +802,9 @@ def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
                 x = emit(node, (x,), out_shape)
             tensor[n] = x
             continue
-        kind = _op_kind(n)
+        kind = op_kind(n)
         if kind is None:
-            raise ExportError(f"{n.name}: {_describe_target(n)} is not supported by the fixed-point exporters "
+            raise ExportError(f"{n.name}: {describe_target(n)} is not supported by the fixed-point exporters "
                               f"(supported between layers: {'; '.join(SUPPORTED_FUNCTIONS)})")
         if kind == "meta":
             if isinstance(value, torch.Tensor):
@@ -740,7 +842,7 @@ def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
                 if start != 1 or end != -1:
                     raise ExportError(f"{n.name}: only flatten(x, 1) (everything after the batch axis) is supported")
             elif len(shape(n)) != 1 or shape(n)[0] != math.prod(shape(first)):
-                raise ExportError(f"{n.name}: {_describe_target(n)} to per-sample shape {shape(n)} is not supported; "
+                raise ExportError(f"{n.name}: {describe_target(n)} to per-sample shape {shape(n)} is not supported; "
                                   "only flattening to (batch, -1) is")
             tensor[n] = x if len(shape(first)) == 1 else emit(Flatten(n.name), (x,), shape(n))
         elif kind == "relu":
@@ -853,6 +955,8 @@ def run_node(node: Node, *xs: np.ndarray) -> np.ndarray:
     if isinstance(node, ReLU):
         return np.maximum(x, 0.0)
     if isinstance(node, Table):
+        return node.apply(x)
+    if isinstance(node, Softmax | LayerNorm):
         return node.apply(x)
     if isinstance(node, Pool):
         return _pool(node, torch.as_tensor(x)).numpy()

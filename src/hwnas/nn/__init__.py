@@ -2,7 +2,8 @@
 
 Layers: :class:`QLinear`, :class:`QConv1d`, :class:`QConv2d` (``groups`` for depthwise),
 :class:`QActivation`, :class:`QMaxPool1d`/``2d``, :class:`QAvgPool1d`/``2d``, ``Flatten`` (torch's), the
-:class:`QResidualBlock` (models beyond a chain: docs/models.md), and
+:class:`QResidualBlock` (models beyond a chain: docs/models.md), :class:`QSoftmax` and :class:`QLayerNorm`
+(hls4ml's fixed-point algorithms, exact: docs/models.md), and
 :func:`fold_batchnorm` for BatchNorm folding. Model-level figures: :func:`ebops` (differentiable),
 :func:`bops`, :func:`macs`, :func:`weight_bits`, :func:`sparsity`, :func:`layer_costs`,
 :func:`bit_histogram`, and the HGQ loss term :func:`regularization`. :func:`set_quantizers` swaps the
@@ -29,6 +30,7 @@ from .metrics import (
     sparsity,
     weight_bits,
 )
+from .normalization import FixedType, QLayerNorm, QSoftmax
 
 __all__ = [
     "DEFAULT_ACTIVATION",
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_WEIGHT",
     "FLOAT_BITS",
     "ConversionError",
+    "FixedType",
     "Flatten",
     "LayerCost",
     "QActivation",
@@ -44,10 +47,12 @@ __all__ = [
     "QConv1d",
     "QConv2d",
     "QLayer",
+    "QLayerNorm",
     "QLinear",
     "QMaxPool1d",
     "QMaxPool2d",
     "QResidualBlock",
+    "QSoftmax",
     "QuantizerSpec",
     "bit_histogram",
     "bops",
