@@ -11,8 +11,9 @@ from torch import nn
 
 import hwnas.nn as hn
 from hwnas.export import ExportError, ToolMissingError, extract
-from hwnas.export.graph import Quantize, run_node
+from hwnas.export.graph import Conv, Quantize, run_node
 from hwnas.export.hls4ml import export_hls4ml, verify_hls4ml
+from hwnas.export.hls4ml_lower import ValueRange, _conv_range, lower, undilate
 
 pytest.importorskip("hls4ml")
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH (hls4ml's C emulation)")
@@ -126,15 +127,16 @@ def dense_model(seed: int = 0) -> tuple[nn.Sequential, torch.Tensor]:
 
 
 def conv1d_model(seed: int = 10) -> tuple[nn.Sequential, torch.Tensor]:
-    """1-D conv (per-channel weights), ReLU, padded max pool, depthwise conv with per-channel activations,
-    avg pool, Flatten + Dense with per-element activations, tanh and sigmoid tables, Dense."""
+    """1-D conv (per-channel weights), ReLU, padded max pool, depthwise conv with dilation 2 (per-element
+    weights) and per-channel activations, avg pool, Flatten + Dense with per-element activations, tanh and
+    sigmoid tables, Dense."""
     torch.manual_seed(seed)
     model = nn.Sequential(
         hn.QConv1d(2, 6, 5, padding=2, input_quantizer=fixed(7, "RND_CONV", "SAT"),
                    weight_quantizer=fixed(5, granularity="channel"), bias_quantizer=fixed(7)),
         hn.QActivation("relu"),
         hn.QMaxPool1d(3, stride=2, padding=1),
-        hn.QConv1d(6, 6, 3, padding=1, groups=6,
+        hn.QConv1d(6, 6, 3, padding=2, dilation=2, groups=6,
                    input_quantizer=fixed(6, "TRN_ZERO", "SAT_SYM", granularity="channel", signed=False),
                    weight_quantizer=hetero(5), bias=False),
         hn.QAvgPool1d(2, output_quantizer=fixed(7, "RND", "SAT")),
@@ -162,10 +164,11 @@ def conv1d_model(seed: int = 10) -> tuple[nn.Sequential, torch.Tensor]:
 
 
 def conv2d_model(seed: int = 20) -> tuple[nn.Sequential, torch.Tensor]:
-    """2-D conv with per-element input formats, depthwise 2-D conv (stride 2, padding 1), max/avg pool 2-D."""
+    """2-D conv with dilation (2, 1) and per-element input formats, depthwise 2-D conv (stride 2, padding 1),
+    max/avg pool 2-D."""
     torch.manual_seed(seed)
     model = nn.Sequential(
-        hn.QConv2d(2, 4, 3, padding=1, input_quantizer=hetero(7, "RND", "SAT"),
+        hn.QConv2d(2, 4, 3, padding=(2, 1), dilation=(2, 1), input_quantizer=hetero(7, "RND", "SAT"),
                    weight_quantizer=fixed(5, granularity="channel"), bias_quantizer=fixed(8)),
         hn.QActivation("relu", output_quantizer=fixed(6, "RND_CONV", "SAT", signed=False)),
         hn.QConv2d(4, 4, 3, stride=2, padding=1, groups=4, input_quantizer=None, weight_quantizer=hetero(5),
@@ -229,6 +232,62 @@ def test_conv2d_depthwise_model_is_bit_exact() -> None:
     result = verify_hls4ml(model, x, backend="Vitis", reuse_factor={"0": 2})  # in a temporary folder
     assert_exact(result, len(x))
     assert result.artefact is None
+
+
+@pytest.mark.parametrize(("layer", "shape"), [
+    (lambda: hn.QConv1d(2, 4, 3, dilation=2, input_quantizer=fixed(6), weight_quantizer=fixed(4)), (2, 16)),
+    (lambda: hn.QConv2d(2, 3, (3, 2), stride=(1, 2), padding=(2, 1), dilation=(2, 3), input_quantizer=fixed(6),
+                        weight_quantizer=hetero(5), bias_quantizer=fixed(6)), (2, 8, 8)),
+    (lambda: hn.QConv1d(3, 3, 3, padding=3, dilation=3, groups=3, input_quantizer=fixed(6, signed=False),
+                        weight_quantizer=hetero(4), bias=False), (3, 12)),
+    (lambda: hn.QConv2d(2, 2, 3, padding=(1, 2), dilation=(1, 2), groups=2, input_quantizer=fixed(6),
+                        weight_quantizer=fixed(4, granularity="channel")), (2, 6, 6)),
+])
+def test_dilated_conv_lowers_to_the_zero_expanded_kernel_with_the_same_types(layer, shape) -> None:
+    """hls4ml has no dilated convolution (this used to be refused): the lowering gives it the undilated
+    kernel of ``d·(k-1)+1`` taps per axis with zeros between the original taps. Same function (the reference
+    of both nodes agrees bit for bit), same interval bounds and grids (the zero taps contribute nothing), same
+    weight/accumulator types; the per-element weight format gets width-0 entries. The C emulation is bit-exact
+    on dilated layers in :func:`test_conv1d_tables_pools_resource_vivado_is_bit_exact` (depthwise, dilation 2),
+    :func:`test_conv2d_depthwise_model_is_bit_exact` (dilation (2, 1)) and, in a residual block, in
+    ``test_export_hls4ml_graph.py``."""
+    torch.manual_seed(41)
+    model = nn.Sequential(layer())
+    model(torch.randn(64, *shape) * 2)
+    if model[0].weight_quantizer.kif()[2].numel() == model[0].weight.numel():  # per parameter
+        randomize(model[0].weight_quantizer, 42, signs=False)
+    model.eval()
+    graph = extract(model, shape)
+    quant, conv = graph.nodes[:2]
+    assert isinstance(quant, Quantize) and isinstance(conv, Conv) and any(d > 1 for d in conv.dilation)
+    flat = undilate(conv)
+    full = tuple(d * (k - 1) + 1 for d, k in zip(conv.dilation, conv.kernel, strict=True))
+    assert flat.kernel == full and flat.dilation == (1,) * conv.dims
+    assert (flat.stride, flat.padding, flat.groups) == (conv.stride, conv.padding, conv.groups)
+    taps = (slice(None), slice(None), *(slice(None, None, d) for d in conv.dilation))
+    assert np.array_equal(flat.weight[taps], conv.weight)
+    assert np.count_nonzero(flat.weight) == np.count_nonzero(conv.weight)
+    wf, fwf = conv.weight_format, flat.weight_format
+    for a, b in ((wf.k, fwf.k), (wf.i, fwf.i), (wf.f, fwf.f)):
+        assert np.array_equal(b[taps], a)
+    inserted = np.ones(full, dtype=bool)
+    inserted[taps[2:]] = False
+    assert not fwf.width[:, :, inserted].any()  # width 0: a pruned weight
+    g = torch.Generator().manual_seed(43)
+    x = quant.fmt.quantize(torch.randn(32, *shape, generator=g).double().numpy() * 4)
+    assert np.array_equal(run_node(flat, x), run_node(conv, x))
+    r = ValueRange.of_format(quant.fmt)
+    want, got = _conv_range(conv, r), _conv_range(flat, r)  # torch's dilated interval arithmetic vs the zeros
+    for a, b in ((want.lo, got.lo), (want.hi, got.hi), (want.f, got.f)):
+        assert np.array_equal(a, b)
+    layer_ = next(la for la in lower(graph, {}, {}).layers if la.source == conv.name and la.kind != "quant")
+    assert layer_.types["weight"] == ValueRange.of_values(conv.weight).union_type()
+    assert layer_.types["accum"] == want.union_type()
+    assert layer_.attrs["filt_width"] == full[-1] and (conv.dims == 1 or layer_.attrs["filt_height"] == full[0])
+    kernel = layer_.attrs["weight_data"]  # (K..., Cin, Cout), depthwise (K..., C, 1)
+    order = (*range(2, 2 + conv.dims), 0, 1) if conv.groups > 1 else (*range(2, 2 + conv.dims), 1, 0)
+    assert np.array_equal(kernel, np.transpose(flat.weight, order))
+    assert f"dilation {conv.dilation}" in layer_.note and "zero" in layer_.note
 
 
 # --------------------------------------------------------------------------------------- the project
@@ -341,8 +400,6 @@ def test_predict_input_shape_is_checked(tmp_path) -> None:
      dict(backend="Quartus"), r"backend: unknown backend 'Quartus'"),
     (lambda: [hn.QLinear(4, 3, input_quantizer=fixed(6), weight_quantizer=fixed(4))], (4,),
      dict(io_type="io_stream"), r"io_type: 'io_stream' is not supported"),
-    (lambda: [hn.QConv1d(2, 4, 3, dilation=2, input_quantizer=fixed(6), weight_quantizer=fixed(4))], (2, 16),
-     {}, r"0: dilation \(2,\) is not supported"),
     (lambda: [hn.QConv1d(4, 4, 3, groups=2, input_quantizer=fixed(6), weight_quantizer=fixed(4))], (4, 16),
      {}, r"0: grouped convolution \(groups=2"),
     (lambda: [hn.QConv1d(2, 4, 3, groups=2, input_quantizer=fixed(6), weight_quantizer=fixed(4))], (2, 16),

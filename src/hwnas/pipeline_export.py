@@ -86,11 +86,13 @@ def reuse_per_layer(model: Any, input_shape: tuple[int, ...], reuse_factor: int,
     import numpy as np
 
     from hwnas.export.graph import Conv, Dense, extract
-    from hwnas.export.hls4ml_lower import valid_reuse_factors
+    from hwnas.export.hls4ml_lower import undilate, valid_reuse_factors
 
     out = {}
     for node in extract(model, tuple(input_shape)).nodes:
         if isinstance(node, Dense | Conv):
+            if isinstance(node, Conv):
+                node = undilate(node)  # hls4ml multiplies over the zero-expanded kernel of a dilated conv
             n_out = int(node.weight.shape[0])
             n_in = int(np.prod(node.weight.shape[1:]))
             valid = valid_reuse_factors(n_in, n_out, strategy == "Resource")

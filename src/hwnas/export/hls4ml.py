@@ -12,7 +12,10 @@ Contract:
   then only write code; its bit-exact type inference is not used, every type is set explicitly). tanh and
   sigmoid become an explicit lookup table (``UnaryLUT``) over every code of their input type, filled from
   :meth:`hwnas.export.graph.Table.apply` (and the output quantizer), so they are exact. Layout is channels
-  last: conv weights, per-element formats and the rows of a Dense after ``Flatten`` are permuted.
+  last: conv weights, per-element formats and the rows of a Dense after ``Flatten`` are permuted. A dilated
+  convolution (hls4ml has none) becomes the equal undilated one with zeros between the kernel taps
+  (:func:`hwnas.export.hls4ml_lower.undilate`; exact, same types; HLS folds the zero products away in the
+  Latency strategy, the Resource strategy stores and multiplies them).
 * Graphs (residual connections, concatenations, global pooling) are lowered tensor by tensor: each hls4ml
   layer names the layers producing its inputs; ``Add`` becomes a ``Merge`` (``op: add``) typed for the exact
   sum, ``Concat`` a ``Concatenate`` (channels: the last hls4ml axis) typed as the union of its operands,
@@ -32,7 +35,7 @@ Contract:
   is missing; on a mismatch ``first_layer`` is the first layer whose traced output differs from the exact
   float64 reference :func:`~hwnas.export.graph.run_reference`).
 * Refused with :class:`~hwnas.export.errors.ExportError` naming the layer (or the option): everything
-  :func:`~hwnas.export.graph.extract` refuses, dilated or grouped (non-depthwise) convolutions, depthwise
+  :func:`~hwnas.export.graph.extract` refuses, grouped (non-depthwise) convolutions, depthwise
   with a channel multiplier or with the Resource strategy, a Dense on a rank > 1 tensor, tables over more
   than 16-bit inputs, an ``Add`` of a flattened (channels-last order) tensor and one in torch order, reuse
   factors that do not divide a layer's multiplications or that hls4ml's Resource kernels reject, reuse

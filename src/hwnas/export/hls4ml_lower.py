@@ -33,8 +33,15 @@ Contract (used by :mod:`hwnas.export.hls4ml`; no hls4ml import here, so it is te
   that type); max keeps the input type.
 * Channels last: conv weights are transposed to (K…, Cin, Cout), per-element formats to channels last, and a
   Dense after ``Flatten`` gets its input rows permuted (torch flattens channel-major).
-* What hls4ml cannot do exactly raises :class:`~hwnas.export.errors.ExportError` naming the layer: dilated
-  or grouped (non-depthwise) convolutions, depthwise with a channel multiplier, a Dense on a tensor of rank
+* Dilated convolutions (1-D, 2-D with a dilation per axis, depthwise too; hls4ml has none) become the equal
+  undilated convolution (:func:`undilate`): ``k`` taps at dilation ``d`` are ``d·(k-1)+1`` taps with zeros
+  between the original ones, same stride and padding. Exact, with the same types (a zero tap adds nothing
+  to the interval bounds and has no grid). hls4ml instantiates the expanded kernel: in the Latency strategy
+  the zero products are constants that HLS folds away (no multiplier, no adder input), in the Resource
+  strategy (reuse factor > 1) they are stored and multiplied like any weight; reuse factors count the
+  expanded kernel's multiplications.
+* What hls4ml cannot do exactly raises :class:`~hwnas.export.errors.ExportError` naming the layer:
+  grouped (non-depthwise) convolutions, depthwise with a channel multiplier, a Dense on a tensor of rank
   > 1, a table whose input type exceeds :data:`MAX_TABLE_BITS`, depthwise convolutions with the Resource
   strategy, reuse factors that do not divide a layer's multiplications, an ``Add`` whose operands reach hls4ml
   in different element orders (a flattened channels-last tensor and one in torch order) and node kinds it
@@ -45,7 +52,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,7 +80,8 @@ from .graph import (
     value_format,
 )
 
-__all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "lower", "valid_reuse_factors"]
+__all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "lower", "undilate",
+           "valid_reuse_factors"]
 
 MAX_TABLE_BITS = 16
 """Widest table input (2**16 entries): a lookup table indexed by every code of its input type."""
@@ -219,6 +227,34 @@ def _conv_range(node: Conv, r: ValueRange) -> ValueRange:
         lo, hi = lo + bias, hi + bias
     f = np.broadcast_to(fo.reshape((-1,) + (1,) * node.dims), lo.shape).astype(np.int64)
     return ValueRange(lo, hi, f.copy())
+
+
+def undilate(node: Conv) -> Conv:
+    """The undilated convolution equal to ``node`` (``node`` itself when it is not dilated).
+
+    Per spatial axis, ``k`` taps at dilation ``d`` become ``d·(k-1)+1`` taps, the original ones at multiples of
+    ``d`` and zeros between them (same stride, padding and groups). Exact, value for value: an inserted tap
+    multiplies its input by 0. The derived types do not change either: a zero weight is a tap that contributes
+    nothing to the interval bounds and has no grid (:func:`_conv_range` skips it,
+    :meth:`ValueRange.union_type` ignores always-zero elements), and the per-element weight format gets width-0
+    entries (a pruned weight) at the inserted taps. hls4ml has no dilated convolution in io_parallel (its im2col
+    generator takes a dilation, its ``GenerateConvIm2col`` pass never passes one), hence the expansion; see
+    ``_Lowerer.conv`` for what the zeros cost.
+    """
+    if all(d == 1 for d in node.dilation):
+        return node
+    full = tuple(d * (k - 1) + 1 for d, k in zip(node.dilation, node.kernel, strict=True))
+    taps = (slice(None), slice(None), *(slice(None, None, d) for d in node.dilation))
+    weight = np.zeros(node.weight.shape[:2] + full, dtype=node.weight.dtype)
+    weight[taps] = node.weight
+    fmt = node.weight_format
+    kif = []
+    for a in (fmt.k, fmt.i, fmt.f):
+        out = np.zeros(weight.shape, dtype=np.int64)
+        out[taps] = np.broadcast_to(a, node.weight.shape)
+        kif.append(out)
+    wf = FixedFormat(*kif, fmt.round_mode, fmt.overflow_mode, fmt.where)
+    return replace(node, weight=weight, dilation=(1,) * node.dims, weight_format=wf)
 
 
 def _pool_range(node: Pool, r: ValueRange) -> tuple[ValueRange, ValueRange | None]:
@@ -567,9 +603,8 @@ class _Lowerer:
 
     def conv(self, index: int, node: Conv, rec: _Tensor) -> None:
         self._spatial(node, node.dims, rec)
-        if any(d != 1 for d in node.dilation):
-            raise ExportError(f"{node.name}: dilation {node.dilation} is not supported by hls4ml's io_parallel "
-                              f"convolutions; {_OTHER_PATH}")
+        dilated = node
+        node = undilate(node)  # hls4ml has no dilated convolution: the zero-expanded kernel (exact)
         cout, cin_g = node.weight.shape[:2]
         cin = rec.shape[0]
         depthwise = node.groups > 1
@@ -585,6 +620,23 @@ class _Lowerer:
         kind = ("depthwise" if depthwise else "conv") + f"{node.dims}d"
         n_in = cin_g * math.prod(node.kernel) if not depthwise else cin * math.prod(node.kernel)
         rf, strategy = self.rf_strategy(node, n_in, cout, kind)
+        note = ""
+        if node is not dilated:
+            # What the inserted zero taps cost. hls4ml does not prune zero weights itself: its weight array is
+            # the expanded kernel, its im2col buffer the expanded window, and reuse factors count the expanded
+            # multiplications (checked above). Latency strategy (hls4ml 1.3 conv_1d/2d_latency_cl): every
+            # product is unrolled and reads a constant of a completely partitioned weight array, so HLS
+            # constant-folds ``x * 0`` away (no multiplier, no adder input, as for pruned weights; hls4ml counts
+            # on it: its ``multiplier_limit`` subtracts ``n_zeros / reuse_factor``). What remains is wiring of
+            # the wider window and longer HLS runs. Resource strategy (conv_*_resource_cl, reuse factor > 1): a
+            # multiplier reads a different weight from memory each cycle, so the zeros are stored and
+            # multiplied like any weight: for the same multipliers, (d·(k-1)+1)/k times the cycles and weight
+            # memory per axis.
+            extra = math.prod(node.kernel) - math.prod(dilated.kernel)
+            note = (f"dilation {dilated.dilation}: kernel {dilated.kernel} expanded to {node.kernel}, {extra} of "
+                    f"its {math.prod(node.kernel)} taps zero (exact; " + (
+                        "HLS folds the zero products away in the Latency strategy)" if strategy == "Latency" else
+                        "the Resource strategy stores and multiplies the zeros)"))
         w = node.weight
         if node.dims == 1:
             kernel = np.transpose(w, (2, 1, 0))  # (K, Cin, Cout); depthwise (K, C, 1)
@@ -610,7 +662,7 @@ class _Lowerer:
             types["bias"] = ValueRange.of_values(node.bias).union_type()
         hls_shape, perm = _hls_layout(out_shape)
         layer = self.emit(kind, node.name, attrs, index, [rec], hls_shape, perm, types=types, reuse_factor=rf,
-                          strategy=strategy)
+                          strategy=strategy, note=note)
         self.put(node.output, layer, r, out_shape)
 
     def relu(self, index: int, node: ReLU, rec: _Tensor) -> None:
