@@ -57,7 +57,7 @@ def test_quick_grid_profiles_every_operator_kind(table):
     expected = {op.key for op in quick_grid().operators(table.nchwc_block)}
     assert expected <= set(table.entries)
     assert {"conv1d", "conv2d", "dwconv1d", "dwconv2d", "linear", "maxpool1d", "avgpool2d", "relu", "tanh",
-            "sigmoid", "identity", "flatten"} <= table.kinds()
+            "sigmoid", "identity", "flatten", "add", "concat", "gavgpool"} <= table.kinds()
     assert all(v > 0 and math.isfinite(v) for v in table.entries.values())
     assert table.overhead_us == table.entries[Operator.make("identity", elements=1).key]
     assert table.machine == machine_description(threads=1) | {"threads": 1}

@@ -3,7 +3,7 @@
 Contract:
 
 * :func:`profile_operators` times single-operator ONNX models (built with ``onnx.helper``) on the
-  machine at hand, over a grid of shapes (:func:`default_grid`, ~7000 operators, or :func:`quick_grid`
+  machine at hand, over a grid of shapes (:func:`default_grid`, ~6,500 operators, or :func:`quick_grid`
   for tests), and returns a :class:`LatencyTable`: operator key -> microseconds of one
   ``InferenceSession.run``, plus the :func:`machine_description` and the session settings.
 * Every timing uses the same fixed session (:func:`session_options`): CPU execution provider,
@@ -23,24 +23,39 @@ Contract:
   (+ c5·im2col)`` fitted by non-negative least squares (relative error) on the table; queries in a cell
   with an unmeasured corner, or in an unmeasured group, scale the nearest measured point the same way.
   (Held-out grid points: interpolation had about half the error of the fitted model alone.)
-* :func:`predict_latency` walks a model (forward hooks on a zero input, batch 1), predicts each operator
-  and sums: total = the cost of a session call without nodes (the run time ``overhead_us`` of a 1-element
-  ``Identity`` model minus one node, ``node_us``, the executor's per-node cost measured with chains of
-  1-element Relus, :func:`measure_node_cost`) + per node its predicted time minus the overhead plus one
-  ``node_us``. Graph rewrites of ``ORT_ENABLE_ALL`` are mirrored: an activation right after a convolution
-  or linear layer is fused into it (ReLU then costs nothing, tanh and sigmoid their element-wise compute);
-  on machines where onnxruntime uses the blocked NCHWc layout for 2-D convolutions and pools, layout
-  reorders (their measured time above the overhead, plus one node) are charged only where the layout
-  changes, and taken out of single-op entries that paid them (:func:`nchwc_block`); identity activations
-  and dropout export to no node and cost 0. A BatchNorm right after a convolution or linear layer is folded
-  into it first (:func:`hwnas.nn.fold_batchnorm`, as hwnas deploys it; onnxruntime fuses a Conv+BatchNorm
-  pair the same way); one anywhere else raises :class:`UnsupportedLayerError`. Quantizers
-  inside hwnas layers are ignored: the prediction is for the float graph of the same architecture.
-  Modules with children are treated as containers whose forward only chains their children (no hidden
-  tensor ops); an unknown leaf module raises :class:`UnsupportedLayerError` naming it.
-* :func:`measure_latency` exports a model with ``torch.onnx.export`` (TorchScript exporter,
-  ``dynamo=False``; the dynamo exporter, which needs ``onnxscript``, only as a fallback) and times it with
-  the same session settings and statistic.
+* :func:`predict_latency` reads a model's data flow (:func:`model_operators`: the torch.fx trace of
+  :func:`hwnas.export.graph.trace`, layers as leaves, run once on a zero input, batch 1): every called
+  operator layer and the functional operations between layers — a residual ``x + y`` (kind ``add``: ONNX
+  ``Add``), ``torch.cat`` (``concat``: ``Concat``), ``x.mean(spatial axes)`` (``gavgpool``: what
+  ``torch.onnx.export`` writes for it, ``ReduceMean``), ``torch.relu``, ``torch.flatten``/``view``/
+  ``reshape`` (``flatten``). It predicts each operator and sums: total = the cost of a session call
+  without nodes (the run time ``overhead_us`` of a 1-element ``Identity`` model minus one node,
+  ``node_us``, the executor's per-node cost measured with chains of 1-element Relus,
+  :func:`measure_node_cost`) + per node its predicted time minus the overhead plus one ``node_us``. Graph
+  rewrites of ``ORT_ENABLE_ALL`` are mirrored along the data flow: an activation that reads a convolution's
+  or linear layer's output, when nothing else reads it, is fused into it (ReLU then costs nothing, tanh and
+  sigmoid their element-wise compute); on machines where onnxruntime uses the blocked NCHWc layout for 2-D
+  convolutions and pools, layout reorders (their measured time above the overhead, plus one node) are
+  charged once per tensor and layout where a reader needs the other layout, and taken out of single-op
+  entries that paid them (:func:`nchwc_block`); there an ``add`` of two blocked tensors is fused into a
+  blocked convolution whose output it alone reads (the convolution's ``Sum`` input, costing the add's
+  per-element work) together with a ReLU after it, and a channel ``concat`` of whole channel blocks stays
+  blocked. Identity activations and dropout export to no node and cost 0. A BatchNorm right after a
+  convolution or linear layer is folded into it first (:func:`hwnas.nn.fold_batchnorm`, as hwnas deploys
+  it; onnxruntime fuses a Conv+BatchNorm pair the same way); one anywhere else raises
+  :class:`UnsupportedLayerError`. Quantizers inside hwnas layers are ignored: the prediction is for the
+  float graph of the same architecture.
+  An unknown leaf module, another functional operation (or a constant operand, a mean over other axes) and
+  a ``forward`` torch.fx cannot trace raise :class:`UnsupportedLayerError` naming it. A table without
+  measurements of a kind the model needs — a table profiled before the ``add``/``concat``/``gavgpool``
+  kinds existed, for a model with joins — raises :class:`MissingKindError` (an
+  :class:`UnsupportedLayerError`) naming the layer and the kind and asking to profile the table again;
+  such a table still loads and predicts chain models exactly as before. (No estimate from the element-wise
+  kinds: a binary add, a copy per part and a reduction are other kernels than a unary activation, and a
+  guessed cost would silently enter a search objective.)
+* :func:`measure_latency` exports a model's float graph (hwnas quantizers left out, on a copy) with
+  ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``; the dynamo exporter, which needs
+  ``onnxscript``, only as a fallback) and times it with the same session settings and statistic.
 
 Known limit: single operators are timed with their weights hot in the CPU caches. Inside a model, the
 other layers' data can evict a large layer's weights (hundreds of KB to a few MB, typically the first
@@ -52,6 +67,7 @@ Requires ``onnx`` and ``onnxruntime`` (imported lazily, so ``import hwnas.cost``
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import itertools
 import json
@@ -79,10 +95,12 @@ from hwnas.errors import HwnasError
 __all__ = [
     "CALIBRATION_GROUPS",
     "FORMAT",
+    "INPUT",
     "OP_KINDS",
     "LatencyPrediction",
     "LatencyRow",
     "LatencyTable",
+    "MissingKindError",
     "ModelOperator",
     "NodeTiming",
     "Operator",
@@ -135,11 +153,19 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "sigmoid": ("elements",),
     "identity": ("elements",),
     "flatten": ("elements",),
+    "add": ("elements",),
+    "concat": ("parts", "elements"),
+    "gavgpool": ("channels", "positions"),
     "reorder_in": ("channels", "height", "width"),
     "reorder_out": ("channels", "height", "width"),
 }
 OP_KINDS: tuple[str, ...] = tuple(_SCHEMA)
-"""Operator kinds a table can hold (``dwconv`` = depthwise, ``groups == channels``)."""
+"""Operator kinds a table can hold (``dwconv`` = depthwise, ``groups == channels``; ``add``: element-wise sum of two
+tensors, ``concat``: concatenation of ``parts`` tensors, ``gavgpool``: mean over the trailing axes, i.e. global
+average pooling, ``channels`` × ``positions``)."""
+
+INPUT = "input"
+"""The name of the model input in :attr:`ModelOperator.inputs`."""
 
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 _FUSES_ACTIVATION = ("conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear")
@@ -149,6 +175,19 @@ _NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 class UnsupportedLayerError(HwnasError, ValueError):
     """A model holds a layer the latency model cannot predict; the message names the layer and its type."""
+
+
+class MissingKindError(UnsupportedLayerError):
+    """The latency table has no measurements of an operator kind the model needs (:attr:`kind`).
+
+    Tables profiled before hwnas predicted residual adds, concatenations and global average pooling lack the
+    ``add``, ``concat`` and ``gavgpool`` kinds: they still predict chain models, and a model that needs a kind
+    they lack raises this error naming the layer and the kind. Profile the table again to predict it.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------------------- operators
@@ -198,6 +237,8 @@ class Operator:
         elif self.kind in ("conv2d", "dwconv2d", "maxpool2d", "avgpool2d"):
             if min(self.out_hw()) < 1:
                 raise ValueError(f"{self.key}: empty output")
+        elif self.kind == "concat" and self.p["elements"] < self.p["parts"]:
+            raise ValueError(f"{self.key}: fewer elements than parts")
 
     def out_hw(self) -> tuple[int, int]:
         """Output height and width of a 2-D operator."""
@@ -252,6 +293,10 @@ def _coords(op: Operator, block: int = 0) -> tuple[tuple[int, ...], tuple[float,
         return (p["kernel_h"], p["kernel_w"], p["stride_h"], p["stride_w"]), (p["channels"], ho * wo)
     if k in ("reorder_in", "reorder_out"):
         return (), (p["channels"], p["height"] * p["width"])
+    if k == "concat":
+        return (p["parts"],), (p["elements"],)
+    if k == "gavgpool":
+        return (), (p["channels"], p["positions"])
     return (), (p["elements"],)
 
 
@@ -275,7 +320,10 @@ def _basis(kind: str, exact: tuple[int, ...], c: tuple[float, ...]) -> np.ndarra
         window, s = math.prod(exact[:half]), math.prod(exact[half:])
         ch, po = c
         return np.array([1.0, ch * po * window, ch * po * s, ch * po])
-    return np.array([1.0, math.prod(c)])
+    if kind == "gavgpool":  # a reduction: every input element read once, one output per channel
+        ch, po = c
+        return np.array([1.0, ch * po, ch])
+    return np.array([1.0, math.prod(c)])  # element-wise kinds (activations, flatten, add, concat): the elements
 
 
 def _nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -480,7 +528,13 @@ def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16) -> tup
     """A one-node ONNX model for ``op`` (weights as initializers) and its input feed.
 
     ``reorder_in``/``reorder_out`` are onnxruntime's NCHWc layout conversions (``com.microsoft.nchwc``
-    domain); ``block`` is the NCHWc channel block the ``reorder_out`` input is padded to.
+    domain); ``block`` is the NCHWc channel block the ``reorder_out`` input is padded to. The joins read
+    their other operands from initializers, so every model has one input (the feed cost of further inputs
+    is not part of an operator inside a model): ``add`` is ``Add(x, w)`` on two (batch, elements) tensors,
+    ``concat`` is ``Concat(axis=1)`` of ``parts`` (batch, elements / parts) tensors (the batch-1 channel or
+    feature concatenation: one contiguous copy per part), ``gavgpool`` is what ``torch.onnx.export`` writes
+    for ``x.mean(dim=spatial axes)``: ``ReduceMean(keepdims=0)`` over the last axis of a (batch, channels,
+    positions) tensor (onnxruntime reduces a 2-D image's two trailing axes as one).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -532,6 +586,21 @@ def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16) -> tup
         x = rand(batch, 1, p["elements"])
         attrs = dict(axis=1)
         node_type = "Flatten"
+    elif kind == "add":
+        x = rand(batch, p["elements"])
+        inits = [rand(batch, p["elements"])]
+        node_type = "Add"
+    elif kind == "concat":
+        n, parts = p["elements"], p["parts"]
+        sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+        x = rand(batch, sizes[0])
+        inits = [rand(batch, size) for size in sizes[1:]]
+        attrs = dict(axis=1)
+        node_type = "Concat"
+    elif kind == "gavgpool":
+        x = rand(batch, p["channels"], p["positions"])
+        attrs = dict(axes=[-1], keepdims=0)
+        node_type = "ReduceMean"
     else:
         x = rand(batch, p["elements"])
         node_type = _ONNX_ACT[kind]
@@ -641,6 +710,9 @@ class ProfileGrid:
     kernels) with the given stride produces them. ``max_macs`` drops grid points above that many MACs per
     sample (their neighbours are then extrapolated with the fitted cost model); so do inputs longer than
     ``max_input_length`` or wider than ``max_input_side`` (plus 8, so a kernel's halo still fits).
+    ``elements`` sizes the element-wise kinds (activations, flatten, ``add``) and, with ``concat_parts``, the
+    concatenations (at least one element per part); ``gpool_channels`` × ``gpool_positions`` the global
+    average poolings.
     """
 
     conv1d_cin: tuple[int, ...]
@@ -663,6 +735,9 @@ class ProfileGrid:
     elements: tuple[int, ...] = ()
     reorder_channels: tuple[int, ...] = ()
     reorder_side: tuple[int, ...] = ()
+    concat_parts: tuple[int, ...] = ()
+    gpool_channels: tuple[int, ...] = ()
+    gpool_positions: tuple[int, ...] = ()
     max_macs: int = 1 << 26
     max_input_length: int = 1024
     max_input_side: int = 64
@@ -672,7 +747,8 @@ class ProfileGrid:
         """All operators of the grid, deduplicated, in a fixed order (no reorders if ``nchwc_block`` is 0)."""
         ops: dict[str, Operator] = {}
         reorders = self._reorders() if nchwc_block else iter(())
-        for op in itertools.chain(self._convs(), self._linears(), self._pools(), self._elementwise(), reorders):
+        for op in itertools.chain(self._convs(), self._linears(), self._pools(), self._elementwise(), self._joins(),
+                                  reorders):
             p = op.p
             too_long = p.get("length", 0) > self.max_input_length + 8
             too_wide = max(p.get("height", 0), p.get("width", 0)) > self.max_input_side + 8
@@ -722,9 +798,15 @@ class ProfileGrid:
             yield Operator.make(kind, channels=ch, height=side, width=side)
 
     def _elementwise(self) -> Iterator[Operator]:
-        for kind in ("identity", "relu", "tanh", "sigmoid", "flatten"):
+        for kind in ("identity", "relu", "tanh", "sigmoid", "flatten", "add"):
             for n in self.elements:
                 yield Operator.make(kind, elements=n)
+
+    def _joins(self) -> Iterator[Operator]:
+        for parts, n in itertools.product(self.concat_parts, self.elements):
+            yield Operator.make("concat", parts=parts, elements=max(n, parts))
+        for ch, positions in itertools.product(self.gpool_channels, self.gpool_positions):
+            yield Operator.make("gavgpool", channels=ch, positions=positions)
 
 
 def _in_size(out: int, kernel: int, stride: int, pad: int) -> int:
@@ -738,7 +820,11 @@ def _macs(op: Operator) -> int:
 
 
 def default_grid() -> ProfileGrid:
-    """The full grid: channels 1–256, lengths 8–1024, images up to 64×64, kernels 1/3/5/7, strides 1/2."""
+    """The full grid: channels 1–256, lengths 8–1024, images up to 64×64, kernels 1/3/5/7, strides 1/2.
+
+    Joins: ``add`` and ``concat`` (2–4 parts) over the element-wise sizes 1–262,144, ``gavgpool`` over 1–256
+    channels × 1–4,096 positions (a 64×64 image).
+    """
     return ProfileGrid(
         conv1d_cin=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         conv1d_cout=(8, 16, 32, 64, 128, 256),
@@ -758,6 +844,9 @@ def default_grid() -> ProfileGrid:
         elements=(1, 64, 256, 1024, 4096, 16384, 65536, 262144),
         reorder_channels=(16, 32, 64, 128, 256),
         reorder_side=(2, 4, 7, 8, 14, 16, 28, 32, 64),
+        concat_parts=(2, 3, 4),
+        gpool_channels=(1, 4, 16, 32, 64, 128, 256),
+        gpool_positions=(1, 4, 16, 64, 256, 1024, 4096),
     )
 
 
@@ -783,6 +872,9 @@ def quick_grid() -> ProfileGrid:
         elements=(1, 1024, 4096),
         reorder_channels=(16, 32),
         reorder_side=(8, 16),
+        concat_parts=(2,),
+        gpool_channels=(4, 16),
+        gpool_positions=(16, 64),
     )
 
 
@@ -1191,56 +1283,61 @@ def _conv2d_operator(mod: nn.Conv2d, ishape: tuple[int, ...], oshape: tuple[int,
     return Operator.make("conv2d", cin=cin // g, cout=cout // g, **dims), g
 
 
-@dataclass
-class _Call:
-    name: str
-    module: nn.Module
-    ishape: tuple[int, ...]
-    oshape: tuple[int, ...]
-    fed_by_previous: bool
+class _Values(torch.fx.Interpreter):
+    """Runs a traced model once, recording every fx node's value (for the shapes)."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[torch.fx.Node, Any] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
 
 
-def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Call]:
-    """Operator modules in call order with per-sample shapes (hooks on a zero input, batch 1)."""
-    calls: list[_Call] = []
-    last_out: list[torch.Tensor | None] = [None]
-    handles = []
-    skip: list[str] = []
-    for name, mod in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in skip):
-            continue  # quantizers and other internals of an operator layer
-        label = name or type(mod).__name__
-        if _is_operator_module(mod):
-            skip.append(name)
+def _data_flow(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[torch.fx.GraphModule, dict[Any, Any]]:
+    """The model's torch.fx graph and every node's value on a zero input (batch 1, eval mode).
 
-            def hook(m: nn.Module, inp: tuple[Any, ...], out: Any, label: str = label) -> None:
-                x = inp[0]
-                calls.append(_Call(label, m, tuple(x.shape[1:]), tuple(out.shape[1:]), x is last_out[0]))
-                last_out[0] = out
+    The graph is :func:`hwnas.export.graph.trace`'s (layers as leaves). Leaves without a latency model are
+    refused before anything runs.
+    """
+    from hwnas.export.errors import ExportError
+    from hwnas.export.graph import trace
+    from hwnas.quant import Quantizer
 
-            handles.append(mod.register_forward_hook(hook))
-        elif not any(True for _ in mod.children()):
-            raise UnsupportedLayerError(f"layer {label!r}: {type(mod).__name__} has no CPU latency model")
+    try:
+        gm = trace(model)
+    except ExportError as err:
+        raise UnsupportedLayerError(f"model {type(model).__name__}: the CPU latency model reads its data flow with "
+                                    f"torch.fx, which failed: {err}") from err
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            mod = gm.get_submodule(str(n.target))
+            if not (_is_operator_module(mod) or isinstance(mod, Quantizer)):
+                raise UnsupportedLayerError(f"layer {str(n.target)!r}: {type(mod).__name__} has no CPU latency model")
+    interp = _Values(gm)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape)))
+            interp.run(torch.zeros((1, *input_shape)))
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    return calls
+    return gm, interp.values
 
 
 @dataclass(frozen=True)
 class ModelOperator:
-    """One called operator layer of a model, as :func:`predict_latency` sees it.
+    """One operator of a model as :func:`predict_latency` sees it: a called layer or a functional operation.
 
     ``operator`` is None for layers that export to no node (identity activations, dropout); ``repeats``
     is the group count of a grouped (not depthwise) convolution, predicted as that many smaller ones;
-    ``fused`` marks an activation that onnxruntime folds into the preceding convolution/linear node.
-    Shapes are per sample.
+    ``fused`` marks an activation that onnxruntime folds into the convolution/linear node whose output it
+    reads (and nothing else reads). Shapes are per sample; ``in_shape`` is the first operand's. ``inputs``
+    names the operators whose outputs it reads (:data:`INPUT` for the model input; layers that export to no
+    node pass their input through), ``consumers`` counts the reads of its output (a model output counts as
+    one; 0 for a layer without a node), ``output`` marks a model output.
     """
 
     name: str
@@ -1249,54 +1346,201 @@ class ModelOperator:
     fused: bool
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    inputs: tuple[str, ...] = (INPUT,)
+    consumers: int = 1
+    output: bool = False
 
 
 def model_operators(model: nn.Module, input_shape: tuple[int, ...]) -> list[ModelOperator]:
-    """The operator layers ``model`` calls on an input of per-sample ``input_shape``, in call order."""
-    result = []
-    prev_kind: str | None = None
-    for call in _trace(model, tuple(input_shape)):
-        op, times = _module_operator(call.name, call.module, call.ishape, call.oshape)
-        fused = (op is not None and op.kind in _ACTIVATIONS and call.fed_by_previous
-                 and prev_kind in _FUSES_ACTIVATION)
-        result.append(ModelOperator(call.name, op, times, fused, call.ishape, call.oshape))
+    """The operators of ``model`` on an input of per-sample ``input_shape``, in execution (topological) order.
+
+    The data flow comes from the torch.fx trace (:func:`hwnas.export.graph.trace`: hwnas layers and torch
+    modules are leaves): every called operator layer, and the functional operations between layers —
+    ``x + y`` (``add``), ``torch.cat`` (``concat``; of one tensor: nothing), ``x.mean(trailing axes)``
+    (``gavgpool``), ``torch.relu`` (``relu``), ``torch.flatten``/``view``/``reshape`` (``flatten``: one
+    Flatten or Reshape node). Quantizer modules and ``contiguous`` pass their input through.
+
+    Raises:
+        UnsupportedLayerError: naming the layer or operation without a latency model (another function, a
+            constant operand, a mean over the batch or non-trailing axes, ``torch.add`` with ``alpha``, a
+            leaf module such as ``nn.LayerNorm``), or the model when torch.fx cannot trace its ``forward``.
+    """
+    from hwnas.export.graph import SUPPORTED_FUNCTIONS, describe_target, op_kind
+    from hwnas.quant import Quantizer
+
+    gm, values = _data_flow(model, tuple(input_shape))
+
+    def shape(a: Any) -> tuple[int, ...]:
+        v = values.get(a)
+        return tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else ()
+
+    tensor: dict[torch.fx.Node, str] = {}  # fx node -> name of the operator producing its value
+    names = {INPUT}
+    found: list[tuple[str, Operator | None, int, tuple[int, ...], tuple[int, ...], tuple[str, ...]]] = []
+    outputs: list[str] = []
+
+    def unique(name: str) -> str:
+        base, k = name, 1
+        while name in names:
+            k += 1
+            name = f"{base}#{k}"
+        names.add(name)
+        return name
+
+    def source(a: Any, n: torch.fx.Node) -> str:
+        if isinstance(a, torch.fx.Node) and a in tensor:
+            return tensor[a]
+        raise UnsupportedLayerError(f"{n.name}: {describe_target(n)} with a constant operand ({a!r}) has no CPU "
+                                    "latency model; fold constants into a layer's weights or bias")
+
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            tensor[n] = INPUT
+            continue
+        if n.op == "output":
+            torch.fx.node.map_arg(n.args[0], lambda a: outputs.append(tensor[a]) if a in tensor else None)
+            break
+        if n.op == "get_attr":
+            raise UnsupportedLayerError(f"{n.target}: a tensor attribute used directly in forward has no CPU latency "
+                                        "model; use a layer")
+        first = n.args[0] if n.args else next(iter(n.kwargs.values()), None)
+        if n.op == "call_module":
+            target = str(n.target)
+            mod = gm.get_submodule(target)
+            src = source(first, n)
+            if isinstance(mod, Quantizer):
+                tensor[n] = src
+                continue
+            op, times = _module_operator(target, mod, shape(first), shape(n))
+            found.append((unique(target), op, times, shape(first), shape(n), (src,)))
+            tensor[n] = src if op is None else found[-1][0]
+            continue
+        kind = op_kind(n)
+        if kind is None:
+            raise UnsupportedLayerError(f"{n.name}: {describe_target(n)} has no CPU latency model (supported between "
+                                        f"layers: {'; '.join(SUPPORTED_FUNCTIONS)})")
+        if kind == "meta":
+            if isinstance(values.get(n), torch.Tensor):
+                raise UnsupportedLayerError(f"{n.name}: {describe_target(n)} on a tensor (indexing) has no CPU latency "
+                                            "model")
+            continue  # sizes and shapes only feed reshapes
+        if kind == "identity":
+            tensor[n] = source(first, n)
+            continue
+        if kind == "add":
+            if "alpha" in n.kwargs or len(n.args) > 2:
+                raise UnsupportedLayerError(f"{n.name}: add with alpha has no CPU latency model; scale inside a layer")
+            other = n.args[1] if len(n.args) > 1 else n.kwargs.get("other")
+            srcs = (source(first, n), source(other, n))
+            op = Operator.make("add", elements=math.prod(shape(n)))
+        elif kind == "cat":
+            parts = first if first is not None else ()
+            srcs = tuple(source(p, n) for p in parts)
+            if len(srcs) == 1:
+                tensor[n] = srcs[0]
+                continue
+            first = parts[0]
+            op = Operator.make("concat", parts=len(srcs), elements=math.prod(shape(n)))
+        elif kind == "mean":
+            srcs = (source(first, n),)
+            op = _mean_operator(n, shape(first))
+        else:  # relu; flatten, reshape
+            srcs = (source(first, n),)
+            elements = math.prod(shape(first))
+            op = Operator.make("relu" if kind == "relu" else "flatten", elements=elements)
+        found.append((unique(n.name), op, 1, shape(first), shape(n), srcs))
+        tensor[n] = found[-1][0]
+
+    reads: dict[str, int] = {}
+    for _, op, _, _, _, srcs in found:
         if op is not None:
-            prev_kind = None if fused else op.kind
+            for s in srcs:
+                reads[s] = reads.get(s, 0) + 1
+    for s in outputs:
+        reads[s] = reads.get(s, 0) + 1
+    # ORT_ENABLE_ALL fuses an activation into the convolution/linear node whose output it reads, when nothing
+    # else reads that output (not even the model output) and the node has no activation yet
+    kinds = {name: op.kind for name, op, *_ in found if op is not None}
+    taken: set[str] = set()
+    result = []
+    for name, op, times, ishape, oshape, srcs in found:
+        fused = False
+        if op is not None and op.kind in _ACTIVATIONS:
+            src = srcs[0]
+            fused = kinds.get(src) in _FUSES_ACTIVATION and reads.get(src) == 1 and src not in taken
+            if fused:
+                taken.add(src)
+        result.append(ModelOperator(name, op, times, fused, ishape, oshape, srcs,
+                                    reads.get(name, 0) if op is not None else 0, name in outputs))
     return result
+
+
+def _mean_operator(n: torch.fx.Node, ishape: tuple[int, ...]) -> Operator:
+    """``gavgpool`` for a mean over trailing per-sample axes (global average pooling); else an error."""
+    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+    rank = len(ishape) + 1
+    if dims is None:
+        raise UnsupportedLayerError(f"{n.name}: a mean over every axis (the batch too) has no CPU latency model; "
+                                    "give the spatial axes")
+    axes = sorted({int(d) % rank for d in (dims if isinstance(dims, tuple | list) else (dims,))})
+    if not axes or axes[0] == 0 or axes != list(range(rank - len(axes), rank)):
+        raise UnsupportedLayerError(f"{n.name}: a mean over axes {axes} has no CPU latency model; only a mean over "
+                                    "the trailing (spatial) axes is (global average pooling)")
+    kept = len(ishape) - len(axes)
+    return Operator.make("gavgpool", channels=math.prod(ishape[:kept]), positions=math.prod(ishape[kept:]))
+
+
+def _require_kinds(plan: Sequence[ModelOperator], table: LatencyTable) -> None:
+    """Raise :class:`MissingKindError` for the first operator whose kind the table has no measurements of."""
+    have = table.kinds()
+    for item in plan:
+        op = item.operator
+        if op is None or (item.fused and op.kind in ("relu", "identity")) or op.kind in have:
+            continue
+        raise MissingKindError(
+            f"layer {item.name!r}: the CPU latency table has no {op.kind} measurements (a table profiled before hwnas "
+            f"predicted {op.kind}, or with a grid without it); profile it again: hwnas profile-cpu <table> --force "
+            "(or profile_operators(default_grid()))", op.kind)
 
 
 def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable) -> LatencyPrediction:
     """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc).
 
     BatchNorm layers after a convolution or linear layer are folded into it first (a copy; ``model`` is
-    left as it is).
+    left as it is). A model needing an operator kind the table lacks raises :class:`MissingKindError`.
     """
     from hwnas.nn import fold_batchnorm
 
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         model = fold_batchnorm(model)
     plan = model_operators(model, input_shape)
-    layout = _Layout(table)
+    _require_kinds(plan, table)
+    layout = _Layout(table, tuple(input_shape), plan)
     base_us = table.overhead_us - table.node_us  # a session call without any node
+    absorbs: set[str] = set()  # adds fused into an NCHWc convolution that can still take an activation
     rows = []
     for item in plan:
         op = item.operator
         if op is None:
             rows.append(LatencyRow(item.name, "identity", item.in_shape, 0.0))
             continue
-        if item.fused:
+        extra, sum_fused = layout.step(item)
+        fused = item.fused or sum_fused or (op.kind in _ACTIVATIONS and item.inputs[0] in absorbs)
+        if fused:
             us = _fused_cost(table, op)
             kind = op.kind + "+fused"
         else:
             # the operator's own node: its table time above the overhead (which holds one node) plus one node
             us = max(0.0, table.predict_operator(op) - table.overhead_us + table.node_us) * item.repeats
             kind = op.kind if item.repeats == 1 else f"{op.kind}x{item.repeats}"
-        us = max(0.0, us + layout.step(op, item.in_shape, item.out_shape))
-        blocked = not item.fused and layout.runs_blocked(op)
+        if sum_fused and item.consumers == 1:
+            absorbs.add(item.name)
+        us = max(0.0, us + extra)
+        blocked = not fused and layout.runs_blocked(op)
         rows.append(LatencyRow(item.name, kind, item.in_shape, us, op, blocked=blocked))
     if rows and plan:
         last = rows[-1]
-        rows[-1] = replace(last, us=last.us + layout.finish(plan[-1].out_shape))
+        rows[-1] = replace(last, us=last.us + layout.finish([item.name for item in plan if item.output]))
     if table.calibration:
         cal = table.calibration
         rows = [replace(r, us=max(0.0, r.us * cal.get(calibration_group(r.kind), 1.0)
@@ -1308,7 +1552,7 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
 
 _GROUPS = {"maxpool1d": "pool", "avgpool1d": "pool", "maxpool2d": "pool", "avgpool2d": "pool",
            "relu": "activation", "tanh": "activation", "sigmoid": "activation", "flatten": "activation",
-           "identity": "activation"}
+           "identity": "activation", "add": "activation", "concat": "activation", "gavgpool": "pool"}
 CALIBRATION_GROUPS: tuple[str, ...] = ("overhead", "conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear", "pool",
                                        "activation", "fused_activation")
 """Groups a calibration fits one factor for (``overhead``: the session overhead)."""
@@ -1411,10 +1655,14 @@ def _fused_cost(table: LatencyTable, op: Operator) -> float:
     """Cost of an activation fused into the preceding node.
 
     ReLU is free (applied in the kernel's epilogue); tanh and sigmoid cost their element-wise compute: their
-    table time minus their time at the smallest measured size.
+    table time minus their time at the smallest measured size. An add fused into a blocked convolution (its
+    Sum input, read in the epilogue) costs its per-element work: the slope of the fitted ``add`` cost model
+    times its elements (a difference of two single-op timings is below their noise for small tensors).
     """
     if op.kind in ("relu", "identity"):
         return 0.0
+    if op.kind == "add":
+        return float(table.fitted_coefficients("add")[1]) * op.p["elements"]
     smallest = _smallest_elements(table, op.kind)
     return max(0.0, table.predict_operator(op) - table.predict_operator(op.kind, elements=smallest))
 
@@ -1427,19 +1675,28 @@ def _smallest_elements(table: LatencyTable, kind: str) -> int:
 
 
 class _Layout:
-    """Mirror of onnxruntime's NCHWc layout transform (x86 with AVX2/AVX-512) over a chain of operators.
+    """Mirror of onnxruntime's NCHWc layout transform (x86 with AVX2/AVX-512) over a model's data flow.
 
     2-D convolutions run in the blocked NCHWc layout (input channels below the block are read as NCHW;
     depthwise always reorders its input); 2-D pools do when their channels are a multiple of the block;
-    element-wise activations keep whatever layout they get; everything else needs NCHW. A single-op
-    table entry contains the reorders its lone operator needs; within a model a reorder is only paid
-    where the layout changes. :meth:`step` returns the µs to add to an operator's table-based cost.
+    element-wise activations keep the layout their input was produced in; an ``add`` whose operands were
+    both produced blocked (one shape) runs blocked, and is fused into an operand's blocked convolution (as its
+    ``Sum`` input) when that convolution's output has no other reader; a channel ``concat`` of blocked
+    operands with whole channel blocks runs blocked; everything else needs NCHW. A reorder is charged once
+    per tensor and layout (onnxruntime shares it among the tensor's readers). A single-op table entry
+    contains the reorders its lone operator needs; within a model a reorder is only paid where the layout
+    changes. :meth:`step` returns the µs to add to an operator's table-based cost.
     """
 
-    def __init__(self, table: LatencyTable) -> None:
+    def __init__(self, table: LatencyTable, input_shape: tuple[int, ...] = (),
+                 plan: Sequence[ModelOperator] = ()) -> None:
         self.table = table
         self.block = table.nchwc_block
-        self.blocked = False
+        self.native: dict[str, bool] = {INPUT: False}  # tensor -> produced in the blocked layout
+        self.copies: dict[str, set[bool]] = {INPUT: {False}}  # tensor -> layouts it exists in (reorders made)
+        self.shapes: dict[str, tuple[int, ...]] = {INPUT: tuple(input_shape)}
+        self.items = {item.name: item for item in plan if item.operator is not None}
+        self.with_sum: set[str] = set()  # convolutions that took an add as their Sum input
 
     def _reorder(self, kind: str, shape: tuple[int, ...]) -> float:
         """A reorder node's cost: its table time above the overhead plus the executor's cost of the node.
@@ -1464,38 +1721,111 @@ class _Layout:
             return None
         return False
 
-    def step(self, op: Operator, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> float:
-        """µs to add to ``op``'s cost for layout changes (negative: reorders its table entry paid)."""
+    def _needs_item(self, item: ModelOperator) -> bool | None:
+        """:meth:`_needs`, for the joins from their operands.
+
+        onnxruntime keeps a join blocked only when every operand was produced blocked.
+        """
+        op = item.operator
+        assert op is not None
+        if op.kind == "add":
+            return all(self.native[t] and self.shapes[t] == item.out_shape for t in item.inputs)
+        if op.kind == "concat":
+            out = item.out_shape
+            return len(out) == 3 and all(
+                self.native[t] and len(self.shapes[t]) == 3 and self.shapes[t][1:] == out[1:]
+                and self.shapes[t][0] % self.block == 0 for t in item.inputs)
+        return self._needs(op)
+
+    def _takes_sum(self, tensor: str) -> bool:
+        """Whether ``tensor`` is the output of a blocked convolution that can take an add as its Sum input."""
+        item = self.items.get(tensor)
+        if item is None or item.operator is None or item.consumers != 1 or tensor in self.with_sum:
+            return False
+        return item.operator.kind in ("conv2d", "dwconv2d") and self.runs_blocked(item.operator)
+
+    def step(self, item: ModelOperator) -> tuple[float, bool]:
+        """µs to add to ``item``'s cost for layout changes, and whether ``item`` is fused into a convolution.
+
+        The µs are negative where the table entry paid reorders the model does not; only an ``add`` fuses (into
+        a blocked convolution, as its Sum input).
+        """
         if not self.block:
-            return 0.0
-        needs = self._needs(op)
+            return 0.0, False
+        op = item.operator
+        assert op is not None
+        needs = self._needs_item(item)
         extra = 0.0
-        if needs is True and not self.blocked:
-            extra += self._reorder("reorder_in", in_shape)
-        elif needs is False and self.blocked:
-            extra += self._reorder("reorder_out", in_shape)
         if needs is not None:
-            self.blocked = needs or op.kind == "conv2d"
+            for t in dict.fromkeys(item.inputs):
+                if needs not in self.copies[t]:
+                    extra += self._reorder("reorder_in" if needs else "reorder_out", self.shapes[t])
+                    self.copies[t].add(needs)
+        blocked = self.native[item.inputs[0]] if needs is None else needs or op.kind == "conv2d"
+        self.native[item.name], self.copies[item.name] = blocked, {blocked}
+        self.shapes[item.name] = item.out_shape
+        fused = False
+        if op.kind == "add" and needs:
+            sums = [t for t in item.inputs if self._takes_sum(t)]
+            if sums:
+                self.with_sum.add(sums[0])
+                fused = True
         if op.kind in ("conv2d", "dwconv2d") or (needs and op.kind in ("maxpool2d", "avgpool2d")):
             # what the single-op table entry paid for its own layout changes
             if needs:
-                extra -= self._reorder("reorder_in", in_shape)
-            extra -= self._reorder("reorder_out", out_shape)
-        return extra
+                extra -= self._reorder("reorder_in", item.in_shape)
+            extra -= self._reorder("reorder_out", item.out_shape)
+        return extra, fused
 
     def runs_blocked(self, op: Operator) -> bool:
         """Whether ``op`` runs as an NCHWc-domain node (2-D convolutions; pools on whole channel blocks)."""
         return bool(self.block) and (op.kind in ("conv2d", "dwconv2d") or (
             op.kind in ("maxpool2d", "avgpool2d") and bool(self._needs(op))))
 
-    def finish(self, out_shape: tuple[int, ...]) -> float:
-        """Cost of returning the model output to NCHW."""
-        return self._reorder("reorder_out", out_shape) if self.block and self.blocked else 0.0
+    def finish(self, outputs: Sequence[str]) -> float:
+        """Cost of returning the model outputs to NCHW."""
+        if not self.block:
+            return 0.0
+        extra = 0.0
+        for t in dict.fromkeys(outputs):
+            if False not in self.copies[t]:
+                extra += self._reorder("reorder_out", self.shapes[t])
+        return extra
 
 
 # ---------------------------------------------------------------------------------------------- measuring
+def _float_model(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """``model`` itself when no hwnas layer has a quantizer, else a copy without them (the float graph).
+
+    The model runs once on a zero input first (eval mode): quantizers create some of their state lazily, and
+    a module with uninitialized parameters can be neither copied nor exported.
+    """
+    from hwnas.nn import QLayer, set_quantizers
+
+    slots = ("input_quantizer", "weight_quantizer", "bias_quantizer", "output_quantizer")
+    if not any(isinstance(m, QLayer) and any(getattr(m, s, None) is not None for s in slots)
+               for m in model.modules()):
+        return model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+        copied = copy.deepcopy(model)
+    finally:
+        model.train(was_training)
+    return set_quantizers(copied, input=None, weight=None, bias=None, output=None)
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> bytes:
-    """The model as ONNX bytes (TorchScript exporter; the dynamo exporter only if that one is missing)."""
+    """The model's float graph as ONNX bytes (TorchScript exporter; the dynamo exporter only if that one is missing).
+
+    hwnas quantizers are left out (on a copy; ``model`` keeps them): the float graph of the architecture is
+    what :func:`predict_latency` predicts, and the quantizers' rounding functions do not export to ONNX.
+    Functional operations in ``forward`` export as themselves (``x + y`` → ``Add``, ``torch.cat`` →
+    ``Concat``, ``x.mean(spatial axes)`` → ``ReduceMean``).
+    """
+    model = _float_model(model, tuple(input_shape))
     x = torch.zeros((batch_size, *input_shape))
     was_training = model.training
     model.eval()

@@ -14,7 +14,10 @@ Contract:
   processes of one study on one machine): the first profiles, the others wait and then load its table, so
   the machine is profiled once and never by two processes disturbing each other's timings. The lock file
   is removed once the table exists. A file at ``path`` that is not a latency table is an error (it is never
-  overwritten); so is a folder there.
+  overwritten); so is a folder there. A table profiled before hwnas predicted residual adds, concatenations
+  and global average pooling (without the ``add``/``concat``/``gavgpool`` kinds) is loaded as it is: it
+  predicts chain models, and a model with such joins raises
+  :class:`~hwnas.cost.cpu_latency.MissingKindError`; profile it again (``hwnas profile-cpu <path> --force``).
 """
 
 from __future__ import annotations
