@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.graph_models import GRAPH_MODELS, inputs
 
-from hwnas.export import verify_model
+from hwnas.export.verify import verify_model
 
 
 def main() -> int:

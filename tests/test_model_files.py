@@ -88,6 +88,32 @@ def test_every_searched_layer_kind_loads_without_trust(tmp_path: Path) -> None:
     assert torch.equal(load_model(path).model(x), model(x))
 
 
+def test_graph_layers_load_without_trust_and_own_graph_modules_with_it(tmp_path: Path) -> None:
+    """Residual blocks, LayerNorm and softmax are hwnas layers; a user's own graph module needs --trust."""
+    from .graph_models import GRAPH_MODELS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(hn.QConv1d(2, 4, 3, padding=1), hn.QResidualBlock(1, 4, 4), nn.Flatten(),
+                          hn.QLinear(32, 8), hn.QLayerNorm(8), hn.QSoftmax())
+    x = torch.randn(4, 2, 8)
+    model(x)
+    model.eval()
+    path = save_model(model, tmp_path / "dag.pt", (2, 8))
+    assert torch.equal(load_model(path).model(x), model(x))
+    own, shape = GRAPH_MODELS["residual1d"]()
+    allow_classes(type(own))
+    try:
+        own_path = save_model(own, tmp_path / "own.pt", shape)
+    finally:
+        from hwnas.export import bundle
+
+        bundle._extra_classes.remove(type(own))
+    with pytest.raises(UnsafeFileError, match=r"ResidualCNN1d"):
+        load_model(own_path)
+    x = torch.randn(4, *shape)
+    assert torch.equal(load_model(own_path, trust=True).model(x), own(x))
+
+
 def test_poisoned_legacy_file_is_refused_and_runs_nothing(tmp_path: Path, capsys) -> None:
     marker = tmp_path / "marker"
     path = legacy_file(tmp_path / "evil.pt", small_model(), Payload(marker))

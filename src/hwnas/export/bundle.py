@@ -86,13 +86,14 @@ def allow_classes(*classes: type) -> None:
 
 def safe_classes() -> list[Any]:
     """The allow-list of :func:`load_model`: every class (and callable) a model file may name."""
-    from hwnas.nn import activation, layers
+    from hwnas.nn import activation, blocks, layers, normalization
     from hwnas.quant import fixed_quantizer, granularity, modes, scaled
 
     own: list[Any] = [
         layers.QLinear, layers.QConv1d, layers.QConv2d,
         activation.QActivation, activation.QMaxPool1d, activation.QMaxPool2d, activation.QAvgPool1d,
-        activation.QAvgPool2d,
+        activation.QAvgPool2d, blocks.QResidualBlock, normalization.QSoftmax, normalization.QLayerNorm,
+        normalization.FixedType, normalization.SoftmaxConfig, normalization.LayerNormConfig,
         fixed_quantizer.FixedPointQuantizer, scaled.ScaledIntQuantizer, scaled.Float16Quantizer,
         granularity.PerTensor, granularity.PerChannel, granularity.PerParameter,
         modes.RoundingMode, modes.OverflowMode,
