@@ -9,6 +9,7 @@ saturating/wrapping types, odd sizes) and dumps hls4ml's tables; everything must
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -487,3 +488,172 @@ def test_plain_torch_layers_are_refused_with_the_replacement(layer: nn.Module, h
     pattern = rf"^1: {type(layer).__name__} is not supported .*hwnas\.nn\.normalization\.{hint}"
     with pytest.raises(ExportError, match=pattern):
         extract(model, (4,))
+
+
+# ------------------------------------------------------------------------------- hls4ml export (C simulation)
+class _Norms(nn.Module):
+    """Both layers, every hls4ml layout case, in one model (one g++ compilation).
+
+    ``rows``: a softmax over the length of a (3, 4) conv output, strided in hls4ml's channels-last layout
+    (``softmax_multidim`` with ``n_inner = 3``), sliced 256/512-entry tables, ``exp_scale`` 0.7; ``norm``: a
+    LayerNorm of a flattened (2, 4) conv output, whose row reaches hls4ml in channels-last order (gamma/beta
+    permuted; a wrapping ``accum_t``, so the in-order sums do not depend on the order), a 1000-entry table over
+    ``[0, 1/2)``; ``norm2``: the default types (saturating ``accum_t``) over 6 features (``1/n`` rounded); then a
+    softmax with the default types.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = hn.QConv1d(2, 3, 3, padding=1, input_quantizer=ACT, weight_quantizer=static(6),
+                               bias_quantizer=static(8))
+        self.rows = QSoftmax(exp_table_size=256, inv_table_size=512, exp_scale=0.7)
+        self.mix = hn.QConv1d(3, 2, 1, input_quantizer=static(8, 0, signed=False), weight_quantizer=static(6),
+                              bias_quantizer=static(8))
+        self.norm = _seeded_norm(QLayerNorm(8, accum_t="ap_fixed<16,3>", table_size=1000, table_range_power2=1,
+                                            input_quantizer=static(8, 1), weight_quantizer=static(7),
+                                            bias_quantizer=static(7), output_quantizer=static(10, 2)), 6)
+        self.fc = _dense(8, 6)
+        self.norm2 = _seeded_norm(QLayerNorm(6, 1e-3, input_quantizer=static(10, 2), weight_quantizer=static(6),
+                                             bias_quantizer=static(6), output_quantizer=static(10, 2)), 1)
+        self.head = _dense(6, 5)
+        self.softmax = QSoftmax()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.flatten(self.mix(self.rows(self.conv(x))), 1)
+        return self.softmax(self.head(self.norm2(self.fc(self.norm(h)))))
+
+
+def test_hls4ml_c_simulation_is_bit_exact(tmp_path) -> None:
+    """hls4ml's Softmax / LayerNormalization, compiled (g++) and run: 0 mismatches against torch and the reference."""
+    pytest.importorskip("hls4ml")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not on PATH (hls4ml's C emulation)")
+    from hwnas.export.hls4ml import export_hls4ml
+
+    torch.manual_seed(3)
+    model = _Norms().eval()
+    shape = (2, 4)
+    x = inputs(shape, 1200)
+    y = torch_out(model, x)
+    graph = extract(model, shape)
+    ref = run_reference(graph, x)
+    assert np.array_equal(ref, y)
+    project = export_hls4ml(model, shape, tmp_path / "prj", backend="Vitis")
+    layers = {layer.name: layer for layer in project.lowered.layers}
+    assert (layers["softmax_rows"].attrs["n_outer"], layers["softmax_rows"].attrs["n_inner"]) == (1, 3)
+    assert layers["softmax_softmax"].attrs["n_inner"] == 1 and layers["layernorm_norm2"].attrs["seq_len"] == 1
+    classes = {node.class_name for node in project.model.graph.values()}
+    assert {"Softmax", "LayerNormalization"} <= classes
+    params = (project.path / "firmware" / "parameters.h").read_text()
+    assert params.count("softmax_implementation::stable") == 2
+    assert params.count("using product = nnet::product::mult<x_T, y_T>") >= 2
+    assert "static const unsigned exp_table_size = 256;" in params and "table_size = 1000;" in params
+    project.compile()
+    got = project.predict(x)
+    mismatches = int(np.count_nonzero(got != y)) + int(np.count_nonzero(got != ref))
+    assert mismatches == 0 and got.size > 7000, (mismatches, got.size)
+    assert len(np.unique(got)) > 100  # the data exercise the layers, not a few saturated values
+
+
+def test_row_layout_finds_hls4ml_rows() -> None:
+    from hwnas.export.hls4ml_lower import row_layout
+
+    flat = np.arange(12)
+    assert row_layout(flat, 4)[:2] == (3, 1)
+    strided = np.moveaxis(np.arange(12).reshape(3, 4), 0, -1).ravel()  # torch (3, 4) held as (4, 3)
+    n_outer, n_inner, pos = row_layout(strided, 4)
+    assert (n_outer, n_inner) == (1, 3) and np.all(pos == np.arange(4)[None, :, None])
+    flattened = np.moveaxis(np.arange(8).reshape(2, 4), 0, -1).ravel()  # a flattened (2, 4), one row of 8
+    n_outer, n_inner, pos = row_layout(flattened, 8)
+    assert (n_outer, n_inner) == (1, 1) and list(pos[0, :, 0]) == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def _conv(cin: int, cout: int) -> hn.QConv1d:
+    return hn.QConv1d(cin, cout, 3, padding=1, input_quantizer=ACT, weight_quantizer=static(6),
+                      bias_quantizer=static(8))
+
+
+@pytest.mark.parametrize(("layers", "pattern"), [
+    # LayerNorm over the length of a (C, L) tensor: strided rows in channels-last layout
+    (lambda: [_conv(2, 3), QLayerNorm(4, input_quantizer=static(10, 2))],
+     r"^1: LayerNorm over the last axis of a \(3, 4\) tensor: .*contiguous rows only"),
+    # a flattened channels-last row with a saturating accum_t (the default's): the sum order could matter
+    (lambda: [_conv(2, 2), nn.Flatten(), QLayerNorm(8, input_quantizer=static(10, 2))],
+     r"^2: the elements of each LayerNorm row .* accum_t ap_fixed<18,6,AP_RND,AP_SAT> saturates"),
+    (lambda: [_conv(2, 2), nn.Flatten(), QSoftmax(accum_t="ap_ufixed<19,4,AP_TRN,AP_SAT>")],
+     r"^2: the elements of each softmax row .* saturates"),
+])
+def test_hls4ml_lowering_refuses_what_it_cannot_express(layers, pattern: str) -> None:
+    from hwnas.export.hls4ml_lower import lower
+
+    model = nn.Sequential(*layers()).eval()
+    model(torch.randn(4, 2, 4))
+    graph = extract(model, (2, 4))
+    with pytest.raises(ExportError, match=pattern):
+        lower(graph, {}, {})
+
+
+def test_flattened_softmax_with_a_wrapping_accumulator_lowers() -> None:
+    """A reordered row is exact with the default (wrapping, exact) accum_t: no refusal, the row's order kept."""
+    from hwnas.export.hls4ml_lower import lower
+
+    model = nn.Sequential(_conv(2, 2), nn.Flatten(), QSoftmax()).eval()
+    model(torch.randn(4, 2, 4))
+    lowered = lower(extract(model, (2, 4)), {}, {})
+    sm = next(layer for layer in lowered.layers if layer.kind == "softmax")
+    assert (sm.attrs["n_outer"], sm.attrs["n_inner"], sm.attrs["n_in"]) == (1, 1, 8)
+    assert set(sm.attr_types) == {"exp_table", "inv_table", "accum", "inv_inp", "inp_norm"}
+    assert sm.types["accum"].cpp() == "ap_ufixed<19,4>"
+
+
+# ------------------------------------------------------------------------------- cost models
+def _cost_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(_dense(6, 8), _seeded_norm(QLayerNorm(8, input_quantizer=static(10, 2)), 1),
+                          _dense(8, 5), QSoftmax()).eval()
+    model(torch.randn(2, 6))
+    return model
+
+
+def test_cost_rows_for_softmax_and_layernorm() -> None:
+    from hwnas.cost import estimate
+    from hwnas.cost.graph import describe_model
+
+    model = _cost_model()
+    infos = {li.name: li for li in describe_model(model, (6,))}
+    assert (infos["1"].kind, infos["1"].elements, infos["1"].rows, infos["1"].macs) == ("layernorm", 8, 1, 3 * 8 + 2)
+    assert (infos["3"].kind, infos["3"].elements, infos["3"].macs) == ("softmax", 5, 5)
+    est = estimate(model, "VU13P", input_shape=(6,), kind="hls4ml")
+    rows = {r.name: r for r in est.rows}
+    for name in ("1", "3"):
+        r = rows[name]
+        assert r.luts > 0 and r.cycles > 0 and r.bram18 + r.extra["tables"][0]["luts"] > 0, r
+        assert all(t["bits"] == t["entries"] * t["width"] for t in r.extra["tables"])
+    assert [t["entries"] for t in rows["3"].extra["tables"]] == [1024, 4096]
+    assert rows["3"].extra["tables"][0]["reads"] == 5 and rows["1"].extra["tables"][0]["entries"] == 4096
+    assert est.latency_cycles >= rows["1"].cycles + rows["3"].cycles and "normalization" in est.assumptions
+    assert math.isfinite(est.totals["luts"]) and est.totals["macs"] == 48 + 26 + 40 + 5
+
+
+@pytest.mark.parametrize(("layers", "name", "cls"), [
+    (lambda: [_dense(6, 5), QSoftmax()], "1", "QSoftmax"),
+    (lambda: [_dense(6, 8), QLayerNorm(8, input_quantizer=static(10, 2))], "1", "QLayerNorm"),
+])
+def test_finn_cannot_build_them(layers, name: str, cls: str) -> None:
+    from hwnas.cost import CostError, estimate
+
+    model = nn.Sequential(*layers()).eval()
+    model(torch.randn(2, 6))
+    with pytest.raises(CostError, match=rf"^layer {name}: {cls} .* cannot be built by FINN"):
+        estimate(model, "VU13P", input_shape=(6,), kind="finn")
+
+
+def test_model_metrics_are_finite() -> None:
+    from hwnas.cost import model_metrics
+
+    model = _cost_model()
+    m = model_metrics(model, (6,))
+    assert m.macs == 48 + 26 + 40 + 5
+    for value in (m.bops, m.ebops, m.weight_bits):
+        assert math.isfinite(value) and value > 0
+    assert math.isfinite(float(hn.ebops(model).detach())) and math.isfinite(hn.bops(model))

@@ -26,6 +26,9 @@ Models beyond a chain (:mod:`hwnas.cost.graph`) map to FINN's stream operators, 
 * Concatenation → ``StreamingConcat``: one output vector per cycle, ``positions`` cycles, no compute (0 LUTs).
 * A tensor read by several layers → ``DuplicateStreams`` after its producer: ``positions·C`` cycles, no compute.
 
+Softmax and layer normalization (``QSoftmax``, ``QLayerNorm``) have no FINN layer: a model containing one raises
+:class:`~hwnas.cost.catalog.CostError` naming it (never a zero cost).
+
 First-sample latency = Σ stage cycles along the longest path of the dataflow graph (branches run
 concurrently; for a chain, the sum of every stage); initiation interval = max stage cycles; throughput = f / II.
 
@@ -302,6 +305,12 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
             last[li.name] = push(li, "gpool", {"channels": channels, "positions": positions, "bits": stream[src],
                                                "acc_bits": acc}, after)
             stream[li.name] = acc
+        elif li.kind in ("softmax", "layernorm"):
+            what = "softmax" if li.kind == "softmax" else "layer normalization"
+            raise CostError(f"layer {li.name}: {li.type_name} ({what}) cannot be built by FINN: its streaming "
+                            "dataflow has no softmax or layer-normalization layer (only MVAU/VVAU, thresholding, "
+                            "pooling and stream operators), so it has no FINN cost; use the hls4ml model "
+                            "(hls4ml_estimate) or the RTL path for it")
         # flatten and (folded) batch norm cost nothing in the dataflow
         fork(li.name, li, li.out_shape)
     return stages

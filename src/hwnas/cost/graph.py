@@ -24,6 +24,11 @@ an unquantized value, e.g. a convolution's raw accumulator). The joins:
   average keeps the operand's ``out_bits`` (the division by a power-of-two count is a shift; its extra
   fractional bits are dropped as the consumer's input quantizer would).
 
+The normalization layers of :mod:`hwnas.nn.normalization` are entries of their own: ``softmax`` (``QSoftmax``)
+and ``layernorm`` (``QLayerNorm``), with their element counts (``elements``, and ``rows`` of the normalized last
+axis), the layer's MACs (softmax: one product per element; LayerNorm: the layer's ``macs()``, gamma included),
+``weight_bits`` the gamma width for LayerNorm; the intermediate types and table sizes are on the module.
+
 A leaf module without a cost model (plain ``nn.Linear``, ``nn.Conv2d``, ``nn.GELU``, ...) is an error naming
 it — never counted as free — and so is a functional operation outside the list above; a ``forward`` that
 torch.fx cannot trace is an error naming the model and the reason.
@@ -41,6 +46,7 @@ from torch import nn
 from hwnas.nn import FLOAT_BITS, QActivation, QLayer
 from hwnas.nn.activation import _QPool
 from hwnas.nn.layers import QConv1d, QConv2d, QLinear
+from hwnas.nn.normalization import QLayerNorm, QSoftmax
 from hwnas.quant import Quantizer
 
 from .catalog import CostError
@@ -59,7 +65,7 @@ class LayerInfo:
     """One layer or functional operation as the cost models see it (shapes exclude the batch dimension)."""
 
     name: str
-    kind: str  # conv | linear | act | pool | flatten | norm | add | concat | gpool
+    kind: str  # conv | linear | act | pool | flatten | norm | add | concat | gpool | softmax | layernorm
     module: nn.Module | None  # None for a functional operation (torch.relu, x + y, torch.cat, x.mean)
     in_shape: tuple[int, ...]  # of the first input
     out_shape: tuple[int, ...]
@@ -79,6 +85,11 @@ class LayerInfo:
     def elements(self) -> int:
         """Output elements per sample (an add's adders per operand pair, a concat's wires)."""
         return math.prod(self.out_shape)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the last axis (a softmax's / layer norm's independent normalizations per sample)."""
+        return math.prod(self.out_shape[:-1]) if self.out_shape else 1
 
     @property
     def positions(self) -> int:
@@ -101,6 +112,10 @@ def _kind(mod: nn.Module) -> str | None:
         return "norm"
     if isinstance(mod, _GLOBAL_POOLS):
         return "gpool"
+    if isinstance(mod, QSoftmax):
+        return "softmax"
+    if isinstance(mod, QLayerNorm):
+        return "layernorm"
     return None
 
 
@@ -253,6 +268,8 @@ def describe_model(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
                 if getattr(mod, "weight", None) is not None:
                     wb = float(mod.weight_quantizer.max_bits()) if mod.weight_quantizer is not None else FLOAT_BITS
                     macs = mod.macs()
+                if kind == "softmax":
+                    macs = mod.macs()  # exp_res · inv, one per element
                 ob = mod.output_bits(torch.tensor(ab))
                 out_bits = float(ob.detach()) if ob is not None else FLOAT_BITS
             else:

@@ -26,6 +26,24 @@ chain — in one cycle; a global pool (``GlobalPooling``) is ``positions − 1``
 channel at the operand width, an adder tree of ``ceil(log2 positions)`` cycles; a ``concat`` is wiring (no
 LUTs, no cycles). io_parallel branches run concurrently, so the latency is the longest path through the
 data-flow graph (the sum of the rows for a chain).
+
+Softmax and LayerNorm (:mod:`hwnas.nn.normalization`, hls4ml's ``softmax_stable`` and ``layernorm_1d``, every
+row in parallel as io_parallel unrolls them) are costed from their structure, with the intermediate types of
+the layer:
+
+* arithmetic: the layer's EBOPs with the same fit (``LUT + 55·DSP ≈ EBOPs``): softmax per row ``n−1``
+  comparators and ``n`` subtractors at the input width, an ``n−1``-adder tree at ``accum_t``, ``n`` products
+  ``accum_t × inv_table_t``; LayerNorm per row ``n`` squares, two sums of ``n`` at ``accum_t``, two products by
+  ``1/n``, ``n`` products by the table entry and ``n`` by gamma, ``n`` bias adders. A product is a DSP when both
+  operands are wider than ``dsp_threshold``;
+* tables (``entries × entry width`` bits, in ``extra["tables"]``): softmax's exp table is read once per element,
+  its inversion table once per row, LayerNorm's 1/sqrt table once per row. A table of at least
+  :data:`BRAM_MIN_ENTRIES` entries is a block-RAM ROM (RAMB18s in the best aspect ratio, one copy per two reads:
+  two ports), a smaller one a LUT ROM (``ceil(entries/64)·width`` LUT6s per read);
+* latency: an *approximation* of the HLS pipeline depth, not hls4ml's report: one cycle per comparator or
+  adder-tree level, :data:`ADDS_PER_CYCLE` chained additions per cycle for LayerNorm's in-order sums (hls4ml's
+  ``AP_SAT``/``AP_RND`` sums are not rebalanced), 1 cycle per LUT product and 3 per DSP product, 1 (LUT ROM) or
+  2 (block RAM) per table read, 1 for the output. Both layers are fully pipelined (II = 1).
 """
 
 from __future__ import annotations
@@ -48,6 +66,71 @@ __all__ = ["hls4ml_estimate"]
 _STRATEGIES = ("latency", "resource", "distributed_arithmetic")
 DA_EXPONENT = 0.985
 DSP_EQUIV_LUTS = 55.0
+BRAM_MIN_ENTRIES = 1024
+"""Tables with at least this many entries are costed as block-RAM ROMs, smaller ones as LUT ROMs."""
+ADDS_PER_CYCLE = 4
+"""Chained (in-order) additions per clock cycle in the LayerNorm latency approximation."""
+_BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+"""RAMB18 depth × width aspect ratios (UG573)."""
+
+
+def _table_cost(name: str, entries: int, width: int, reads: int) -> dict[str, Any]:
+    """One lookup table read ``reads`` times per sample: its bits, where it lives, and its copies' cost."""
+    out: dict[str, Any] = {"table": name, "entries": entries, "width": width, "bits": entries * width,
+                           "reads": reads}
+    if entries >= BRAM_MIN_ENTRIES:
+        copies = math.ceil(reads / 2)  # two ports per block RAM
+        per_copy = min(math.ceil(entries / d) * math.ceil(width / w) for d, w in _BRAM18_SHAPES)
+        out.update(memory="BRAM", copies=copies, bram18=copies * per_copy, luts=0, cycles=2)
+    else:
+        out.update(memory="LUTROM", copies=reads, bram18=0, luts=reads * math.ceil(entries / 64) * width, cycles=1)
+    return out
+
+
+def _levels(n: int) -> int:
+    return math.ceil(math.log2(n)) if n > 1 else 0
+
+
+def _normalization_row(row: LayerRow, li: Any, threshold: float) -> None:
+    """Fill ``row`` for a QSoftmax/QLayerNorm (module docstring: arithmetic, tables, approximate latency)."""
+    m = li.module
+    rows = li.rows
+
+    def mult(wa: float, wb: float) -> tuple[int, int]:  # (DSPs, cycles) of one product
+        return (1, 3) if wa > threshold and wb > threshold else (0, 1)
+
+    eb = float(m.ebops())
+    if li.kind == "softmax":
+        cfg = m.config(li.in_shape)
+        n = cfg.n
+        dsp, mcyc = mult(cfg.accum_t.width, cfg.inv_table_t.width)
+        dsps = rows * n * dsp
+        tables = [_table_cost("exp", cfg.exp_table_size, cfg.exp_table_t.width, rows * n),
+                  _table_cost("inv", cfg.inv_table_size, cfg.inv_table_t.width, rows)]
+        cycles = (_levels(n) + 1 + tables[0]["cycles"] + _levels(n) + tables[1]["cycles"] + mcyc + 1)
+        row.extra.update({"comparators": rows * (n - 1), "subtractors": rows * n, "adders": rows * (n - 1),
+                          "adder_bits": cfg.accum_t.width, "multipliers": rows * n})
+    else:
+        cfg = m.config()
+        n = cfg.n
+        a, t = cfg.accum_t.width, cfg.table_t.width
+        bw = (m.weight_quantizer.element_bits().expand(n).tolist() if m.weight_quantizer is not None
+              else [32.0] * n)
+        sq, sq_c = mult(a, a)
+        tab, tab_c = mult(a, t)
+        gam = [mult(a + t, float(b)) for b in bw]
+        dsps = rows * (n * sq + 2 * sq + n * tab + sum(d for d, _ in gam))
+        tables = [_table_cost("invsqrt", cfg.table_size, t, rows)]
+        chain = math.ceil(n / ADDS_PER_CYCLE)
+        cycles = (chain + sq_c + 1 + sq_c + chain + sq_c + 1 + tables[0]["cycles"] + tab_c
+                  + max(c for _, c in gam) + 1)
+        row.extra.update({"adders": rows * 3 * n, "adder_bits": a, "multipliers": rows * (3 * n + 2)})
+    row.dsps = dsps
+    row.luts = max(eb - DSP_EQUIV_LUTS * dsps, 0.0) + sum(tb["luts"] for tb in tables)
+    row.bram18 = sum(tb["bram18"] for tb in tables)
+    row.cycles = cycles
+    row.extra.update({"ebops": eb, "rows": rows, "row_elements": n, "tables": tables, "ii": 1,
+                      "latency": "approximate pipeline depth (not an hls4ml report)"})
 
 
 def _dsp_mults(layer: Any, up: float, threshold: float) -> float:
@@ -128,6 +211,8 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
                 row.luts = adders * min(li.act_bits, FLOAT_BITS)
                 row.cycles = max(math.ceil(math.log2(max(li.positions, 1))), 1)
                 row.extra.update({"adders": adders, "adder_bits": li.act_bits})
+            elif li.kind in ("softmax", "layernorm"):
+                _normalization_row(row, li, dsp_threshold)
             rows.append(row)
     index = {li.name: i for i, li in enumerate(layers)}
     latency = critical_path([r.cycles for r in rows],
@@ -148,6 +233,11 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
         est.assumptions["graph"] = ("add: one adder per element at the widest operand width, 1 cycle; global pool: "
                                     "positions−1 adders per channel, ceil(log2 positions) cycles; concat: wiring; "
                                     "latency = longest path through the data flow")
+    if any(li.kind in ("softmax", "layernorm") for li in layers):
+        est.assumptions["normalization"] = (
+            "softmax/LayerNorm: arithmetic from the layer's EBOPs (same fit), tables as BRAM18 (>= "
+            f"{BRAM_MIN_ENTRIES} entries, one copy per two reads) or LUT ROMs; latency an approximate HLS pipeline "
+            "depth (levels of comparators/adders, products, table reads), not an hls4ml report")
     t = est.totals
     est.power_w = power_watts(device, f, t["luts"], t["ffs"], t["bram18"], t["uram"], t["dsps"])
     return est

@@ -15,7 +15,11 @@ Contract:
   last: conv weights, per-element formats and the rows of a Dense after ``Flatten`` are permuted. A dilated
   convolution (hls4ml has none) becomes the equal undilated one with zeros between the kernel taps
   (:func:`hwnas.export.hls4ml_lower.undilate`; exact, same types; HLS folds the zero products away in the
-  Latency strategy, the Resource strategy stores and multiplies them).
+  Latency strategy, the Resource strategy stores and multiplies them). ``QSoftmax``/``QLayerNorm`` (graph
+  nodes ``Softmax``/``LayerNorm``) become hls4ml's ``Softmax`` (``stable``) and ``LayerNormalization`` with
+  every intermediate type, table size and constant of the node written explicitly (the types hls4ml reads
+  as attributes, ``exp_table_t`` ..., with their rounding/overflow modes); the build is checked to keep them
+  (sizes, ``exp_scale``, and the ``mult`` product for LayerNorm, which hls4ml picks from the types).
 * Graphs (residual connections, concatenations, global pooling) are lowered tensor by tensor: each hls4ml
   layer names the layers producing its inputs; ``Add`` becomes a ``Merge`` (``op: add``) typed for the exact
   sum, ``Concat`` a ``Concatenate`` (channels: the last hls4ml axis) typed as the union of its operands,
@@ -37,7 +41,9 @@ Contract:
 * Refused with :class:`~hwnas.export.errors.ExportError` naming the layer (or the option): everything
   :func:`~hwnas.export.graph.extract` refuses, grouped (non-depthwise) convolutions, depthwise
   with a channel multiplier or with the Resource strategy, a Dense on a rank > 1 tensor, tables over more
-  than 16-bit inputs, an ``Add`` of a flattened (channels-last order) tensor and one in torch order, reuse
+  than 16-bit inputs, an ``Add`` of a flattened (channels-last order) tensor and one in torch order, a
+  ``LayerNorm`` over rows strided in the channels-last layout, a softmax/LayerNorm row reordered by a flatten
+  with a saturating ``accum_t``, reuse
   factors that do not divide a layer's multiplications or that hls4ml's Resource kernels reject, reuse
   factors/strategies for layers that have no multiplications or do not exist, unknown backends, strategies
   and IO types (only ``io_parallel``: heterogeneous quantizers need it).
@@ -102,7 +108,8 @@ def _precision_rows(lowered: Lowered) -> list[LayerPrecision]:
     rows = []
     for layer in lowered.layers:
         mac = layer.kind.startswith(("dense", "conv", "depthwise"))
-        rows.append(LayerPrecision(layer.source, layer.name, layer.kind, layer.result.cpp(), t(layer, "weight"),
+        rows.append(LayerPrecision(layer.source, layer.name, layer.kind, layer.result.cpp(),
+                                   t(layer, "weight") or t(layer, "scale"),
                                    t(layer, "bias"), t(layer, "accum"), t(layer, "table"), layer.reuse_factor,
                                    layer.strategy if mac else "", layer.note))
     return rows
@@ -295,6 +302,9 @@ def _hls_layers(lowered: Lowered, fixed_type: Any) -> list[dict[str, Any]]:
         if layer.kind == "table":
             t = layer.types["table"]
             attrs["table_t"] = fixed_type(t.width, t.integer, t.signed)
+        for key in layer.attr_types:  # Softmax/LayerNormalization types hls4ml reads as attributes, with modes
+            t = layer.types[key]
+            attrs[f"{key}_t"] = fixed_type(t.width, t.integer, t.signed, t.round_mode, t.overflow_mode)
     return layers
 
 
@@ -316,17 +326,46 @@ def _check_built(model: Any, lowered: Lowered) -> None:
             if rf != layer.reuse_factor:
                 raise ExportError(f"{layer.source}: hls4ml changed the reuse factor {layer.reuse_factor} to {rf}")
         found = {"result": node.get_output_variable().type.precision}
-        for key in ("weight", "bias", "table"):
-            var = node.weights.get(key) if key in layer.types else None
+        for key in layer.types:
+            if key == "result":
+                continue
+            var = node.weights.get(key)
             if var is not None:
                 found[key] = var.type.precision
-        if "accum" in layer.types and node.get_attr("accum_t") is not None:
-            found["accum"] = node.get_attr("accum_t").precision
+            elif node.get_attr(f"{key}_t") is not None:
+                found[key] = node.get_attr(f"{key}_t").precision
+            elif key in layer.attr_types:
+                raise ExportError(f"{layer.source}: hls4ml layer {layer.name} has no {key}_t (internal: the export "
+                                  "would not be exact)")
         for key, got in found.items():
             want = layer.result if key == "result" else layer.types[key]
             if not _same(got, want):
                 raise ExportError(f"{layer.source}: hls4ml layer {layer.name} has {key}_t {got}, expected "
                                   f"{want.cpp()} (internal: the export would not be exact)")
+        if layer.kind in ("softmax", "layernorm"):
+            _check_normalization(model, node, layer)
+
+
+def _check_normalization(model: Any, node: Any, layer: HlsLayer) -> None:
+    """hls4ml must run a Softmax/LayerNormalization as lowered: no pass may change its sizes or products."""
+    attrs = layer.attrs
+    keys = (("implementation", "n_in", "n_outer", "n_inner", "exp_table_size", "inv_table_size", "skip")
+            if layer.kind == "softmax" else ("n_in", "seq_len", "table_size", "table_range_power2",
+                                             "epsilon_power_of_10"))
+    for key in keys:
+        got = node.get_attr(key)
+        if got != attrs[key] and str(got) != str(attrs[key]):
+            raise ExportError(f"{layer.source}: hls4ml changed {key} of {layer.name} from {attrs[key]!r} to {got!r} "
+                              "(the export would not be exact)")
+    if layer.kind == "softmax" and node.get_attr("exp_scale") != attrs["exp_scale"]:
+        raise ExportError(f"{layer.source}: hls4ml changed exp_scale of {layer.name} (the export would not be exact)")
+    if layer.kind == "layernorm":
+        product = model.config.backend.product_type(node.get_input_variable().type.precision,
+                                                    node.get_weights("scale").type.precision)
+        if product != "mult":
+            raise ExportError(f"{layer.source}: hls4ml would compute {layer.name}'s products with its {product!r} "
+                              "kernel (it picks it from the input and scale types, and uses it for the mean and "
+                              "variance too), which is not exact here; a wider scale type is needed")
 
 
 def _readme(project: str, backend: str, part: str, clock: float, rows: list[LayerPrecision],

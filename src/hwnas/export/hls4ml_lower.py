@@ -31,6 +31,19 @@ Contract (used by :mod:`hwnas.export.hls4ml`; no hls4ml import here, so it is te
   ``GlobalPool`` → ``GlobalAverage/MaxPooling1D/2D``: the average sums in ``accum_t`` (the exact sum with the
   input grid plus ``log2(size)`` fractional bits) and divides by the power-of-two size (a shift: exact in
   that type); max keeps the input type.
+* ``Softmax`` → hls4ml ``Softmax`` (``implementation: stable``, ``softmax_stable``; every type of the node —
+  ``inp_norm_t``, ``exp_table_t``, ``accum_t``, ``inv_inp_t``, ``inv_table_t`` — written as a layer attribute
+  with its modes, both table sizes and ``exp_scale`` set, so hls4ml derives nothing: setting ``inv_table_size``
+  also keeps its ``fix_softmax_table_size`` pass off). The rows (torch's last axis) are found in hls4ml's
+  layout (:func:`row_layout`): a row strided by the channels-last layout is ``softmax_multidim``'s
+  ``n_outer``/``n_inner`` split. ``LayerNorm`` → ``LayerNormalization`` (``layernormalize``; ``seq_len`` rows
+  of ``n``, which must be contiguous in hls4ml's layout; gamma/beta as ``scale``/``bias`` weights typed by the
+  narrowest exact types, ``accum_t``/``table_t`` the node's). Both compute exactly the node's algorithm on
+  the input values (its type does not matter); the output is the exact final expression (``exp_res · inv``;
+  ``diff · table · gamma + beta``) cast to ``result_t``: the output quantizer, or the exact product's range.
+  A row whose elements reach hls4ml in another order (a flattened channels-last tensor) is exact only when the
+  sums cannot depend on the order: a WRAP ``accum_t`` (the summands lie on its grid); gamma/beta follow the
+  order.
 * Channels last: conv weights are transposed to (K…, Cin, Cout), per-element formats to channels last, and a
   Dense after ``Flatten`` gets its input rows permuted (torch flattens channel-major).
 * Dilated convolutions (1-D, 2-D with a dilation per axis, depthwise too; hls4ml has none) become the equal
@@ -44,8 +57,9 @@ Contract (used by :mod:`hwnas.export.hls4ml`; no hls4ml import here, so it is te
   grouped (non-depthwise) convolutions, depthwise with a channel multiplier, a Dense on a tensor of rank
   > 1, a table whose input type exceeds :data:`MAX_TABLE_BITS`, depthwise convolutions with the Resource
   strategy, reuse factors that do not divide a layer's multiplications, an ``Add`` whose operands reach hls4ml
-  in different element orders (a flattened channels-last tensor and one in torch order) and node kinds it
-  has no layer for.
+  in different element orders (a flattened channels-last tensor and one in torch order), a ``LayerNorm`` whose
+  rows are strided in hls4ml's layout (it normalizes contiguous rows only), a ``Softmax``/``LayerNorm`` row in
+  another element order with a saturating ``accum_t``, and node kinds it has no layer for.
 """
 
 from __future__ import annotations
@@ -59,6 +73,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwnas.nn.normalization import FixedType
 from hwnas.quant.reference import quantize_fixed_np
 
 from .errors import ExportError
@@ -72,16 +87,18 @@ from .graph import (
     FixedFormat,
     Flatten,
     GlobalPool,
+    LayerNorm,
     Node,
     Pool,
     Quantize,
     ReLU,
+    Softmax,
     Table,
     value_format,
 )
 
-__all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "lower", "undilate",
-           "valid_reuse_factors"]
+__all__ = ["MAX_TABLE_BITS", "ApType", "HlsLayer", "Lowered", "ValueRange", "fixed_type", "lower", "row_layout",
+           "undilate", "valid_reuse_factors"]
 
 MAX_TABLE_BITS = 16
 """Widest table input (2**16 entries): a lookup table indexed by every code of its input type."""
@@ -127,6 +144,11 @@ class ApType:
         if self.signed:
             raw = np.where(raw >= n // 2, raw - n, raw)
         return np.ldexp(raw.astype(np.float64), -self.fractional)
+
+
+def fixed_type(t: FixedType) -> ApType:
+    """The :class:`ApType` of a :class:`~hwnas.nn.normalization.FixedType` (same bits and modes)."""
+    return ApType(bool(t.k), t.width, t.k + t.i, t.round_mode, t.overflow_mode)
 
 
 def format_type(fmt: FixedFormat, index: int = 0) -> ApType:
@@ -303,6 +325,9 @@ class HlsLayer:
     note: str = ""
     inputs: list[str] = field(default_factory=list)
     """The hls4ml layers whose outputs it reads (the producers of its input tensors)."""
+    attr_types: tuple[str, ...] = ()
+    """Keys of ``types`` that hls4ml reads as layer attributes (``<key>_t``, e.g. a Softmax's ``exp_table_t``):
+    the exporter writes them into the dictionary with their rounding and overflow modes."""
 
     @property
     def result(self) -> ApType:
@@ -533,7 +558,7 @@ class _Lowerer:
         self.put(INPUT, inp, ValueRange.of_format(fmt), shape)
         handlers = {Quantize: self.quantize, Dense: self.dense, Conv: self.conv, ReLU: self.relu, Table: self.table,
                     Pool: self.pool, Flatten: self.flatten, Add: self.add, Concat: self.concat,
-                    GlobalPool: self.global_pool}
+                    GlobalPool: self.global_pool, Softmax: self.softmax, LayerNorm: self.layernorm}
         for index, node in enumerate(graph.nodes):
             if index in self.skip:
                 continue
@@ -805,6 +830,105 @@ class _Lowerer:
                            np.full(shape, int(table_range.f.max()), dtype=np.int64))
             self.put(node.output, layer, r, shape)
 
+    def _rows(self, node: Node, rec: _Tensor, n: int, what: str) -> tuple[int, int, bool, np.ndarray]:
+        """hls4ml's view of the rows (torch's last axis, ``n`` elements) of ``rec`` (:func:`row_layout`)."""
+        if not rec.shape or rec.shape[-1] != n:  # pragma: no cover - extraction sizes the node from the input
+            raise ExportError(f"{node.name}: expects rows of {n} elements, got shape {rec.shape}")
+        layout = row_layout(rec.perm, n)
+        if layout is None:
+            raise ExportError(f"{node.name}: {what} over the last axis of a {rec.shape} tensor: hls4ml holds it as "
+                              f"{rec.hls_shape} (channels last), where the rows are not (outer, row, inner) blocks; "
+                              f"{_OTHER_PATH}")
+        n_outer, n_inner, pos = layout
+        in_order = bool(np.all(pos == np.arange(n)[None, :, None]))
+        return n_outer, n_inner, in_order, pos
+
+    @staticmethod
+    def _order_free(node: Node, accum: FixedType, what: str) -> None:
+        """Refuse a row that hls4ml sums in another order than torch unless the sum cannot depend on the order."""
+        if accum.overflow_mode != "WRAP":
+            raise ExportError(f"{node.name}: the elements of each {what} row reach hls4ml in another order than "
+                              f"torch's (a tensor flattened from channels-last layout) and accum_t {accum.cpp()} "
+                              f"saturates, so hls4ml's sum could differ from torch's; a WRAP accum_t (the summands "
+                              f"are on its grid, so the sum does not depend on the order) or the {what} before the "
+                              f"flatten makes it exact; {_OTHER_PATH}")
+
+    def softmax(self, index: int, node: Softmax, rec: _Tensor) -> None:
+        self.close(rec)  # any input type holding data_t's values: softmax_stable only uses the values
+        cfg = node.config
+        n_outer, n_inner, in_order, _ = self._rows(node, rec, node.n, "softmax")
+        if not in_order:
+            self._order_free(node, cfg.accum_t, "softmax")  # max and the products are element-wise
+        shape = rec.shape
+        lo, hi, f = _product_bounds(np.asarray(cfg.exp_table_accum()), np.asarray(cfg.inv_table()))
+        r = ValueRange(np.full(shape, lo), np.full(shape, hi), np.full(shape, f, dtype=np.int64))
+        types = {"exp_table": fixed_type(cfg.exp_table_t), "inv_table": fixed_type(cfg.inv_table_t),
+                 "accum": fixed_type(cfg.accum_t), "inv_inp": fixed_type(cfg.inv_inp_t),
+                 "inp_norm": fixed_type(cfg.inp_norm_t)}
+        axis = -1
+        if n_inner > 1:  # hls4ml's axis (batch axis 0), for reports only: softmax_multidim reads n_outer/n_inner
+            sizes = np.cumprod((1, *rec.hls_shape))
+            axis = next((a + 1 for a in range(len(rec.hls_shape)) if sizes[a] == n_outer
+                         and rec.hls_shape[a] == node.n), -1)
+        attrs = {"class_name": "Softmax", "activation": "softmax", "implementation": "stable",
+                 "n_in": math.prod(shape), "n_outer": n_outer, "n_inner": n_inner, "axis": axis,
+                 "exp_table_size": cfg.exp_table_size, "inv_table_size": cfg.inv_table_size,
+                 "table_size": cfg.exp_table_size, "exp_scale": float(cfg.exp_scale),
+                 "parallelization_factor": n_outer * n_inner, "skip": False}
+        note = (f"softmax_stable over {node.n} elements, {n_outer * n_inner} row(s)"
+                + (f" (n_outer {n_outer}, n_inner {n_inner})" if n_outer * n_inner > 1 else "")
+                + f"; inp_norm_t {cfg.inp_norm_t.cpp()}, exp table {cfg.exp_table_size} x {cfg.exp_table_t.cpp()}, "
+                f"inv_inp_t {cfg.inv_inp_t.cpp()}, inversion table {cfg.inv_table_size} x {cfg.inv_table_t.cpp()}, "
+                f"exp_scale {cfg.exp_scale!r}")
+        layer = self.emit("softmax", node.name, attrs, index, [rec], rec.hls_shape, rec.perm, types=types,
+                          attr_types=tuple(types), note=note)
+        self.put(node.output, layer, r, shape)
+
+    def layernorm(self, index: int, node: LayerNorm, rec: _Tensor) -> None:
+        self.close(rec)  # layernorm_1d casts the input to accum_t first: only the values matter
+        cfg = node.config
+        n_outer, n_inner, in_order, pos = self._rows(node, rec, node.n, "LayerNorm")
+        if n_inner != 1:
+            raise ExportError(f"{node.name}: LayerNorm over the last axis of a {rec.shape} tensor: hls4ml holds it "
+                              f"as {rec.hls_shape} (channels last), where each row is strided, and its "
+                              "LayerNormalization normalizes contiguous rows only; normalize a rank-1 tensor (or "
+                              f"the channels); {_OTHER_PATH}")
+        order = pos[0, :, 0]
+        if not in_order:
+            if not np.all(pos == order[None, :, None]):  # pragma: no cover - one permutation per row in practice
+                raise ExportError(f"{node.name}: the rows reach hls4ml in different element orders, so one "
+                                  f"gamma/beta array cannot serve them; {_OTHER_PATH}")
+            self._order_free(node, cfg.accum_t, "LayerNorm")
+        scale = np.ascontiguousarray(node.scale[order], dtype=np.float64)  # hls4ml's row order
+        bias = np.ascontiguousarray(node.bias[order], dtype=np.float64)
+        scale_t = ValueRange.of_values(scale).union_type()
+        if scale_t.fractional <= 0 and scale_t.width <= 2:
+            # hls4ml's product_type reads a 1-bit or signed 2-bit integer scale as binary/ternary and would use
+            # that product for the mean and variance too: one more fractional bit keeps it 'mult' (same values)
+            scale_t = replace(scale_t, width=scale_t.width + 1)
+        types = {"scale": scale_t, "bias": ValueRange.of_values(bias).union_type(),
+                 "accum": fixed_type(cfg.accum_t), "table": fixed_type(cfg.table_t)}
+        shape = rec.shape
+        table = np.asarray(cfg.table())
+        a = cfg.accum_t
+        p_lo, p_hi, p_f = _product_bounds(np.array([a.min_value, a.max_value]), table, f_a=a.f)
+        s, b = node.scale, node.bias  # torch order (the range is kept in torch layout)
+        lo = np.minimum(p_lo * s, p_hi * s) + b
+        hi = np.maximum(p_lo * s, p_hi * s) + b
+        fs, fb = value_format(s).f, value_format(b).f
+        f = np.where((s != 0) & (p_f > _NOF), p_f + fs, _NOF)
+        f = np.where(b != 0, np.maximum(f, fb), f)
+        r = ValueRange(np.broadcast_to(lo, shape).copy(), np.broadcast_to(hi, shape).copy(),
+                       np.broadcast_to(f, shape).astype(np.int64))
+        attrs = {"class_name": "LayerNormalization", "n_in": math.prod(shape), "seq_len": n_outer, "axis": 2,
+                 "epsilon_power_of_10": cfg.epsilon_power_of_10, "table_range_power2": cfg.table_range_power2,
+                 "table_size": cfg.table_size, "gamma_data": scale, "beta_data": bias}
+        note = (f"layernorm_1d over {node.n} elements, {n_outer} row(s); 1/sqrt table {cfg.table_size} x "
+                f"{cfg.table_t.cpp()}, epsilon 1e-{cfg.epsilon_power_of_10}, range 2^-{cfg.table_range_power2}")
+        layer = self.emit("layernorm", node.name, attrs, index, [rec], rec.hls_shape, rec.perm, types=types,
+                          attr_types=("accum", "table"), note=note)
+        self.put(node.output, layer, r, shape)
+
     def flatten(self, index: int, node: Flatten, rec: _Tensor) -> None:
         n = math.prod(rec.shape)
         r = rec.range.reshape((n,))
@@ -817,6 +941,42 @@ class _Lowerer:
                           rec.perm, same_as=rec.owner, foldable=False)
         layer.node_index = producer.node_index
         self.put(node.output, layer, r, (n,))
+
+
+def row_layout(perm: np.ndarray, n: int) -> tuple[int, int, np.ndarray] | None:
+    """How hls4ml holds the rows of ``n`` elements (torch's last axis) of a tensor with layout ``perm``.
+
+    ``perm`` maps hls4ml's flat positions to torch flat indices. Returns ``(n_outer, n_inner, pos)`` such that
+    hls4ml's position ``i·n·n_inner + j·n_inner + k`` (hls4ml's ``softmax_multidim`` indexing) holds element
+    ``pos[i, j, k]`` of one torch row, the same row for every ``j`` — the smallest such ``n_inner`` — or None
+    when no split keeps the rows apart. ``pos[i, :, k]`` is ``0..n-1`` when the row is in torch's order.
+    """
+    size = perm.size
+    rows = size // n
+    for n_inner in (d for d in range(1, rows + 1) if rows % d == 0):
+        p = perm.reshape(rows // n_inner, n, n_inner)
+        if np.all(p // n == p[:, :1, :] // n):
+            return rows // n_inner, n_inner, p % n
+    return None
+
+
+def _frac(values: np.ndarray) -> int:
+    """The most fractional bits any nonzero element of ``values`` needs (:data:`_NOF` when all are 0)."""
+    v = np.asarray(values, dtype=np.float64)
+    nz = v != 0
+    return int(value_format(v).f[nz].max()) if nz.any() else _NOF
+
+
+def _product_bounds(a: np.ndarray, b: np.ndarray, f_a: int | None = None) -> tuple[float, float, int]:
+    """Bounds and grid of ``x·y`` for ``x`` between the extremes of ``a`` and ``y`` one of the values of ``b``.
+
+    ``f_a`` is ``x``'s grid when it is a type's (not only the values in ``a``).
+    """
+    corners = [float(x) * float(y) for x in (a.min(), a.max()) for y in (b.min(), b.max())]
+    fa = _frac(a) if f_a is None else f_a
+    fb = _frac(b)
+    f = fa + fb if fa > _NOF and fb > _NOF else _NOF
+    return min(corners), max(corners), f
 
 
 def _concat_layout(a: _Tensor, b: _Tensor, axis: int, hls_axis: int) -> tuple[tuple[int, ...], tuple[int, ...],

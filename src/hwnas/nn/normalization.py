@@ -790,5 +790,5 @@ class QLayerNorm(QLayer):
     def bops(self, upstream: torch.Tensor | None = None) -> float:
         """MACs × accum_t width × the widest of table_t and gamma."""
         cfg = self.layer_config
-        bw = float(self.weight_quantizer.element_bits().max()) if self.weight_quantizer is not None else 32.0
+        bw = float(self.weight_quantizer.element_bits().detach().max()) if self.weight_quantizer is not None else 32.0
         return float(self.macs() * cfg.accum_t.width * max(cfg.table_t.width, bw))
