@@ -36,6 +36,7 @@ Requires ``alkaid`` (the ``export`` extra).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import weakref
 from collections.abc import Iterator, Sequence
@@ -332,66 +333,99 @@ def _with_options(y: FVArray, like: FVArray) -> FVArray:
                                                                       hwconf=like.hwconf)
 
 
+@functools.singledispatch
 def _apply_one(node: Node, x: FVArray, *rest: FVArray) -> FVArray:
-    if isinstance(node, Add):
-        total = x
-        for other in rest:
-            total = total + other
-        return total
-    if isinstance(node, Concat):
-        parts = [np.asarray(a) for a in (x, *rest)]
-        return FVArray(np.concatenate(parts, axis=node.axis + 1), x.solver_options, hwconf=x.hwconf)
-    if isinstance(node, GlobalPool):
-        axes = tuple(range(2, x.ndim))
-        if node.kind == "max":
-            return x.max(axis=axes)
-        return np.sum(x, axis=axes) * (1.0 / math.prod(node.size))  # a power of two: exact
-    if isinstance(node, Quantize):
-        return quantize_array(x, node.fmt)
-    if isinstance(node, Dense):
-        y = _signed_bits_safe(x) @ node.weight.T
-        return _with_options(y + node.bias if node.bias is not None else y, x)
-    if isinstance(node, Conv):
-        y = conv_nd_replay(_signed_bits_safe(x), node.weight, node.bias, stride=node.stride, padding=node.padding,
-                           dilation=node.dilation, groups=node.groups)
-        return _with_options(y, x)
-    if isinstance(node, ReLU):
-        return _relu(x)
-    if isinstance(node, Pool):
-        if node.kind == "max":
-            return pool_nd_replay(x, node.kernel, node.stride, node.padding, 1, mode="max")
-        return _avg_pool(x, node)
-    if isinstance(node, Flatten):
-        return x.reshape(x.shape[0], -1)
-    if isinstance(node, Softmax | LayerNorm):
-        # hls4ml's algorithm on each row of the last axis (hwnas.nn.normalization), with alkaid's exact operations:
-        # casts to the node's ap_fixed types, lookup tables over every value a (top-bits) index can take,
-        # max, adder trees and variable products
-        def cast(v: FVariable, t: Any) -> FVariable:
-            return quantize_variable(v, t.k, t.i, t.f, t.round_mode, t.overflow_mode)
-
-        def lookup(v: FVariable, fn: Any) -> FVariable:
-            low, high, step = float(v.low), float(v.high), float(v.step)
-            if low == high:
-                return _const(float(fn(np.array([low]))[0]), v.hwconf)
-            count = round((high - low) / step) + 1
-            if count > MAX_TABLE_SIZE:
-                raise ExportError(f"{node.name}: a {type(node).__name__} lookup would have {count} entries (more than "
-                                  f"{MAX_TABLE_SIZE}); narrow accum_t")
-            values = np.asarray(fn(low + step * np.arange(count, dtype=np.float64)), dtype=np.float64)
-            if np.all(values == values[0]):
-                return _const(float(values[0]), v.hwconf)
-            return v.lookup(values.copy())
-
-        rows = np.asarray(x).reshape(-1, x.shape[-1])
-        if isinstance(node, Softmax):
-            cfg = node.config
-            out = [softmax_elementwise(list(r), cfg, cast, lookup, lambda a, b: a.max_of(b)) for r in rows]
-        else:
-            ln = node.config
-            out = [layernorm_elementwise(list(r), ln, node.scale, node.bias, cast, lookup) for r in rows]
-        return _rebuild([v for r in out for v in r], x)
+    """One export-graph node on symbolic arrays (one implementation per node kind, singledispatch)."""
     raise ExportError(f"{node.name}: {type(node).__name__} nodes are not supported by the RTL path")
+
+
+@_apply_one.register
+def _(node: Add, x: FVArray, *rest: FVArray) -> FVArray:
+    total = x
+    for other in rest:
+        total = total + other
+    return total
+
+
+@_apply_one.register
+def _(node: Concat, x: FVArray, *rest: FVArray) -> FVArray:
+    parts = [np.asarray(a) for a in (x, *rest)]
+    return FVArray(np.concatenate(parts, axis=node.axis + 1), x.solver_options, hwconf=x.hwconf)
+
+
+@_apply_one.register
+def _(node: GlobalPool, x: FVArray) -> FVArray:
+    axes = tuple(range(2, x.ndim))
+    if node.kind == "max":
+        return x.max(axis=axes)
+    return np.sum(x, axis=axes) * (1.0 / math.prod(node.size))  # a power of two: exact
+
+
+@_apply_one.register
+def _(node: Quantize, x: FVArray) -> FVArray:
+    return quantize_array(x, node.fmt)
+
+
+@_apply_one.register
+def _(node: Dense, x: FVArray) -> FVArray:
+    y = _signed_bits_safe(x) @ node.weight.T
+    return _with_options(y + node.bias if node.bias is not None else y, x)
+
+
+@_apply_one.register
+def _(node: Conv, x: FVArray) -> FVArray:
+    y = conv_nd_replay(_signed_bits_safe(x), node.weight, node.bias, stride=node.stride, padding=node.padding,
+                       dilation=node.dilation, groups=node.groups)
+    return _with_options(y, x)
+
+
+@_apply_one.register
+def _(node: ReLU, x: FVArray) -> FVArray:
+    return _relu(x)
+
+
+@_apply_one.register
+def _(node: Pool, x: FVArray) -> FVArray:
+    if node.kind == "max":
+        return pool_nd_replay(x, node.kernel, node.stride, node.padding, 1, mode="max")
+    return _avg_pool(x, node)
+
+
+@_apply_one.register
+def _(node: Flatten, x: FVArray) -> FVArray:
+    return x.reshape(x.shape[0], -1)
+
+
+@_apply_one.register(Softmax)
+@_apply_one.register(LayerNorm)
+def _(node: Softmax | LayerNorm, x: FVArray) -> FVArray:
+    # hls4ml's algorithm on each row of the last axis (hwnas.nn.normalization), with alkaid's exact operations:
+    # casts to the node's ap_fixed types, lookup tables over every value a (top-bits) index can take,
+    # max, adder trees and variable products
+    def cast(v: FVariable, t: Any) -> FVariable:
+        return quantize_variable(v, t.k, t.i, t.f, t.round_mode, t.overflow_mode)
+
+    def lookup(v: FVariable, fn: Any) -> FVariable:
+        low, high, step = float(v.low), float(v.high), float(v.step)
+        if low == high:
+            return _const(float(fn(np.array([low]))[0]), v.hwconf)
+        count = round((high - low) / step) + 1
+        if count > MAX_TABLE_SIZE:
+            raise ExportError(f"{node.name}: a {type(node).__name__} lookup would have {count} entries (more than "
+                              f"{MAX_TABLE_SIZE}); narrow accum_t")
+        values = np.asarray(fn(low + step * np.arange(count, dtype=np.float64)), dtype=np.float64)
+        if np.all(values == values[0]):
+            return _const(float(values[0]), v.hwconf)
+        return v.lookup(values.copy())
+
+    rows = np.asarray(x).reshape(-1, x.shape[-1])
+    if isinstance(node, Softmax):
+        cfg = node.config
+        out = [softmax_elementwise(list(r), cfg, cast, lookup, lambda a, b: a.max_of(b)) for r in rows]
+    else:
+        ln = node.config
+        out = [layernorm_elementwise(list(r), ln, node.scale, node.bias, cast, lookup) for r in rows]
+    return _rebuild([v for r in out for v in r], x)
 
 
 def _guarded(node: Node, fn: Any, *args: Any) -> FVArray:

@@ -35,6 +35,7 @@ Layout is torch's (channels first); exporters that need channels last (hls4ml) t
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field, replace
@@ -942,37 +943,67 @@ def _pool(node: Pool, x: torch.Tensor) -> torch.Tensor:
     return fn(x, node.kernel, node.stride, node.padding)
 
 
+@functools.singledispatch
 def run_node(node: Node, *xs: np.ndarray) -> np.ndarray:
-    """One node on its input batch(es) (float64, exact)."""
-    x = xs[0]
-    if isinstance(node, Quantize):
-        return node.fmt.quantize(x)
-    if isinstance(node, Dense):
-        y = x @ node.weight.T
-        return y + node.bias if node.bias is not None else y
-    if isinstance(node, Conv):
-        return _conv(node, torch.as_tensor(x)).numpy()
-    if isinstance(node, ReLU):
-        return np.maximum(x, 0.0)
-    if isinstance(node, Table):
-        return node.apply(x)
-    if isinstance(node, Softmax | LayerNorm):
-        return node.apply(x)
-    if isinstance(node, Pool):
-        return _pool(node, torch.as_tensor(x)).numpy()
-    if isinstance(node, Flatten):
-        return x.reshape(len(x), -1)
-    if isinstance(node, Add):
-        total = xs[0]
-        for other in xs[1:]:
-            total = total + other
-        return total
-    if isinstance(node, Concat):
-        return np.concatenate(xs, axis=node.axis + 1)
-    if isinstance(node, GlobalPool):
-        axes = tuple(range(2, x.ndim))
-        return x.mean(axis=axes) if node.kind == "avg" else x.max(axis=axes)
+    """One node on its input batch(es) (float64, exact); one implementation per node kind (singledispatch)."""
     raise TypeError(f"{node.name}: unknown node {type(node).__name__}")
+
+
+@run_node.register
+def _(node: Quantize, x: np.ndarray) -> np.ndarray:
+    return node.fmt.quantize(x)
+
+
+@run_node.register
+def _(node: Dense, x: np.ndarray) -> np.ndarray:
+    y = x @ node.weight.T
+    return y + node.bias if node.bias is not None else y
+
+
+@run_node.register
+def _(node: Conv, x: np.ndarray) -> np.ndarray:
+    return _conv(node, torch.as_tensor(x)).numpy()
+
+
+@run_node.register
+def _(node: ReLU, x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+@run_node.register(Table)
+@run_node.register(Softmax)
+@run_node.register(LayerNorm)
+def _(node: Table | Softmax | LayerNorm, x: np.ndarray) -> np.ndarray:
+    return node.apply(x)
+
+
+@run_node.register
+def _(node: Pool, x: np.ndarray) -> np.ndarray:
+    return _pool(node, torch.as_tensor(x)).numpy()
+
+
+@run_node.register
+def _(node: Flatten, x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)
+
+
+@run_node.register
+def _(node: Add, *xs: np.ndarray) -> np.ndarray:
+    total = xs[0]
+    for other in xs[1:]:
+        total = total + other
+    return total
+
+
+@run_node.register
+def _(node: Concat, *xs: np.ndarray) -> np.ndarray:
+    return np.concatenate(xs, axis=node.axis + 1)
+
+
+@run_node.register
+def _(node: GlobalPool, x: np.ndarray) -> np.ndarray:
+    axes = tuple(range(2, x.ndim))
+    return x.mean(axis=axes) if node.kind == "avg" else x.max(axis=axes)
 
 
 def run_reference(graph: ExportGraph, x: np.ndarray | torch.Tensor, *, trace: bool = False) -> Any:
