@@ -415,9 +415,10 @@ class HardwareConfig(_Strict):
 
     target: str = Field("XC7Z020", description="FPGA from the device catalog, by name or alias (case-insensitive), "
                         "e.g. XC7Z020 (PYNQ-Z1), ZCU104, VU13P")
-    model: Literal["finn", "hls4ml", "none"] = Field(
-        "finn", description="hardware cost model: finn (dataflow, PE/SIMD folding), hls4ml (reuse factor) or none "
-        "(no hardware metrics)")
+    model: Literal["finn", "hls4ml", "alkaid", "none"] = Field(
+        "finn", description="hardware cost model: finn (dataflow, PE/SIMD folding), hls4ml (reuse factor), alkaid "
+        "(the RTL export's design traced by alkaid, calibrated on Yosys synthesis; pipelined at "
+        "run.rtl.latency_cutoff_ns, else the clock period) or none (no hardware metrics)")
     clock_mhz: float | None = Field(None, gt=0, le=10_000,
                                     description="clock in MHz (null: the device's default clock)")
     target_fps: float | None = Field(None, gt=0, le=1e12,

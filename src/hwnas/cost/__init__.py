@@ -5,6 +5,8 @@
 * :mod:`~hwnas.cost.catalog` — the device catalog (``devices.yaml``).
 * :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
 * :mod:`~hwnas.cost.hls4ml_model` — hls4ml io_parallel estimates (reuse factor, EBOPs fits).
+* :mod:`~hwnas.cost.alkaid_model` — the RTL export's design traced by alkaid (LUTs, register bits, cycles),
+  calibrated against Yosys synthesis.
 * :mod:`~hwnas.cost.metrics` — MACs, BOPs, EBOPs, weight bits, memory, sparsity, QA-Score.
 * :mod:`~hwnas.cost.cpu_latency` — CPU latency lookup tables profiled with onnxruntime (HA-NAS style),
   calibrated on measured models; :mod:`~hwnas.cost.latency_zoo` — a seeded zoo of models for that.
@@ -14,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from .alkaid_model import CALIBRATION, AlkaidCalibration, AlkaidTrace, alkaid_estimate, alkaid_trace
 from .catalog import RESOURCES, CostError, Device, devices, get_device
 from .cpu_latency import (
     LatencyPrediction,
@@ -41,7 +44,10 @@ from .result import HardwareEstimate, LayerRow
 
 __all__ = [
     "BASELINES",
+    "CALIBRATION",
     "RESOURCES",
+    "AlkaidCalibration",
+    "AlkaidTrace",
     "CostError",
     "Device",
     "Folding",
@@ -54,6 +60,8 @@ __all__ = [
     "NodeTiming",
     "Operator",
     "UnsupportedLayerError",
+    "alkaid_estimate",
+    "alkaid_trace",
     "calibrate",
     "default_grid",
     "devices",
@@ -77,15 +85,16 @@ __all__ = [
     "vgg10_amc",
 ]
 
-_MODELS = {"finn": finn_estimate, "hls4ml": hls4ml_estimate}
+_MODELS = {"finn": finn_estimate, "hls4ml": hls4ml_estimate, "alkaid": alkaid_estimate}
 
 
 def estimate(model: nn.Module, target: str | Device, *, input_shape: tuple[int, ...], kind: str = "finn",
              **options: Any) -> HardwareEstimate:
-    """Estimate ``model`` on ``target`` with the hardware model ``kind`` (``"finn"`` or ``"hls4ml"``).
+    """Estimate ``model`` on ``target`` with the hardware model ``kind`` (``"finn"``, ``"hls4ml"`` or ``"alkaid"``).
 
     ``options`` go to the model (FINN: ``folding``, ``clock_mhz``, ``res_type``, ``mem_style``,
-    ``mvau_variant``; hls4ml: ``reuse_factor``, ``strategy``, ``clock_mhz``, ``dsp_threshold``). The result
+    ``mvau_variant``; hls4ml: ``reuse_factor``, ``strategy``, ``clock_mhz``, ``dsp_threshold``; alkaid:
+    ``clock_mhz``, ``latency_cutoff_ns``, ``calibration``). The result
     carries per-layer rows, totals and its assumptions.
     """
     if kind not in _MODELS:

@@ -275,6 +275,10 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
             _, est = fold_for_throughput(folded, ctx.device, shape, target_fps, clock_mhz=clock)
         else:
             est = estimate(folded, ctx.device, input_shape=shape, kind="finn", clock_mhz=clock)
+    elif kind == "alkaid":
+        cutoff = exp.run.rtl.latency_cutoff_ns
+        est = estimate(folded, ctx.device, input_shape=shape, kind="alkaid", clock_mhz=clock,
+                       latency_cutoff_ns=cutoff if cutoff > 0 else None)
     else:
         rf = ctx.space.reuse_factors(point) if mapping else 1
         est = estimate(folded, ctx.device, input_shape=shape, kind="hls4ml", reuse_factor=rf or 1, clock_mhz=clock)
