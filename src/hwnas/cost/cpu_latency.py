@@ -1283,19 +1283,6 @@ def _conv2d_operator(mod: nn.Conv2d, ishape: tuple[int, ...], oshape: tuple[int,
     return Operator.make("conv2d", cin=cin // g, cout=cout // g, **dims), g
 
 
-class _Values(torch.fx.Interpreter):
-    """Runs a traced model once, recording every fx node's value (for the shapes)."""
-
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.values: dict[torch.fx.Node, Any] = {}
-
-    def run_node(self, n: torch.fx.Node) -> Any:
-        out = super().run_node(n)
-        self.values[n] = out
-        return out
-
-
 def _data_flow(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[torch.fx.GraphModule, dict[Any, Any]]:
     """The model's torch.fx graph and every node's value on a zero input (batch 1, eval mode).
 
@@ -1303,7 +1290,7 @@ def _data_flow(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[torch.fx
     refused before anything runs.
     """
     from hwnas.export.errors import ExportError
-    from hwnas.export.graph import trace
+    from hwnas.export.graph import ValueRecorder, trace
     from hwnas.quant import Quantizer
 
     try:
@@ -1316,7 +1303,7 @@ def _data_flow(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[torch.fx
             mod = gm.get_submodule(str(n.target))
             if not (_is_operator_module(mod) or isinstance(mod, Quantizer)):
                 raise UnsupportedLayerError(f"layer {str(n.target)!r}: {type(mod).__name__} has no CPU latency model")
-    interp = _Values(gm)
+    interp = ValueRecorder(gm)
     was_training = model.training
     model.eval()
     try:

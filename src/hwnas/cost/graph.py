@@ -159,19 +159,6 @@ def critical_path(cycles: list[int], after: list[tuple[int, ...]]) -> int:
     return max(finish, default=0)
 
 
-class _Values(torch.fx.Interpreter):
-    """Runs the traced model once, recording every fx node's value (for the shapes)."""
-
-    def __init__(self, gm: torch.fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.values: dict[torch.fx.Node, Any] = {}
-
-    def run_node(self, n: torch.fx.Node) -> Any:
-        out = super().run_node(n)
-        self.values[n] = out
-        return out
-
-
 def _trace(model: nn.Module) -> torch.fx.GraphModule:
     from hwnas.export.errors import ExportError
     from hwnas.export.graph import trace
@@ -194,7 +181,7 @@ def describe_model(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     An unsupported leaf module or functional operation is an error naming it; so is a ``forward`` that
     torch.fx cannot trace (naming the model and the reason).
     """
-    from hwnas.export.graph import SUPPORTED_FUNCTIONS, describe_target, op_kind
+    from hwnas.export.graph import SUPPORTED_FUNCTIONS, ValueRecorder, describe_target, op_kind
 
     gm = _trace(model)
     # check every leaf before running anything, so the error names the layer (not a shape failure after it)
@@ -206,7 +193,7 @@ def describe_model(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     was = model.training
     model.eval()
     try:
-        interp = _Values(gm)
+        interp = ValueRecorder(gm)
         with torch.no_grad():
             interp.run(torch.zeros((1, *input_shape)))
     finally:

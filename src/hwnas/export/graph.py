@@ -82,6 +82,7 @@ __all__ = [
     "ReLU",
     "Softmax",
     "Table",
+    "ValueRecorder",
     "chain",
     "describe_target",
     "extract",
@@ -659,6 +660,20 @@ def layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if n.op == "call_module":
             seen.setdefault(str(n.target), gm.get_submodule(str(n.target)))
     return list(seen.items())
+
+
+class ValueRecorder(torch.fx.Interpreter):
+    """Runs a traced model once, recording every fx node's value (``values``: to read shapes); errors propagate."""
+
+    def __init__(self, gm: torch.fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[torch.fx.Node, Any] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        """Run one node and keep its value."""
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
 
 
 class _Shapes(torch.fx.Interpreter):
