@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_commands(sub)
     add_run_commands(sub)
+    from hwnas.cli_receiver import add_receiver_commands
+
+    add_receiver_commands(sub)
     return parser
 
 

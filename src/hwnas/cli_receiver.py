@@ -1,0 +1,117 @@
+"""``hwnas receiver study``: the seed paper's PTQ study of the neural receiver (:mod:`hwnas.tasks.ofdm.study`).
+
+Exit status: 0 success, 2 bad input (an option out of range, an output folder holding files hwnas did not write,
+a float receiver in the folder trained with other options), 130 interrupted (the checkpoints written so far are
+kept: the next run resumes). Every error is one line naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+__all__ = ["add_receiver_commands"]
+
+_INT = ("channels", "blocks", "steps", "batch_size", "frames", "eval_batch", "seed", "val_frames",
+        "calibration_frames", "qat_steps", "threads")
+_FLOAT = ("lr", "qat_lr", "weight_decay", "target_bler")
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse's own errors (unknown option, missing value) one line, exit 2, without the usage block."""
+
+    def error(message: str) -> NoReturn:
+        print(f"hwnas: error: {parser.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = parse(args, namespace)
+        if extras:  # the top-level parser would report them with its usage block
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _number(name: str, text: str, kind: type) -> Any:
+    from hwnas.tasks.ofdm.study import StudyError
+
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise StudyError(f"study option {name} (--{name.replace('_', '-')}): expected {what}, got {text!r}") from None
+
+
+def _study(args: argparse.Namespace) -> int:
+    from hwnas.tasks.ofdm.study import StudyOptions, run_study
+
+    given: dict[str, Any] = {}
+    for name in _INT + _FLOAT:
+        text = getattr(args, name)
+        if text is not None:
+            given[name] = _number(name, text, int if name in _INT else float)
+    for name in ("preset", "lr_schedule", "qat_kind"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.ebno is not None:
+        given["ebno"] = args.ebno
+    for name in ("groups", "variants"):
+        text = getattr(args, name)
+        if text is not None:
+            given[name] = tuple(p.strip() for p in text.split(",") if p.strip())
+    options = StudyOptions.from_dict(given)
+    out = args.out or f"runs/receiver-{options.preset}"
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(f"[receiver] {line}", flush=True)
+
+    result = run_study(options, out, progress=say, bars=not args.quiet)
+    print(f"study: {result.out / 'index.html'} ({result.seconds['total']:.0f} s)")
+    for c in result.claims:
+        verdict = {True: "holds", False: "does not hold", None: "undecided"}[c["holds"]]
+        print(f"  {c['group']:6s} {c['claim']}: {verdict} ({c['evidence']})")
+    return 0
+
+
+def add_receiver_commands(sub: Any) -> None:
+    """Register ``receiver`` (with ``receiver study``) on the ``hwnas`` sub-command parser."""
+    rx = sub.add_parser("receiver", help="neural OFDM receiver (seed 002): the PTQ study")
+    _one_line_errors(rx)
+    rsub = rx.add_subparsers(dest="receiver_command", required=True)
+    p = rsub.add_parser("study", help="train a DeepRx-style receiver, quantize it (PTQ, QAT), BLER curves vs "
+                        "LS+LMMSE and perfect CSI per speed group, gap and size tables, index.html")
+    _one_line_errors(p)
+    p.add_argument("--preset", help="link preset: small (default; quick) or seed (the paper's link, slow decoding)")
+    p.add_argument("--out", help="output folder (default runs/receiver-<preset>); a second run resumes from the "
+                   "float receiver it holds")
+    p.add_argument("--steps", help="training steps of the float receiver (default 8000)")
+    p.add_argument("--batch-size", dest="batch_size", help="frames per training step (default: small 16, seed 128)")
+    p.add_argument("--channels", help="receiver width (default: small 96, seed 128)")
+    p.add_argument("--blocks", help="residual blocks (default: small 2, seed 8)")
+    p.add_argument("--lr", help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr-schedule", dest="lr_schedule", help="constant (default) or cosine")
+    p.add_argument("--weight-decay", dest="weight_decay", help="L2 coefficient (default 0)")
+    p.add_argument("--val-frames", dest="val_frames", help="validation frames (default 256)")
+    p.add_argument("--calibration-frames", dest="calibration_frames",
+                   help="frames calibrating the activation ranges of int8-channel-act8 (default 256)")
+    p.add_argument("--qat-steps", dest="qat_steps", help="QAT int4 fine-tuning steps (default 300; 0: none)")
+    p.add_argument("--qat-kind", dest="qat_kind", help="QAT int4 weights: fixed (power-of-two scales, default) or "
+                   "scaled")
+    p.add_argument("--qat-lr", dest="qat_lr", help="QAT learning rate (default 1e-4)")
+    p.add_argument("--variants", help="comma list of PTQ variants (default all: fp16, int8-tensor, int8-channel, "
+                   "int4-tensor, int4-channel, int8-channel-act8)")
+    p.add_argument("--ebno", help="Eb/N0 points: start:stop:step or a comma list (default 0:10:2)")
+    p.add_argument("--groups", help="comma list of speed groups (default low,medium,high)")
+    p.add_argument("--frames", help="frames per Eb/N0 point and group (default 256)")
+    p.add_argument("--eval-batch", dest="eval_batch", help="frames per simulated evaluation batch (default 128)")
+    p.add_argument("--target-bler", dest="target_bler", help="BLER of the gap table (default 0.1)")
+    p.add_argument("--seed", help="seed of every random draw (default 0)")
+    p.add_argument("--threads", help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    p.set_defaults(func=_study)
