@@ -381,6 +381,11 @@ def _claims(gaps: Sequence[Mapping[str, Any]], groups: Sequence[str], variants: 
     return out
 
 
+def _verdicts(claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Claims with ``holds`` as ``yes`` / ``no`` / ``undecided`` (for tables)."""
+    return [{**c, "holds": {True: "yes", False: "no"}.get(c["holds"], "undecided")} for c in claims]
+
+
 _STYLE = {"float": ("k", "-", "o"), "ls-lmmse": ("tab:red", "--", "s"), "perfect-csi": ("tab:green", ":", "^"),
           "fp16": ("tab:gray", "-", "x"), "int8-tensor": ("tab:blue", "-.", "v"),
           "int8-channel": ("tab:blue", "-", "D"), "int4-tensor": ("tab:orange", "-.", "v"),
@@ -440,7 +445,7 @@ def _html(result: StudyResult, pngs: Mapping[str, bytes], history: ReceiverHisto
         parts.append(f"<p>Float receiver after {history.steps} steps: validation BCE {final.val_bce:.4f} nats/bit, "
                      f"BMD rate {final.val_bmd_rate:.4f}, uncoded BER {final.val_ber:.4f}.</p>")
     parts += ["<h2>The seed's claims on these curves</h2>",
-              table(result.claims, ["claim", "group", "holds", "evidence"]),
+              table(_verdicts(result.claims), ["claim", "group", "holds", "evidence"]),
               f"<h2>Gaps at BLER {o.target_bler:g}</h2>",
               "<p>Positive: the receiver needs more Eb/N0 than the reference. Empty: a curve does not cross "
               "(reason).</p>",
@@ -610,7 +615,7 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
         put("sizes.csv", _write_csv(sizes, size_header))
         put("sizes.md", _markdown(sizes, size_header))
         put("ptq.csv", _write_csv(ptq_rows, ["receiver", "description", "float_bmd_rate", "quant_bmd_rate", "drop"]))
-        put("claims.md", _markdown(claims, ["claim", "group", "holds", "evidence"]))
+        put("claims.md", _markdown(_verdicts(claims), ["claim", "group", "holds", "evidence"]))
         seconds["total"] = time.perf_counter() - t_start
         result = StudyResult(folder, opts, curves, gaps, sizes, ptq_rows, claims, seconds, files)
         put("study.json", json.dumps({"options": opts.to_dict(), "link": link.config.to_dict(),
