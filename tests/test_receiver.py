@@ -33,6 +33,7 @@ def test_deeprx_shape_and_float_layers() -> None:
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     hgq = deeprx("small", **TINY, quant="hgq")
     assert any(isinstance(m, Quantizer) and m.learnable for m in hgq.modules())
+    assert hgq(x).shape == (3, 4, 14, 24) and hgq.stem.output_quantizer is not None  # every feature map quantized
     with pytest.raises(TaskError, match="quant"):
         deeprx("small", quant={"weights": {}})
     with pytest.raises(TaskError, match="kernel"):
@@ -96,6 +97,14 @@ def test_same_seed_same_weights_and_exact_resume(link, val, tmp_path) -> None:
                        progress=False, checkpoint=ckpt, resume=True)
 
 
+def test_hgq_term_needs_learnable_bits(link, val) -> None:
+    hgq = deeprx(link, **TINY, quant="hgq", seed=2)
+    h = train_receiver(hgq, link, steps=2, batch_size=4, seed=0, val=val, hgq_beta=1e-6, progress=False)
+    assert h.final is not None and h.final.ebops is not None and h.final.ebops > 0
+    with pytest.raises(TrainError, match="hgq_beta"):
+        train_receiver(deeprx(link, **TINY), link, steps=1, val=val, hgq_beta=1e-6, progress=False)
+
+
 def test_int8_per_channel_ptq_keeps_llr_signs(trained, val) -> None:
     _, model, _ = trained
     res = post_training_quantize(model, lambda m: validate_receiver(m, val)["bmd_rate"], val.inputs[0],
@@ -142,7 +151,8 @@ def test_fixed_point_receiver_verifies_bit_exact() -> None:
     report = verify_model(scaled.eval(), x[:8], paths=["reference", "qonnx", "hls4ml"])
     reasons = {r.path: r.skipped or "" for r in report.results}
     assert all(reasons.values()) and not report.passed
-    assert "not expressible" in reasons["hls4ml"] and "not expressible" in reasons["qonnx"]
+    assert "not expressible" in reasons["hls4ml"] and "ScaledIntQuantizer" in reasons["hls4ml"]  # not powers of two
+    assert "not expressible" in reasons["qonnx"] and "chains" in reasons["qonnx"]  # a residual graph, not a chain
 
 
 # ------------------------------------------------------------------------------------ study command
@@ -159,7 +169,7 @@ def test_study_command_writes_reproducible_files(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "index.html" in out and "int4 per-channel better than int4 per-tensor" in out
     a, b = tmp_path / "a", tmp_path / "b"
-    for name in ("curves_medium.csv", "gaps.csv", "sizes.csv", "ptq.csv", "training.csv", "qat_training.csv"):
+    for name in ("curves_medium.csv", "gaps.csv", "sizes.csv", "validation.csv", "training.csv", "qat_training.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for name in ("bler_medium.png", "index.html", "gaps.md", "sizes.md", "claims.md", "study.json", "float.pt"):
         assert (a / name).stat().st_size > 0, name

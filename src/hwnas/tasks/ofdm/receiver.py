@@ -42,8 +42,8 @@ __all__ = ["QUANT_KEYS", "DeepRx", "deeprx"]
 
 QUANT_KEYS: tuple[str, ...] = ("input", "weight", "bias", "activation")
 """Keys of ``deeprx(quant=...)``: ``input`` — the network input (the first convolution's input quantizer);
-``weight``, ``bias`` — every convolution; ``activation`` — every feature map between layers (the inputs of the
-block convolutions and of the output convolution, and the residual sums)."""
+``weight``, ``bias`` — every convolution; ``activation`` — every feature map between layers (the input
+convolution's output, the inputs of the block convolutions and of the output convolution, the residual sums)."""
 
 _HGQ: dict[str, Any] = {"input": DEFAULT_ACTIVATION, "weight": DEFAULT_WEIGHT, "bias": DEFAULT_BIAS,
                         "activation": DEFAULT_ACTIVATION}
@@ -67,7 +67,11 @@ class DeepRx(nn.Module):
         act = q.get("activation")
         self.input_shape: tuple[int, int, int] = (in_channels, *grid)
         self.bits_per_symbol = bits_per_symbol
-        self.stem = QConv2d(in_channels, channels, kernel, padding=pad, input_quantizer=q.get("input"), **wb)
+        # the stem's output is read by the first block's convolution *and* its residual add: quantized here, so
+        # the add sums two quantized operands (an unquantized accumulator there needs up to 25 significant bits
+        # at 8-bit widths, more than QONNX's float32 execution carries exactly)
+        self.stem = QConv2d(in_channels, channels, kernel, padding=pad, input_quantizer=q.get("input"),
+                            output_quantizer=act if blocks else None, **wb)
         self.blocks = nn.Sequential(*(
             QResidualBlock(2, channels, channels, kernel, input_quantizer=act, activation_quantizer=act, **wb)
             for _ in range(blocks)))

@@ -20,7 +20,8 @@ Steps, each announced by a progress line:
    holding files hwnas did not write): ``curves_<group>.csv``, ``bler_<group>.png``, ``gaps.csv`` /
    ``gaps.md`` (dB gap at the BLER target of each receiver to float and to LS+LMMSE; empty with the reason where
    a curve does not cross), ``sizes.csv`` / ``sizes.md`` (model size per variant from
-   :func:`hwnas.train.size_table`, beside the seed's Table IV), ``ptq.csv`` (validation BMD rate before/after),
+   :func:`hwnas.train.size_table`, beside the seed's Table IV), ``validation.csv`` (BMD rate of every receiver,
+   the classical ones included, on the validation frames),
    ``claims.md`` (the seed's claims checked on these curves), ``training.csv``, ``qat_training.csv``,
    ``study.json`` (settings, timings) and ``index.html`` (one self-contained page).
 
@@ -53,7 +54,14 @@ from .config import PRESETS, SPEED_GROUPS, LinkConfig
 from .evaluate import CURVE_COLUMNS, Gap, bler_curve, gap_at_bler
 from .link import LinkBatch, OfdmLink
 from .receiver import DeepRx, deeprx
-from .train import ReceiverHistory, history_rows, train_receiver, validate_receiver, validation_set
+from .train import (
+    ReceiverHistory,
+    history_rows,
+    train_receiver,
+    validate_llrs,
+    validate_receiver,
+    validation_set,
+)
 
 __all__ = [
     "BASELINES",
@@ -61,6 +69,7 @@ __all__ = [
     "StudyError",
     "StudyOptions",
     "StudyResult",
+    "load_receiver",
     "parse_ebno",
     "run_study",
 ]
@@ -243,6 +252,7 @@ class StudyResult:
     gaps: list[dict[str, Any]]
     sizes: list[dict[str, Any]]
     ptq: list[dict[str, Any]]
+    """Validation BMD rate per receiver (``validation.csv``)."""
     claims: list[dict[str, Any]]
     seconds: dict[str, float]
     files: list[str] = field(default_factory=list)
@@ -453,8 +463,8 @@ def _html(result: StudyResult, pngs: Mapping[str, bytes], history: ReceiverHisto
                                   "reason"]),
               "<h2>Model size (seed Table IV)</h2>",
               table(result.sizes, list(result.sizes[0]) if result.sizes else []),
-              "<h2>PTQ: validation BMD rate</h2>",
-              table(result.ptq, ["receiver", "description", "float_bmd_rate", "quant_bmd_rate", "drop"]),
+              "<h2>Validation BMD rate (train-split frames; drop: float minus the receiver)</h2>",
+              table(result.ptq, ["receiver", "description", "bmd_rate", "drop"]),
               "<h2>BLER curves</h2>"]
     for group, png in pngs.items():
         data = base64.b64encode(png).decode()
@@ -493,6 +503,12 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
         val = validation_set(link, opts.val_frames, seed=_derived_seed(opts.seed, "validation"),
                              batch_size=min(128, opts.val_frames))
 
+        baselines_val = {name: validate_llrs(link, fn, val) for name, fn in
+                         (("ls-lmmse", link.ls_lmmse_llr), ("perfect-csi", link.perfect_csi_llr))}
+        for name, v in baselines_val.items():
+            say(f"{name} on the validation frames: BCE {v['bce']:.4f}, BMD rate {v['bmd_rate']:.4f}, uncoded BER "
+                f"{v['ber']:.4f}")
+
         # 1. float receiver -------------------------------------------------------------------------------
         t = time.perf_counter()
         model = deeprx(link, channels=opts.channels, blocks=opts.blocks, seed=opts.seed)
@@ -509,7 +525,8 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
                 raise StudyError(f"study folder {folder}: float.pt was trained with other options ({err}); choose "
                                  "another --out") from err
             raise
-        files.append("float.pt")
+        if ckpt.exists():
+            files.append("float.pt")
         seconds["float_training"] = time.perf_counter() - t
         if history.final is not None:
             f = history.final
@@ -529,6 +546,8 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
 
         calib: torch.Tensor | None = None
         float_metric = metric(model)
+        ptq_rows.append({"receiver": "float", "description": f"float32, {history.steps} steps",
+                         "bmd_rate": float_metric, "drop": 0.0})
         for name in opts.variants:
             kw = dict(PTQ_VARIANTS[name])
             if "activation_bits" in kw and calib is None:
@@ -539,8 +558,8 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
             res = post_training_quantize(model, lambda m: float_metric if m is model else metric(m), data,
                                          calibration_size=len(data), **kw)
             receivers[name] = res.model.eval()
-            ptq_rows.append({"receiver": name, "description": res.description, "float_bmd_rate": res.float_metric,
-                             "quant_bmd_rate": res.quant_metric, "drop": res.drop})
+            ptq_rows.append({"receiver": name, "description": res.description, "bmd_rate": res.quant_metric,
+                             "drop": res.drop})
             sizes.append(_size_summary(name, res.sizes))
             say(f"PTQ {name}: validation BMD rate {res.float_metric:.4f} -> {res.quant_metric:.4f}")
         seconds["ptq"] = time.perf_counter() - t
@@ -573,13 +592,16 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
             after = metric(qmodel)
             receivers[QAT] = qmodel.eval()
             ptq_rows.append({"receiver": QAT, "description": f"QAT {opts.qat_steps} steps, weights int4 "
-                             f"{opts.qat_kind} per-channel", "float_bmd_rate": float_metric,
-                             "quant_bmd_rate": after, "drop": float_metric - after})
+                             f"{opts.qat_kind} per-channel", "bmd_rate": after, "drop": float_metric - after})
             sizes.append(_size_summary(QAT, size_table(qmodel)))
             put("qat_training.csv", _write_csv(history_rows(qat_history), ["step", "train_loss", "val_bce",
                                                                             "val_bmd_rate", "val_ber"]))
             say(f"QAT int4: validation BMD rate {after:.4f}")
             seconds["qat"] = time.perf_counter() - t
+
+        for name, v in baselines_val.items():
+            ptq_rows.append({"receiver": name, "description": "classical receiver", "bmd_rate": v["bmd_rate"],
+                             "drop": float_metric - v["bmd_rate"]})
 
         # 4. curves ----------------------------------------------------------------------------------------
         t = time.perf_counter()
@@ -614,7 +636,7 @@ def run_study(options: StudyOptions | Mapping[str, Any] | None = None, out: str 
         size_header = list(sizes[0])
         put("sizes.csv", _write_csv(sizes, size_header))
         put("sizes.md", _markdown(sizes, size_header))
-        put("ptq.csv", _write_csv(ptq_rows, ["receiver", "description", "float_bmd_rate", "quant_bmd_rate", "drop"]))
+        put("validation.csv", _write_csv(ptq_rows, ["receiver", "description", "bmd_rate", "drop"]))
         put("claims.md", _markdown(_verdicts(claims), ["claim", "group", "holds", "evidence"]))
         seconds["total"] = time.perf_counter() - t_start
         result = StudyResult(folder, opts, curves, gaps, sizes, ptq_rows, claims, seconds, files)

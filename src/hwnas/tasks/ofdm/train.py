@@ -56,6 +56,7 @@ __all__ = [
     "bmd_rate",
     "train_batch_seed",
     "train_receiver",
+    "validate_llrs",
     "validate_receiver",
     "validation_set",
 ]
@@ -129,6 +130,24 @@ def validate_receiver(model: nn.Module, val: ValidationSet) -> dict[str, float]:
             count += t.numel()
     finally:
         model.train(was)
+    bce = loss / count
+    return {"bce": bce, "bmd_rate": bmd_rate(bce), "ber": errors / count}
+
+
+@torch.no_grad()
+def validate_llrs(link: OfdmLink, llr_fn: Any, val: ValidationSet, *, split: str = "train") -> dict[str, float]:
+    """The :func:`validate_receiver` figures of any LLR function on the frames of ``val`` (simulated again).
+
+    ``llr_fn(batch) -> (B, m, S, F)``, e.g. ``link.ls_lmmse_llr``: the classical receivers on the validation frames.
+    """
+    loss = errors = count = 0.0
+    for index, x in enumerate(val.inputs):
+        batch = link.sample(len(x), seed=_derive(val.seed, _VAL_STREAM, index), split=split)
+        llr = llr_fn(batch)[:, :, val.mask]
+        t = val.bits[index][:, :, val.mask]
+        loss += float(F.binary_cross_entropy_with_logits(llr, t, reduction="sum"))
+        errors += float(((llr > 0).to(t.dtype) != t).sum())
+        count += t.numel()
     bce = loss / count
     return {"bce": bce, "bmd_rate": bmd_rate(bce), "ber": errors / count}
 
