@@ -30,10 +30,7 @@ from hwnas.export.graph import Add, Concat, GlobalPool
 from hwnas.export.qonnx import SOURCE_KEY
 
 from .graph_models import GRAPH_MODELS, inputs
-
-
-def fixed(bits: int, round_mode: str = "RND_CONV", overflow_mode: str = "SAT", **kw) -> dict:
-    return dict(bits=bits, learnable=False, round_mode=round_mode, overflow_mode=overflow_mode, **kw)
+from .test_export_qonnx import fixed
 
 
 def heterogeneous_channels(layer: nn.Module, seed: int) -> None:

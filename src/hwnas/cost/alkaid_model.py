@@ -62,10 +62,6 @@ CALIBRATION = AlkaidCalibration(lut=1.1724, lut_per_mux=6.996, ff=0.9057, datase
                                 tool="Yosys 0.70 (git sha1 28ba3cb92) synth_xilinx -family xcup")
 """The factors in use (refit with ``bench/estimator_accuracy.py --fit``)."""
 
-# alkaid IR opcodes: 0/1 add/sub, 4 add a constant, 6 multiplexer, 7 multiplier, 8 table lookup
-_ADDERS, _MUX, _MUL, _LUT = (0, 1, 4), (6,), (7,), (8,)
-
-
 @dataclass(frozen=True)
 class AlkaidTrace:
     """The raw figures of one traced design (before calibration)."""
@@ -99,9 +95,9 @@ def alkaid_trace(model: nn.Module, input_shape: tuple[int, ...], latency_cutoff_
         from alkaid.trace.pipeline import to_pipeline
 
         from hwnas.export.alkaid_plugin import trace_hwnas
-        from hwnas.export.errors import ExportError
+        from hwnas.export.errors import ExportError, ToolFailureError
         from hwnas.export.graph import extract
-        from hwnas.export.rtl import _check_stable
+        from hwnas.export.rtl import _ADDERS, _LUT, _MUL, _MUX, _check_stable
     except ImportError as err:
         raise CostError("model: the alkaid cost model needs alkaid; install the export extra "
                         "(pip install 'hwnas[export]')") from err
@@ -114,9 +110,10 @@ def alkaid_trace(model: nn.Module, input_shape: tuple[int, ...], latency_cutoff_
         inp, out, graph = trace_hwnas(model, graph.input_shape, graph=graph)
     except ExportError as err:
         raise CostError(f"{err} (the alkaid cost model prices only what the RTL export can build)") from err
-    except internal as err:  # seen: StopIteration in alkaid's cmvm when a product has only constant terms
-        raise CostError(f"model: alkaid failed inside while tracing ({type(err).__name__}: {err}); this is a tool "
-                        "failure, not an inexpressible model") from err
+    except ToolFailureError as err:  # seen: StopIteration in alkaid's cmvm when a product has only constant terms
+        cause = err.__cause__ or err
+        raise CostError(f"model: alkaid failed inside while tracing ({type(cause).__name__}: {cause}); this is a "
+                        "tool failure, not an inexpressible model") from err
     try:
         comb = trace(inp, out)
         fused = add_surrogate(dead_code_elimin(fuse_ternary_adders(comb)), _skip_op8_cost=True)

@@ -437,7 +437,8 @@ def _guarded(node: Node, fn: Any, *args: Any) -> FVArray:
     except NotImplementedError as err:  # an operation alkaid does not offer: the path cannot express it
         where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
         raise ExportError(f"{where}: alkaid cannot trace this {type(node).__name__} node: {err}") from err
-    except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError) as err:
+    except (AssertionError, ValueError, TypeError, IndexError, ArithmeticError, StopIteration) as err:
+        # StopIteration: seen in alkaid's constant matrix-vector solver on pruned HGQ products
         where = f"{node.name}.{node.slot}_quantizer" if isinstance(node, Quantize) else node.name
         raise ToolFailureError(f"{where}: alkaid failed inside while tracing this {type(node).__name__} node "
                                f"({type(err).__name__}: {err}); the RTL path failed on a model it should "

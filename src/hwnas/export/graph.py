@@ -51,7 +51,6 @@ from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
 from hwnas.nn.normalization import (
-    FixedType,
     LayerNormConfig,
     QLayerNorm,
     QSoftmax,
@@ -304,32 +303,29 @@ class GlobalPool(Node):
     """The spatial extent pooled over."""
 
 
+class _Configured:
+    """Node kinds whose types and sizes live in one config object: its fields read as the node's own."""
+
+    config: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "config" or name.startswith("__"):  # not set yet (construction, copying): no delegation
+            raise AttributeError(name)
+        return getattr(self.config, name)
+
+
 @dataclass(frozen=True, eq=False)
-class Softmax(Node):
+class Softmax(_Configured, Node):
     """hls4ml's ``softmax_stable`` over the last axis of a ``data_t`` tensor, before the output quantizer (res_T).
 
-    Every type is a scalar :class:`~hwnas.nn.normalization.FixedType` ``(k, i, f, round_mode, overflow_mode)``;
-    the tables are those hls4ml builds (:meth:`config` ``.exp_table()`` / ``.inv_table()``). The output is the
-    exact product ``exp_res · inv`` (``accum_t`` × ``inv_table_t``), which the layer's output ``Quantize`` casts.
+    ``config`` (:class:`~hwnas.nn.normalization.SoftmaxConfig`: ``n``, ``data_t``, ``inp_norm_t``, ``exp_table_t``,
+    ``accum_t``, ``inv_inp_t``, ``inv_table_t``, table sizes, ``exp_scale``; its fields read as the node's) holds
+    every type, a scalar :class:`~hwnas.nn.normalization.FixedType`; the tables are those hls4ml builds
+    (``config.exp_table()`` / ``.inv_table()``). The output is the exact product ``exp_res · inv``
+    (``accum_t`` × ``inv_table_t``), which the layer's output ``Quantize`` casts.
     """
 
-    n: int
-    """Features per softmax (hls4ml's ``n_slice``)."""
-    data_t: FixedType
-    inp_norm_t: FixedType
-    exp_table_t: FixedType
-    accum_t: FixedType
-    inv_inp_t: FixedType
-    inv_table_t: FixedType
-    exp_table_size: int
-    inv_table_size: int
-    exp_scale: float
-
-    @property
-    def config(self) -> SoftmaxConfig:
-        """The node's types and sizes as :class:`~hwnas.nn.normalization.SoftmaxConfig`."""
-        return SoftmaxConfig(self.n, self.data_t, self.inp_norm_t, self.exp_table_t, self.accum_t, self.inv_inp_t,
-                             self.inv_table_t, self.exp_table_size, self.inv_table_size, self.exp_scale)
+    config: SoftmaxConfig
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The node on a batch of ``data_t`` values (float64, exact)."""
@@ -337,31 +333,20 @@ class Softmax(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class LayerNorm(Node):
+class LayerNorm(_Configured, Node):
     """hls4ml's ``layernorm_1d`` over the last axis, before the output quantizer (res_T).
 
-    ``scale`` (gamma) and ``bias`` (beta) are already quantized (``(n,)``, float64, exact) with their formats;
-    the table is hls4ml's 1/sqrt table (:meth:`config` ``.table()``). The output is the exact value
-    ``diff · table[index] · scale + bias``.
+    ``config`` (:class:`~hwnas.nn.normalization.LayerNormConfig`: ``n``, ``accum_t``, ``table_t``, ``table_size``,
+    ``table_range_power2``, ``epsilon_power_of_10``; its fields read as the node's); ``scale`` (gamma) and
+    ``bias`` (beta) are already quantized (``(n,)``, float64, exact) with their formats; the table is hls4ml's
+    1/sqrt table (``config.table()``). The output is the exact value ``diff · table[index] · scale + bias``.
     """
 
-    n: int
-    """Features normalized together (hls4ml's ``n_in / seq_len``)."""
-    accum_t: FixedType
-    table_t: FixedType
-    table_size: int
-    table_range_power2: int
-    epsilon_power_of_10: int
+    config: LayerNormConfig
     scale: np.ndarray
     bias: np.ndarray
     scale_format: FixedFormat
     bias_format: FixedFormat
-
-    @property
-    def config(self) -> LayerNormConfig:
-        """The node's types and sizes as :class:`~hwnas.nn.normalization.LayerNormConfig`."""
-        return LayerNormConfig(self.n, self.accum_t, self.table_t, self.table_size, self.table_range_power2,
-                               self.epsilon_power_of_10)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The node on a batch (float64, exact)."""
@@ -569,8 +554,7 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
             sc = layer.config(sample)
         except QuantizationError as err:
             raise ExportError(f"{name}.{err}") from err
-        nodes.append(Softmax(name, sc.n, sc.data_t, sc.inp_norm_t, sc.exp_table_t, sc.accum_t, sc.inv_inp_t,
-                             sc.inv_table_t, sc.exp_table_size, sc.inv_table_size, sc.exp_scale))
+        nodes.append(Softmax(name, sc))
     elif isinstance(layer, QLayerNorm):
         scale, sf = _param(layer, name, "weight")
         shift, bf = _param(layer, name, "bias")
@@ -580,8 +564,7 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
             lc.check_params(scale, shift)
         except QuantizationError as err:
             raise ExportError(f"{name}.{err}") from err
-        nodes.append(LayerNorm(name, lc.n, lc.accum_t, lc.table_t, lc.table_size, lc.table_range_power2,
-                               lc.epsilon_power_of_10, scale, shift, sf, bf))
+        nodes.append(LayerNorm(name, lc, scale, shift, sf, bf))
     else:
         raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters")
     if layer.output_quantizer is not None:

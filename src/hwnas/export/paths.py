@@ -195,11 +195,12 @@ def _export_qonnx(model: nn.Module, input_shape: tuple[int, ...], out: str | Pat
 
 def _verify_qonnx(model: nn.Module, x: torch.Tensor, graph: ExportGraph | str, ref: np.ndarray, lsb: Any,
                   workdir: Path, options: dict[str, Any]) -> PathResult:
+    from .graph import ExportGraph
     from .qonnx import execute_qonnx, export_qonnx
 
     t0 = time.perf_counter()
     path = workdir / "model.qonnx.onnx"
-    proto = export_qonnx(model, tuple(x.shape[1:]), path)
+    proto = export_qonnx(model, tuple(x.shape[1:]), path, graph=graph if isinstance(graph, ExportGraph) else None)
     got = execute_qonnx(proto, x.detach().numpy())
     return compare("qonnx", ref, got, lsb=lsb, seconds=time.perf_counter() - t0, artefact=str(path))
 

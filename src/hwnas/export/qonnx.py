@@ -629,20 +629,21 @@ def _is_chain(model: nn.Module) -> bool:
 
 
 def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike[str] | None = None,
-                 *, batch_size: int = 1, replace: bool = True) -> Any:
+                 *, batch_size: int = 1, replace: bool = True, graph: ExportGraph | None = None) -> Any:
     """The QONNX ``onnx.ModelProto`` of ``model`` for per-sample ``input_shape``; also written to ``path``.
 
     The model is put in eval mode and read through the export graph (the chain walker for what the graph does
     not hold; module docstring). Raises :class:`ExportError` naming the layer for anything QONNX cannot express
     exactly. Written atomically (temporary file, then rename) with :func:`hwnas.export.folders.write_file`: an
     existing file is overwritten only with ``replace`` (the command line's ``--force``); a folder at ``path``
-    raises :class:`~hwnas.export.folders.FolderError`.
+    raises :class:`~hwnas.export.folders.FolderError`. ``graph``: the model's export graph when the caller
+    already extracted it (verification), so it is not traced twice.
     """
     from onnx import TensorProto, checker, helper
 
     model.eval()
     sample = tuple(int(d) for d in input_shape)
-    source = _source(model, sample)
+    source = graph if graph is not None else _source(model, sample)
     g = _Graph()
     if isinstance(source, ExportGraph):
         out, out_shape = _from_graph(g, source)

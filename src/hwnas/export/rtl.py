@@ -305,7 +305,7 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
                                   solver_options=solver_options, graph=graph)
     try:
         comb = trace(inp, out)
-    except (AssertionError, ValueError, RuntimeError, TypeError, IndexError) as err:
+    except (AssertionError, ValueError, RuntimeError, TypeError, IndexError, StopIteration) as err:
         raise ToolFailureError(f"model: alkaid failed inside while optimizing the traced circuit "
                                f"({type(err).__name__}: {err})") from err
     wide = [sum(q.kif) for q in (*comb.inp_qint, *comb.out_qint)]
