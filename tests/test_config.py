@@ -183,8 +183,11 @@ def test_train_config_mapping():
     assert (fixed.beta, fixed.gamma) == (0.0, 0.0)
     plain = TrainingConfig().to_train_config(4, False)
     for name in TrainingConfig.model_fields:
-        assert getattr(plain, name) == getattr(TrainingConfig(), name)
+        if name != "kfold":  # how many times a trial trains, not how (hwnas.search.objective)
+            assert getattr(plain, name) == getattr(TrainingConfig(), name)
     assert plain.seed == 4 and plain.progress is False
+    searched = TrainingConfig(lr=1e-3, l1=1e-6).to_train_config(4, False, overrides={"lr": 2e-3, "l1": 1e-5})
+    assert (searched.lr, searched.l1) == (2e-3, 1e-5)  # a trial's space.training choices replace the section's
 
 
 # ------------------------------------------------------------------------------------------- constraints
@@ -405,7 +408,7 @@ def _key_paths() -> list[str]:
         for name, info in cls.model_fields.items():
             out.append(prefix + name)
             for model in _models_in(info.annotation):
-                if model.__name__ in ("IntRange", "StrategyOptions"):
+                if model.__name__ in ("IntRange", "FloatRange", "StrategyOptions"):
                     continue
                 is_list = get_origin(info.annotation) is list
                 walk(model, prefix + name + ("[]." if is_list else "."))

@@ -78,11 +78,14 @@ __all__ = [
     "CAPACITY_METRICS",
     "HARDWARE_METRICS",
     "HASH_NEUTRAL",
+    "HASH_NEW_NEUTRAL",
     "MAX_FILE_BYTES",
+    "MAX_FOLDS",
     "MAX_TRIALS",
     "MAX_YAML_NODES",
     "METRICS",
     "STRATEGY_OPTIONS",
+    "VECTOR_STRATEGIES",
     "ConfigError",
     "Constraint",
     "Experiment",
@@ -114,6 +117,8 @@ __all__ = [
 METRICS: dict[str, str] = {
     "accuracy": "task metric on the validation split (fidelity for qubit readout), higher is better",
     "test_accuracy": "task metric on the test split (reported only; never an objective or constraint)",
+    "accuracy_std": "standard deviation of the task metric over the folds of training.kfold (accuracy is their "
+                    "mean); only with training.kfold",
     "loss": "validation loss",
     "bops": "Σ MACs·b_w·b_a",
     "ebops": "effective BOPs (HGQ)",
@@ -128,6 +133,8 @@ METRICS: dict[str, str] = {
     "bram18": "18 Kb block RAMs (hardware model)",
     "uram": "UltraRAMs (hardware model)",
     "dsps": "DSP slices (hardware model)",
+    "avg_resource": "SNAC-Pack's average resource utilization (seed 004, §3.1): the mean of the LUT, FF, BRAM18 "
+                    "and DSP shares of the target device, in % (hardware model)",
     "latency_cycles": "first-sample latency in clock cycles (hardware model)",
     "latency_ms": "first-sample latency in ms at the clock",
     "initiation_interval": "cycles between samples",
@@ -141,7 +148,8 @@ CAPACITY_METRICS: tuple[str, ...] = ("luts", "ffs", "bram18", "uram", "dsps")
 """Metrics with a device capacity: the only ones a ``'50%'`` bound may be used on."""
 
 HARDWARE_METRICS: frozenset[str] = frozenset(
-    {*CAPACITY_METRICS, "latency_cycles", "latency_ms", "initiation_interval", "throughput", "energy_mj"})
+    {*CAPACITY_METRICS, "avg_resource", "latency_cycles", "latency_ms", "initiation_interval", "throughput",
+     "energy_mj"})
 """Metrics that only a hardware cost model measures (``hardware.model`` must not be ``none``)."""
 
 _REPORTED_ONLY = frozenset({"test_accuracy"})
@@ -167,6 +175,8 @@ MAX_POPULATION = 10_000
 """Largest population or swarm of a strategy."""
 MAX_CANDIDATES = 1_000_000
 """Largest number of predictor-scored candidates per round or generation."""
+MAX_FOLDS = 100
+"""Largest ``training.kfold`` (each trial trains once per fold)."""
 MAX_RANGE_VALUES = 100_000
 """Most values one ``{min, max, step}`` range of the space may hold (each range is expanded to its values)."""
 TASK_OPTION_LIMITS: dict[str, tuple[int, int]] = {
@@ -464,6 +474,9 @@ class TrainingConfig(_Strict):
                                   "learned; null: 10 × lr)")
     momentum: float = Field(0.9, ge=0, le=1, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights (never on bit-widths)")
+    l1: float = Field(0.0, ge=0, description="L1 penalty: l1 · Σ|w| over every weight matrix and kernel (not biases, "
+                      "BatchNorm or bit-widths) is added to the loss (SNAC-Pack's L1 regularization); "
+                      "space.training.l1 searches it")
     schedule: Literal["constant", "cosine_restarts"] = Field(
         "constant", description="learning-rate schedule: constant or cosine_restarts (SGDR)")
     restart_epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="first cosine period in epochs (cosine_restarts)")
@@ -479,13 +492,25 @@ class TrainingConfig(_Strict):
                                 "default, every core); several workers on one machine: cores / workers. Left out "
                                 "of the study hash, so workers on machines of other sizes can join; float sums may "
                                 "differ in the last bits between thread counts")
+    kfold: int | None = Field(None, ge=2, le=MAX_FOLDS,
+                              description="stratified k-fold per trial (SNAC-Pack): every trial trains k times, "
+                              "on k stratified folds of the train and validation splits together; its accuracy is "
+                              "the mean of the folds' task metrics on their held-out parts, accuracy_std their "
+                              "standard deviation, and the model it keeps (test_accuracy, costs, checkpoint) is the "
+                              "best fold's; every class needs at least k samples there (null: one training on the "
+                              "train split, scored on the validation split)")
 
     def to_train_config(self, seed: int, progress: bool = True, *, loss: str = "ce", beta: float = 0.0,
-                        gamma: float = 0.0) -> TrainConfig:
-        """The :class:`hwnas.train.TrainConfig` of one trial (``seed``: the trial's training seed)."""
+                        gamma: float = 0.0, overrides: dict[str, float] | None = None) -> TrainConfig:
+        """The :class:`hwnas.train.TrainConfig` of one trial (``seed``: the trial's training seed).
+
+        ``overrides``: the trial's searched training settings (``space.training``: ``lr``, ``l1``), which replace
+        this section's values.
+        """
         from hwnas.train.trainer import TrainConfig
 
-        return TrainConfig(**self.model_dump(), loss=loss, beta=beta, gamma=gamma, seed=seed, progress=progress)
+        fields = {**self.model_dump(exclude={"kfold"}), **(overrides or {})}
+        return TrainConfig(**fields, loss=loss, beta=beta, gamma=gamma, seed=seed, progress=progress)
 
 
 # ------------------------------------------------------------------------------------- strategy options
@@ -933,7 +958,9 @@ class Experiment(_Strict):
             self._base_dir = Path(base)
         _fail("Experiment", [_error(loc, msg, value) for loc, msg, value in _cross_problems(
             list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
-            self.base_dir) + _task_option_problems(self.task, self.space) + _space_limit_problems(self.space)])
+            self.base_dir) + _task_option_problems(self.task, self.space) + _space_limit_problems(self.space)
+            + _training_problems(list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.space,
+                                 self.training, self.search)])
         local = self.run.local
         if local.enabled and local.method == "beta_sweep" and self.space.precision.mode != "learned":
             _fail("Experiment", [_error(("run", "local", "method"), "beta_sweep trains HGQ bit-widths: it needs "
@@ -993,15 +1020,19 @@ class Experiment(_Strict):
         """Training seed of trial ``number``: ``seed + number``."""
         return self.seed + number
 
-    def train_config(self, seed: int, progress: bool = True) -> TrainConfig:
-        """The trainer settings of one trial: ``training``, the task's loss, HGQ β/γ from ``space.precision``."""
+    def train_config(self, seed: int, progress: bool = True, overrides: dict[str, float] | None = None
+                     ) -> TrainConfig:
+        """The trainer settings of one trial: ``training``, the task's loss, HGQ β/γ from ``space.precision``.
+
+        ``overrides``: the trial's searched training settings (its point's ``training``: ``lr``, ``l1``).
+        """
         from hwnas.tasks import get_task
 
         prec = self.space.precision
         learned = prec.mode == "learned"
         return self.training.to_train_config(seed, progress, loss=get_task(self.task.name).loss,
                                              beta=prec.beta if learned else 0.0,
-                                             gamma=prec.gamma if learned else 0.0)
+                                             gamma=prec.gamma if learned else 0.0, overrides=overrides)
 
     def constraint_values(self, metrics: dict[str, float], device: Device | str | None = None) -> list[float]:
         """One normalized violation per constraint, <= 0 when satisfied (see the module docstring).
@@ -1161,6 +1192,35 @@ def _task_option_problems(task: TaskConfig | None, space: SpaceConfig | None) ->
     return []
 
 
+VECTOR_STRATEGIES = ("pso", "monas_lq", "ha_nas")
+"""Strategies that search the space's integer vector (no continuous ``space.training`` range)."""
+
+
+def _training_problems(objectives: list[tuple[int, Objective]], constraints: list[tuple[int, Constraint]],
+                       space: SpaceConfig | None, training: TrainingConfig | None, search: SearchConfig | None
+                       ) -> list[tuple[_Loc, str, Any]]:
+    """Searched training settings and k-fold against the strategy and the metrics (valid pieces only).
+
+    A continuous ``space.training`` range with a strategy that searches the integer vector, and ``accuracy_std``
+    (an objective or constraint) without ``training.kfold``.
+    """
+    from hwnas.space.spec import FloatRange
+
+    out: list[tuple[_Loc, str, Any]] = []
+    if space is not None and search is not None and search.strategy in VECTOR_STRATEGIES:
+        for name, spec in space.training.searched().items():
+            if isinstance(spec, FloatRange):
+                out.append((("space", "training", name), f"a continuous range {{min, max}} cannot be searched by "
+                            f"{search.strategy!r}, which searches the space's integer vector: give a list of choices "
+                            "(e.g. [1e-3, 1.5e-3, 2e-3]) or use nsga2, tpe or random", None))
+    if training is not None and training.kfold is None:
+        uses = [(("objectives", i, "metric"), o.metric) for i, o in objectives]
+        uses += [(("constraints", i, "metric"), c.metric) for i, c in constraints]
+        out += [(loc, "accuracy_std is the spread over the folds of training.kfold, which is not set", metric)
+                for loc, metric in uses if metric == "accuracy_std"]
+    return out
+
+
 def _space_limit_problems(space: SpaceConfig | None) -> list[tuple[_Loc, str, Any]]:
     """Architecture sizes of ``space`` above :data:`SPACE_LIMITS` (empty when the section is invalid itself)."""
     if space is None:
@@ -1187,6 +1247,8 @@ def _range_problems(data: Any, path: tuple[str | int, ...]) -> list[tuple[_Loc, 
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, path)]
     while stack:
         node, where = stack.pop()
+        if where == ("space", "training"):  # continuous {min, max, log} ranges: no values to expand
+            continue
         if isinstance(node, dict):
             lo, hi, step = node.get("min"), node.get("max", None), node.get("step", 1)
             if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step)) and step >= 1 \
@@ -1221,6 +1283,9 @@ def _raw_cross_problems(data: dict[str, Any], base_dir: Path, root: yaml.Node, s
     found = _cross_problems(items("objectives", Objective), items("constraints", Constraint), hardware, space,
                             base_dir)
     found += _task_option_problems(_valid(TaskConfig, data.get("task")), space) + _space_limit_problems(space)
+    found += _training_problems(items("objectives", Objective), items("constraints", Constraint), space,
+                                _valid(TrainingConfig, data.get("training", {})),
+                                _valid(SearchConfig, data.get("search", {})))
     return [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg) for loc, msg, _ in found]
 
 
@@ -1778,7 +1843,7 @@ def _type_text(tp: Any) -> str:
     elif get_origin(tp_u) is dict:
         text = "mapping"
     elif isinstance(tp_u, type) and issubclass(tp_u, BaseModel):
-        text = "{" + ", ".join(tp_u.model_fields) + "}" if tp_u.__name__ == "IntRange" else "section"
+        text = "{" + ", ".join(tp_u.model_fields) + "}" if tp_u.__name__ in ("IntRange", "FloatRange") else "section"
     elif isinstance(tp_u, type):
         text = {"int": "int", "float": "number", "str": "string", "bool": "bool"}.get(tp_u.__name__, tp_u.__name__)
     else:
@@ -1828,7 +1893,7 @@ def _sections(cls: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseMod
         tp = _unwrap(info.annotation)
         item = _item_model(info.annotation)
         if isinstance(tp, type) and issubclass(tp, BaseModel) and tp is not StrategyOptions \
-                and tp.__name__ != "IntRange":
+                and tp.__name__ not in ("IntRange", "FloatRange"):
             out += _sections(tp, f"{prefix}{name}.")
         elif item is not None:
             out += _sections(item, f"{prefix}{name}[].")
@@ -1852,10 +1917,24 @@ A key maps to the value that reproduces what experiments did before it existed, 
 changes a result; at that value (or always, for ``None``) it is dropped from :func:`hash_payload`.
 """
 
+HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
+    ("space", "training"): {"lr": None, "l1": None},
+    ("training", "l1"): 0.0,
+    ("training", "kfold"): None,
+}
+"""Keys dropped from :func:`hash_payload` at their neutral value like :data:`HASH_NEUTRAL`'s, but neutral from the
+day they were added: no stored hash ever held them, so :func:`hash_payload_forms` has no earlier forms of them.
+(``None`` here is the neutral value itself, e.g. ``training.kfold: null``.)
+"""
+
 
 def hash_payload(experiment: Experiment) -> dict[str, Any]:
     """The experiment as the study and stage hashes see it: its dump without :data:`HASH_NEUTRAL` keys."""
     data = experiment.model_dump()
+    for path, neutral in HASH_NEW_NEUTRAL.items():
+        node = _lookup(data, path[:-1])
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:
+            node.pop(path[-1])
     for path, neutral in HASH_NEUTRAL.items():
         node = _lookup(data, path[:-1])
         if isinstance(node, dict) and path[-1] in node and (neutral is None or node[path[-1]] == neutral):

@@ -13,7 +13,9 @@ Contract:
   table of the kept model are recorded.
 * Every candidate is trained and scored on the selected trial's own task data: the task loaded with the
   options its model file records (``task_options``: with ``space.task_options`` its searched readout window
-  and so on), else with ``task.options``.
+  and so on), else with ``task.options``. Its trainings use the selected trial's own searched training
+  settings (``space.training``: the ``training`` its model file records, e.g. its learning rate and L1 strength)
+  in place of the experiment's ``training`` values.
 * Every candidate is scored with the task's metric on the validation split. The kept model is the cheapest
   whose metric is at most ``max_drop`` below the searched model's; when none is, the most accurate one.
   It is written to ``local/trial_<n>/model.pt`` (with the searched model's test inputs); the record, with a
@@ -54,12 +56,12 @@ def local_dir(experiment: Any, number: int) -> Path:
     return experiment.output_dir() / "local" / f"trial_{int(number):05d}"
 
 
-def _precision_pairs(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
-                     ) -> tuple[list[Candidate], str, str]:
+def _precision_pairs(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int,
+                     training: dict[str, float] | None = None) -> tuple[list[Candidate], str, str]:
     from hwnas.train.local_search import effective_bops, local_search, to_fixed_point
 
     cfg = experiment.run.local
-    train_cfg = experiment.train_config(seed, progress=False)
+    train_cfg = experiment.train_config(seed, progress=False, overrides=training)
     found = local_search(model, data.train.pair, data.val.pair, [tuple(p) for p in cfg.precisions],
                          config=train_cfg, warmup_epochs=cfg.warmup_epochs, iterations=cfg.iterations,
                          prune_rate=cfg.prune_rate, epochs_per_iteration=cfg.epochs_per_iteration)
@@ -75,14 +77,14 @@ def _precision_pairs(experiment: Any, model: nn.Module, data: Any, task: Any, wo
     return out, found.table(), "effective BOPs"
 
 
-def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
-                ) -> tuple[list[Candidate], str, str]:
+def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int,
+                training: dict[str, float] | None = None) -> tuple[list[Candidate], str, str]:
     from hwnas.nn import ebops
     from hwnas.train.sweep import beta_sweep
     from hwnas.train.trainer import load_saved
 
     cfg = experiment.run.local
-    train_cfg = replace(experiment.train_config(seed, progress=False), epochs=cfg.sweep_epochs)
+    train_cfg = replace(experiment.train_config(seed, progress=False, overrides=training), epochs=cfg.sweep_epochs)
     start = copy.deepcopy(model)
     result = beta_sweep(start, data.train.pair, data.val.pair, work / "sweep", config=train_cfg,
                         beta0=cfg.beta0, beta1=cfg.beta1)
@@ -99,8 +101,8 @@ def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: P
     return out, result.table(), "EBOPs"
 
 
-def _ptq(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int
-         ) -> tuple[list[Candidate], str, str]:
+def _ptq(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int,
+         training: dict[str, float] | None = None) -> tuple[list[Candidate], str, str]:
     from hwnas.train.ptq import layer_sensitivity, post_training_quantize
 
     cfg = experiment.run.local
@@ -158,8 +160,10 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
         base = float(task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
         log(f"local search trial {n}: {cfg.method}")
         work = local_dir(experiment, n)
+        stored = (bundle.metadata or {}).get("training")  # the trial's searched training settings (space.training)
+        training = {str(k): float(v) for k, v in stored.items()} if isinstance(stored, dict) else None
         candidates, table, ranked_by = _METHODS[cfg.method](experiment, bundle.model, data, task, work,
-                                                            experiment.trial_seed(n))
+                                                            experiment.trial_seed(n), training=training)
         within = [c for c in candidates if c.metric >= base - cfg.max_drop]
         best = min(within, key=lambda c: c.cost) if within else max(candidates, key=lambda c: c.metric)
         with torch.no_grad():

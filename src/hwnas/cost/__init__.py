@@ -1,7 +1,8 @@
 """Cost and hardware models: every figure a search optimizes, with per-layer rows and stated assumptions.
 
 * :func:`estimate` — ``estimate(model, target, model="finn", input_shape=..., **options)`` returns a
-  :class:`HardwareEstimate` (rows, totals, utilization, feasibility verdict, latency, throughput, energy).
+  :class:`HardwareEstimate` (rows, totals, utilization, SNAC-Pack's average resource utilization, feasibility
+  verdict, latency, throughput, energy).
 * :mod:`~hwnas.cost.catalog` — the device catalog (``devices.yaml``).
 * :mod:`~hwnas.cost.finn` — FINN dataflow model with PE/SIMD folding and folding search.
 * :mod:`~hwnas.cost.hls4ml_model` — hls4ml io_parallel estimates (reuse factor, EBOPs fits).
@@ -40,9 +41,10 @@ from .cpu_latency import (
 from .finn import Folding, finn_estimate, fold_for_resources, fold_for_throughput
 from .hls4ml_model import hls4ml_estimate
 from .metrics import BASELINES, ModelMetrics, model_metrics, qa_score, vgg10_amc
-from .result import HardwareEstimate, LayerRow
+from .result import AVG_RESOURCES, HardwareEstimate, LayerRow, average_resource
 
 __all__ = [
+    "AVG_RESOURCES",
     "BASELINES",
     "CALIBRATION",
     "RESOURCES",
@@ -62,6 +64,7 @@ __all__ = [
     "UnsupportedLayerError",
     "alkaid_estimate",
     "alkaid_trace",
+    "average_resource",
     "calibrate",
     "default_grid",
     "devices",

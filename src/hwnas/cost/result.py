@@ -7,7 +7,19 @@ from typing import Any
 
 from .catalog import RESOURCES, Device
 
-__all__ = ["HardwareEstimate", "LayerRow"]
+__all__ = ["AVG_RESOURCES", "HardwareEstimate", "LayerRow", "average_resource"]
+
+AVG_RESOURCES = ("luts", "ffs", "bram18", "dsps")
+"""The resources SNAC-Pack's average-resource objective averages (seed 004, §3.1: LUT, FF, BRAM, DSP)."""
+
+
+def average_resource(utilization: dict[str, float]) -> float:
+    """SNAC-Pack's average resource utilization in % of the device.
+
+    100 × the mean of the LUT, FF, BRAM18 and DSP shares (:data:`AVG_RESOURCES`) of ``utilization`` (shares,
+    1.0 = full; URAM is not part of it).
+    """
+    return 100.0 * sum(float(utilization[r]) for r in AVG_RESOURCES) / len(AVG_RESOURCES)
 
 
 @dataclass
@@ -67,6 +79,14 @@ class HardwareEstimate:
             used = self.total(res)
             out[res] = used / cap if cap else (0.0 if used == 0 else float("inf"))
         return out
+
+    @property
+    def avg_resource(self) -> float:
+        """SNAC-Pack's average resource utilization in %: the mean of the LUT, FF, BRAM18 and DSP shares.
+
+        :func:`average_resource`; a resource the device lacks but the design uses makes it infinite.
+        """
+        return average_resource(self.utilization)
 
     @property
     def overflows(self) -> list[str]:

@@ -28,8 +28,8 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px so
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;margin:.3em}
 .ok{color:#2b8a3e;font-weight:bold}.bad{color:#c92a2a;font-weight:bold}.note{color:#666;font-size:.85em}"""
 
-_SHOWN = ("accuracy", "test_accuracy", "bops", "ebops", "wbits", "qa_score", "luts", "dsps", "bram18",
-          "latency_cycles", "throughput", "energy_mj", "cpu_latency_ms", "memory_kb")
+_SHOWN = ("accuracy", "accuracy_std", "test_accuracy", "bops", "ebops", "wbits", "qa_score", "luts", "dsps", "bram18",
+          "avg_resource", "latency_cycles", "throughput", "energy_mj", "cpu_latency_ms", "memory_kb")
 
 
 def _fmt(v: Any) -> str:

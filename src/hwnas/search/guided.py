@@ -184,7 +184,8 @@ def point_features(point: Any) -> list[float]:
     minimum, mean, first and last layer; activation bits minimum and mean (learned precision: zeros). Unlike
     the integer vector, a layer the point does not have contributes nothing (its vector slot holds a
     normalized filler value that a model would read as a choice). Numeric task options of the point, when it
-    has any (``task_options``), follow in name order.
+    has any (``task_options``), follow in name order, then its searched training settings (``training``: lr, l1)
+    as log10 (0 as -12).
     """
     conv, dense = tuple(point.conv), tuple(point.dense)
 
@@ -204,6 +205,8 @@ def point_features(point: Any) -> list[float]:
     for _name, value in sorted(items):
         if isinstance(value, int | float) and not isinstance(value, bool):
             feats.append(float(value))
+    for _name, value in sorted(getattr(point, "training", None) or ()):
+        feats.append(math.log10(value) if value > 0 else -12.0)
     return feats
 
 

@@ -11,11 +11,18 @@ Contract:
   baseline stays the task's baseline on the experiment's own options, so QA-Scores compare across options.
 * :func:`train_and_measure` is the whole trial without Optuna (the MONAS-LQ and HA-NAS pipelines call it
   directly): the model of ``point`` is built and trained with the experiment's schedule and seed
-  ``experiment.seed + number``; then :func:`measure` records the task metric on the validation split
-  (``accuracy``; a task's own metric such as fidelity is stored under that name too) and the test split
-  (``test_accuracy``), the model figures (MACs, BOPs, EBOPs, weight bits, parameters, memory, sparsity,
+  ``experiment.seed + number`` — with the point's searched training settings (``space.training``: ``lr``,
+  ``l1``) in place of the experiment's, :func:`training_for` —; then :func:`measure` records the task metric on
+  the validation split (``accuracy``; a task's own metric such as fidelity is stored under that name too) and the
+  test split (``test_accuracy``), the model figures (MACs, BOPs, EBOPs, weight bits, parameters, memory, sparsity,
   QA-Score against the task's 8-bit baseline), the hardware estimate of the configured cost model
-  (resources, latency, throughput, energy) and, with a CPU table, the predicted CPU latency. The trained
+  (resources, their SNAC-Pack average ``avg_resource``, latency, throughput, energy) and, with a CPU table, the
+  predicted CPU latency. With ``training.kfold: k`` the point trains k times instead, on the stratified folds of
+  the train and validation splits together (:func:`hwnas.train.kfold.kfold`; fold ``j`` with seed
+  ``experiment.seed + number + j``): ``accuracy`` is the mean of the folds' task metrics on their held-out
+  parts, ``accuracy_std`` their standard deviation (``folds`` in the result: each fold's), and the model the
+  trial keeps is the best fold's: ``test_accuracy``, the costs and the checkpoint are that model's; the test split
+  is used for nothing else (never for a choice). The trained
   model is saved (:func:`hwnas.export.save_model`, with test inputs and the metadata ``task_options``: the
   options its data was loaded with, which every later stage loads again) under ``<output>/trials/<number>/``.
   With ``parents`` (finished trials, :class:`hwnas.search.inherit.ParentCandidate`) the training starts from
@@ -25,7 +32,9 @@ Contract:
 * :func:`make_objective` wraps it for Optuna: the point comes from the space's define-by-run suggestion (or,
   with ``vector=True``, from integer parameters ``x0..`` decoded by the space — the PSO encoding); the
   record of the contract (``metrics``, ``constraints`` with ≤ 0 satisfied, ``point``, ``vector``,
-  ``checkpoint``, ``estimate``, ``task_options``, ``shape_key``, ``warm_start``) goes into the trial's user
+  ``checkpoint``, ``estimate``, ``task_options``, ``training`` (the settings the trial trained with that differ
+  per trial: its searched ``lr``/``l1``; empty when none are searched), ``folds`` (with ``training.kfold``: each
+  fold's task metric), ``shape_key``, ``warm_start``) goes into the trial's user
   attributes; the return value is the objectives in order. With ``search.warm_start: closest`` the study's
   finished trials are the candidate parents (:func:`parent_candidates`). Exceptions propagate, so the study
   marks the trial FAILED (never a penalty value).
@@ -53,7 +62,7 @@ from hwnas.runpaths import record_path, resolve_path
 
 __all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "json_options",
            "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record", "task_options_for",
-           "train_and_measure"]
+           "train_and_measure", "training_for"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,10 @@ class TrialResult:
     """:func:`hwnas.search.inherit.shape_key` of the model (trials with equal keys can share weights)."""
     parent: int | None = None
     """The trial whose weights the training started from (``search.warm_start``), or None: from scratch."""
+    training: dict[str, float] = field(default_factory=dict)
+    """The point's searched training settings it trained with (``space.training``: ``lr``, ``l1``); empty if none."""
+    folds: list[float] | None = None
+    """With ``training.kfold``: each fold's task metric on its held-out part (``accuracy`` is their mean)."""
 
     @property
     def feasible(self) -> bool:
@@ -125,6 +138,11 @@ class TrialContext:
             def shape_of(chosen: Mapping[str, Any]) -> tuple[int, ...]:
                 return task.input_shape(**{**experiment.task.options, **chosen})
         space = SearchSpace(experiment.space, data.input_shape, data.n_classes, shape_of=shape_of)
+        if experiment.training.kfold and task.loss == "ce":  # every class must reach every fold
+            from hwnas.train.kfold import check_folds
+
+            check_folds(torch.cat([data.train.y, data.val.y]), experiment.training.kfold, data.classes,
+                        where="training.kfold")
         device = experiment.device()
         out = Path(output) if output is not None else experiment.output_dir()
         table = None
@@ -193,6 +211,11 @@ class TrialContext:
         while len(cache) > max(1, self.data_cache_size):
             cache.popitem(last=False)
         return data
+
+
+def training_for(point: Any = None) -> dict[str, float]:
+    """The training settings ``point`` overrides (its searched ``space.training`` values; empty for None)."""
+    return dict(point.training_dict()) if point is not None and hasattr(point, "training_dict") else {}
 
 
 def task_options_for(experiment: Any, point: Any = None) -> dict[str, Any]:
@@ -284,6 +307,7 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
         est = estimate(folded, ctx.device, input_shape=shape, kind="hls4ml", reuse_factor=rf or 1, clock_mhz=clock)
     t = est.totals
     metrics = {r: float(t[r]) for r in ("luts", "ffs", "bram18", "uram", "dsps")}
+    metrics["avg_resource"] = float(est.avg_resource)
     metrics.update(latency_cycles=float(est.latency_cycles), latency_ms=float(est.latency_ms),
                    initiation_interval=float(est.initiation_interval), throughput=float(est.throughput))
     if est.energy_mj is not None:
@@ -323,14 +347,25 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
     return metrics, summary
 
 
-def measure(model: nn.Module, ctx: TrialContext, point: Any = None) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Every metric of a trained ``model`` (names from :data:`hwnas.config.METRICS`) and the estimate summary."""
+def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Sequence[float] | None = None
+            ) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Every metric of a trained ``model`` (names from :data:`hwnas.config.METRICS`) and the estimate summary.
+
+    ``folds`` (k-fold): the folds' task metrics; ``accuracy`` is then their mean and ``accuracy_std`` their
+    (population) standard deviation instead of the model's metric on the validation split.
+    """
+    import statistics
+
     data, task = ctx.data_for(point), ctx.task
     model.eval()
-    val = task.evaluate(model, data.val, classes=data.classes)
     test = task.evaluate(model, data.test, classes=data.classes)
-    metrics: dict[str, float] = {"accuracy": _finite("accuracy", val[task.metric]),
-                                 "test_accuracy": float(test[task.metric])}
+    if folds:
+        metrics: dict[str, float] = {"accuracy": _finite("accuracy", statistics.fmean(folds)),
+                                     "accuracy_std": float(statistics.pstdev(folds))}
+    else:
+        val = task.evaluate(model, data.val, classes=data.classes)
+        metrics = {"accuracy": _finite("accuracy", val[task.metric])}
+    metrics["test_accuracy"] = float(test[task.metric])
     costs, summary = cost_metrics(model, ctx, point)
     metrics.update(costs)
     return metrics, summary
@@ -365,26 +400,63 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
     if parents:
         vec = list(vector) if vector is not None else list(ctx.space.encode(point))
         parent = choose_parent(parents, key, vec)
-        if parent is not None:
+        if parent is not None and not exp.training.kfold:  # k-fold: every fold's model inherits (_train_folds)
             inherit(model, parent.checkpoint, data.train.x[:WARM_START_CALIBRATION])
     options = json_options(ctx.task_options(point))
-    config = exp.train_config(seed, progress=ctx.progress)
-    trainer = Trainer(model, config)
-    history = trainer.fit(data.train.pair, data.val.pair)
-    if history.records:
-        _finite("training loss", history.records[-1].train_loss)
-    metrics, summary = measure(model, ctx, point)
+    training = training_for(point)
+    config = exp.train_config(seed, progress=ctx.progress, overrides=training)
+    folds = None
+    if exp.training.kfold:
+        model, folds = _train_folds(point, ctx, data, config, parent)
+    else:
+        trainer = Trainer(model, config)
+        history = trainer.fit(data.train.pair, data.val.pair)
+        if history.records:
+            _finite("training loss", history.records[-1].train_loss)
+    metrics, summary = measure(model, ctx, point, folds=folds)
     constraints = [float(c) for c in exp.constraint_values(metrics, ctx.device)]
     checkpoint = None
     if ctx.save_models:
         folder = checkpoint_dir if checkpoint_dir is not None else ctx.output / "trials" / f"{number:05d}"
         path = save_model(model, folder / "model.pt", data.input_shape, test_inputs=data.test.x[:256],
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
-                                    "metrics": metrics, "task_options": options,
-                                    "warm_start": None if parent is None else parent.number})
+                                    "metrics": metrics, "task_options": options, "training": training,
+                                    "folds": folds, "warm_start": None if parent is None else parent.number})
         checkpoint = record_path(path, ctx.output)
     return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options, key,
-                       None if parent is None else parent.number)
+                       None if parent is None else parent.number, training, folds)
+
+
+def _train_folds(point: Any, ctx: TrialContext, data: Any, config: Any, parent: Any) -> tuple[nn.Module, list[float]]:
+    """``training.kfold``: the best fold's model and the folds' task metrics (module docstring).
+
+    ``point`` trains on each stratified fold of the train and validation splits together.
+    """
+    from hwnas.tasks import Split
+    from hwnas.train.kfold import check_folds, kfold
+
+    from .inherit import inherit
+
+    exp, task = ctx.experiment, ctx.task
+    k = int(exp.training.kfold)
+    x, y = torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y])
+    if config.loss == "ce":
+        check_folds(y, k, data.classes, where="training.kfold")
+
+    def build() -> nn.Module:  # fold j: weights from the global seed kfold sets (trial seed + j)
+        model = ctx.space.build(point)
+        if parent is not None:
+            inherit(model, parent.checkpoint, data.train.x[:WARM_START_CALIBRATION])
+        return model
+
+    def score(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor) -> float:
+        return _finite("fold accuracy", task.evaluate(model, Split(xv, yv), classes=data.classes)[task.metric])
+
+    result = kfold(build, x, y, config, folds=k, score=score, keep_models=True)
+    for history in result.histories:
+        if history.records:
+            _finite("training loss", history.records[-1].train_loss)
+    return result.models[result.best], [float(m) for m in result.fold_metrics]
 
 
 WARM_START_CALIBRATION = 2048
@@ -434,6 +506,9 @@ def record(trial: Any, result: TrialResult, vector: list[int] | None = None) -> 
         trial.set_user_attr("vector", [int(v) for v in vector])
     trial.set_user_attr("checkpoint", result.checkpoint)
     trial.set_user_attr("task_options", json_options(result.task_options))
+    trial.set_user_attr("training", {k: float(v) for k, v in result.training.items()})
+    if result.folds is not None:
+        trial.set_user_attr("folds", [float(v) for v in result.folds])
     trial.set_user_attr("estimate", _plain(result.estimate))
     trial.set_user_attr("seconds", float(result.seconds))
     trial.set_user_attr("shape_key", result.shape_key)

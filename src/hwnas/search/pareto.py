@@ -38,16 +38,19 @@ Contract:
 * :meth:`ParetoArchive.export` writes, atomically (into a temporary sibling folder, then renamed into
   place; a previous export is replaced whole): ``pareto.csv`` (front rows), ``trials.csv`` (every trial of
   the study, any state, one schema for both: ``number, state, feasible, front, knee, rank, violation,
-  excluded, objective.<metric>…, constraint.<i>…, metric.<name>…, param.<name>…, task.<option>…, checkpoint,
-  warm_start, error``; ``warm_start`` is the trial a warm-started training began from (``search.warm_start``;
-  empty: from scratch); ``task.<option>`` are the options each trial's task data was loaded with, its
-  ``task_options`` user attribute: the experiment's ``task.options`` and the searched ``space.task_options``),
-  ``pareto.json`` (objectives, counts, knee, infeasible numbers, and per front trial its objectives,
-  params, metrics, constraints, point, vector, estimate, task options, checkpoint and warm start) and per front
-  trial a folder ``trial_<number:05d>/`` with ``point.yaml`` (the same record) and a copy of its checkpoint
-  when the path exists (the record's ``checkpoint`` is then the copy's path relative to the export folder,
-  ``source_checkpoint`` the original). Non-finite numbers are written as ``null`` in JSON, ``.inf``/``.nan``
-  in YAML and ``inf``/``nan`` in CSV. :func:`read_export` reads ``pareto.json`` back.
+  excluded, objective.<metric>…, constraint.<i>…, metric.<name>…, param.<name>…, task.<option>…,
+  training.<setting>…, checkpoint, warm_start, error``; ``warm_start`` is the trial a warm-started training
+  began from (``search.warm_start``; empty: from scratch); ``task.<option>`` are the options each trial's task
+  data was loaded with, its ``task_options`` user attribute: the experiment's ``task.options`` and the searched
+  ``space.task_options``; ``training.<setting>`` are the searched training settings each trial trained with, its
+  ``training`` user attribute (``space.training``: ``lr``, ``l1``; for every strategy, also those whose
+  parameters are the integer vector)), ``pareto.json`` (objectives, counts, knee, infeasible numbers, and per
+  front trial its objectives, params, metrics, constraints, point, vector, estimate, task options, training,
+  folds, checkpoint and warm start) and per front trial a folder ``trial_<number:05d>/`` with ``point.yaml``
+  (the same record) and a copy of its checkpoint when the path exists (the record's ``checkpoint`` is then the
+  copy's path relative to the export folder, ``source_checkpoint`` the original). Non-finite numbers are
+  written as ``null`` in JSON, ``.inf``/``.nan`` in YAML and ``inf``/``nan`` in CSV. :func:`read_export` reads
+  ``pareto.json`` back.
 """
 
 from __future__ import annotations
@@ -431,6 +434,8 @@ class ParetoArchive:
             "vector": ua.get("vector"),
             "estimate": ua.get("estimate"),
             "task_options": ua.get("task_options"),
+            "training": ua.get("training") or {},
+            "folds": ua.get("folds"),
             "checkpoint": ua.get("checkpoint"),
             "warm_start": ua.get("warm_start"),
         }
@@ -441,10 +446,12 @@ class ParetoArchive:
         metric_names = sorted({k for t in self.trials for k in (t.user_attrs.get("metrics") or {})})
         param_names = sorted({k for t in self.trials for k in t.params})
         option_names = list(dict.fromkeys(k for t in self.trials for k in (t.user_attrs.get("task_options") or {})))
+        train_names = list(dict.fromkeys(k for t in self.trials for k in (t.user_attrs.get("training") or {})))
         header = (["number", "state", "feasible", "front", "knee", "rank", "violation", "excluded"]
                   + [f"objective.{m}" for m, _ in self.objectives] + [f"constraint.{i}" for i in range(n_cons)]
                   + [f"metric.{k}" for k in metric_names] + [f"param.{k}" for k in param_names]
-                  + [f"task.{k}" for k in option_names] + ["checkpoint", "warm_start", "error"])
+                  + [f"task.{k}" for k in option_names] + [f"training.{k}" for k in train_names]
+                  + ["checkpoint", "warm_start", "error"])
         rows = []
         for t in self.trials:
             ranked = t.number in self._values
@@ -473,6 +480,9 @@ class ParetoArchive:
             for k in option_names:
                 value = options.get(k, "")
                 row[f"task.{k}"] = json.dumps(value) if isinstance(value, dict | list) or value is None else value
+            training = t.user_attrs.get("training") or {}
+            for k in train_names:
+                row[f"training.{k}"] = training.get(k, "")
             rows.append(row)
         return header, rows
 

@@ -13,11 +13,12 @@ See ``docs/space.md``.
 from .build import build_model, layer_plan, module_names
 from .point import ConvBlock, DenseLayer, LayerMapping, Point, SpaceError
 from .space import SearchSpace, VectorSlot
-from .spec import IntRange, IntSpec, MappingConfig, PrecisionConfig, SpaceConfig, int_choices
+from .spec import FloatRange, IntRange, IntSpec, MappingConfig, PrecisionConfig, SpaceConfig, TrainingSpace, int_choices
 
 __all__ = [
     "ConvBlock",
     "DenseLayer",
+    "FloatRange",
     "IntRange",
     "IntSpec",
     "LayerMapping",
@@ -27,6 +28,7 @@ __all__ = [
     "SearchSpace",
     "SpaceConfig",
     "SpaceError",
+    "TrainingSpace",
     "VectorSlot",
     "build_model",
     "int_choices",

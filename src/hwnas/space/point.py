@@ -15,6 +15,9 @@ Contract:
   half of a separable block), ``conv{i}``, ``dense{j}`` and ``classifier``. ``task_options`` is empty unless the
   space searches task options (``space.task_options``); then it holds one ``(option, value)`` pair per searched
   option, sorted by name: the task data of this point is loaded with them (e.g. the qubit readout window).
+  ``training`` is empty unless the space searches training settings (``space.training``); then it holds one
+  ``(setting, value)`` pair per searched setting (``lr``, ``l1``), sorted by name: the point's model trains with
+  them in place of the experiment's ``training`` values.
 * :meth:`Point.to_dict` gives plain JSON/YAML types (the ``"point"`` user attribute of a trial) and
   :meth:`Point.from_dict` reads it back (``Point.from_dict(p.to_dict()) == p``); a malformed dict is a
   :class:`SpaceError` naming the key. Whether a point belongs to a given space is
@@ -23,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, fields
 from typing import Any
@@ -184,9 +188,21 @@ class Point:
     act_bits: tuple[int, ...] = ()
     mapping: tuple[LayerMapping, ...] = ()
     task_options: tuple[tuple[str, bool | int | float | str], ...] = ()
+    training: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         _choice(self.family, FAMILIES, "point.family")
+        train = self.training
+        if not isinstance(train, tuple) or not all(isinstance(o, tuple) and len(o) == 2 for o in train):
+            raise SpaceError("point.training: expected a tuple of (setting, value) pairs")
+        for name, value in train:
+            if not isinstance(name, str) or not name:
+                raise SpaceError(f"point.training: setting names are strings, got {name!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+                raise SpaceError(f"point.training.{name}: expected a finite number, got {value!r}")
+        if len({name for name, _ in train}) != len(train):
+            raise SpaceError(f"point.training: a setting is given twice in {[n for n, _ in train]}")
+        object.__setattr__(self, "training", tuple(sorted(((n, float(v)) for n, v in train), key=lambda o: o[0])))
         opts = self.task_options
         if not isinstance(opts, tuple) or not all(isinstance(o, tuple) and len(o) == 2 for o in opts):
             raise SpaceError("point.task_options: expected a tuple of (option, value) pairs")
@@ -246,13 +262,17 @@ class Point:
         """The searched task options of this point, ``{option: value}`` (empty when none are searched)."""
         return dict(self.task_options)
 
+    def training_dict(self) -> dict[str, float]:
+        """The searched training settings of this point, ``{setting: value}`` (empty when none are searched)."""
+        return dict(self.training)
+
     def layer_mapping(self, label: str) -> LayerMapping | None:
         """The mapping of the compute layer ``label``, or None when the mapping is not searched."""
         return next((m for m in self.mapping if m.layer == label), None)
 
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML types: ``Point.from_dict(p.to_dict()) == p`` (``task_options`` only when searched)."""
+        """Plain JSON/YAML types: ``Point.from_dict(p.to_dict()) == p`` (``task_options``, ``training`` if searched)."""
         out = {
             "family": self.family,
             "conv": [b.to_dict() for b in self.conv],
@@ -265,16 +285,21 @@ class Point:
         }
         if self.task_options:
             out["task_options"] = self.task_option_dict()
+        if self.training:
+            out["training"] = self.training_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: Any) -> Point:
         """Read a point written by :meth:`to_dict`; errors name the key (``point.conv[1].kernel``)."""
         d = _keys(d, "point", {"family"}, {"conv", "dense", "dropout", "learned", "weight_bits", "act_bits",
-                                           "mapping", "task_options"})
+                                           "mapping", "task_options", "training"})
         opts = d.get("task_options", {})
         if not isinstance(opts, dict):
             raise SpaceError(f"point.task_options: expected a mapping option -> value, got {type(opts).__name__}")
+        train = d.get("training", {})
+        if not isinstance(train, dict):
+            raise SpaceError(f"point.training: expected a mapping setting -> value, got {type(train).__name__}")
         conv = tuple(ConvBlock.from_dict(b, f"point.conv[{i}]")
                      for i, b in enumerate(_list(d.get("conv", []), "point.conv")))
         dense = tuple(DenseLayer.from_dict(b, f"point.dense[{i}]")
@@ -288,13 +313,14 @@ class Point:
             family=d["family"], conv=conv, dense=dense, dropout=dropout, learned=d.get("learned", False),
             weight_bits=tuple(_list(d.get("weight_bits", []), "point.weight_bits")),
             act_bits=tuple(_list(d.get("act_bits", []), "point.act_bits")),
-            mapping=mapping, task_options=tuple(opts.items()),
+            mapping=mapping, task_options=tuple(opts.items()), training=tuple(train.items()),
         )
 
     def describe(self) -> str:
         """One line, e.g. ``cnn1d conv[16k3/relu/max, 32k5/tanh/-] dense[64/relu] w[4,8,2,8] a[4,4,6]``.
 
-        Searched task options come last: ``task[window_size=50,window_start=120]``.
+        Searched task options come last: ``task[window_size=50,window_start=120]``, then searched training
+        settings: ``train[l1=1e-05,lr=0.002]``.
         """
         def block(b: ConvBlock) -> str:
             tags = ["sep" if b.separable else "", "bn" if b.batch_norm else "", b.activation,
@@ -318,4 +344,6 @@ class Point:
             parts.append("map[" + ",".join(fold(m) for m in self.mapping) + "]")
         if self.task_options:
             parts.append("task[" + ",".join(f"{k}={v}" for k, v in self.task_options) + "]")
+        if self.training:
+            parts.append("train[" + ",".join(f"{k}={v:.4g}" for k, v in self.training) + "]")
         return " ".join(parts)

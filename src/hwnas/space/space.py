@@ -41,6 +41,13 @@ Contract:
   A point's ``task_options`` fix its input shape (:meth:`input_shape_of`): the shape checks, the folding levels,
   :meth:`size`, :meth:`build` and the mapping hold for every combination. They are asked first in
   define-by-run and come last in the vector.
+* Training settings (``space.training``: ``lr``, ``l1``) are variables ``training.<setting>``: a list of choices
+  is an ordinary variable (asked last in define-by-run, after the task options in the vector: an index into the
+  ascending choices); a continuous range ``{min, max, log}`` is ``suggest_float`` (log-uniform with ``log``),
+  drawn uniformly (in log with ``log``) by :meth:`sample`, and has no vector entry: :meth:`decode` refuses such a
+  space (the vector strategies cannot search it), :meth:`encode` leaves it out, and :meth:`size` raises (there
+  are infinitely many points). A point's ``training`` values replace the experiment's ``training`` settings of
+  its trial; the model :meth:`build` makes does not depend on them.
 * :meth:`sample` draws every variable uniformly (same generator state → same point); :meth:`size` counts the
   distinct points exactly (Python integer, may be huge).
 * :meth:`build` returns the :mod:`hwnas.nn` model (recipe in :mod:`hwnas.space.build`); :meth:`folding` and
@@ -64,7 +71,7 @@ from torch import nn
 
 from .build import build_model, conv_out, module_names, pool_out
 from .point import ConvBlock, DenseLayer, LayerMapping, Point, SpaceError
-from .spec import SpaceConfig, int_choices, task_option_choices
+from .spec import FloatRange, SpaceConfig, int_choices, task_option_choices
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -174,6 +181,52 @@ class _Var:
             return trial.suggest_int(self.name, int(self.choices[0]), int(self.choices[-1]), step=self.step)
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def draw(self, rng: np.random.Generator) -> Any:
+        """A uniform random choice."""
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+
+class _RangeVar(_Var):
+    """A continuous variable ``[low, high]`` (``space.training`` ranges): ``suggest_float``, no vector entry."""
+
+    def __init__(self, name: str, key: str, spec: FloatRange) -> None:
+        self.name, self.key = name, key
+        self.low, self.high, self.log = float(spec.min), float(spec.max), bool(spec.log)
+        self.choices = ()
+        self.step = 0
+        self.contiguous = False
+
+    @property
+    def fixed(self) -> bool:
+        return False
+
+    def _no_vector(self) -> SpaceError:
+        return SpaceError(f"{self.key}: a continuous range {{min, max}} has no integer vector entry; the vector "
+                          "strategies (pso, monas_lq, ha_nas) need a list of choices")
+
+    def bounds(self) -> tuple[int, int]:
+        raise self._no_vector()
+
+    def canonical(self, value: Any, where: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not self.low <= float(value) <= self.high:
+            raise SpaceError(f"{where}: {value!r} is not in the range [{self.low:g}, {self.high:g}] of {self.key}")
+        return float(value)
+
+    def to_vec(self, value: Any) -> int:
+        raise self._no_vector()
+
+    def from_vec(self, entry: int) -> Any:
+        raise self._no_vector()
+
+    def suggest(self, trial: BaseTrial) -> Any:
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        """Uniform in [low, high] (in log with ``log``)."""
+        if self.log:
+            return float(min(max(math.exp(rng.uniform(math.log(self.low), math.log(self.high))), self.low), self.high))
+        return float(rng.uniform(self.low, self.high))
+
 
 # ------------------------------------------------------------------------------------------------ sources
 class _Source:
@@ -227,7 +280,7 @@ class _RngSource(_Source):
         self.rng = rng
 
     def raw(self, var: _Var) -> Any:
-        return var.choices[int(self.rng.integers(len(var.choices)))]
+        return var.draw(self.rng)
 
 
 class _PointSource(_Source):
@@ -298,6 +351,8 @@ def _flat(point: Point) -> dict[str, Any]:
                 out[f"{base}.{prefix}{field}"] = getattr(m, field)
     for name, value in point.task_options:
         out[f"task.{name}"] = value
+    for name, value in point.training:
+        out[f"training.{name}"] = value
     return out
 
 
@@ -348,6 +403,8 @@ class SearchSpace:
         }
         self.task_option_names: list[str] = list(cfg.task_options)
         """The searched task options, in the order of ``space.task_options``."""
+        self.training_names: list[str] = list(cfg.training.searched())
+        """The searched training settings (``space.training``: ``lr``, ``l1``), in field order."""
         self._shapes = self._task_shapes(shape_of)
         self.input_shapes: list[tuple[int, ...]] = sorted(set(self._shapes.values()))
         """Every input shape a point of this space may have (one unless task options are searched)."""
@@ -411,11 +468,18 @@ class SearchSpace:
                                     else ""))
 
     # ------------------------------------------------------------------ variables
-    def _add(self, name: str, key: str, choices: Iterable[Any], in_vector: bool | None = None) -> None:
-        var = _Var(name, key, choices)
+    def _add(self, name: str, key: str, choices: Iterable[Any] | FloatRange, in_vector: bool | None = None) -> None:
+        var = _RangeVar(name, key, choices) if isinstance(choices, FloatRange) else _Var(name, key, choices)
         self._vars[name] = var
+        if isinstance(var, _RangeVar):
+            return  # no vector entry
         if in_vector if in_vector is not None else not var.fixed:
             self._layout.append(name)
+
+    @property
+    def continuous(self) -> list[str]:
+        """The variables with a continuous range (``space.training`` ``{min, max}``): no vector entry, no size."""
+        return [name for name, var in self._vars.items() if isinstance(var, _RangeVar)]
 
     def _reachable(self) -> tuple[list[set[int]], set[int]]:
         """Per conv slot the possible input channels, and the possible flattened feature counts."""
@@ -484,6 +548,8 @@ class SearchSpace:
             self._define_mapping(convs, denses)
         for name in self.task_option_names:
             self._add(f"task.{name}", f"space.task_options.{name}", task_option_choices(self.cfg.task_options[name]))
+        for name, choices in self.cfg.training.searched().items():
+            self._add(f"training.{name}", f"space.training.{name}", choices)
         self._layout.sort(key=self._layout_rank)  # the documented order (a block's depthwise mapping first)
 
     def _define_mapping(self, convs: list[str], denses: list[str]) -> None:
@@ -511,6 +577,8 @@ class SearchSpace:
             return (head[name], 0, 0, 0)
         if name.startswith("task."):
             return (11, self.task_option_names.index(name[5:]), 0, 0)
+        if name.startswith("training."):
+            return (12, self.training_names.index(name[9:]), 0, 0)
         label, field = name.split(".", 1)
         if label == "classifier":
             slot = 10_000
@@ -591,8 +659,9 @@ class SearchSpace:
             fin = units
         bits("classifier", False)
         mapped("classifier", "", self.n_classes, fin, self.n_classes * fin, "classifier")
+        training = {name: src.plain(v[f"training.{name}"]) for name in self.training_names}
         return Point(self.family, tuple(blocks), tuple(dense), dropout, self.learned, tuple(weight_bits),
-                     tuple(act_bits), tuple(mapping), tuple(task.items()))
+                     tuple(act_bits), tuple(mapping), tuple(task.items()), tuple(training.items()))
 
     # ------------------------------------------------------------------ public API
     @property
@@ -636,6 +705,9 @@ class SearchSpace:
         if sorted(point.task_option_dict()) != sorted(self.task_option_names):
             raise SpaceError(f"point.task_options: the point has {sorted(point.task_option_dict()) or 'none'}, the "
                              f"space searches {sorted(self.task_option_names) or 'none'} (space.task_options)")
+        if sorted(point.training_dict()) != sorted(self.training_names):
+            raise SpaceError(f"point.training: the point has {sorted(point.training_dict()) or 'none'}, the space "
+                             f"searches {sorted(self.training_names) or 'none'} (space.training)")
         src = _PointSource(_flat(point))
         again = self._assemble(src)
         if again != point:
@@ -677,7 +749,9 @@ class SearchSpace:
         return vec
 
     def decode(self, vector: Iterable[Any]) -> Point:
-        """The point of an in-bounds integer vector (padding ignored)."""
+        """The point of an in-bounds integer vector (padding ignored); a space with a continuous range has none."""
+        if self.continuous:
+            raise self._vars[self.continuous[0]]._no_vector()  # type: ignore[attr-defined]
         vec = list(vector)
         bounds = self.bounds()
         if len(vec) != len(bounds):
@@ -697,8 +771,17 @@ class SearchSpace:
         return self._assemble(_RngSource(rng))
 
     def size(self) -> int:
-        """Number of distinct points (exact): per input shape, its architectures × its task option sets."""
-        return sum(n * self._size_for(shape) for shape, n in Counter(self._shapes.values()).items())
+        """Number of distinct points (exact).
+
+        Per input shape, its architectures × its task option sets, times the training choices. A space with a
+        continuous range (``space.training``) raises a SpaceError.
+        """
+        if self.continuous:
+            key = self._vars[self.continuous[0]].key
+            raise SpaceError(f"{key}: a continuous range has infinitely many values, so the space has infinitely "
+                             "many points")
+        training = math.prod(len(self._vars[f"training.{n}"].choices) for n in self.training_names)
+        return training * sum(n * self._size_for(shape) for shape, n in Counter(self._shapes.values()).items())
 
     def _size_for(self, shape: tuple[int, ...]) -> int:
         """Number of distinct architectures (precision, mapping) on inputs of ``shape``."""
@@ -797,6 +880,8 @@ class SearchSpace:
             shapes = self.input_shapes
             inputs = (f"{shapes[0]} … {shapes[-1]}" if len(shapes) > 1 else str(shapes[0])) + \
                 f" (task options {', '.join(self.task_option_names)})"
-        return (f"{self.family} space on inputs {inputs} → {self.n_classes} classes: {self.size():,} points, "
+        points = f"{self.size():,}" if not self.continuous else \
+            f"infinitely many (continuous {', '.join(self.continuous)})"
+        return (f"{self.family} space on inputs {inputs} → {self.n_classes} classes: {points} points, "
                 f"{len(self._layout)}-entry vector, precision {self.cfg.precision.mode}, mapping {self.map_kind}")
 

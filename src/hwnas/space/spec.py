@@ -8,6 +8,10 @@ sets of choices. Each field's description is its documentation (``hwnas config -
 maps to a list of choices or an integer range. Whether the task has such an option and whether every
 combination is valid for it is checked with the task (:mod:`hwnas.config`, :class:`hwnas.space.SearchSpace`).
 
+``training`` (:class:`TrainingSpace`) makes training settings search variables (SNAC-Pack's learning rate and L1
+strength): each is a number (fixed), a list of choices or a continuous range ``{min, max, log}``
+(:class:`FloatRange`; only the define-by-run strategies can sample one, which :mod:`hwnas.config` checks).
+
 What is checked here needs nothing but the section itself (value ranges, non-empty choice lists, settings
 that need another one); what depends on the task's input shape (how many pooled blocks fit the input, the
 input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose errors name the same keys.
@@ -15,12 +19,13 @@ input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose er
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig", "TaskOptionSpec", "int_choices",
-           "task_option_choices"]
+__all__ = ["FloatRange", "FloatSpec", "IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig",
+           "TaskOptionSpec", "TrainingSpace", "float_choices", "int_choices", "task_option_choices"]
 
 
 class _Strict(BaseModel):
@@ -94,6 +99,82 @@ def task_option_choices(spec: TaskOptionSpec) -> tuple[bool | int | float | str,
             isinstance(v, int | float) and not isinstance(v, bool) for v in plain):
         return tuple(sorted(plain))
     return tuple(plain)
+
+
+class FloatRange(_Strict):
+    """A continuous range ``{min, max, log}``: each trial draws a number in [min, max]."""
+
+    min: float = Field(description="smallest value")
+    max: float = Field(description="largest value (inclusive)")
+    log: bool = Field(False, description="draw uniformly in log(value) rather than in value (needs min > 0)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError(f"min and max must be finite numbers, got {self.min} and {self.max}")
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max:g}) must be above min ({self.min:g}); a single value is a number, "
+                             "not a range")
+        if self.log and self.min <= 0:
+            raise ValueError(f"log: a log range needs min > 0, got min {self.min:g}")
+        return self
+
+
+FloatSpec = float | list[float] | FloatRange
+"""A fixed number, a set of choices, or a continuous range."""
+
+
+def float_choices(spec: FloatSpec) -> tuple[float, ...] | FloatRange:
+    """The values a :data:`FloatSpec` allows: its choices ascending without duplicates, or the range itself."""
+    if isinstance(spec, FloatRange):
+        return spec
+    if isinstance(spec, int | float):
+        return (float(spec),)
+    return tuple(sorted({float(v) for v in spec}))
+
+
+def _check_floats(spec: FloatSpec | None, low: float, strict: bool) -> FloatSpec | None:
+    """``spec`` when every value is finite and above ``low`` (``strict``) or at least ``low``; else a ValueError."""
+    if spec is None:
+        return None
+    values = float_choices(spec)
+    if isinstance(values, FloatRange):
+        values = (values.min, values.max)
+    if not values:
+        raise ValueError("needs at least one choice")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"every value must be a finite number; got {list(values)}")
+    bad = [v for v in values if (v <= low if strict else v < low)]
+    if bad:
+        raise ValueError(f"every value must be {'>' if strict else '>='} {low:g}; got {bad}")
+    return spec
+
+
+class TrainingSpace(_Strict):
+    """Training settings searched per trial (SNAC-Pack: learning rate and L1 strength)."""
+
+    lr: FloatSpec | None = Field(
+        None, description="learning rates (> 0) to choose from per trial: a number (fixed), a list of choices or "
+        "{min, max, log} (a continuous range: nsga2, tpe and random only); each trial trains with its choice in "
+        "place of training.lr (null: training.lr for every trial)")
+    l1: FloatSpec | None = Field(
+        None, description="L1 strengths (>= 0) to choose from per trial, like lr; each trial trains with its "
+        "choice in place of training.l1 (null: training.l1 for every trial)")
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: FloatSpec | None) -> FloatSpec | None:
+        return _check_floats(v, 0.0, strict=True)
+
+    @field_validator("l1")
+    @classmethod
+    def _l1(cls, v: FloatSpec | None) -> FloatSpec | None:
+        return _check_floats(v, 0.0, strict=False)
+
+    def searched(self) -> dict[str, tuple[float, ...] | FloatRange]:
+        """The settings given, ``{name: choices or range}`` in field order (None ones left out)."""
+        return {name: float_choices(spec) for name in type(self).model_fields
+                if (spec := getattr(self, name)) is not None}
 
 
 class PrecisionConfig(_Strict):
@@ -183,6 +264,9 @@ class SpaceConfig(_Strict):
         "option name -> list of choices or {min, max, step}; each trial loads the task data with task.options "
         "overridden by its choices, and the input size follows (e.g. {window_start: {min: 0, max: 300, step: "
         "20}, window_size: [50, 100, 200]})")
+    training: TrainingSpace = Field(
+        default_factory=TrainingSpace, description="training settings searched with the model (SNAC-Pack: "
+        "learning rate and L1 strength); each trial trains with training overridden by its choices")
 
     @field_validator("conv_blocks", "dense_layers")
     @classmethod

@@ -1,6 +1,6 @@
 """Training and compression: the resumable :class:`Trainer` (HGQ loss), k-fold, β-sweeps, PTQ, local search."""
 
-from .kfold import KFoldResult, kfold
+from .kfold import KFoldResult, check_folds, kfold
 from .local_search import (
     IterativePruner,
     LocalSearchResult,
@@ -32,6 +32,7 @@ __all__ = [
     "Trainer",
     "accuracy",
     "beta_sweep",
+    "check_folds",
     "effective_bops",
     "evaluate",
     "exponential_beta",

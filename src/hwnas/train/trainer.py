@@ -1,7 +1,8 @@
 """The hwnas trainer: one seeded, resumable loop for classification and regression with the HGQ loss.
 
 ``Trainer(model, TrainConfig(...)).fit(train, val)`` trains with cross-entropy, BCE on logits/LLRs or
-MSE, plus ``β·EBOPs + γ·Σbits`` when the model has learnable bit-widths; Adam or SGD; a constant or
+MSE, plus ``β·EBOPs + γ·Σbits`` when the model has learnable bit-widths and ``l1·Σ|w|`` over the weight
+matrices and kernels when ``l1`` is set (SNAC-Pack's L1 regularization); Adam or SGD; a constant or
 cosine-with-warm-restarts learning rate; early stopping on the validation metric; a progress bar with
 the live loss, metric and EBOPs; and an atomic checkpoint after every epoch that ``resume=True`` picks
 up exactly (model, optimizer, schedule, early-stopping state and every random-number state), so an
@@ -67,6 +68,9 @@ class TrainConfig:
     """SGD momentum."""
     weight_decay: float = 0.0
     """L2 penalty on the weights (never on bit-widths)."""
+    l1: float = 0.0
+    """L1 penalty: ``l1 · Σ|w|`` over every weight matrix and kernel (parameters with two or more dimensions, so
+    not biases, BatchNorm or bit-widths) is added to each batch's loss (Keras' ``kernel_regularizer=l1``)."""
     schedule: str = "constant"
     """``constant`` or ``cosine_restarts`` (SGDR: cosine decay restarted every ``restart_epochs``)."""
     restart_epochs: int = 10
@@ -104,7 +108,7 @@ class TrainConfig:
         for name, allowed in (("loss", _LOSSES), ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise TrainError(f"{name}: unknown value {getattr(self, name)!r}; expected one of {allowed}")
-        for name in ("lr", "beta", "gamma", "weight_decay", "min_delta", "momentum"):
+        for name in ("lr", "beta", "gamma", "weight_decay", "l1", "min_delta", "momentum"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise TrainError(f"{name}: must be a finite number >= 0, got {v!r}")
@@ -323,6 +327,7 @@ class Trainer:
         self.history = History()
         self._loss = _loss_fn(self.config.loss)
         self._optimizer: torch.optim.Optimizer | None = None
+        self._l1_params: list[torch.Tensor] = []
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._stale = 0  # epochs without improvement
         self.beta = self.config.beta
@@ -334,6 +339,7 @@ class Trainer:
                       for p in q.parameters(recurse=False)]
         bit_ids = {id(p) for p in bit_params}
         weights = [p for p in self.model.parameters() if id(p) not in bit_ids and p.requires_grad]
+        self._l1_params = [p for p in weights if p.dim() > 1]
         groups = [{"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr}]
         if bit_params:
             blr = cfg.bits_lr if cfg.bits_lr is not None else 10 * cfg.lr
@@ -376,8 +382,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (the model must have the same architecture)."""
-        if state.get("config") != asdict(self.config):
-            diff = [k for k in asdict(self.config) if state.get("config", {}).get(k) != getattr(self.config, k)]
+        saved = {"l1": 0.0, **state.get("config", {})}  # a checkpoint written before l1 existed trained without it
+        if saved != asdict(self.config):
+            diff = [k for k in asdict(self.config) if saved.get(k) != getattr(self.config, k)]
             raise TrainError(f"resume: the checkpoint was written with a different config (fields {diff})")
         self.model.load_state_dict(state["model"])
         self._optimizer = self._build_optimizer()
@@ -476,6 +483,8 @@ class Trainer:
             loss = self._loss(self.model(x[idx]), y[idx])
             if use_reg:
                 loss = loss + regularization(self.model, self.beta, cfg.gamma)
+            if cfg.l1 > 0 and self._l1_params:
+                loss = loss + cfg.l1 * sum(p.abs().sum() for p in self._l1_params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
