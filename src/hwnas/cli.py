@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_receiver import add_receiver_commands
 
     add_receiver_commands(sub)
+    from hwnas.cli_jets import add_jets_commands
+
+    add_jets_commands(sub)
     return parser
 
 

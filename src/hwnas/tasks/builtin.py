@@ -11,6 +11,8 @@ name                data
 ``radioml2018``     the real RadioML 2018.01A HDF5 file (option ``path``), optional homogeneous subset
 ``radioml2016``     the real RadioML 2016.10a pickle (option ``path``)
 ``qubit-readout``   simulated dispersive qubit readout, I/Q window flattened; metric: readout fidelity
+``jets-hlf``        generated jets (Pythia 8 + FastJet), 5 classes, the 16 high-level features (docs/tasks_jets.md)
+``jets-plf``        the same jets as (16 features, n_particles constituents)
 ==================  =====================================================================================
 """
 
@@ -258,6 +260,9 @@ def _register() -> None:
                                     "test_fraction": "share of every class for testing",
                                     "config": "a ReadoutConfig or a dict of its fields (None: physical defaults)"},
                        shape=_qubit_shape))
+    from .jets.task import register_jet_tasks
+
+    register_jet_tasks()
 
 
 _register()
