@@ -1,10 +1,10 @@
 """The jet-tagging tasks ``jets-hlf`` and ``jets-plf``: generated jets (:mod:`.generate`) → features (:mod:`.features`).
 
 Contract: ``get_task("jets-hlf").load(seed=..., n_per_class=...)`` generates (or loads from the cache under
-``data_dir`` / ``$HWNAS_DATA``) ``n_per_class`` jets of each class with the task's seed, computes the features and
-returns a stratified train/val/test split; features are standardized with the training split's mean and standard
-deviation unless ``standardize=False``. Jets whose groomed jet keeps one constituent (HLF ratios 0/0, NaN as in
-fjcontrib) are dropped and counted in ``info["dropped"]``. See ``docs/tasks_jets.md``.
+``data_dir``, ``$HWNAS_DATA`` or ``~/.cache/hwnas``) ``n_per_class`` jets of each class with the task's seed,
+computes the features and returns a stratified train/val/test split; features are standardized with the training
+split's mean and standard deviation unless ``standardize=False``. Jets whose groomed jet keeps one constituent
+(HLF ratios 0/0, NaN as in fjcontrib) are dropped and counted in ``info["dropped"]``. See ``docs/tasks_jets.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..splits import stratified_split
 from .features import HLF_NAMES, PLF_NAMES, JetFeatureError, hlf_features, plf_features
 from .generate import CLASSES, DEFAULT_PT_WINDOW, JetSample, JetsError, generate_jets
 
-__all__ = ["CLASS_NAMES", "jet_sample", "register_jet_tasks"]
+__all__ = ["CLASS_NAMES", "jet_sample", "jets_data_dir", "register_jet_tasks"]
 
 CLASS_NAMES = {"g": "gluon", "q": "light quark", "w": "W", "z": "Z", "t": "top"}
 """Long names of the generator's class keys."""
@@ -30,11 +30,23 @@ CLASS_NAMES = {"g": "gluon", "q": "light quark", "w": "W", "z": "Z", "t": "top"}
 _PLF_PARTICLES = (8, 16, 32, 64, 150)
 
 
+def jets_data_dir(option: str | os.PathLike[str] | None) -> str:
+    """Where the jet cache lives: the option, else ``$HWNAS_DATA``, else ``$XDG_CACHE_HOME/hwnas`` (``~/.cache``).
+
+    Unlike the cheap generators, jets are always cached: generating them takes minutes to hours, and a search
+    loads its task more than once (each stage, each worker).
+    """
+    chosen = data_dir(option)
+    if chosen is not None:
+        return chosen
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hwnas")
+
+
 def jet_sample(seed: int, o: Mapping[str, Any], task: str) -> JetSample:
-    """The generated jets the task options ``o`` ask for (cached under ``data_dir`` when one is set)."""
+    """The generated jets the task options ``o`` ask for (from or into the cache of :func:`jets_data_dir`)."""
     try:
         return generate_jets(o["n_per_class"], seed=seed, classes=o["classes"], pt_window=tuple(o["pt_window"]),
-                             workers=o["workers"], progress=o["progress"], data_dir=data_dir(o["data_dir"]))
+                             workers=o["workers"], progress=o["progress"], data_dir=jets_data_dir(o["data_dir"]))
     except JetsError as err:
         raise TaskError(f"task {task!r}: option {err.option!r}: {err.detail}") from None
     except TypeError as err:
@@ -83,7 +95,7 @@ def _info(sample: JetSample, o: Mapping[str, Any], features: tuple[str, ...], dr
     return {"source": "hwnas.tasks.jets.generate_jets (Pythia 8 + FastJet anti-kT R=0.8)",
             "classes": [CLASS_NAMES[c] for c in sample.classes], "n_per_class": o["n_per_class"],
             "pt_window": list(o["pt_window"]), "features": list(features), "dropped": dropped,
-            "cache": data_dir(o["data_dir"])}
+            "cache": jets_data_dir(o["data_dir"])}
 
 
 def _load_hlf(seed: int, **o: Any) -> TaskData:
@@ -134,7 +146,7 @@ _COMMON_DOCS = {
     "val_fraction": "share of every class for validation",
     "test_fraction": "share of every class for testing",
     "standardize": "subtract the training split's mean, divide by its standard deviation (per feature)",
-    "data_dir": "folder for the jet cache (None: $HWNAS_DATA, else a temporary folder: generated every load)",
+    "data_dir": "folder for the jet cache (None: $HWNAS_DATA, else $XDG_CACHE_HOME/hwnas or ~/.cache/hwnas)",
     "workers": "generator processes (the jets do not depend on it)",
     "progress": "show a progress bar while generating",
 }
