@@ -87,6 +87,36 @@ def _groomed_mass(data_opts: dict, seed: int) -> dict[str, list[float]]:
     return out
 
 
+def plot(summary: dict, path: Path) -> None:
+    """LUTs (Yosys) vs EBOPs of the synthesized front models, the fitted power law and the seed's EBOPs^0.985."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in summary["rows"] if r.get("luts")]
+    if len(ok) < 2:
+        return
+    e = np.array([r["ebops"] for r in ok], dtype=float)
+    lut = np.array([r["luts"] for r in ok], dtype=float)
+    b, la = np.polyfit(np.log(e), np.log(lut), 1)
+    grid = np.geomspace(e.min() / 1.5, e.max() * 1.5, 50)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.loglog(e, lut, "o", color="#d9480f", label="HGQ front models, Yosys (xcup)")
+    ax.loglog(grid, math.exp(la) * grid ** b, "-", color="#1c7ed6", label=f"fit {math.exp(la):.3g}·EBOPs^{b:.3f}")
+    ax.loglog(grid, grid ** 0.985, "--", color="gray", label="seed 001: EBOPs^0.985")
+    for r in ok:
+        ax.annotate(f"{r['test']:.3f}", (r["ebops"], r["luts"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=7)
+    ax.set_xlabel("EBOPs")
+    ax.set_ylabel("LUTs")
+    ax.set_title(f"jets-hlf 16-64-32-32-5, {summary['per_class']} jets/class (labels: test accuracy)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-class", type=int, default=6000)
@@ -99,7 +129,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", default="runs/jets-data")
     ap.add_argument("--out", default="runs/jets-hgq")
+    ap.add_argument("--replot", action="store_true", help="only redraw lut_vs_ebops.png from OUT/summary.json")
     a = ap.parse_args()
+    if a.replot:
+        plot(json.loads((Path(a.out) / "summary.json").read_text()), Path(a.out) / "lut_vs_ebops.png")
+        return
 
     from hwnas.cost.metrics import model_metrics
     from hwnas.export.rtl import export_rtl
@@ -173,6 +207,7 @@ def main() -> None:
     summary = {"per_class": a.per_class, "epochs": a.epochs, "float": [fl_val, fl_test], "groomed_mass": peaks,
                "rows": rows, "seconds": {"data": t_data, "sweep": t_sweep, "total": time.time() - t0}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot(summary, out / "lut_vs_ebops.png")
     print(f"total {time.time() - t0:.0f} s; {out / 'summary.json'}")
 
 
