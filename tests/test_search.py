@@ -609,6 +609,30 @@ def test_searched_task_options_give_each_trial_its_own_data(tmp_path, strategy):
     assert all(rec["task_options"]["window_size"] == rec["point"]["task_options"]["window_size"] for rec in front)
 
 
+def test_single_reuse_factor_prices_every_trial_at_it(tmp_path):
+    # mapping {kind: hls4ml, reuse_factor: 4}, folding auto: the trials are priced at reuse factor 4 (every layer
+    # takes the largest valid one not above it, as the export stage writes run.hls4ml.reuse_factor), not at 1
+    from hwnas.cost import estimate
+    from hwnas.pipeline_export import reuse_per_layer
+    from hwnas.search.objective import configured_reuse
+
+    exp = load_experiment(write(tmp_path, WINDOW.replace("n_trials: 6", "n_trials: 2")))
+    trials = complete(run_search(exp, progress=False).study)
+    assert len(trials) == 2
+    for t in trials:
+        bundle = load_model(exp.output_dir() / t.user_attrs["checkpoint"])
+        shape = tuple(bundle.input_shape)
+        rf = configured_reuse(exp, bundle.model, shape)
+        assert rf == reuse_per_layer(bundle.model, shape, 4, "Latency") and set(rf.values()) == {4}
+        est = estimate(bundle.model, "ZCU102", input_shape=shape, kind="hls4ml", reuse_factor=rf)
+        assert t.user_attrs["estimate"]["initiation_interval"] == 4
+        assert t.user_attrs["metrics"]["luts"] == est.totals["luts"]
+        assert t.user_attrs["metrics"]["latency_cycles"] == est.latency_cycles
+    plain = load_experiment(write(tmp_path, WINDOW.replace("{kind: hls4ml, reuse_factor: 4}", "{kind: hls4ml}"),
+                                  "plain.yaml"))
+    assert configured_reuse(plain, bundle.model, shape) == 1
+
+
 def torch_equal(a, b) -> bool:
     import torch
 

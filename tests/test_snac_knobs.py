@@ -322,3 +322,32 @@ def test_avg_resource_is_the_mean_of_the_four_utilizations(tmp_path):
     util = est.utilization
     assert est.avg_resource == pytest.approx(25 * (util["luts"] + util["ffs"] + util["bram18"] + util["dsps"]))
     assert est.avg_resource > 0 and math.isfinite(est.avg_resource)
+
+
+def test_local_stage_measures_max_drop_from_the_kfold_mean(tmp_path):
+    # a k-fold trial's kept model trained on part of the validation split: the local stage's reference is the
+    # trial's held-out k-fold mean, not that model's optimistic figure on the validation split
+    from hwnas.pipeline import local_search_selected, select_models
+    from hwnas.tasks import get_task
+
+    text = experiment("{}", trials=2, training="{epochs: 1, kfold: 3}") + \
+        "run: {local: {enabled: true, precisions: [[6, 2]], warmup_epochs: 1, iterations: 1, " \
+        "epochs_per_iteration: 1}}\n"
+    exp = load_experiment(write(tmp_path, text))
+    selection = select_models(exp, run_search(exp, progress=False).study)
+    records = local_search_selected(exp, selection, log=lambda _: None)
+    task = get_task("digits")
+    data = task.load(seed=exp.seed)
+    for entry in selection:
+        rec = records[int(entry["number"])]
+        assert rec["searched_metric"] == entry["metrics"]["accuracy"]
+        assert rec["searched_reference"] == "3-fold held-out mean"
+        bundle = load_model(exp.output_dir() / entry["checkpoint"])
+        assert rec["searched_val_metric"] == pytest.approx(
+            task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
+    plain = load_experiment(write(tmp_path, text.replace(", kfold: 3", "").replace("output: out", "output: plain"),
+                                  "plain.yaml"))
+    records = local_search_selected(plain, select_models(plain, run_search(plain, progress=False).study),
+                                    log=lambda _: None)
+    for rec in records.values():
+        assert rec["searched_reference"] == "validation split" and rec["searched_metric"] == rec["searched_val_metric"]

@@ -17,7 +17,11 @@ Contract:
   settings (``space.training``: the ``training`` its model file records, e.g. its learning rate and L1 strength)
   in place of the experiment's ``training`` values.
 * Every candidate is scored with the task's metric on the validation split. The kept model is the cheapest
-  whose metric is at most ``max_drop`` below the searched model's; when none is, the most accurate one.
+  whose metric is at most ``max_drop`` below the searched model's; when none is, the most accurate one. The
+  searched model's figure is its metric on the validation split, or with ``training.kfold`` the trial's k-fold
+  ``accuracy`` (the mean over the held-out folds): the model a k-fold trial keeps trained on part of the
+  validation split, so its metric there is optimistic (``searched_reference`` in the record says which;
+  ``searched_val_metric`` is the validation-split figure either way).
   It is written to ``local/trial_<n>/model.pt`` (with the searched model's test inputs); the record, with a
   Markdown table of every candidate, to ``local/trial_<n>.json``. Later stages use that model.
 """
@@ -157,7 +161,12 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
         if tuple(data.input_shape) != tuple(bundle.input_shape):
             raise ValueError(f"local: trial {n}'s model takes inputs of shape {tuple(bundle.input_shape)}, its task "
                              f"data has {tuple(data.input_shape)}")
-        base = float(task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
+        val_metric = float(task.evaluate(bundle.model, data.val, classes=data.classes)[task.metric])
+        base, reference = val_metric, "validation split"
+        kfold_mean = (entry.get("metrics") or {}).get("accuracy")
+        if experiment.training.kfold and kfold_mean is not None:
+            # the kept fold's model trained on part of the validation split: its figure there is optimistic
+            base, reference = float(kfold_mean), f"{experiment.training.kfold}-fold held-out mean"
         log(f"local search trial {n}: {cfg.method}")
         work = local_dir(experiment, n)
         stored = (bundle.metadata or {}).get("training")  # the trial's searched training settings (space.training)
@@ -176,6 +185,7 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
             eb = float(ebops(best.model))
         extra = {k: v for k, v in best.extra.items() if k != "size_table"}
         record = {"trial": n, "method": cfg.method, "kept": best.kept, "searched_metric": base,
+                  "searched_reference": reference, "searched_val_metric": val_metric,
                   "metric": best.metric, "within_max_drop": bool(within), "ranked_by": ranked_by,
                   "cost": best.cost, "candidates": len(candidates), "bops": float(m.bops),
                   "effective_bops": float(effective_bops(best.model)), "ebops": eb,

@@ -60,9 +60,9 @@ from torch import nn
 
 from hwnas.runpaths import record_path, resolve_path
 
-__all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "cost_metrics", "json_options",
-           "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record", "task_options_for",
-           "train_and_measure", "training_for"]
+__all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "configured_reuse", "cost_metrics",
+           "json_options", "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record",
+           "task_options_for", "train_and_measure", "training_for"]
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +277,25 @@ def _finite(name: str, value: float) -> float:
     return float(value)
 
 
+def configured_reuse(experiment: Any, model: nn.Module, input_shape: tuple[int, ...]) -> int | dict[str, int]:
+    """The hls4ml reuse factor of a point without a searched mapping: ``space.mapping.reuse_factor``.
+
+    With ``space.mapping.kind: hls4ml``, ``folding: auto`` and one reuse factor ``r`` above 1, every Dense/Conv
+    layer takes the largest reuse factor hls4ml accepts for it that is not above ``r`` — what the export stage
+    writes for ``run.hls4ml.reuse_factor`` (:func:`hwnas.pipeline_export.reuse_per_layer`, Latency strategy) —,
+    so the search prices the design it asks for. Otherwise 1 (fully parallel).
+    """
+    from hwnas.space.spec import int_choices
+
+    mapping = experiment.space.mapping
+    choices = int_choices(mapping.reuse_factor)
+    if mapping.kind != "hls4ml" or len(choices) != 1 or choices[0] <= 1:
+        return 1
+    from hwnas.pipeline_export import reuse_per_layer
+
+    return reuse_per_layer(model, tuple(input_shape), int(choices[0]), "Latency")
+
+
 def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str, float], dict[str, Any] | None]:
     from hwnas.cost import estimate, fold_for_throughput
     from hwnas.nn import fold_batchnorm
@@ -303,7 +322,7 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
         est = estimate(folded, ctx.device, input_shape=shape, kind="alkaid", clock_mhz=clock,
                        latency_cutoff_ns=cutoff if cutoff > 0 else None)
     else:
-        rf = ctx.space.reuse_factors(point) if mapping else 1
+        rf = ctx.space.reuse_factors(point) if mapping else configured_reuse(exp, folded, shape)
         est = estimate(folded, ctx.device, input_shape=shape, kind="hls4ml", reuse_factor=rf or 1, clock_mhz=clock)
     t = est.totals
     metrics = {r: float(t[r]) for r in ("luts", "ffs", "bram18", "uram", "dsps")}

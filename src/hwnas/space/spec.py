@@ -215,7 +215,9 @@ class MappingConfig(_Strict):
         "or the hls4ml reuse factor (from reuse_factor) are search variables")
     target_fps: float | None = Field(None, gt=0, description="throughput the automatic folding must reach")
     reuse_factor: IntSpec = Field(1, description="hls4ml reuse factors to choose from (kind hls4ml, folding search; "
-                                  "a layer takes the largest divisor of its multiplications not above the choice)")
+                                  "a layer takes the largest divisor of its multiplications not above the choice); "
+                                  "with folding auto, one value is the reuse factor the hls4ml cost model prices "
+                                  "every layer at (each the largest valid one not above it)")
 
     @field_validator("reuse_factor")
     @classmethod
