@@ -87,23 +87,26 @@ def _groomed_mass(data_opts: dict, seed: int) -> dict[str, list[float]]:
     return out
 
 
-def plot(summary: dict, path: Path) -> None:
-    """LUTs (Yosys) vs EBOPs of the synthesized front models, the fitted power law and the seed's EBOPs^0.985."""
+def plot(summary: dict, path: Path, min_acc: float = 0.5) -> None:
+    """LUTs (Yosys) vs EBOPs of the synthesized front models, the power law fitted over the models above
+    ``min_acc`` test accuracy, and the seed's EBOPs^0.985."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in summary["rows"] if r.get("luts")]
-    if len(ok) < 2:
+    fit = [r for r in ok if r["test"] > min_acc]
+    if len(fit) < 2:
         return
     e = np.array([r["ebops"] for r in ok], dtype=float)
     lut = np.array([r["luts"] for r in ok], dtype=float)
-    b, la = np.polyfit(np.log(e), np.log(lut), 1)
+    b, la = np.polyfit(np.log([r["ebops"] for r in fit]), np.log([r["luts"] for r in fit]), 1)
     grid = np.geomspace(e.min() / 1.5, e.max() * 1.5, 50)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.loglog(e, lut, "o", color="#d9480f", label="HGQ front models, Yosys (xcup)")
-    ax.loglog(grid, math.exp(la) * grid ** b, "-", color="#1c7ed6", label=f"fit {math.exp(la):.3g}·EBOPs^{b:.3f}")
+    ax.loglog(grid, math.exp(la) * grid ** b, "-", color="#1c7ed6",
+              label=f"fit (acc > {min_acc}) {math.exp(la):.3g}·EBOPs^{b:.3f}")
     ax.loglog(grid, grid ** 0.985, "--", color="gray", label="seed 001: EBOPs^0.985")
     for r in ok:
         ax.annotate(f"{r['test']:.3f}", (r["ebops"], r["luts"]), textcoords="offset points", xytext=(4, -10),
@@ -129,10 +132,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data", default="runs/jets-data")
     ap.add_argument("--out", default="runs/jets-hgq")
+    ap.add_argument("--fit-min-acc", type=float, default=0.5,
+                    help="second fit only over models above this test accuracy (collapsed models excluded)")
     ap.add_argument("--replot", action="store_true", help="only redraw lut_vs_ebops.png from OUT/summary.json")
     a = ap.parse_args()
     if a.replot:
-        plot(json.loads((Path(a.out) / "summary.json").read_text()), Path(a.out) / "lut_vs_ebops.png")
+        plot(json.loads((Path(a.out) / "summary.json").read_text()), Path(a.out) / "lut_vs_ebops.png", a.fit_min_acc)
         return
 
     from hwnas.cost.metrics import model_metrics
@@ -196,18 +201,21 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    ok = [r for r in rows if r.get("luts")]
-    if len(ok) >= 2:
+    synthesized = [r for r in rows if r.get("luts")]
+    for label, ok in (("all synthesized", synthesized),
+                      (f"test accuracy > {a.fit_min_acc}", [r for r in synthesized if r["test"] > a.fit_min_acc])):
+        if len(ok) < 2:
+            continue
         lx = np.log([r["ebops"] for r in ok])
         ly = np.log([r["luts"] for r in ok])
         b, la = np.polyfit(lx, ly, 1)
-        pred = [r["ebops"] ** 0.985 for r in ok]
-        mape = float(np.mean([abs(p - r["luts"]) / r["luts"] for p, r in zip(pred, ok, strict=True)]))
-        print(f"fit: LUT = {math.exp(la):.3g} * EBOPs^{b:.3f}  (seed 001: EBOPs^0.985; its MAPE here {mape:.1%})")
+        ratio = [r["luts"] / r["ebops"] ** 0.985 for r in ok]
+        print(f"fit ({label}, {len(ok)} models): LUT = {math.exp(la):.3g} * EBOPs^{b:.3f}; LUT / EBOPs^0.985 "
+              f"(seed 001) from {min(ratio):.2f} to {max(ratio):.2f}")
     summary = {"per_class": a.per_class, "epochs": a.epochs, "float": [fl_val, fl_test], "groomed_mass": peaks,
                "rows": rows, "seconds": {"data": t_data, "sweep": t_sweep, "total": time.time() - t0}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot(summary, out / "lut_vs_ebops.png")
+    plot(summary, out / "lut_vs_ebops.png", a.fit_min_acc)
     print(f"total {time.time() - t0:.0f} s; {out / 'summary.json'}")
 
 

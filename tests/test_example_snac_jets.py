@@ -17,7 +17,7 @@ def test_snac_jets_example_runs_end_to_end_at_its_smallest(tmp_path: Path, monke
     monkeypatch.setenv("HWNAS_DATA", str(tmp_path / "data"))
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["output"] = "out"
-    doc["task"]["options"].update(n_per_class=12, classes=["q", "w", "t"], workers=1)
+    doc["task"]["options"].update(n_per_class=12, classes=["q", "w", "t"], events_per_shard=40, workers=1)
     doc["space"]["dense_layers"] = {"min": 1, "max": 2}
     doc["space"]["dense_units"] = [8, 16]
     doc["training"]["epochs"] = 1

@@ -10,7 +10,8 @@ from hwnas.tasks import TaskError, get_task
 from hwnas.tasks.jets.features import HLF_NAMES, hlf_features
 from hwnas.tasks.jets.task import jet_sample
 
-_OPTS = {"n_per_class": 16, "classes": ("q", "w", "z", "t"), "workers": 1, "progress": False}
+_OPTS = {"n_per_class": 16, "classes": ("q", "w", "z", "t"), "events_per_shard": 40, "workers": 1,
+         "progress": False}
 
 
 @pytest.fixture(scope="module")

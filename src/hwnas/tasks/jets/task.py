@@ -20,7 +20,7 @@ from .. import baselines
 from ..registry import Split, Task, TaskData, TaskError, data_dir, register_task
 from ..splits import stratified_split
 from .features import HLF_NAMES, PLF_NAMES, JetFeatureError, hlf_features, plf_features
-from .generate import CLASSES, DEFAULT_PT_WINDOW, JetSample, JetsError, generate_jets
+from .generate import CLASSES, DEFAULT_EVENTS_PER_SHARD, DEFAULT_PT_WINDOW, JetSample, JetsError, generate_jets
 
 __all__ = ["CLASS_NAMES", "jet_sample", "jets_data_dir", "register_jet_tasks"]
 
@@ -46,7 +46,8 @@ def jet_sample(seed: int, o: Mapping[str, Any], task: str) -> JetSample:
     """The generated jets the task options ``o`` ask for (from or into the cache of :func:`jets_data_dir`)."""
     try:
         return generate_jets(o["n_per_class"], seed=seed, classes=o["classes"], pt_window=tuple(o["pt_window"]),
-                             workers=o["workers"], progress=o["progress"], data_dir=jets_data_dir(o["data_dir"]))
+                             events_per_shard=o["events_per_shard"], workers=o["workers"], progress=o["progress"],
+                             data_dir=jets_data_dir(o["data_dir"]))
     except JetsError as err:
         raise TaskError(f"task {task!r}: option {err.option!r}: {err.detail}") from None
     except TypeError as err:
@@ -147,6 +148,8 @@ _COMMON_DOCS = {
     "test_fraction": "share of every class for testing",
     "standardize": "subtract the training split's mean, divide by its standard deviation (per feature)",
     "data_dir": "folder for the jet cache (None: $HWNAS_DATA, else $XDG_CACHE_HOME/hwnas or ~/.cache/hwnas)",
+    "events_per_shard": "Pythia events per cache shard (part of the cache key: another value gives other jets; "
+                        "small shards suit tiny samples)",
     "workers": "generator processes (the jets do not depend on it)",
     "progress": "show a progress bar while generating",
 }
@@ -154,7 +157,8 @@ _COMMON_DOCS = {
 
 def _common_defaults(n_per_class: int) -> dict[str, Any]:
     return {"n_per_class": n_per_class, "classes": CLASSES, "pt_window": DEFAULT_PT_WINDOW, "val_fraction": 0.1,
-            "test_fraction": 0.2, "standardize": True, "data_dir": None, "workers": min(2, os.cpu_count() or 1),
+            "test_fraction": 0.2, "standardize": True, "data_dir": None, "events_per_shard": DEFAULT_EVENTS_PER_SHARD,
+            "workers": min(2, os.cpu_count() or 1),
             "progress": True}
 
 
