@@ -60,17 +60,17 @@ def val(link):
 
 @pytest.fixture(scope="module")
 def trained(link, val):
-    """A tiny receiver (8 channels, 1 block) trained 300 steps of 16 frames, and its untrained twin."""
+    """A tiny receiver (8 channels, 1 block) trained 150 steps of 16 frames, and its untrained twin."""
     untrained = deeprx(link, **TINY, seed=0).eval()
     model = copy.deepcopy(untrained)
-    history = train_receiver(model, link, steps=300, batch_size=16, lr=3e-3, seed=0, val=val, progress=False)
+    history = train_receiver(model, link, steps=150, batch_size=16, lr=3e-3, seed=0, val=val, progress=False)
     return untrained, model, history
 
 
 def test_training_lowers_validation_bce_and_bit_errors(trained, val) -> None:
     untrained, model, history = trained
     before, after = validate_receiver(untrained, val), validate_receiver(model, val)
-    assert history.steps == 300 and history.final is not None and history.final.step == 300
+    assert history.steps == 150 and history.final is not None and history.final.step == 150
     assert after["bce"] < before["bce"] - 0.03  # a real margin: an untrained network sits at ln 2 = 0.693
     assert after["ber"] < before["ber"] - 0.02
     assert after["bmd_rate"] > before["bmd_rate"] and after["bmd_rate"] > 0
