@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
+
+from hwnas.cli_util import one_line_errors
 
 __all__ = ["add_jets_commands"]
 
@@ -19,25 +21,6 @@ _FLAGS = {"n_per_class": "--per-class", "seed": "--seed", "classes": "--classes"
           "eta_max": "--eta-max", "radius": "--radius", "match_dr": "--match-dr", "max_particles": "--max-particles",
           "events_per_shard": "--events-per-shard", "pthat_min": "--pthat-min", "workers": "--workers",
           "data_dir": "--out"}
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make argparse's own errors (unknown option, bad number) one line, exit 2, without the usage block."""
-
-    def error(message: str) -> NoReturn:
-        print(f"hwnas: error: {parser.prog}: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parse = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
-        ns, extras = parse(args, namespace)
-        if extras:  # the top-level parser would report them with its usage block
-            error(f"unrecognized arguments: {' '.join(extras)}")
-        return ns, extras
-
-    parser.error = error  # type: ignore[method-assign]
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -80,11 +63,11 @@ def _generate(args: argparse.Namespace) -> int:
 def add_jets_commands(sub: Any) -> None:
     """Register ``jets`` (with ``jets generate``) on the ``hwnas`` sub-command parser."""
     jets = sub.add_parser("jets", help="jet tagging (g, q, W, Z, top): Pythia 8 + FastJet jet generation")
-    _one_line_errors(jets)
+    one_line_errors(jets)
     jsub = jets.add_subparsers(dest="jets_command", required=True)
     p = jsub.add_parser("generate", help="generate labelled anti-kT jets into a cache folder (resumes a killed "
                         "run; a rerun with the same options loads it)")
-    _one_line_errors(p)
+    one_line_errors(p)
     p.add_argument("--per-class", dest="per_class", type=int, default=1000, help="jets per class (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="data", help="folder holding the cache folder (default ./data)")

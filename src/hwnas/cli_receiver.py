@@ -8,33 +8,15 @@ kept: the next run resumes). Every error is one line naming the option.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any, NoReturn
+from typing import Any
+
+from hwnas.cli_util import one_line_errors
 
 __all__ = ["add_receiver_commands"]
 
 _INT = ("channels", "blocks", "steps", "batch_size", "frames", "eval_batch", "seed", "val_frames",
         "calibration_frames", "qat_steps", "threads")
 _FLOAT = ("lr", "qat_lr", "weight_decay", "target_bler")
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make argparse's own errors (unknown option, missing value) one line, exit 2, without the usage block."""
-
-    def error(message: str) -> NoReturn:
-        print(f"hwnas: error: {parser.prog}: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parse = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
-        ns, extras = parse(args, namespace)
-        if extras:  # the top-level parser would report them with its usage block
-            error(f"unrecognized arguments: {' '.join(extras)}")
-        return ns, extras
-
-    parser.error = error  # type: ignore[method-assign]
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def _number(name: str, text: str, kind: type) -> Any:
@@ -82,11 +64,11 @@ def _study(args: argparse.Namespace) -> int:
 def add_receiver_commands(sub: Any) -> None:
     """Register ``receiver`` (with ``receiver study``) on the ``hwnas`` sub-command parser."""
     rx = sub.add_parser("receiver", help="neural OFDM receiver (seed 002): the PTQ study")
-    _one_line_errors(rx)
+    one_line_errors(rx)
     rsub = rx.add_subparsers(dest="receiver_command", required=True)
     p = rsub.add_parser("study", help="train a DeepRx-style receiver, quantize it (PTQ, QAT), BLER curves vs "
                         "LS+LMMSE and perfect CSI per speed group, gap and size tables, index.html")
-    _one_line_errors(p)
+    one_line_errors(p)
     p.add_argument("--preset", help="link preset: small (default; quick) or seed (the paper's link, slow decoding)")
     p.add_argument("--out", help="output folder (default runs/receiver-<preset>); a second run resumes from the "
                    "float receiver it holds")
