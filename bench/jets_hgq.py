@@ -72,16 +72,18 @@ def _train_float(data, epochs: int, seed: int) -> tuple[float, float]:
     return best
 
 
-def _groomed_mass(data_opts: dict, seed: int) -> dict[str, list[float]]:
-    from hwnas.tasks.jets.features import HLF_NAMES, hlf_features
-    from hwnas.tasks.jets.task import jet_sample
+def _groomed_mass(data) -> dict[str, list[float]]:
+    """Median and histogram mode of mass_mmdt per class, read back from the task's (standardized) features."""
+    from hwnas.tasks.jets.features import HLF_NAMES
 
-    s = jet_sample(seed, data_opts, "jets-hlf")
-    mm = hlf_features(s.constituents, s.n_constituents, jet=s.jet)[:, HLF_NAMES.index("mass_mmdt")]
+    k = HLF_NAMES.index("mass_mmdt")
+    stats = data.info["standardization"]
+    x = torch.cat([data.train.x, data.val.x, data.test.x])[:, k].double().numpy()
+    y = torch.cat([data.train.y, data.val.y, data.test.y]).numpy()
+    mass = x * stats["std"][k] + stats["mean"][k]
     out = {}
-    for k, c in enumerate(s.classes):
-        v = mm[s.y == k]
-        v = v[np.isfinite(v)]
+    for label, c in enumerate(data.classes):
+        v = mass[y == label]
         hist, edges = np.histogram(v, bins=np.arange(0, 300, 10))
         out[c] = [float(np.median(v)), float(edges[hist.argmax()] + 5)]
     return out
@@ -157,7 +159,7 @@ def main() -> None:
     t_data = time.time() - t0
     print(f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test jets, "
           f"{data.info['dropped']} dropped (groomed to one constituent), {t_data:.0f} s", flush=True)
-    peaks = _groomed_mass(opts, a.seed)
+    peaks = _groomed_mass(data)
     print("groomed mass per class (median, histogram mode) [GeV]:",
           {c: [round(v, 1) for v in p] for c, p in peaks.items()}, flush=True)
 

@@ -9,6 +9,7 @@ ones. Physics choices and their reasons: ``docs/tasks_jets.md`` (section "Genera
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -106,6 +107,7 @@ _DTYPES = {"constituents": np.float64, "pdg_id": np.int32, "charge": np.int8, "n
 
 
 
+@functools.cache
 def _libs() -> tuple[ModuleType, ModuleType]:
     """``(pythia8mc, fastjet)``, imported on first use (FastJet's banner silenced); a JetsError if missing."""
     try:

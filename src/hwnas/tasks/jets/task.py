@@ -122,6 +122,12 @@ def _check_plf(o: Mapping[str, Any]) -> None:
         raise TaskError(f"task 'jets-plf': option 'min_pt' must be a number >= 0 (GeV), got {pt!r}")
 
 
+def _plf_shape(o: Mapping[str, Any]) -> tuple[int, ...]:
+    """``(16, n_particles)``; a TaskError for invalid options."""
+    _check_plf(o)
+    return (len(PLF_NAMES), o["n_particles"])
+
+
 def _load_plf(seed: int, **o: Any) -> TaskData:
     _check_common("jets-plf", o)
     _check_plf(o)
@@ -181,4 +187,4 @@ def register_jet_tasks() -> None:
                        option_docs={**_COMMON_DOCS, "n_particles": "constituents per jet, pT-ordered, zero-padded "
                                     f"(seeds: {', '.join(map(str, _PLF_PARTICLES))})",
                                     "min_pt": "drop constituents below this pT in GeV first (seed 001 §5.1.1: 8)"},
-                       shape=lambda o: (_check_plf(o), (len(PLF_NAMES), o["n_particles"]))[1]))
+                       shape=_plf_shape))
