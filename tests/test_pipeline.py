@@ -14,6 +14,7 @@ import pytest
 from hwnas.cli import main
 from hwnas.config import load_experiment
 from hwnas.export import load_model
+from hwnas.pipeline import STAGES
 
 ONE_EPOCH_ACCURACY_BOPS = """\
 objectives:
@@ -64,7 +65,7 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     exp = load_experiment(path)
     out = exp.output_dir()
     marks = json.loads((out / "stages.json").read_text())
-    assert list(marks) == ["search", "select", "local", "export", "verify", "synth", "report"]
+    assert list(marks) == ["search", "select", "local", "export", "verify", "synth", "baselines", "report"]
     selection = json.loads((out / "selection.json").read_text())["selected"]
     assert selection and all(e["rule"] for e in selection)
     numbers = {e["number"] for e in selection}
@@ -72,12 +73,18 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
     for e in selection:
         local = json.loads((out / "local" / f"trial_{e['number']:05d}.json").read_text())
         assert local["precision"] == [8, 3] and (out / local["checkpoint"]).is_file()
+        # the kept model priced like a trial (the report's tables put it beside the searched one)
+        assert local["metrics"]["accuracy"] == local["metric"] and local["metrics"]["bops"] == local["bops"]
+        assert local["metrics"]["luts"] > 0 and local["estimate"]["rows"]
         assert load_model(out / local["checkpoint"]).metadata["local_search"].startswith("ap_fixed<8,3>")
         ver = json.loads((out / "verify" / f"trial_{e['number']:05d}.json").read_text())
         assert ver["model"] == local["checkpoint"]
         assert ver["trial"] == e["number"] and ver["passed"] and "hls4ml" in ver["ran"]
         hls = next(p for p in ver["paths"] if p["path"] == "hls4ml")
         assert hls["samples"] == 50 and hls["mismatches"] == 0
+        # the record's top-1 accuracy on those samples: the bit-exact artefact classifies exactly as torch does
+        assert ver["accuracy"]["samples"] == 50 and ver["accuracy"]["hls4ml"] == ver["accuracy"]["torch"]
+        assert 0.0 < ver["accuracy"]["torch"] <= 1.0
         # exported == verified: the export stage's hls4ml project is the one compiled, its sources unchanged
         exp_rec = json.loads((out / "export" / f"trial_{e['number']:05d}.json").read_text())
         assert exp_rec["model"] == local["checkpoint"]
@@ -120,7 +127,7 @@ def test_rerun_skips_finished_stages_and_force_repeats(finished, capsys):
     capsys.readouterr()
     assert main(["run", str(path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped") == 7 and "[verify] running" not in out
+    assert out.count("skipped") == len(STAGES) and "[verify] running" not in out
     assert main(["report", str(path), "--force"]) == 0
     assert "[report] running" in capsys.readouterr().out
 
@@ -236,14 +243,14 @@ def test_beta_sweep_local_search_keeps_the_cheapest_front_model(tmp_path):
     assert hls["mismatches"] == 0 and hls["same_as_export"] is True
 
 
-def test_beta_sweep_needs_learned_precision(tmp_path, capsys):
+def test_beta_sweep_accepts_fixed_precision(tmp_path):
+    # a fixed-precision search's model is converted to learnable HGQ bit-widths (hwnas.nn.to_learnable) for the
+    # sweep (run end to end in tests/test_hgq_from_fixed.py); the experiment used to be refused
     path = tmp_path / "exp.yaml"
     path.write_text(LEARNED.replace("precision: {mode: learned, beta: 1.0e-6}", "precision: {weight_bits: [4]}")
                     .replace("metric: ebops", "metric: bops"))
-    assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "run.local.method: beta_sweep trains HGQ bit-widths: it needs space.precision.mode learned" in err
-    assert not (tmp_path / "out").exists()
+    exp = load_experiment(path)
+    assert exp.space.precision.mode == "fixed" and exp.run.local.method == "beta_sweep"
 
 
 PTQ = """\

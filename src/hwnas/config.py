@@ -789,7 +789,8 @@ class LocalConfig(_Strict):
     method: Literal["precision_pairs", "beta_sweep", "ptq"] = Field(
         "precision_pairs", description="precision_pairs: fixed-point QAT per pair + iterative magnitude pruning; "
         "beta_sweep: one HGQ training with β growing from beta0 to beta1, keeping the (metric, EBOPs) front "
-        "(needs space.precision.mode learned); ptq: post-training quantization of the trained model per "
+        "(a fixed-precision model is first converted to learnable per-parameter bit-widths at its searched bits "
+        "with hwnas.nn.to_learnable); ptq: post-training quantization of the trained model per "
         "ptq_schemes, with the per-layer sensitivity and model-size tables")
     beta0: float = Field(1e-7, gt=0, description="beta_sweep: β of the first epoch")
     beta1: float = Field(1e-4, gt=0, description="beta_sweep: β of the last epoch (exponential ramp)")
@@ -902,10 +903,27 @@ class RunConfig(_Strict):
         description="export paths executed and compared with torch for every selected model (a path whose tool "
                     "is absent, or that cannot express the model, is reported as skipped)")
     verify_samples: int = Field(200, ge=1, le=1_000_000, description="test samples each verification path runs")
+    baselines: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="reference models trained on the task's data with this training schedule and priced like the "
+                    "trials (the baselines stage; names from hwnas.tasks.baselines.NAMED, e.g. vgg10-32f-8b, "
+                    "qcnn-32f); the report puts them beside the selected models")
     synth: Literal["auto", "on", "off"] = Field(
         "auto", description="synthesize every selected model's RTL with Yosys (nextpnr on ECP5) for the target: "
                             "auto (when Yosys is installed), on (an error without it), off (YAML's bare on/off, "
                             "true/false mean the same)")
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        from hwnas.tasks.baselines import NAMED
+
+        unknown = [v for v in value if v not in NAMED]
+        if unknown:
+            raise _custom(f"unknown baseline {unknown[0]!r}; known: {', '.join(sorted(NAMED))}")
+        if len(set(value)) != len(value):
+            raise _custom("names a baseline twice")
+        return value
 
     @field_validator("synth", mode="before")
     @classmethod
@@ -961,11 +979,6 @@ class Experiment(_Strict):
             self.base_dir) + _task_option_problems(self.task, self.space) + _space_limit_problems(self.space)
             + _training_problems(list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.space,
                                  self.training, self.search)])
-        local = self.run.local
-        if local.enabled and local.method == "beta_sweep" and self.space.precision.mode != "learned":
-            _fail("Experiment", [_error(("run", "local", "method"), "beta_sweep trains HGQ bit-widths: it needs "
-                                        "space.precision.mode learned (fixed widths have nothing to sweep)",
-                                        local.method)])
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -1921,6 +1934,7 @@ HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("space", "training"): {"lr": None, "l1": None},
     ("training", "l1"): 0.0,
     ("training", "kfold"): None,
+    ("run", "baselines"): [],
 }
 """Keys dropped from :func:`hash_payload` at their neutral value like :data:`HASH_NEUTRAL`'s, but neutral from the
 day they were added: no stored hash ever held them, so :func:`hash_payload_forms` has no earlier forms of them.

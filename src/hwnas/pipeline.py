@@ -12,7 +12,9 @@ Contract:
   settings and checked unchanged against the export's digests → ``verify/trial_<n>.json``), ``synth``
   (``run.synth``: the RTL of every selected model synthesized with Yosys for the target, beside the
   distributed-arithmetic cost model → ``synth/trial_<n>.json``; ``auto`` skips it, recorded with the reason,
-  when Yosys is absent) and ``report`` (:mod:`hwnas.report` → ``report/index.html``).
+  when Yosys is absent), ``baselines`` (``run.baselines``: reference models trained on the same data and priced
+  and verified like the trials, :mod:`hwnas.pipeline_baselines` → ``baselines/<name>.json``) and ``report``
+  (:mod:`hwnas.report` → ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
   ``force``, runs it again and every stage after it. A stage that runs clears the records of the stages
@@ -44,9 +46,9 @@ from hwnas.runpaths import read_record, record_path, resolve_path
 from hwnas.search.run import write_json as _write_json
 
 __all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
-           "select_models", "synthesize_selected", "verify_selected"]
+           "select_models", "synth_unavailable", "synthesize_model", "synthesize_selected", "verify_selected"]
 
-STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "report")
+STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "baselines", "report")
 
 
 class PipelineError(HwnasError, RuntimeError):
@@ -118,21 +120,26 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
                     progress: Callable[[str], None] | None = None) -> dict[int, dict[str, Any]]:
     """Run ``run.verify`` on every selected model's test inputs; write ``verify/trial_<n>.json``.
 
-    The artefacts are built in ``export/trial_<n>/`` with the export stage's settings; a path the export
+    The inputs are the first ``run.verify_samples`` samples of the model's test split (its task data loaded
+    with the options its model file records); for a classifier the record's ``accuracy`` holds the top-1
+    accuracy of torch and of every path on them (``{"samples": N, "torch": a, "<path>": b}``). The artefacts
+    are built in ``export/trial_<n>/`` with the export stage's settings; a path the export
     stage wrote gets ``same_as_export``: whether the verified artefact's source digest equals the exported one.
     """
     from hwnas.export import load_model
     from hwnas.export.verify import verify_model
+    from hwnas.search.objective import model_task_data
 
     out = experiment.output_dir() / "verify"
     results = {}
+    loaded: dict[str, Any] = {}  # task data per option set, shared by models with the same options
     for entry in selection:
         n = int(entry["number"])
         source = model_path(experiment, entry)
         bundle = load_model(source)
-        x = bundle.test_inputs
-        if x is not None:
-            x = x[: experiment.run.verify_samples]
+        task, data, _ = model_task_data(experiment, bundle.metadata, loaded)
+        x = data.test.x[: experiment.run.verify_samples]
+        labels = data.test.y[: experiment.run.verify_samples] if task.loss == "ce" else None
         if progress:
             progress(f"verify trial {n}: {', '.join(experiment.run.verify)}")
         folder = export_dir(experiment, n)
@@ -151,19 +158,43 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
             if p.path in digests and p.path in artefacts and p.skipped is None:
                 row["same_as_export"] = artefact_digest(folder / artefacts[p.path]) == digests[p.path]
             paths.append(row)
-        data = {"trial": n, "model": record_path(source, experiment.output_dir()), "passed": not report.failures,
-                "ran": [p.path for p in report.ran], "paths": paths}
-        _write_json(out / f"trial_{n:05d}.json", data)
-        results[n] = data
+        record = {"trial": n, "model": record_path(source, experiment.output_dir()), "passed": not report.failures,
+                  "ran": [p.path for p in report.ran], "paths": paths,
+                  "accuracy": None if labels is None else report.accuracy(labels)}
+        _write_json(out / f"trial_{n:05d}.json", record)
+        results[n] = record
     return results
 
 
 def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
                         log: Callable[[str], None] = print) -> dict[int, dict[str, Any]] | str:
     """Synthesize every selected model (``run.synth``); the results, or why the stage was skipped."""
-    from hwnas.export import ToolMissingError, load_model
-    from hwnas.export.rtl import export_rtl
-    from hwnas.export.synth import synthesize
+    from hwnas.export import load_model
+
+    why_not = synth_unavailable(experiment)
+    if why_not is not None:
+        return why_not
+    dev = experiment.device()
+    out = experiment.output_dir() / "synth"
+    results = {}
+    for entry in selection:
+        n = int(entry["number"])
+        bundle = load_model(model_path(experiment, entry))
+        log(f"synth trial {n}: RTL + Yosys for {dev.name}")
+        model_file = record_path(model_path(experiment, entry), experiment.output_dir())
+        data = {"trial": n, "model": model_file,
+                **synthesize_model(experiment, bundle.model, bundle.input_shape, out / f"trial_{n:05d}_work")}
+        _write_json(out / f"trial_{n:05d}.json", data)
+        results[n] = data
+    return results
+
+
+def synth_unavailable(experiment: Any) -> str | None:
+    """Why ``run.synth`` synthesizes nothing (off, or ``auto`` without Yosys), or None when it runs.
+
+    ``run.synth: on`` without Yosys raises :class:`PipelineError`.
+    """
+    from hwnas.export import ToolMissingError
     from hwnas.export.synth_tools import find_yosys
 
     mode = experiment.run.synth
@@ -176,32 +207,26 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
         if mode == "on":
             raise PipelineError(f"synth: run.synth is on but {err}") from err
         return f"Yosys is not installed ({err})"
-    from hwnas.cost import CostError, estimate
+    return None
 
-    out = experiment.output_dir() / "synth"
-    results = {}
-    for entry in selection:
-        n = int(entry["number"])
-        bundle = load_model(model_path(experiment, entry))
-        log(f"synth trial {n}: RTL + Yosys for {dev.name}")
-        work = out / f"trial_{n:05d}_work"
-        project = export_rtl(bundle.model, bundle.input_shape, work / "rtl",
-                             **path_options(experiment)["rtl"])
-        result = synthesize(project, target=dev, output_dir=work / "synth", progress=False)
-        model_file = record_path(model_path(experiment, entry), experiment.output_dir())
-        data: dict[str, Any] = {"trial": n, "model": model_file, "device": dev.name,
-                                "totals": dict(result.totals),
-                                "fmax_mhz": result.fmax_mhz, "seconds": round(result.seconds, 1),
-                                "summary": result.summary()}
-        try:
-            est = estimate(bundle.model, dev, input_shape=bundle.input_shape, kind="hls4ml",
-                           strategy="distributed_arithmetic")
-            data["distributed_arithmetic"] = result.compare_with(est).as_dict()
-        except (CostError, ValueError) as err:
-            data["distributed_arithmetic"] = f"no comparison: {err}"
-        _write_json(out / f"trial_{n:05d}.json", data)
-        results[n] = data
-    return results
+
+def synthesize_model(experiment: Any, model: Any, input_shape: tuple[int, ...], work: Path) -> dict[str, Any]:
+    """RTL (``run.rtl``) + Yosys for the target in ``work``; the totals beside the distributed-arithmetic estimate."""
+    from hwnas.cost import CostError, estimate
+    from hwnas.export.rtl import export_rtl
+    from hwnas.export.synth import synthesize
+
+    dev = experiment.device()
+    project = export_rtl(model, input_shape, work / "rtl", **path_options(experiment)["rtl"])
+    result = synthesize(project, target=dev, output_dir=work / "synth", progress=False)
+    data: dict[str, Any] = {"device": dev.name, "totals": dict(result.totals), "fmax_mhz": result.fmax_mhz,
+                            "seconds": round(result.seconds, 1), "summary": result.summary()}
+    try:
+        est = estimate(model, dev, input_shape=input_shape, kind="hls4ml", strategy="distributed_arithmetic")
+        data["distributed_arithmetic"] = result.compare_with(est).as_dict()
+    except (CostError, ValueError) as err:
+        data["distributed_arithmetic"] = f"no comparison: {err}"
+    return data
 
 
 def _selection(out: Path) -> list[dict[str, Any]]:
@@ -301,6 +326,19 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
             if changed:
                 raise PipelineError("verify: the verified artefact differs from the exported one "
                                     f"({', '.join(changed)}): the export is not deterministic")
+        elif stage == "baselines":
+            from hwnas.pipeline_baselines import train_baselines
+
+            produced["baselines"] = train_baselines(experiment, progress=progress, log=log)
+            if isinstance(produced["baselines"], str):
+                log(f"[baselines] skipped: {produced['baselines']}")
+            for name, r in ({} if isinstance(produced["baselines"], str) else produced["baselines"]).items():
+                m = r["metrics"]
+                acc = r.get("accuracy") or {}
+                exported = ", ".join(f"{p} {v:.4f}" for p, v in acc.items() if p not in ("samples", "torch"))
+                log(f"[baselines] {name}: test accuracy {m.get('test_accuracy', float('nan')):.4f}, "
+                    f"QA-Score {m.get('qa_score', float('nan')):.3f}"
+                    + (f", exported on {acc['samples']} samples: {exported}" if exported else ""))
         elif stage == "local":
             produced["local"] = local_search_selected(experiment, _selection(out), log=log)
             _log_results("local", produced["local"], log, lambda r: (

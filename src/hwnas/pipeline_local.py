@@ -4,9 +4,15 @@ Contract:
 
 * ``precision_pairs``: fixed-point QAT per ``run.local.precisions`` pair + iterative magnitude pruning with
   rewinding (:func:`hwnas.train.local_search.local_search`); candidates are ranked by effective BOPs.
-* ``beta_sweep``: one HGQ training of the selected (learned-precision) model with β growing exponentially
-  from ``beta0`` to ``beta1`` over ``sweep_epochs`` (:func:`hwnas.train.sweep.beta_sweep`); the calibrated
-  (metric, EBOPs) front checkpoints are the candidates, ranked by EBOPs.
+* ``beta_sweep``: one HGQ training of the selected model with β growing exponentially from ``beta0`` to
+  ``beta1`` over ``sweep_epochs`` (:func:`hwnas.train.sweep.beta_sweep`); the calibrated (metric, EBOPs) front
+  checkpoints are the candidates, ranked by EBOPs. A model with no learnable quantizer (a fixed-precision
+  search: static layer-wise bits) is first converted by :func:`hwnas.nn.to_learnable` into learnable
+  per-parameter HGQ quantizers starting exactly at its searched bits (same outputs before training); the sweep
+  trains that copy, the checkpoints are loaded into copies of it, and ``kept`` says "HGQ β-sweep from the
+  searched layer-wise bits". γ (the bit-width L1 weight): ``space.precision.gamma`` in both modes (the field
+  exists, with its default 1e-6, for fixed precision too; ``experiment.train_config`` only applies it in mode
+  learned, so it is set here for the converted model).
 * ``ptq``: post-training quantization of the selected model per ``ptq_schemes``
   (:func:`hwnas.train.ptq.post_training_quantize`), calibrated on the training split; candidates are ranked by
   stored model bits; the per-layer sensitivity table (:func:`hwnas.train.ptq.layer_sensitivity`) and the size
@@ -23,7 +29,10 @@ Contract:
   validation split, so its metric there is optimistic (``searched_reference`` in the record says which;
   ``searched_val_metric`` is the validation-split figure either way).
   It is written to ``local/trial_<n>/model.pt`` (with the searched model's test inputs); the record, with a
-  Markdown table of every candidate, to ``local/trial_<n>.json``. Later stages use that model.
+  Markdown table of every candidate, to ``local/trial_<n>.json``. Later stages use that model. The record also
+  prices the kept model as a trial is priced (``metrics``: its validation and test metric, MACs, BOPs, W_bits,
+  QA-Score and the hardware estimate's figures at the trial's own input shape; ``estimate``: the per-layer rows;
+  or ``unpriced`` with the reason), so the report's tables show it beside the searched model.
 """
 
 from __future__ import annotations
@@ -83,15 +92,21 @@ def _precision_pairs(experiment: Any, model: nn.Module, data: Any, task: Any, wo
 
 def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: Path, seed: int,
                 training: dict[str, float] | None = None) -> tuple[list[Candidate], str, str]:
-    from hwnas.nn import ebops
+    from hwnas.nn import ebops, to_learnable
+    from hwnas.quant import Quantizer
     from hwnas.train.sweep import beta_sweep
     from hwnas.train.trainer import load_saved
 
     cfg = experiment.run.local
     train_cfg = replace(experiment.train_config(seed, progress=False, overrides=training), epochs=cfg.sweep_epochs)
+    from_fixed = not any(isinstance(m, Quantizer) and m.learnable for m in model.modules())
+    if from_fixed:  # a fixed-precision search: HGQ starts from the searched layer-wise bits (module docstring)
+        model = to_learnable(model)
+        train_cfg = replace(train_cfg, gamma=experiment.space.precision.gamma)
     start = copy.deepcopy(model)
     result = beta_sweep(start, data.train.pair, data.val.pair, work / "sweep", config=train_cfg,
                         beta0=cfg.beta0, beta1=cfg.beta1)
+    how = "HGQ β-sweep from the searched layer-wise bits," if from_fixed else "HGQ β-sweep"
     out = []
     for c in result.checkpoints:
         q = copy.deepcopy(model)
@@ -100,8 +115,8 @@ def _beta_sweep(experiment: Any, model: nn.Module, data: Any, task: Any, work: P
         metric = task.evaluate(q, data.val, classes=data.classes)[task.metric]
         with torch.no_grad():
             cost = float(ebops(q))
-        out.append(Candidate(q, float(metric), cost, f"HGQ β-sweep epoch {c.epoch} (β = {c.beta:.3g})",
-                             {"epoch": c.epoch, "beta": c.beta, "ebops": cost}))
+        out.append(Candidate(q, float(metric), cost, f"{how} epoch {c.epoch} (β = {c.beta:.3g})",
+                             {"epoch": c.epoch, "beta": c.beta, "ebops": cost, "from_fixed_precision": from_fixed}))
     return out, result.table(), "EBOPs"
 
 
@@ -154,6 +169,7 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
         return "run.local.enabled is false"
     results = {}
     loaded: dict[str, Any] = {}
+    contexts: dict[str, Any] = {}
     for entry in selection:
         n = int(entry["number"])
         bundle = load_model(resolve_path(entry["checkpoint"], experiment.output_dir()))
@@ -192,6 +208,33 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
                   "sparsity": float(m.sparsity), "checkpoint": record_path(path, experiment.output_dir()),
                   "table": table + ("\n\n" + best.extra["size_table"] if "size_table" in best.extra else ""),
                   **extra}
+        record.update(_price(experiment, best.model, bundle.metadata, task, data, best.metric, contexts))
         write_json(experiment.output_dir() / "local" / f"trial_{n:05d}.json", record)
         results[n] = record
     return results
+
+
+def _price(experiment: Any, model: nn.Module, metadata: dict[str, Any] | None, task: Any, data: Any, metric: float,
+           contexts: dict[str, Any]) -> dict[str, Any]:
+    """The kept model priced like a trial (module docstring); the trial context is built once per stage.
+
+    ``metrics``: its validation and test metric, MACs/BOPs/W_bits/QA-Score and the hardware estimate's figures;
+    ``estimate``: the per-layer rows; or ``unpriced`` saying why the hardware model could not price it.
+    """
+    from hwnas.cost import CostError
+    from hwnas.search.objective import TrialContext, cost_metrics
+    from hwnas.space import Point
+
+    if "ctx" not in contexts:
+        contexts["ctx"] = TrialContext.create(experiment, progress=False, save_models=False)
+    ctx = contexts["ctx"]
+    stored = (metadata or {}).get("point")
+    point = Point.from_dict(stored) if isinstance(stored, dict) else None  # its task options decide the input
+    metrics = {"accuracy": float(metric),
+               "test_accuracy": float(task.evaluate(model, data.test, classes=data.classes)[task.metric])}
+    try:
+        costs, summary = cost_metrics(model, ctx, point)
+    except (CostError, ValueError) as err:
+        return {"metrics": metrics, "estimate": None, "unpriced": f"not priced by hardware.model "
+                f"{experiment.hardware.model}: {err}"}
+    return {"metrics": {**metrics, **costs}, "estimate": summary}

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -530,6 +531,6 @@ def verify_hls4ml(model: nn.Module, x: torch.Tensor | np.ndarray, output_dir: st
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     if tmp is not None:
-        result = PathResult(**{**result.as_dict(), "artefact": None})
+        result = dataclasses.replace(result, artefact=None)
     return result
 

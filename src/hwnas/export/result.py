@@ -9,12 +9,12 @@ path whose tool failed inside (:class:`~hwnas.export.errors.ToolFailureError`): 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PathResult", "compare", "failed", "output_lsb", "skipped"]
+__all__ = ["PathResult", "compare", "failed", "output_lsb", "skipped", "top1_of"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class PathResult:
     """The exported file or project folder that was executed."""
     error: str | None = None
     """Why the path failed without producing outputs (its tool failed inside); None otherwise."""
+    top1: tuple[int, ...] | None = field(default=None, repr=False)
+    """The path's top-1 class per sample (classifier outputs (N, C), C > 1); None otherwise. Not in :meth:`as_dict`."""
 
     @property
     def passed(self) -> bool:
@@ -47,8 +49,8 @@ class PathResult:
         return self.skipped is None and self.error is None and self.mismatches == 0
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON, tables)."""
-        return asdict(self)
+        """Plain dict (JSON, tables), without :attr:`top1`."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "top1"}
 
 
 def output_lsb(reference: np.ndarray, fractional_bits: np.ndarray | int | None = None) -> np.ndarray | float:
@@ -74,12 +76,23 @@ def compare(path: str, reference: np.ndarray, got: np.ndarray, *, lsb: np.ndarra
     diff = np.where(np.isnan(diff), np.inf, diff)
     bad = np.flatnonzero(np.any(diff.reshape(len(ref), -1) != 0, axis=1)) if len(ref) else np.array([], dtype=int)
     step = output_lsb(ref) if lsb is None else lsb
+    classes = top1_of(out)
+    top1 = None if classes is None else tuple(int(i) for i in classes)
     lsbs = diff / np.broadcast_to(step, diff.shape) if diff.size else np.zeros(0)
     return PathResult(path=path, samples=len(ref), mismatches=int(bad.size),
                       max_lsb=float(lsbs.max()) if lsbs.size else 0.0,
                       max_abs_diff=float(diff.max()) if diff.size else 0.0,
                       first_mismatch=int(bad[0]) if bad.size else None,
-                      first_layer=first_layer if bad.size else None, seconds=seconds, artefact=artefact)
+                      first_layer=first_layer if bad.size else None, seconds=seconds, artefact=artefact,
+                      top1=top1)
+
+
+def top1_of(outputs: np.ndarray) -> np.ndarray | None:
+    """The arg-max class per sample of classifier outputs ``(N, C)`` with ``C > 1``; None for other shapes."""
+    out = np.asarray(outputs)
+    if out.ndim != 2 or out.shape[1] < 2 or not len(out):
+        return None
+    return np.argmax(np.where(np.isnan(out), -np.inf, out), axis=1)
 
 
 def skipped(path: str, reason: str, samples: int = 0) -> PathResult:

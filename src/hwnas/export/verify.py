@@ -32,7 +32,7 @@ from . import paths as _paths
 from .errors import ExportError, ToolFailureError, ToolMissingError
 from .folders import FolderError, check_folder, claim_folder
 from .graph import ExportGraph, Quantize, extract, float32_exact
-from .result import PathResult, failed, skipped
+from .result import PathResult, failed, skipped, top1_of
 
 __all__ = ["PATHS", "VerificationReport", "default_inputs", "locate_first_layer", "verify_model"]
 
@@ -54,6 +54,26 @@ class VerificationReport:
     samples: int
     inexact_layers: list[tuple[str, int]] = field(default_factory=list)
     """Layers where torch's float32 forward rounds (then torch itself is not the exact fixed-point result)."""
+    torch_top1: tuple[int, ...] | None = field(default=None, repr=False)
+    """Torch's top-1 class per sample (classifier outputs); None otherwise."""
+
+    def accuracy(self, labels: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any] | None:
+        """Top-1 accuracy of torch and of every path that ran on the same samples, against ``labels``.
+
+        ``{"samples": N, "torch": a, "<path>": b, ...}`` (the reference executor and skipped or failed paths left
+        out); None when the outputs are not a classifier's. ``ValueError`` when ``labels`` has another length.
+        """
+        y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+        if len(y) != self.samples:
+            raise ValueError(f"labels: {len(y)} labels for {self.samples} verified samples")
+        if self.torch_top1 is None:
+            return None
+        out: dict[str, Any] = {"samples": self.samples,
+                               "torch": float(np.mean(np.asarray(self.torch_top1) == y))}
+        for r in self.ran:
+            if r.error is None and r.top1 is not None:
+                out[r.path] = float(np.mean(np.asarray(r.top1) == y))
+        return out
 
     @property
     def ran(self) -> list[PathResult]:
@@ -240,7 +260,9 @@ def verify_model(model: nn.Module, x: torch.Tensor | np.ndarray | None = None, *
                 layer = locate_first_layer(path, model, x, result, root / f"{path}-bisect", options.get(path, {}))
                 result = _with(result, first_layer=layer)
             results.append(result)
-    return VerificationReport(results, len(x), float32_exact(graph, x) if isinstance(graph, ExportGraph) else [])
+    classes = top1_of(ref)
+    return VerificationReport(results, len(x), float32_exact(graph, x) if isinstance(graph, ExportGraph) else [],
+                              None if classes is None else tuple(int(i) for i in classes))
 
 
 def _extract_or_reason(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph | str:

@@ -9,6 +9,7 @@ Layers: :class:`QLinear`, :class:`QConv1d`, :class:`QConv2d` (``groups`` for dep
 :func:`bit_histogram`, and the HGQ loss term :func:`regularization`. :func:`set_quantizers` swaps the
 quantizers of every layer at once (post-training quantization of a trained model). :func:`convert` brings
 an existing plain-torch model into hwnas (:class:`ConversionError` for what has no equivalent; docs/models.md).
+:func:`to_learnable` turns a fixed-precision model's static quantizers into HGQ's learnable per-parameter ones.
 """
 
 from torch.nn import Flatten
@@ -18,6 +19,7 @@ from .base import FLOAT_BITS, QLayer, QuantizerSpec, make_quantizer, set_quantiz
 from .blocks import QResidualBlock
 from .convert import ConversionError, convert
 from .fold import fold_batchnorm
+from .hgq import to_learnable
 from .layers import DEFAULT_ACTIVATION, DEFAULT_BIAS, DEFAULT_WEIGHT, QConv1d, QConv2d, QLinear
 from .metrics import (
     LayerCost,
@@ -65,5 +67,6 @@ __all__ = [
     "regularization",
     "set_quantizers",
     "sparsity",
+    "to_learnable",
     "weight_bits",
 ]

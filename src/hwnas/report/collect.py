@@ -3,13 +3,14 @@
 Contract: :func:`collect` reads only files the earlier stages wrote (the study through the experiment's
 storage, ``selection.json``, the selected trials' model files — the local search's when it ran —,
 ``local/trial_<n>.json``, ``verify/<trial>.json``,
-``synth/<trial>.json``) and evaluates the selected models once more on the task's test split for the
-per-SNR accuracy (AMC tasks), each on its own task data (the options its model file records: with
-``space.task_options``, e.g. its readout window). With ``hardware.cpu_table`` it also predicts each selected model's CPU
-latency per layer from that table (:func:`hwnas.cost.cpu_latency.predict_latency`) and measures the whole
-model once with onnxruntime on this machine (its float graph, exported in memory, with the table's session
-settings: :func:`hwnas.cost.cpu_latency.measure_latency`). Nothing is trained or written here. A missing
-optional file leaves its part of the report out, with the reason in :attr:`ReportData.notes`.
+``synth/<trial>.json``, ``baselines/<name>.json`` of every ``run.baselines`` name) and evaluates the
+selected models once more on the task's test split for the per-SNR accuracy (AMC tasks), each on its own
+task data (the options its model file records: with ``space.task_options``, e.g. its readout window).
+With ``hardware.cpu_table`` it also predicts each selected model's CPU latency per layer from that table
+(:func:`hwnas.cost.cpu_latency.predict_latency`) and measures the whole model once with onnxruntime on this
+machine (its float graph, exported in memory, with the table's session settings:
+:func:`hwnas.cost.cpu_latency.measure_latency`). Nothing is trained or written here. A missing optional file
+leaves its part of the report out, with the reason in :attr:`ReportData.notes`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from hwnas.runpaths import read_record, resolve_path
 
-__all__ = ["ReportData", "SelectedModel", "collect"]
+__all__ = ["BaselineResult", "ReportData", "SelectedModel", "collect"]
 
 
 @dataclass
@@ -43,6 +44,9 @@ class SelectedModel:
     local: dict[str, Any] | None = None
     """The local search's result (``local/trial_<n>.json``) when it ran; the figures then show its model."""
     verification: list[dict[str, Any]] | None = None
+    exported_accuracy: dict[str, Any] | None = None
+    """The verify record's ``accuracy`` when it has one: ``{"samples": N, "torch": a, "<path>": b, ...}``, the top-1
+    accuracy of torch and of each path that ran on the same N test samples."""
     export: dict[str, Any] | None = None
     """The export stage's record (``export/trial_<n>.json``) when it ran."""
     synthesis: dict[str, Any] | None = None
@@ -53,22 +57,71 @@ class SelectedModel:
 
 
 @dataclass
+class BaselineResult:
+    """One reference model of ``run.baselines`` as the baselines stage recorded it (``baselines/<name>.json``)."""
+
+    name: str
+    description: str = ""
+    model: str | None = None
+    """Its model file, resolved against the output folder."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None
+    """The hardware estimate in a trial's format (model, device, clock_mhz, totals, latency_cycles, rows)."""
+    accuracy_per_snr: dict[float, float] = field(default_factory=dict)
+    """Test accuracy per SNR (dB; whole numbers as ``int``); empty for tasks without SNR labels."""
+    accuracy: dict[str, Any] | None = None
+    """``{"samples": N, "torch": a, "<path>": b, ...}`` like :attr:`SelectedModel.exported_accuracy`."""
+    seconds: float = 0.0
+    epochs: int = 0
+    synthesis: dict[str, Any] | str | None = None
+    """Yosys totals (``device``, ``totals``, ``fmax_mhz``, ...) when the stage synthesized it, else why not."""
+    unpriced: str | None = None
+    """Why the hardware model could not price it (e.g. a float model on FINN); None when it did."""
+
+
+@dataclass
 class ReportData:
     """Everything one report renders."""
 
     experiment: Any
     trials: list[dict[str, Any]]
-    """Every COMPLETE trial: number, feasible, front, objectives (metric → value), metrics."""
+    """Every COMPLETE trial: number, feasible, front, objectives (metric → value), metrics, estimate (the hardware
+    estimate's summary or None)."""
     selected: list[SelectedModel]
     capacity: dict[str, int]
     summary: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     cpu_table: dict[str, Any] | None = None
     """The CPU latency table the report priced with (path, operators, machine, threads, created, calibrated)."""
+    baselines: list[BaselineResult] = field(default_factory=list)
+    """The trained ``run.baselines``, in that order (one not trained yet is left out, with a note)."""
 
 
 def _json(path: Path) -> Any:
     return read_record(path)
+
+
+def _snr_key(key: Any) -> float:
+    value = float(key)
+    return int(value) if value.is_integer() else value
+
+
+def _baselines(experiment: Any, out: Path, notes: list[str]) -> list[BaselineResult]:
+    """The records of ``run.baselines`` (``baselines/<name>.json``), in that order."""
+    found = []
+    for name in experiment.run.baselines:
+        rec = _json(out / "baselines" / f"{name}.json")
+        if rec is None:
+            notes.append(f"baseline {name}: not trained yet (run the baselines stage)")
+            continue
+        found.append(BaselineResult(
+            name=str(rec.get("name") or name), description=str(rec.get("description") or ""),
+            model=str(resolve_path(rec["model"], out)) if rec.get("model") else None,
+            metrics=dict(rec.get("metrics") or {}), estimate=rec.get("estimate"),
+            accuracy_per_snr={_snr_key(k): float(v) for k, v in (rec.get("accuracy_per_snr") or {}).items()},
+            accuracy=rec.get("accuracy"), seconds=float(rec.get("seconds") or 0.0),
+            epochs=int(rec.get("epochs") or 0), synthesis=rec.get("synthesis"), unpriced=rec.get("unpriced")))
+    return found
 
 
 def _describe(point: Any) -> str:
@@ -162,7 +215,8 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         metrics = dict(t.user_attrs.get("metrics") or {})
         trials.append({"number": t.number, "feasible": t.number in feasible, "front": t.number in front,
-                       "objectives": {m: metrics.get(m) for m, _ in objectives}, "metrics": metrics})
+                       "objectives": {m: metrics.get(m) for m, _ in objectives}, "metrics": metrics,
+                       "estimate": t.user_attrs.get("estimate")})
     notes: list[str] = []
     selection = _json(out / "selection.json") or {"selected": []}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -199,10 +253,12 @@ def collect(experiment: Any, study: Any, *, details: bool = True) -> ReportData:
             _model_details(sel, experiment, loaded, notes, table)
         ver = _json(out / "verify" / f"trial_{t.number:05d}.json")
         sel.verification = ver["paths"] if ver else None
+        sel.exported_accuracy = ver.get("accuracy") if ver else None
         sel.synthesis = _json(out / "synth" / f"trial_{t.number:05d}.json")
         sel.export = _json(out / "export" / f"trial_{t.number:05d}.json")
         selected.append(sel)
     dev = experiment.device()
     capacity = {r: int(dev.capacity(r)) for r in ("luts", "ffs", "bram18", "dsps")}
     summary = _json(out / "search.json") or {}
-    return ReportData(experiment, trials, selected, capacity, summary, notes, table_info)
+    baselines = _baselines(experiment, out, notes)
+    return ReportData(experiment, trials, selected, capacity, summary, notes, table_info, baselines)

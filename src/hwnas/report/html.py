@@ -2,9 +2,10 @@
 
 Contract: :func:`write_report` renders a :class:`~hwnas.report.collect.ReportData` into ``folder``
 (default ``<output>/report``): ``index.html`` (self-contained but for the PNGs next to it; no script, no
-network), ``figures/*.png``, ``selected.csv``/``selected.md`` (one row per selected model) and
-``verification.md``. The folder is built beside the target and renamed into place, so a failed render
-leaves the previous report whole.
+network), ``figures/*.png``, ``selected.csv``/``selected.md`` (one row per selected model),
+``verification.md`` and the tables in seed 000's layout (:mod:`hwnas.report.tables`: ``table2.csv``/``.md``,
+``table3.csv``/``.md``, ``layers.csv``, ``pareto.csv``). The folder is built beside the target and renamed
+into place, so a failed render leaves the previous report whole.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import plots
+from . import plots, tables
 from .collect import ReportData
 
 __all__ = ["write_report"]
@@ -101,6 +102,39 @@ def _cpu_latency_html(number: int, cpu: dict[str, Any], folder: Path, fig: Path)
             + _table(["layer", "operator", "input shape", "µs", "share"], rows, left=3))
 
 
+def _seed_tables_html(data: ReportData, folder: Path, fig: Path) -> str:
+    """Write the tables of :mod:`hwnas.report.tables` into ``folder`` and return their section."""
+    exp = data.experiment
+    written = tables.write_tables(data, folder)
+    rows = tables.report_rows(data)
+    dev = exp.device()
+    model = exp.hardware.model
+    files = ", ".join(f'<a href="{n}">{n}</a>' for n in ("table2.csv", "table2.md", "table3.csv", "table3.md",
+                                                          "layers.csv", "pareto.csv"))
+    parts = ["<h2>Tables in the seed's layout (Table II, Table III, per-layer latency)</h2>",
+             f"<p>Device: {html.escape(exp.hardware.target)} ({html.escape(dev.name)}, {html.escape(dev.part)}), "
+             f"{html.escape(model)} cost model. Models: the feasible Pareto-front trials, best first on the last "
+             "objective, the local search's models of the selected trials (named after their trial, with the method), then "
+             "the baselines (run.baselines). Files: " + files + ".</p>"]
+    if not rows:
+        parts.append("<p class='note'>no feasible front trial and no trained baseline yet</p>")
+    parts.append("<h3>Table II: complexity and FPGA resources (estimate)</h3>" + _table(*written["table2"]))
+    parts.append("<h3>Table III: latency, energy and accuracy</h3>" + _table(*written["table3"]))
+    parts.append(f"<p class='note'>FPGA-measured latency is not available here: the expected latency is the "
+                 f"{html.escape(model)} cost model's cycles at the estimate's clock. Test accuracy is torch's on the "
+                 "whole test split; the exported accuracy is the verified path's on its samples, beside torch's on "
+                 "the same samples (ΔAcc in points).</p>")
+    parts.append(_img(folder, plots.layer_latency_models(rows, fig), "per-layer latency of the models"))
+    if "baselines" in written:
+        parts.append("<h3>Baselines trained on the same data</h3>" + _table(*written["baselines"], left=2)
+                     + "<p class='note'>Trained with the experiment's training section on the trials' splits "
+                     "(files: <a href=\"baselines.csv\">baselines.csv</a>, <a href=\"baselines.md\">baselines.md"
+                     "</a>); LUTs (Yosys) when run.synth synthesized them.</p>")
+        parts += [f"<p class='note'>{html.escape(b.name)}: {html.escape(b.unpriced)}</p>"
+                  for b in data.baselines if b.unpriced]
+    return "".join(parts)
+
+
 def _task_text(exp: Any) -> str:
     """The task, its fixed options and its searched ones (``space.task_options``)."""
     from hwnas.space import IntRange
@@ -175,7 +209,9 @@ def _render(data: ReportData, folder: Path) -> None:
         parts.append(_table(["", *cap], res_rows))
         parts.append(_img(folder, plots.resources(data.selected, cap, fig), "resources"))
 
-    snr = plots.accuracy_per_snr(data.selected, fig)
+    parts.append(_seed_tables_html(data, folder, fig))
+
+    snr = plots.accuracy_per_snr(data.selected, fig, data.baselines)
     if snr is not None:
         parts.append("<h2>Accuracy per SNR</h2>" + _img(folder, snr, "accuracy per SNR"))
 

@@ -4,12 +4,14 @@ Each function writes one PNG and returns its path, or None when there is nothing
 leaves the figure out). Figures: every pair of objectives with feasible, infeasible and front trials, the
 selected models and the budgets on those objectives marked; per-layer latency (cycles) of a selected model;
 per-layer CPU latency (µs, from the CPU latency table); weight and activation bit-width histograms;
-resource use against the device's capacity; accuracy per SNR.
+resource use against the device's capacity; accuracy per SNR (selected models, baselines dashed); cycles per
+layer of every model of the report's tables as one stacked bar each.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
-__all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "layer_latency", "pareto_pairs", "resources"]
+__all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "layer_latency", "layer_latency_models",
+           "pareto_pairs", "resources"]
 
 _DPI = 110
 
@@ -154,17 +158,55 @@ def resources(selected: list[Any], capacity: dict[str, int], folder: Path) -> Pa
     return _save(fig, folder / "resources.png")
 
 
-def accuracy_per_snr(selected: list[Any], folder: Path) -> Path | None:
-    """Test accuracy against SNR of every selected model (tasks with SNR labels)."""
+def accuracy_per_snr(selected: list[Any], folder: Path, baselines: Sequence[Any] = ()) -> Path | None:
+    """Test accuracy against SNR of every selected model and baseline (dashed, by name; tasks with SNR labels)."""
     rows = [s for s in selected if s.accuracy_per_snr]
-    if not rows:
+    refs = [b for b in baselines if b.accuracy_per_snr]
+    if not rows and not refs:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for s in rows:
         snrs = sorted(s.accuracy_per_snr)
         ax.plot(snrs, [s.accuracy_per_snr[k] for k in snrs], marker="o", label=f"#{s.number}")
+    for b in refs:
+        snrs = sorted(b.accuracy_per_snr)
+        ax.plot(snrs, [b.accuracy_per_snr[k] for k in snrs], linestyle="--", marker=".", label=b.name)
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, folder / "accuracy_per_snr.png")
+
+
+_MAX_MODELS = 20
+
+
+def layer_latency_models(rows: Sequence[Any], folder: Path) -> Path | None:
+    """Cycles per layer of each model as one horizontal bar of its layers in order, coloured by layer type.
+
+    ``rows`` have ``name`` and the estimate's ``layers`` (e.g. :class:`~hwnas.report.tables.TableRow`); the first 20
+    with an estimate are drawn.
+    """
+    rows = [r for r in rows if any(layer.get("cycles", 0) > 0 for layer in r.layers)][:_MAX_MODELS]
+    if not rows:
+        return None
+    types = list(dict.fromkeys(str(layer.get("type", "")) for r in rows for layer in r.layers))
+    cmap = plt.get_cmap("tab10")
+    colors = {t: cmap(i % 10) for i, t in enumerate(types)}
+    fig, ax = plt.subplots(figsize=(7.0, 0.4 * len(rows) + 1.6))
+    for y, r in enumerate(rows):
+        left = 0.0
+        for layer in r.layers:
+            cycles = float(layer.get("cycles", 0))
+            if cycles > 0:
+                ax.barh(y, cycles, left=left, color=colors[str(layer.get("type", ""))], edgecolor="white",
+                        linewidth=0.6)
+                left += cycles
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r.name for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("cycles per sample (layers in order)")
+    ax.legend(handles=[Patch(color=colors[t], label=t) for t in types], fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("per-layer latency of the tables' models (cost model)", fontsize=9)
+    return _save(fig, folder / "layer_latency_models.png")

@@ -196,7 +196,8 @@ class PrecisionConfig(_Strict):
                                   "(the table has 2^bits entries)")
     init_bits: int = Field(8, ge=1, le=32, description="initial width of learned quantizers (mode learned)")
     beta: float = Field(1e-5, ge=0, description="EBOPs weight in the loss (mode learned)")
-    gamma: float = Field(1e-6, ge=0, description="bit-width L1 weight in the loss (mode learned)")
+    gamma: float = Field(1e-6, ge=0, description="bit-width L1 weight in the loss (mode learned; with fixed "
+                         "widths, in a run.local beta_sweep)")
 
     @field_validator("weight_bits", "act_bits")
     @classmethod

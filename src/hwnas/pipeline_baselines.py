@@ -1,0 +1,193 @@
+"""The ``baselines`` stage of ``hwnas run``: the reference models of ``run.baselines``, trained and priced like trials.
+
+Contract: every name in ``run.baselines`` (:data:`hwnas.tasks.baselines.NAMED`) is built for the task's input
+shape and class count, trained with the experiment's ``training`` section on the trials' own splits (seed
+``experiment.seed``), measured with the trials' :func:`hwnas.search.objective.measure` (validation and test
+accuracy, MACs/BOPs/W_bits/QA-Score, the hardware estimate with its per-layer rows; a model the hardware model
+cannot price, e.g. a float one on FINN, keeps the rest and says why in ``unpriced``), evaluated per SNR where
+the task reports it, and verified along ``run.verify`` on the first ``run.verify_samples`` test samples (top-1
+accuracy of torch and of every path on those samples; a float model, which has no fixed-point graph, is not
+verified and ``verification`` says so), and with ``run.synth`` (as the ``synth`` stage decides it) its RTL
+synthesized with Yosys for the target (``synthesis``: the totals, or why not). Written:
+``baselines/<name>/model.pt`` (a model file like a trial's), ``baselines/<name>/export/`` (the verified
+artefacts), ``baselines/<name>/synth/`` and ``baselines/<name>.json`` last, so a killed stage resumes baseline by
+baseline: a record whose ``settings`` hash matches is kept (and synthesized then if ``run.synth`` now runs and it
+was not). A verification
+mismatch fails the stage like ``verify`` does. Report layout: docs/run.md (*Baselines*).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+from hwnas.runpaths import read_record, record_path
+
+__all__ = ["BaselineStageError", "baseline_dir", "baseline_record", "train_baselines"]
+
+
+class BaselineStageError(HwnasError, RuntimeError):
+    """A baseline cannot be built for the task, or its exported artefact disagrees with torch."""
+
+
+def baseline_dir(experiment: Any, name: str) -> Path:
+    """``<output>/baselines/<name>``: the baseline's model file and verified artefacts."""
+    return experiment.output_dir() / "baselines" / name
+
+
+def baseline_record(experiment: Any, name: str) -> Path:
+    """``<output>/baselines/<name>.json``: what the stage measured (docs/run.md, *Baselines*)."""
+    return experiment.output_dir() / "baselines" / f"{name}.json"
+
+
+def _settings(experiment: Any, name: str) -> str:
+    """Hash of everything a baseline's record depends on (its name, the task, training, hardware, verification)."""
+    from hwnas.config import payload_digest
+
+    dump = experiment.model_dump()
+    return payload_digest({"name": name, "seed": dump["seed"], "task": dump["task"], "training": dump["training"],
+                           "hardware": dump["hardware"], "verify": dump["run"]["verify"],
+                           "verify_samples": dump["run"]["verify_samples"], "hls4ml": dump["run"]["hls4ml"],
+                           "rtl": dump["run"]["rtl"]})
+
+
+def train_baselines(experiment: Any, *, progress: bool = False,
+                    log: Callable[[str], None] = print) -> dict[str, dict[str, Any]] | str:
+    """Train, measure and verify every ``run.baselines`` model; their records, or why the stage did nothing."""
+    names = list(experiment.run.baselines)
+    if not names:
+        return "run.baselines is empty"
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for name in names:
+        old = read_record(baseline_record(experiment, name))
+        if isinstance(old, dict) and old.get("settings") == _settings(experiment, name):
+            log(f"[baselines] {name}: trained earlier; kept")
+            results[name] = _synthesis_now(experiment, name, old, log)
+        else:
+            todo.append(name)
+    if not todo:
+        return results
+    from hwnas.search.objective import TrialContext
+
+    ctx = TrialContext.create(experiment, progress=False, save_models=False)
+    for name in todo:
+        results[name] = _one(experiment, ctx, name, progress, log)
+    return {n: results[n] for n in names}
+
+
+def _synthesis_now(experiment: Any, name: str, record: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """A kept record, synthesized now when ``run.synth`` runs and it was not synthesized before (no retraining)."""
+    from hwnas.export import load_model
+    from hwnas.pipeline import synth_unavailable, synthesize_model
+    from hwnas.runpaths import resolve_path
+    from hwnas.search.run import write_json
+
+    if isinstance(record.get("synthesis"), dict) or isinstance(record.get("verification"), str):
+        return record  # synthesized already, or a float model (never synthesized)
+    why_not = synth_unavailable(experiment)
+    if why_not is not None:
+        return record
+    bundle = load_model(resolve_path(record["model"], experiment.output_dir()))
+    log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
+    record = {**record, "synthesis": synthesize_model(experiment, bundle.model, tuple(bundle.input_shape),
+                                                      baseline_dir(experiment, name) / "synth")}
+    write_json(baseline_record(experiment, name), record)
+    return record
+
+
+def _unpriced_metrics(model: Any, ctx: Any) -> dict[str, float]:
+    """The metrics of a model the hardware model cannot price: accuracies, MACs, BOPs, W_bits, QA-Score."""
+    from hwnas.cost.metrics import model_metrics, qa_score_of
+
+    data, task = ctx.data, ctx.task
+    model.eval()
+    m = model_metrics(model, tuple(data.input_shape))
+    metrics = {"accuracy": float(task.evaluate(model, data.val, classes=data.classes)[task.metric]),
+               "test_accuracy": float(task.evaluate(model, data.test, classes=data.classes)[task.metric]),
+               "macs": float(m.macs), "bops": float(m.bops), "ebops": float(m.ebops), "wbits": float(m.weight_bits),
+               "memory_kb": float(m.memory_bytes) / 1024.0}
+    if ctx.baseline is not None:
+        metrics["qa_score"] = float(qa_score_of(m, ctx.baseline_metrics()))
+    return metrics
+
+
+def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from hwnas.cost import CostError
+    from hwnas.export import ExportError, save_model
+    from hwnas.export.graph import extract
+    from hwnas.export.verify import verify_model
+    from hwnas.pipeline import synth_unavailable, synthesize_model
+    from hwnas.pipeline_export import path_options
+    from hwnas.search.objective import TrialDivergedError, measure
+    from hwnas.search.run import write_json
+    from hwnas.tasks.baselines import NAMED, build_named
+    from hwnas.train import Trainer
+
+    t0 = time.perf_counter()
+    data, task, out = ctx.data, ctx.task, experiment.output_dir()
+    shape = tuple(data.input_shape)
+    seed = int(experiment.seed)
+    torch.manual_seed(seed)
+    try:
+        model = build_named(name, shape, data.n_classes)
+    except ValueError as err:
+        raise BaselineStageError(f"run.baselines: {name!r} does not fit task {experiment.task.name!r}: {err}") from err
+    log(f"[baselines] {name}: training {experiment.training.epochs} epoch(s) on {len(data.train.y)} samples")
+    history = Trainer(model, experiment.train_config(seed, progress=progress)).fit(data.train.pair, data.val.pair)
+    unpriced = None
+    try:
+        metrics, estimate = measure(model, ctx)
+    except TrialDivergedError as err:
+        raise BaselineStageError(f"run.baselines: {name!r}: {err}") from err
+    except CostError as err:  # e.g. a float model on a fixed-point dataflow target: accuracy and model figures only
+        unpriced = f"not priced by hardware.model {experiment.hardware.model}: {err}"
+        log(f"[baselines] {name}: {unpriced}")
+        metrics, estimate = _unpriced_metrics(model, ctx), None
+    model.eval()
+    per_snr = task.evaluate(model, data.test, classes=data.classes).get("accuracy_per_snr") or {}
+    folder = baseline_dir(experiment, name)
+    n = min(int(experiment.run.verify_samples), len(data.test.y))
+    x, y = data.test.x[:n], data.test.y[:n]
+    accuracy = None
+    verification: list[dict[str, Any]] | str | None = None
+    try:
+        extract(model, shape)  # a float model has no fixed-point graph: nothing to verify bit for bit
+    except ExportError as err:
+        verification = f"not verified: {err}"
+    if experiment.run.verify and verification is None:
+        log(f"[baselines] {name}: verifying {', '.join(experiment.run.verify)} on {n} test samples")
+        report = verify_model(model, x, input_shape=shape, paths=list(experiment.run.verify),
+                              output_dir=folder / "export", samples=n, seed=seed,
+                              options=path_options(experiment, model, shape))
+        verification = [r.as_dict() for r in report.results]
+        if report.failures:
+            bad = ", ".join(f"{r.path}: {r.error or f'{r.mismatches} of {r.samples} mismatching'}"
+                            for r in report.failures)
+            raise BaselineStageError(f"baselines: {name}: the exported artefact disagrees with torch ({bad}); "
+                                     f"see {folder / 'export'}")
+        if task.loss == "ce":
+            accuracy = report.accuracy(y)
+    synthesis: dict[str, Any] | str
+    if isinstance(verification, str):
+        synthesis = "not synthesized: no fixed-point graph (a float model)"
+    else:
+        synthesis = synth_unavailable(experiment) or ""
+        if not synthesis:
+            log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
+            synthesis = synthesize_model(experiment, model, shape, folder / "synth")
+    model_file = save_model(model, folder / "model.pt", shape, test_inputs=data.test.x[:256],
+                            metadata={"experiment": experiment.name, "baseline": name, "metrics": metrics,
+                                      "task_options": dict(experiment.task.options)})
+    record = {"name": name, "description": NAMED[name].description, "settings": _settings(experiment, name),
+              "model": record_path(model_file, out), "metrics": metrics, "estimate": estimate,
+              "accuracy_per_snr": {str(int(k)): float(v) for k, v in per_snr.items()},
+              "accuracy": accuracy, "verification": verification, "unpriced": unpriced, "synthesis": synthesis,
+              "epochs": len(history.records), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(baseline_record(experiment, name), record)
+    return record
