@@ -23,12 +23,20 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "monas_lq_rml2018.y
 
 
 def derive(per_pair: int | None, trials: int | None, epochs: int | None, hpo: int | None,
-           bootstrap: int | None, workers: int | None, filters: list[int] | None = None) -> dict:
+           bootstrap: int | None, workers: int | None, filters: list[int] | None = None,
+           hgq_epochs: int | None = None, folding_ms: float | None = None) -> dict:
     """The example's document with the named knobs replaced."""
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["output"] = "."
     if filters is not None:
         doc["space"]["filters"] = filters
+    if hgq_epochs is not None:  # beyond the seed: HGQ per-parameter bits from the searched layer-wise bits
+        doc["run"]["local"] = {"enabled": True, "method": "beta_sweep", "sweep_epochs": hgq_epochs,
+                               "beta0": 1e-9, "beta1": 1e-6, "max_drop": 0.01}
+        doc["run"]["verify"] = ["hls4ml"]  # per-element activation widths: QONNX's Quant carries one per tensor
+    if folding_ms is not None:  # beyond the seed: FINN PE/SIMD per layer searched under a latency budget
+        doc["space"]["mapping"] = {"kind": "finn", "folding": "search"}
+        doc["constraints"].append({"metric": "latency_ms", "max": folding_ms})
     if per_pair is not None:
         doc["task"]["options"]["per_pair"] = per_pair
     if workers is not None:
@@ -54,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, help="stage-2 trainings (example: 12)")
     ap.add_argument("--workers", type=int, help="generator processes of the task data")
     ap.add_argument("--filters", help="comma-separated backbone widths stage 1 chooses from (example: 16,32,64)")
+    ap.add_argument("--hgq-epochs", type=int, help="beyond the seed: run.local beta_sweep of this many epochs on the "
+                    "selected models (HGQ per-parameter bits from the searched layer-wise bits, β 1e-9 → 1e-6)")
+    ap.add_argument("--folding-ms", type=float, help="beyond the seed: FINN PE/SIMD per layer as search variables "
+                    "(space.mapping folding: search) under latency_ms <= this")
     ap.add_argument("--stages", help="comma-separated stages for hwnas run (default all)")
     args = ap.parse_args(argv)
     from hwnas.cli import main as hwnas
@@ -62,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "experiment.yaml"
     filters = [int(f) for f in args.filters.split(",")] if args.filters else None
-    doc = derive(args.per_pair, args.trials, args.epochs, args.hpo_trials, args.bootstrap, args.workers, filters)
+    doc = derive(args.per_pair, args.trials, args.epochs, args.hpo_trials, args.bootstrap, args.workers, filters,
+                 args.hgq_epochs, args.folding_ms)
     text = yaml.safe_dump(doc, sort_keys=False)
     if path.is_file() and path.read_text() != text:
         print(f"{path} exists with other settings; choose another --output", file=sys.stderr)

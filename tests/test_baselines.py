@@ -72,3 +72,17 @@ def test_run_baselines_config_names_the_key():
     with pytest.raises(ConfigError, match=r"run\.baselines.*twice"):
         parse_experiment(tiny_mlp(extra="run: {baselines: [qcnn-32f, qcnn-32f]}"))
     assert parse_experiment(tiny_mlp(extra="run: {baselines: [qcnn-32f]}")).run.baselines == ["qcnn-32f"]
+
+
+def test_synthesis_skips_a_model_above_synth_max_macs_with_the_reason():
+    from hwnas.pipeline import synth_too_large
+
+    model = build_named("mlp-32-16-8b", (800,), 2).eval()  # SNAC-Pack's qubit baseline: 26,144 MACs
+    model(torch.zeros(1, 800))
+    exp = parse_experiment(tiny_mlp())
+    assert exp.run.synth_max_macs == 20_000
+    reason = synth_too_large(exp, model, (800,))
+    assert reason is not None and " nonzero MACs > run.synth_max_macs 20,000: " in reason
+    assert 20_000 < int(reason.split()[0].replace(",", "")) <= 26_144  # weights rounding to 0 are free
+    assert synth_too_large(parse_experiment(tiny_mlp(extra="run: {synth_max_macs: null}")), model, (800,)) is None
+    assert synth_too_large(exp, build_named("mlp-32-16-8b", (64,), 10).eval(), (64,)) is None  # 2,720 MACs

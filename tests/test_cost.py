@@ -206,3 +206,17 @@ def test_hls4ml_reuse_factor_trades_resources_for_latency():
                  reuse_factor=2)
     with pytest.raises(CostError, match="strategy"):
         estimate(model, "VU13P", input_shape=(16,), kind="hls4ml", strategy="dataflow")
+
+
+def test_hls4ml_a_reuse_factor_that_does_not_divide_names_the_layer_and_the_valid_one():
+    from hwnas.tasks.baselines import mlp
+
+    model = mlp((10,), 3, hidden=(7,), bits=8, bias_bits=16).eval()
+    model(torch.zeros(1, 10))
+    with pytest.raises(CostError, match=r"layer 0: reuse factor 4 must be a positive divisor of 70 .* the largest "
+                                        r"valid one not above it is 2"):
+        estimate(model, "ZCU102", input_shape=(10,), kind="hls4ml", reuse_factor=4)
+    with pytest.raises(CostError, match=r"reuse factor 0 .* not above it is 1"):
+        estimate(model, "ZCU102", input_shape=(10,), kind="hls4ml", reuse_factor=0)
+    per_layer = {"0": 2, "2": 3}  # the dict form: each layer its own valid factor
+    assert estimate(model, "ZCU102", input_shape=(10,), kind="hls4ml", reuse_factor=per_layer).latency_cycles > 0

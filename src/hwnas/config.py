@@ -908,6 +908,10 @@ class RunConfig(_Strict):
         description="reference models trained on the task's data with this training schedule and priced like the "
                     "trials (the baselines stage; names from hwnas.tasks.baselines.NAMED, e.g. vgg10-32f-8b, "
                     "qcnn-32f); the report puts them beside the selected models")
+    synth_max_macs: int | None = Field(
+        20_000, ge=1, description="the synth stage and the baselines stage skip a model whose nonzero MACs (MACs × "
+        "(1 − weight sparsity)) exceed this, saying why: its fully unrolled RTL trace and Yosys run take hours on a "
+        "2-core machine (null: no limit)")
     synth: Literal["auto", "on", "off"] = Field(
         "auto", description="synthesize every selected model's RTL with Yosys (nextpnr on ECP5) for the target: "
                             "auto (when Yosys is installed), on (an error without it), off (YAML's bare on/off, "
@@ -1935,6 +1939,7 @@ HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("training", "l1"): 0.0,
     ("training", "kfold"): None,
     ("run", "baselines"): [],
+    ("run", "synth_max_macs"): 20_000,
 }
 """Keys dropped from :func:`hash_payload` at their neutral value like :data:`HASH_NEUTRAL`'s, but neutral from the
 day they were added: no stored hash ever held them, so :func:`hash_payload_forms` has no earlier forms of them.

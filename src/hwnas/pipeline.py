@@ -12,9 +12,10 @@ Contract:
   settings and checked unchanged against the export's digests → ``verify/trial_<n>.json``), ``synth``
   (``run.synth``: the RTL of every selected model synthesized with Yosys for the target, beside the
   distributed-arithmetic cost model → ``synth/trial_<n>.json``; ``auto`` skips it, recorded with the reason,
-  when Yosys is absent), ``baselines`` (``run.baselines``: reference models trained on the same data and priced
-  and verified like the trials, :mod:`hwnas.pipeline_baselines` → ``baselines/<name>.json``) and ``report``
-  (:mod:`hwnas.report` → ``report/index.html``).
+  when Yosys is absent; a model above ``run.synth_max_macs`` nonzero MACs is skipped with the reason in the
+  log), ``baselines`` (``run.baselines``: reference models trained on the same data and priced and verified like
+  the trials, :mod:`hwnas.pipeline_baselines` → ``baselines/<name>.json``) and ``report`` (:mod:`hwnas.report` →
+  ``report/index.html``).
 * ``<output>/stages.json`` records each finished stage with the time and a hash of the experiment settings
   it ran with. :func:`run_pipeline` skips a stage recorded with the same hash; a changed experiment, or
   ``force``, runs it again and every stage after it. A stage that runs clears the records of the stages
@@ -46,7 +47,8 @@ from hwnas.runpaths import read_record, record_path, resolve_path
 from hwnas.search.run import write_json as _write_json
 
 __all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
-           "select_models", "synth_unavailable", "synthesize_model", "synthesize_selected", "verify_selected"]
+           "select_models", "synth_too_large", "synth_unavailable", "synthesize_model", "synthesize_selected",
+           "verify_selected"]
 
 STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "baselines", "report")
 
@@ -180,6 +182,10 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
     for entry in selection:
         n = int(entry["number"])
         bundle = load_model(model_path(experiment, entry))
+        too_large = synth_too_large(experiment, bundle.model, bundle.input_shape)
+        if too_large is not None:
+            log(f"synth trial {n}: skipped ({too_large})")
+            continue
         log(f"synth trial {n}: RTL + Yosys for {dev.name}")
         model_file = record_path(model_path(experiment, entry), experiment.output_dir())
         data = {"trial": n, "model": model_file,
@@ -208,6 +214,21 @@ def synth_unavailable(experiment: Any) -> str | None:
             raise PipelineError(f"synth: run.synth is on but {err}") from err
         return f"Yosys is not installed ({err})"
     return None
+
+
+def synth_too_large(experiment: Any, model: Any, input_shape: tuple[int, ...]) -> str | None:
+    """Why ``model`` is too large for the synth stage (``run.synth_max_macs``), or None."""
+    from hwnas.cost import model_metrics
+
+    limit = experiment.run.synth_max_macs
+    if limit is None:
+        return None
+    m = model_metrics(model, tuple(input_shape))
+    nonzero = round(m.macs * (1.0 - m.sparsity))
+    if nonzero <= limit:
+        return None
+    return (f"{nonzero:,} nonzero MACs > run.synth_max_macs {limit:,}: the fully unrolled RTL trace and its Yosys "
+            "run would take hours here; raise run.synth_max_macs to try")
 
 
 def synthesize_model(experiment: Any, model: Any, input_shape: tuple[int, ...], work: Path) -> dict[str, Any]:

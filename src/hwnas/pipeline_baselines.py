@@ -8,7 +8,8 @@ cannot price, e.g. a float one on FINN, keeps the rest and says why in ``unprice
 the task reports it, and verified along ``run.verify`` on the first ``run.verify_samples`` test samples (top-1
 accuracy of torch and of every path on those samples; a float model, which has no fixed-point graph, is not
 verified and ``verification`` says so), and with ``run.synth`` (as the ``synth`` stage decides it) its RTL
-synthesized with Yosys for the target (``synthesis``: the totals, or why not). Written:
+synthesized with Yosys for the target unless it exceeds ``run.synth_max_macs`` (``synthesis``: the totals, or
+why not). Written:
 ``baselines/<name>/model.pt`` (a model file like a trial's), ``baselines/<name>/export/`` (the verified
 artefacts), ``baselines/<name>/synth/`` and ``baselines/<name>.json`` last, so a killed stage resumes baseline by
 baseline: a record whose ``settings`` hash matches is kept (and synthesized then if ``run.synth`` now runs and it
@@ -82,7 +83,7 @@ def train_baselines(experiment: Any, *, progress: bool = False,
 def _synthesis_now(experiment: Any, name: str, record: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """A kept record, synthesized now when ``run.synth`` runs and it was not synthesized before (no retraining)."""
     from hwnas.export import load_model
-    from hwnas.pipeline import synth_unavailable, synthesize_model
+    from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
     from hwnas.runpaths import resolve_path
     from hwnas.search.run import write_json
 
@@ -92,6 +93,12 @@ def _synthesis_now(experiment: Any, name: str, record: dict[str, Any], log: Call
     if why_not is not None:
         return record
     bundle = load_model(resolve_path(record["model"], experiment.output_dir()))
+    too_large = synth_too_large(experiment, bundle.model, tuple(bundle.input_shape))
+    if too_large is not None:
+        if record.get("synthesis") != too_large:
+            record = {**record, "synthesis": too_large}
+            write_json(baseline_record(experiment, name), record)
+        return record
     log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
     record = {**record, "synthesis": synthesize_model(experiment, bundle.model, tuple(bundle.input_shape),
                                                       baseline_dir(experiment, name) / "synth")}
@@ -122,7 +129,7 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
     from hwnas.export import ExportError, save_model
     from hwnas.export.graph import extract
     from hwnas.export.verify import verify_model
-    from hwnas.pipeline import synth_unavailable, synthesize_model
+    from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
     from hwnas.pipeline_export import path_options
     from hwnas.search.objective import TrialDivergedError, measure
     from hwnas.search.run import write_json
@@ -177,7 +184,7 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
     if isinstance(verification, str):
         synthesis = "not synthesized: no fixed-point graph (a float model)"
     else:
-        synthesis = synth_unavailable(experiment) or ""
+        synthesis = synth_unavailable(experiment) or synth_too_large(experiment, model, shape) or ""
         if not synthesis:
             log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
             synthesis = synthesize_model(experiment, model, shape, folder / "synth")

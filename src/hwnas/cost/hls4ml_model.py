@@ -171,8 +171,12 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
                 n_in = math.prod(m.weight.shape[1:])
                 n_mult = m.weight.numel()
                 if isinstance(r, bool) or not isinstance(r, int) or r < 1 or n_mult % r:
+                    below = [d for d in range(1, n_mult + 1) if not n_mult % d
+                             and (not isinstance(r, int) or isinstance(r, bool) or d <= r)]
                     raise CostError(f"layer {li.name}: reuse factor {r!r} must be a positive divisor of "
-                                    f"{n_mult} (multiplications per output position)")
+                                    f"{n_mult} (multiplications per output position); the largest valid one not "
+                                    f"above it is {below[-1] if below else 1} (pass a per-layer dict; "
+                                    "hwnas.pipeline_export.reuse_per_layer picks them as the export does)")
                 if strategy == "distributed_arithmetic" and r != 1:
                     raise CostError(f"layer {li.name}: distributed arithmetic needs reuse factor 1, got {r}")
                 if li.act_bits >= FLOAT_BITS or li.weight_bits >= FLOAT_BITS:

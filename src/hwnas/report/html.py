@@ -114,8 +114,8 @@ def _seed_tables_html(data: ReportData, folder: Path, fig: Path) -> str:
     parts = ["<h2>Tables in the seed's layout (Table II, Table III, per-layer latency)</h2>",
              f"<p>Device: {html.escape(exp.hardware.target)} ({html.escape(dev.name)}, {html.escape(dev.part)}), "
              f"{html.escape(model)} cost model. Models: the feasible Pareto-front trials, best first on the last "
-             "objective, the local search's models of the selected trials (named after their trial, with the method), then "
-             "the baselines (run.baselines). Files: " + files + ".</p>"]
+             "objective, the local search's models of the selected trials (named after their trial, with the "
+             "method), then the baselines (run.baselines). Files: " + files + ".</p>"]
     if not rows:
         parts.append("<p class='note'>no feasible front trial and no trained baseline yet</p>")
     parts.append("<h3>Table II: complexity and FPGA resources (estimate)</h3>" + _table(*written["table2"]))
