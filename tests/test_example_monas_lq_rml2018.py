@@ -24,7 +24,7 @@ def test_the_example_is_the_seed_scale():
     assert exp.run.baselines == ["vgg10-float", "vgg10-32f-8b", "qcnn-32f", "qcnn-64f"]
 
 
-def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path) -> None:
+def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path, capsys) -> None:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["output"] = "out"
     doc["task"]["options"].update(per_pair=10, snrs=[0, 20], workers=1)
@@ -64,3 +64,16 @@ def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path) -> N
     page = (out / "report" / "index.html").read_text()
     assert "Table II" in page and "qcnn-64f" in page and "Baselines trained on the same data" in page
     assert "qcnn-32f" in (out / "report" / "baselines.md").read_text()
+    # the measuring settings changed (fewer verification samples): measured again, not retrained
+    doc["run"]["verify_samples"] = 12
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    capsys.readouterr()
+    assert main(["run", str(path), "--stages", "baselines", "--quiet"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("trained earlier; measuring again") == 4 and "training 1 epoch" not in log
+    again = {p.stem: json.loads(p.read_text()) for p in (out / "baselines").glob("*.json")}
+    assert again["qcnn-32f"]["accuracy"]["samples"] == 12
+    assert again["qcnn-32f"]["metrics"]["test_accuracy"] == records["qcnn-32f"]["metrics"]["test_accuracy"]
+    assert again["qcnn-32f"]["epochs"] == 1
+    assert main(["run", str(path), "--stages", "baselines", "--force", "--quiet"]) == 0
+    assert capsys.readouterr().out.count("trained and measured earlier; kept") == 4

@@ -12,9 +12,10 @@ synthesized with Yosys for the target unless it exceeds ``run.synth_max_macs`` (
 why not). Written:
 ``baselines/<name>/model.pt`` (a model file like a trial's), ``baselines/<name>/export/`` (the verified
 artefacts), ``baselines/<name>/synth/`` and ``baselines/<name>.json`` last, so a killed stage resumes baseline by
-baseline: a record whose ``settings`` hash matches is kept (and synthesized then if ``run.synth`` now runs and it
-was not). A verification
-mismatch fails the stage like ``verify`` does. Report layout: docs/run.md (*Baselines*).
+baseline: a record whose training settings (``settings``: seed, task, training) and measuring settings
+(``measured``: hardware, verification) match is kept (and synthesized then if ``run.synth`` now runs and it was
+not); with only the measuring settings changed, the trained model is measured and verified again, not
+retrained. A verification mismatch fails the stage like ``verify`` does. Report layout: docs/run.md (*Baselines*).
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ def baseline_record(experiment: Any, name: str) -> Path:
 
 
 def _settings(experiment: Any, name: str) -> str:
-    """Hash of everything a baseline's record depends on (its name, the task, training, hardware, verification)."""
+    """Hash of what a baseline's training depends on: its name, the seed, the task and the training section."""
     from hwnas.config import payload_digest
 
     dump = experiment.model_dump()
-    return payload_digest({"name": name, "seed": dump["seed"], "task": dump["task"], "training": dump["training"],
-                           "hardware": dump["hardware"], "verify": dump["run"]["verify"],
+    return payload_digest({"name": name, "seed": dump["seed"], "task": dump["task"], "training": dump["training"]})
+
+
+def _measured(experiment: Any) -> str:
+    """Hash of what a trained baseline's figures depend on: the hardware section and the verification settings."""
+    from hwnas.config import payload_digest
+
+    dump = experiment.model_dump()
+    return payload_digest({"hardware": dump["hardware"], "verify": dump["run"]["verify"],
                            "verify_samples": dump["run"]["verify_samples"], "hls4ml": dump["run"]["hls4ml"],
                            "rtl": dump["run"]["rtl"]})
 
@@ -61,22 +69,26 @@ def train_baselines(experiment: Any, *, progress: bool = False,
     names = list(experiment.run.baselines)
     if not names:
         return "run.baselines is empty"
+    from hwnas.runpaths import resolve_path
+
     results: dict[str, dict[str, Any]] = {}
-    todo = []
+    todo: dict[str, dict[str, Any] | None] = {}  # name → the record whose trained model is re-measured, or None
     for name in names:
         old = read_record(baseline_record(experiment, name))
-        if isinstance(old, dict) and old.get("settings") == _settings(experiment, name):
-            log(f"[baselines] {name}: trained earlier; kept")
+        trained = (isinstance(old, dict) and old.get("settings") == _settings(experiment, name)
+                   and resolve_path(old.get("model", ""), experiment.output_dir()).is_file())
+        if trained and old.get("measured") == _measured(experiment):
+            log(f"[baselines] {name}: trained and measured earlier; kept")
             results[name] = _synthesis_now(experiment, name, old, log)
         else:
-            todo.append(name)
+            todo[name] = old if trained else None
     if not todo:
         return results
     from hwnas.search.objective import TrialContext
 
     ctx = TrialContext.create(experiment, progress=False, save_models=False)
-    for name in todo:
-        results[name] = _one(experiment, ctx, name, progress, log)
+    for name, old in todo.items():
+        results[name] = _one(experiment, ctx, name, progress, log, old)
     return {n: results[n] for n in names}
 
 
@@ -122,15 +134,21 @@ def _unpriced_metrics(model: Any, ctx: Any) -> dict[str, float]:
     return metrics
 
 
-def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[str], None],
+         trained: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``name``, then measure, verify and synthesize it and write its record.
+
+    ``trained``: a record with the same training settings whose model is measured again instead of training.
+    """
     import torch
 
     from hwnas.cost import CostError
-    from hwnas.export import ExportError, save_model
+    from hwnas.export import ExportError, load_model, save_model
     from hwnas.export.graph import extract
     from hwnas.export.verify import verify_model
     from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
     from hwnas.pipeline_export import path_options
+    from hwnas.runpaths import resolve_path
     from hwnas.search.objective import TrialDivergedError, measure
     from hwnas.search.run import write_json
     from hwnas.tasks.baselines import NAMED, build_named
@@ -140,13 +158,21 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
     data, task, out = ctx.data, ctx.task, experiment.output_dir()
     shape = tuple(data.input_shape)
     seed = int(experiment.seed)
-    torch.manual_seed(seed)
-    try:
-        model = build_named(name, shape, data.n_classes)
-    except ValueError as err:
-        raise BaselineStageError(f"run.baselines: {name!r} does not fit task {experiment.task.name!r}: {err}") from err
-    log(f"[baselines] {name}: training {experiment.training.epochs} epoch(s) on {len(data.train.y)} samples")
-    history = Trainer(model, experiment.train_config(seed, progress=progress)).fit(data.train.pair, data.val.pair)
+    if trained is not None:  # the hardware or verification settings changed: re-measure, do not retrain
+        log(f"[baselines] {name}: trained earlier; measuring again (hardware or verification settings changed)")
+        model = load_model(resolve_path(trained["model"], out)).model
+        epochs, train_seconds = int(trained.get("epochs") or 0), float(trained.get("train_seconds") or 0.0)
+    else:
+        torch.manual_seed(seed)
+        try:
+            model = build_named(name, shape, data.n_classes)
+        except ValueError as err:
+            raise BaselineStageError(f"run.baselines: {name!r} does not fit task {experiment.task.name!r}: "
+                                     f"{err}") from err
+        log(f"[baselines] {name}: training {experiment.training.epochs} epoch(s) on {len(data.train.y)} samples")
+        history = Trainer(model, experiment.train_config(seed, progress=progress)).fit(data.train.pair,
+                                                                                       data.val.pair)
+        epochs, train_seconds = len(history.records), round(time.perf_counter() - t0, 1)
     unpriced = None
     try:
         metrics, estimate = measure(model, ctx)
@@ -192,9 +218,9 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
                             metadata={"experiment": experiment.name, "baseline": name, "metrics": metrics,
                                       "task_options": dict(experiment.task.options)})
     record = {"name": name, "description": NAMED[name].description, "settings": _settings(experiment, name),
-              "model": record_path(model_file, out), "metrics": metrics, "estimate": estimate,
-              "accuracy_per_snr": {str(int(k)): float(v) for k, v in per_snr.items()},
+              "measured": _measured(experiment), "model": record_path(model_file, out), "metrics": metrics,
+              "estimate": estimate, "accuracy_per_snr": {str(int(k)): float(v) for k, v in per_snr.items()},
               "accuracy": accuracy, "verification": verification, "unpriced": unpriced, "synthesis": synthesis,
-              "epochs": len(history.records), "seconds": round(time.perf_counter() - t0, 1)}
+              "epochs": epochs, "train_seconds": train_seconds, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(baseline_record(experiment, name), record)
     return record
