@@ -35,17 +35,18 @@ def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path, caps
     doc["search"].update(n_trials=4)
     doc["search"]["options"].update(hpo_trials=1, bootstrap_size=2, candidates_per_round=50, train_fraction=0.02,
                                     predictor_epochs=10, swarm_size=4, patience=1)
-    doc["run"].update(select=["knee"], export=["qonnx"], verify=["qonnx"], verify_samples=24)
+    doc["run"].update(select=["knee"], export=["qonnx"], verify=["qonnx"], verify_samples=12,
+                      baselines=["vgg10-float", "qcnn-32f", "qcnn-64f"])  # vgg10-32f-8b: the path of qcnn-32f
     path = tmp_path / "monas.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert main(["run", str(path), "--quiet"]) == 0
     out = tmp_path / "out"
     records = {p.stem: json.loads(p.read_text()) for p in (out / "baselines").glob("*.json")}
-    assert set(records) == {"vgg10-float", "vgg10-32f-8b", "qcnn-32f", "qcnn-64f"}
-    assert records["qcnn-64f"]["metrics"]["macs"] == 12_864_512 and records["vgg10-32f-8b"]["estimate"]["rows"]
-    for name in ("vgg10-32f-8b", "qcnn-32f", "qcnn-64f"):  # fixed point: exported and verified bit for bit
+    assert set(records) == {"vgg10-float", "qcnn-32f", "qcnn-64f"}
+    assert records["qcnn-64f"]["metrics"]["macs"] == 12_864_512 and records["qcnn-32f"]["estimate"]["rows"]
+    for name in ("qcnn-32f", "qcnn-64f"):  # fixed point: exported and verified bit for bit
         acc = records[name]["accuracy"]
-        assert acc["samples"] == 24 and acc["qonnx"] == acc["torch"], (name, acc)
+        assert acc["samples"] == 12 and acc["qonnx"] == acc["torch"], (name, acc)
     assert records["vgg10-float"]["accuracy"] is None and records["vgg10-float"]["estimate"] is None
     assert records["vgg10-float"]["verification"].startswith("not verified: ")
     assert "FINN" in records["vgg10-float"]["unpriced"] and records["vgg10-float"]["metrics"]["test_accuracy"] >= 0
@@ -54,7 +55,7 @@ def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path, caps
         table2 = list(csv.DictReader(fh))
     names = [r["Model"] for r in table2]
     assert names[0] == "ZC702 capacity" and names[1].startswith("MLQ 1")
-    assert names[-4:] == ["vgg10-float", "vgg10-32f-8b", "qcnn-32f", "qcnn-64f"]
+    assert names[-3:] == ["vgg10-float", "qcnn-32f", "qcnn-64f"]
     assert any(k == "MAC load [% of qcnn-64f]" for k in table2[0])
     ref = next(r for r in table2 if r["Model"] == "qcnn-64f")
     assert float(next(v for k, v in ref.items() if k.startswith("MAC load"))) == 100.0
@@ -65,15 +66,15 @@ def test_smallest_run_writes_the_seed_tables_with_baselines(tmp_path: Path, caps
     assert "Table II" in page and "qcnn-64f" in page and "Baselines trained on the same data" in page
     assert "qcnn-32f" in (out / "report" / "baselines.md").read_text()
     # the measuring settings changed (fewer verification samples): measured again, not retrained
-    doc["run"]["verify_samples"] = 12
+    doc["run"]["verify_samples"] = 5
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     capsys.readouterr()
     assert main(["run", str(path), "--stages", "baselines", "--quiet"]) == 0
     log = capsys.readouterr().out
-    assert log.count("trained earlier; measuring again") == 4 and "training 1 epoch" not in log
+    assert log.count("trained earlier; measuring again") == 3 and "training 1 epoch" not in log
     again = {p.stem: json.loads(p.read_text()) for p in (out / "baselines").glob("*.json")}
-    assert again["qcnn-32f"]["accuracy"]["samples"] == 12
+    assert again["qcnn-32f"]["accuracy"]["samples"] == 5
     assert again["qcnn-32f"]["metrics"]["test_accuracy"] == records["qcnn-32f"]["metrics"]["test_accuracy"]
     assert again["qcnn-32f"]["epochs"] == 1
     assert main(["run", str(path), "--stages", "baselines", "--force", "--quiet"]) == 0
-    assert capsys.readouterr().out.count("trained and measured earlier; kept") == 4
+    assert capsys.readouterr().out.count("trained and measured earlier; kept") == 3
