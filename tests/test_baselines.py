@@ -3,6 +3,8 @@ allocation against its Table II cost columns, and bad names rejected with the ke
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -86,3 +88,17 @@ def test_synthesis_skips_a_model_above_synth_max_macs_with_the_reason():
     assert 20_000 < int(reason.split()[0].replace(",", "")) <= 26_144  # weights rounding to 0 are free
     assert synth_too_large(parse_experiment(tiny_mlp(extra="run: {synth_max_macs: null}")), model, (800,)) is None
     assert synth_too_large(exp, build_named("mlp-32-16-8b", (64,), 10).eval(), (64,)) is None  # 2,720 MACs
+
+
+def test_baselines_stage_on_a_small_task_trains_verifies_and_says_why_it_did_not_synthesize(tmp_path):
+    from hwnas.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(tiny_mlp(extra="run: {baselines: [mlp-32-16-8b], verify: [qonnx], verify_samples: 30, "
+                                   "synth: auto, synth_max_macs: 100}"))
+    assert main(["run", str(path), "--stages", "baselines", "--quiet"]) == 0
+    rec = json.loads((tmp_path / "out" / "baselines" / "mlp-32-16-8b.json").read_text())
+    assert rec["epochs"] == 1 and 0 < rec["metrics"]["test_accuracy"] <= 1 and rec["estimate"]["rows"]
+    assert rec["accuracy"]["samples"] == 30 and rec["accuracy"]["qonnx"] == rec["accuracy"]["torch"]
+    # Yosys absent: the reason; present: the model is above run.synth_max_macs
+    assert "Yosys is not installed" in rec["synthesis"] or " nonzero MACs > run.synth_max_macs 100" in rec["synthesis"]

@@ -92,46 +92,35 @@ def train_baselines(experiment: Any, *, progress: bool = False,
     return {n: results[n] for n in names}
 
 
+def _synthesis(experiment: Any, name: str, model: Any, shape: tuple[int, ...],
+               log: Callable[[str], None]) -> dict[str, Any] | str:
+    """Yosys totals of ``model`` (:func:`hwnas.pipeline.synthesize_model`), or why it is not synthesized."""
+    from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
+
+    why_not = synth_unavailable(experiment) or synth_too_large(experiment, model, shape)
+    if why_not is not None:
+        return why_not
+    log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
+    return synthesize_model(experiment, model, shape, baseline_dir(experiment, name) / "synth")
+
+
 def _synthesis_now(experiment: Any, name: str, record: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     """A kept record, synthesized now when ``run.synth`` runs and it was not synthesized before (no retraining)."""
     from hwnas.export import load_model
-    from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
+    from hwnas.pipeline import synth_unavailable
     from hwnas.runpaths import resolve_path
     from hwnas.search.run import write_json
 
     if isinstance(record.get("synthesis"), dict) or isinstance(record.get("verification"), str):
         return record  # synthesized already, or a float model (never synthesized)
-    why_not = synth_unavailable(experiment)
-    if why_not is not None:
+    if synth_unavailable(experiment) is not None:
         return record
     bundle = load_model(resolve_path(record["model"], experiment.output_dir()))
-    too_large = synth_too_large(experiment, bundle.model, tuple(bundle.input_shape))
-    if too_large is not None:
-        if record.get("synthesis") != too_large:
-            record = {**record, "synthesis": too_large}
-            write_json(baseline_record(experiment, name), record)
-        return record
-    log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
-    record = {**record, "synthesis": synthesize_model(experiment, bundle.model, tuple(bundle.input_shape),
-                                                      baseline_dir(experiment, name) / "synth")}
-    write_json(baseline_record(experiment, name), record)
+    synthesis = _synthesis(experiment, name, bundle.model, tuple(bundle.input_shape), log)
+    if synthesis != record.get("synthesis"):
+        record = {**record, "synthesis": synthesis}
+        write_json(baseline_record(experiment, name), record)
     return record
-
-
-def _unpriced_metrics(model: Any, ctx: Any) -> dict[str, float]:
-    """The metrics of a model the hardware model cannot price: accuracies, MACs, BOPs, W_bits, QA-Score."""
-    from hwnas.cost.metrics import model_metrics, qa_score_of
-
-    data, task = ctx.data, ctx.task
-    model.eval()
-    m = model_metrics(model, tuple(data.input_shape))
-    metrics = {"accuracy": float(task.evaluate(model, data.val, classes=data.classes)[task.metric]),
-               "test_accuracy": float(task.evaluate(model, data.test, classes=data.classes)[task.metric]),
-               "macs": float(m.macs), "bops": float(m.bops), "ebops": float(m.ebops), "wbits": float(m.weight_bits),
-               "memory_kb": float(m.memory_bytes) / 1024.0}
-    if ctx.baseline is not None:
-        metrics["qa_score"] = float(qa_score_of(m, ctx.baseline_metrics()))
-    return metrics
 
 
 def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[str], None],
@@ -146,7 +135,6 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
     from hwnas.export import ExportError, load_model, save_model
     from hwnas.export.graph import extract
     from hwnas.export.verify import verify_model
-    from hwnas.pipeline import synth_too_large, synth_unavailable, synthesize_model
     from hwnas.pipeline_export import path_options
     from hwnas.runpaths import resolve_path
     from hwnas.search.objective import TrialDivergedError, measure
@@ -181,7 +169,7 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
     except CostError as err:  # e.g. a float model on a fixed-point dataflow target: accuracy and model figures only
         unpriced = f"not priced by hardware.model {experiment.hardware.model}: {err}"
         log(f"[baselines] {name}: {unpriced}")
-        metrics, estimate = _unpriced_metrics(model, ctx), None
+        metrics, estimate = measure(model, ctx, hardware=False)
     model.eval()
     per_snr = task.evaluate(model, data.test, classes=data.classes).get("accuracy_per_snr") or {}
     folder = baseline_dir(experiment, name)
@@ -206,14 +194,8 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
                                      f"see {folder / 'export'}")
         if task.loss == "ce":
             accuracy = report.accuracy(y)
-    synthesis: dict[str, Any] | str
-    if isinstance(verification, str):
-        synthesis = "not synthesized: no fixed-point graph (a float model)"
-    else:
-        synthesis = synth_unavailable(experiment) or synth_too_large(experiment, model, shape) or ""
-        if not synthesis:
-            log(f"[baselines] {name}: RTL + Yosys for {experiment.device().name}")
-            synthesis = synthesize_model(experiment, model, shape, folder / "synth")
+    synthesis = ("not synthesized: no fixed-point graph (a float model)" if isinstance(verification, str)
+                 else _synthesis(experiment, name, model, shape, log))
     model_file = save_model(model, folder / "model.pt", shape, test_inputs=data.test.x[:256],
                             metadata={"experiment": experiment.name, "baseline": name, "metrics": metrics,
                                       "task_options": dict(experiment.task.options)})

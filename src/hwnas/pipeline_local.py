@@ -169,7 +169,7 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
         return "run.local.enabled is false"
     results = {}
     loaded: dict[str, Any] = {}
-    contexts: dict[str, Any] = {}
+    contexts: dict[str, Any] = {"loaded": loaded}
     for entry in selection:
         n = int(entry["number"])
         bundle = load_model(resolve_path(entry["checkpoint"], experiment.output_dir()))
@@ -216,17 +216,19 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
 
 def _price(experiment: Any, model: nn.Module, metadata: dict[str, Any] | None, task: Any, data: Any, metric: float,
            contexts: dict[str, Any]) -> dict[str, Any]:
-    """The kept model priced like a trial (module docstring); the trial context is built once per stage.
+    """The kept model priced like a trial (module docstring), in one trial context per stage.
 
+    The context (``contexts["ctx"]``) is built on the task data in the stage's cache (``contexts["loaded"]``).
     ``metrics``: its validation and test metric, MACs/BOPs/W_bits/QA-Score and the hardware estimate's figures;
     ``estimate``: the per-layer rows; or ``unpriced`` saying why the hardware model could not price it.
     """
     from hwnas.cost import CostError
-    from hwnas.search.objective import TrialContext, cost_metrics
+    from hwnas.search.objective import TrialContext, cost_metrics, model_task_data
     from hwnas.space import Point
 
-    if "ctx" not in contexts:
-        contexts["ctx"] = TrialContext.create(experiment, progress=False, save_models=False)
+    if "ctx" not in contexts:  # the experiment's own task data: from the stage's cache when a model used it
+        _, own, _ = model_task_data(experiment, None, contexts["loaded"])
+        contexts["ctx"] = TrialContext.create(experiment, progress=False, save_models=False, data=own)
     ctx = contexts["ctx"]
     stored = (metadata or {}).get("point")
     point = Point.from_dict(stored) if isinstance(stored, dict) else None  # its task options decide the input

@@ -7,8 +7,9 @@ baseline for modulation classification is the 8-bit VGG10 with 64 filters on 102
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,22 +21,37 @@ from .catalog import CostError
 __all__ = ["BASELINES", "ModelMetrics", "model_metrics", "qa_score", "qa_score_of", "vgg10_amc"]
 
 
-def vgg10_amc(filters: int = 64, bits: int = 8, input_length: int = 1024, classes: int = 24) -> nn.Sequential:
-    """The VGG10 AMC baseline with static ``bits``-bit fixed-point weights and layer inputs."""
-    q = {"bits": bits, "learnable": False, "granularity": "tensor", "round_mode": "RND", "overflow_mode": "SAT"}
+def vgg10_amc(filters: int = 64, bits: int | None = 8, input_length: int = 1024, classes: int = 24, *,
+              layer_bits: Mapping[str, tuple[int, int]] | None = None, bias_bits: int | None = None,
+              fuse_batchnorm: bool = False) -> nn.Sequential:
+    """The VGG10 AMC baseline with static ``bits``-bit fixed-point weights and layer inputs.
+
+    ``layer_bits`` maps a layer group (``conv1``, ``conv``, ``dense``, ``output``) to (weight bits, input bits)
+    instead of one ``bits``; ``bits=None`` without it: float. ``bias_bits``: fixed-point biases (None: float).
+    ``fuse_batchnorm``: BatchNorm inside each convolution (``batch_norm=True``, as hwnas trains and deploys it)
+    instead of a separate ``nn.BatchNorm1d`` after it.
+    """
+
+    def q(b: int | None) -> dict[str, Any] | None:
+        return None if b is None else {"bits": b, "learnable": False, "granularity": "tensor", "round_mode": "RND",
+                                       "overflow_mode": "SAT"}
+
+    def args(group: str) -> dict[str, Any]:
+        w, a = layer_bits[group] if layer_bits is not None else (bits, bits)
+        return {"input_quantizer": q(a), "weight_quantizer": q(w),
+                "bias_quantizer": q(bias_bits) if w is not None else None}
+
     layers: list[nn.Module] = []
     cin = 2
-    for _ in range(7):
-        layers += [hn.QConv1d(cin, filters, 3, padding=1, input_quantizer=q, weight_quantizer=q, bias_quantizer=None),
-                   nn.BatchNorm1d(filters), hn.QActivation("relu"), hn.QMaxPool1d(2)]
+    for i in range(7):
+        conv = hn.QConv1d(cin, filters, 3, padding=1, batch_norm=fuse_batchnorm, **args("conv" if i else "conv1"))
+        layers += [conv] if fuse_batchnorm else [conv, nn.BatchNorm1d(filters)]
+        layers += [hn.QActivation("relu"), hn.QMaxPool1d(2)]
         cin = filters
     length = input_length // 2**7
-    layers += [nn.Flatten(),
-               hn.QLinear(filters * length, 128, input_quantizer=q, weight_quantizer=q, bias_quantizer=None),
-               hn.QActivation("relu"),
-               hn.QLinear(128, 128, input_quantizer=q, weight_quantizer=q, bias_quantizer=None),
-               hn.QActivation("relu"),
-               hn.QLinear(128, classes, input_quantizer=q, weight_quantizer=q, bias_quantizer=None)]
+    layers += [hn.Flatten(), hn.QLinear(filters * length, 128, **args("dense")), hn.QActivation("relu"),
+               hn.QLinear(128, 128, **args("dense")), hn.QActivation("relu"),
+               hn.QLinear(128, classes, **args("output"))]
     return nn.Sequential(*layers)
 
 

@@ -55,9 +55,7 @@ def _img(folder: Path, path: Path | None, alt: str) -> str:
 
 
 def _markdown(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return tables.markdown((header, [[_fmt(c) for c in r] for r in rows]))
 
 
 def _verification_rows(data: ReportData) -> list[list[Any]]:
@@ -105,8 +103,8 @@ def _cpu_latency_html(number: int, cpu: dict[str, Any], folder: Path, fig: Path)
 def _seed_tables_html(data: ReportData, folder: Path, fig: Path) -> str:
     """Write the tables of :mod:`hwnas.report.tables` into ``folder`` and return their section."""
     exp = data.experiment
-    written = tables.write_tables(data, folder)
     rows = tables.report_rows(data)
+    written = tables.write_tables(data, folder, rows)
     dev = exp.device()
     model = exp.hardware.model
     files = ", ".join(f'<a href="{n}">{n}</a>' for n in ("table2.csv", "table2.md", "table3.csv", "table3.md",

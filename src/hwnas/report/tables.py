@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TableRow", "baseline_table", "exported_path", "layer_table", "mac_reference", "pareto_table",
+__all__ = ["TableRow", "baseline_table", "exported_path", "layer_table", "mac_reference", "markdown", "pareto_table",
            "report_rows", "table2", "table3", "table_rows", "write_tables"]
 
 Table = tuple[list[str], list[list[str]]]
@@ -247,7 +247,8 @@ def _write_csv(path: Path, table: Table) -> None:
         w.writerows(table[1])
 
 
-def _markdown(table: Table) -> str:
+def markdown(table: Table) -> str:
+    """A table as Markdown (a ``|`` inside a cell escaped)."""
     header, rows = table
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -275,14 +276,15 @@ def baseline_table(baselines: Sequence[Any]) -> Table:
     return header, out
 
 
-def write_tables(data: Any, folder: Path) -> dict[str, Table]:
+def write_tables(data: Any, folder: Path, rows: Sequence[TableRow] | None = None) -> dict[str, Table]:
     """Write the tables of a :class:`~hwnas.report.collect.ReportData` into ``folder``; return them by file stem.
 
     Files: ``table2.csv``/``.md``, ``table3.csv``/``.md``, ``layers.csv``, ``pareto.csv`` and, with baselines,
-    ``baselines.csv``/``.md`` (:func:`baseline_table`).
+    ``baselines.csv``/``.md`` (:func:`baseline_table`). ``rows``: :func:`report_rows` of ``data`` when the caller
+    has them already.
     """
     exp = data.experiment
-    rows = report_rows(data)
+    rows = report_rows(data) if rows is None else rows
     tables = {"table2": table2(rows, data.capacity, exp.hardware.target),
               "table3": table3(rows, _PREFERRED_PATH.get(exp.hardware.model)),
               "layers": layer_table(rows), "pareto": pareto_table(data.trials)}
@@ -292,5 +294,5 @@ def write_tables(data: Any, folder: Path) -> dict[str, Table]:
     for stem, table in tables.items():
         _write_csv(folder / f"{stem}.csv", table)
         if stem in ("table2", "table3", "baselines"):
-            (folder / f"{stem}.md").write_text(_markdown(table), encoding="utf-8")
+            (folder / f"{stem}.md").write_text(markdown(table), encoding="utf-8")
     return tables

@@ -120,8 +120,10 @@ class TrialContext:
 
     @classmethod
     def create(cls, experiment: Any, *, output: Path | None = None, progress: bool = False,
-               save_models: bool = True, setup_progress: bool = False) -> TrialContext:
+               save_models: bool = True, setup_progress: bool = False, data: Any = None) -> TrialContext:
         """Load the task data, build the space, resolve the device, baseline and CPU table.
+
+        ``data``: the task data loaded with ``task.options`` already (it is not loaded again).
 
         With ``hardware.cpu_profile`` set and no file at ``hardware.cpu_table`` yet, the table is profiled
         into it first (:func:`hwnas.cost.cpu_profile.ensure_table`; a bar with ``setup_progress``). A table
@@ -132,7 +134,8 @@ class TrialContext:
         from hwnas.tasks import get_task
 
         task = get_task(experiment.task.name)
-        data = task.load(seed=experiment.seed, **experiment.task.options)
+        if data is None:
+            data = task.load(seed=experiment.seed, **experiment.task.options)
         shape_of = None
         if experiment.space.task_options:
             def shape_of(chosen: Mapping[str, Any]) -> tuple[int, ...]:
@@ -339,9 +342,12 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
     return metrics, summary
 
 
-def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
+def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None, *, hardware: bool = True
                  ) -> tuple[dict[str, float], dict[str, Any] | None]:
     """The metrics of ``model`` that need no data, and the hardware estimate's summary.
+
+    ``hardware=False`` leaves the hardware estimate out (summary None), e.g. for a model the hardware model
+    cannot price.
 
     MACs, BOPs, EBOPs, weight bits, memory, sparsity, parameters, QA-Score, the hardware estimate and the
     CPU latency. The predictor-guided strategies price untrained candidates with it; for fixed precision the figures
@@ -357,7 +363,7 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
         "memory_kb": float(m.memory_bytes) / 1024.0, "sparsity": float(m.sparsity), "params": float(n_params)}
     if ctx.baseline is not None:
         metrics["qa_score"] = float(qa_score_of(m, ctx.baseline_metrics()))
-    hw, summary = _hardware(model, ctx, point)
+    hw, summary = _hardware(model, ctx, point) if hardware else ({}, None)
     metrics.update(hw)
     if ctx.cpu_table is not None:
         from hwnas.cost.cpu_latency import predict_latency
@@ -366,8 +372,8 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None
     return metrics, summary
 
 
-def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Sequence[float] | None = None
-            ) -> tuple[dict[str, float], dict[str, Any] | None]:
+def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Sequence[float] | None = None, *,
+            hardware: bool = True) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Every metric of a trained ``model`` (names from :data:`hwnas.config.METRICS`) and the estimate summary.
 
     ``folds`` (k-fold): the folds' task metrics; ``accuracy`` is then their mean and ``accuracy_std`` their
@@ -385,7 +391,7 @@ def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Seque
         val = task.evaluate(model, data.val, classes=data.classes)
         metrics = {"accuracy": _finite("accuracy", val[task.metric])}
     metrics["test_accuracy"] = float(test[task.metric])
-    costs, summary = cost_metrics(model, ctx, point)
+    costs, summary = cost_metrics(model, ctx, point, hardware=hardware)
     metrics.update(costs)
     return metrics, summary
 

@@ -82,48 +82,26 @@ def amc_vgg(input_shape: tuple[int, ...], n_classes: int, filters: int = 64, bit
 
 QCNN_BITS: dict[str, tuple[int, int]] = {"conv1": (8, 6), "conv": (3, 6), "dense": (2, 6), "output": (5, 6)}
 """(weight bits, input bits) of the QCNN baselines per layer group: the first conv, the other convs, the hidden
-dense layers, the output layer. Seed 000 cites QCNN [7] without its bit allocation; this one is guessed: the
+dense layers, the output layer. Seed 000 cites QCNN [7] without its bit allocation; this one is guessed: a
 simple allocation whose BOPs and weight bits land within 1 % of the seed's Table II for both QCNN-32F and
-QCNN-64F (fitted to those cost columns, never to an accuracy; hwnas's W_bits also counts the float biases at
-32 bits, which adds 9 % here)."""
+QCNN-64F (fitted to those cost columns, never to an accuracy; hwnas's W_bits also counts the 16-bit biases)."""
 
 
 def vgg10(input_shape: tuple[int, ...], n_classes: int, filters: int = 32,
           bits: int | Mapping[str, tuple[int, int]] | None = 8, bias_bits: int = 16) -> nn.Module:
-    """VGG10 for AMC as hwnas trains and deploys it: the :func:`amc_vgg` topology with BatchNorm fused into each conv.
+    """VGG10 for AMC as hwnas trains and deploys it: :func:`hwnas.cost.metrics.vgg10_amc`'s layers, deployable.
 
-    7 × [QConv1d k=3 (BatchNorm folded in while training, ``batch_norm=True``) → ReLU → MaxPool 2], then
-    Flatten → 128 → 128 → ``n_classes``; every layer has a ``bias_bits``-bit fixed-point bias, so the trained
-    model exports as is. ``bits``: one width for weights and inputs, a mapping of layer group (``conv1``,
-    ``conv``, ``dense``, ``output``) to (weight bits, input bits) as :data:`QCNN_BITS`, or None for float.
-    The frame length must be a multiple of 128.
+    BatchNorm is fused into each conv (``batch_norm=True``) and every layer has a ``bias_bits``-bit fixed-point
+    bias, so the trained model exports as is. ``bits``: one width for weights and inputs, a mapping of layer
+    group (``conv1``, ``conv``, ``dense``, ``output``) to (weight bits, input bits) as :data:`QCNN_BITS`, or None
+    for float (float biases too). The frame length must be a multiple of 128.
     """
     if len(input_shape) != 2 or input_shape[0] != 2 or input_shape[1] % 128:
         raise ValueError(f"input_shape: VGG10 needs (2, L) with L a multiple of 128, got {input_shape}")
-
-    def args(group: str) -> dict[str, Any]:
-        if bits is None:
-            return {"input_quantizer": None, "weight_quantizer": None, "bias_quantizer": None}
-        w, a = (bits, bits) if isinstance(bits, int) else bits[group]
-        return {"input_quantizer": _q(a), "weight_quantizer": _q(w), "bias_quantizer": _q(bias_bits)}
-
-    layers: list[nn.Module] = []
-    cin = 2
-    for i in range(7):
-        layers += [hn.QConv1d(cin, filters, 3, padding=1, batch_norm=True, **args("conv1" if i == 0 else "conv")),
-                   hn.QActivation("relu"), hn.QMaxPool1d(2)]
-        cin = filters
-    layers += [hn.Flatten(), hn.QLinear(filters * (input_shape[1] // 128), 128, **args("dense")),
-               hn.QActivation("relu"), hn.QLinear(128, 128, **args("dense")), hn.QActivation("relu"),
-               hn.QLinear(128, n_classes, **args("output"))]
-    return nn.Sequential(*layers)
-
-
-QCNN_BITS: dict[str, tuple[int, int]] = {"conv1": (8, 6), "conv": (3, 6), "dense": (2, 6), "output": (5, 6)}
-"""(weight bits, input bits) of the QCNN baselines per layer group: the first conv, the other convs, the hidden
-dense layers, the output layer. Seed 000 cites QCNN [7] without its bit allocation; this one is guessed: a
-simple allocation whose BOPs and weight bits land within 1 % of the seed's Table II for both QCNN-32F and
-QCNN-64F (fitted to those cost columns, never to an accuracy; hwnas's W_bits also counts the 16-bit biases)."""
+    one = bits is None or isinstance(bits, int)
+    return vgg10_amc(filters=filters, bits=bits if one else None, input_length=input_shape[1], classes=n_classes,
+                     layer_bits=None if one else bits, bias_bits=None if bits is None else bias_bits,
+                     fuse_batchnorm=True)
 
 
 @dataclass(frozen=True)
