@@ -102,3 +102,14 @@ def test_baselines_stage_on_a_small_task_trains_verifies_and_says_why_it_did_not
     assert rec["accuracy"]["samples"] == 30 and rec["accuracy"]["qonnx"] == rec["accuracy"]["torch"]
     # Yosys absent: the reason; present: the model is above run.synth_max_macs
     assert "Yosys is not installed" in rec["synthesis"] or " nonzero MACs > run.synth_max_macs 100" in rec["synthesis"]
+
+
+def test_a_baseline_that_does_not_fit_the_task_is_one_clear_error_and_writes_nothing(tmp_path, capsys):
+    from hwnas.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(tiny_mlp(extra="run: {baselines: [qcnn-32f]}"))  # a (2, L) AMC model on 64 digits features
+    assert main(["run", str(path), "--stages", "baselines", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "run.baselines: 'qcnn-32f' does not fit task 'digits'" in err and "input_shape" in err
+    assert not (tmp_path / "out" / "baselines" / "qcnn-32f.json").exists()
