@@ -3,8 +3,8 @@
 Contract:
 
 * :func:`profile_operators` times single-operator ONNX models (built with ``onnx.helper``) on the
-  machine at hand, over a grid of shapes (:func:`default_grid`, ~6,500 operators, or :func:`quick_grid`
-  for tests), and returns a :class:`LatencyTable`: operator key -> microseconds of one
+  machine at hand, over a grid of shapes (:func:`default_grid`, ~13,300 operators with the int8 kinds, or
+  :func:`quick_grid` for tests), and returns a :class:`LatencyTable`: operator key -> microseconds of one
   ``InferenceSession.run``, plus the :func:`machine_description` and the session settings.
 * Every timing uses the same fixed session (:func:`session_options`): CPU execution provider,
   ``intra_op_num_threads=threads`` (1 by default), ``inter_op_num_threads=1``, sequential execution,
@@ -43,8 +43,8 @@ Contract:
   blocked. Identity activations and dropout export to no node and cost 0. A BatchNorm right after a
   convolution or linear layer is folded into it first (:func:`hwnas.nn.fold_batchnorm`, as hwnas deploys
   it; onnxruntime fuses a Conv+BatchNorm pair the same way); one anywhere else raises
-  :class:`UnsupportedLayerError`. Quantizers inside hwnas layers are ignored: the prediction is for the
-  float graph of the same architecture.
+  :class:`UnsupportedLayerError`. With ``precision="float"`` (the default) quantizers inside hwnas layers are
+  ignored: the prediction is for the float graph of the same architecture (see below for ``"deployed"``).
   An unknown leaf module, another functional operation (or a constant operand, a mean over other axes) and
   a ``forward`` torch.fx cannot trace raise :class:`UnsupportedLayerError` naming it. A table without
   measurements of a kind the model needs — a table profiled before the ``add``/``concat``/``gavgpool``
@@ -56,6 +56,37 @@ Contract:
 * :func:`measure_latency` exports a model's float graph (hwnas quantizers left out, on a copy) with
   ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``; the dynamo exporter, which needs
   ``onnxscript``, only as a fallback) and times it with the same session settings and statistic.
+* Latency that depends on the bits (``precision="deployed"`` in :func:`predict_latency`, :func:`measure_latency`,
+  :func:`measure_latencies`, :func:`measure_nodes`). What the CPU can exploit: onnxruntime's x86 (and Arm) CPU
+  kernels compute in int8 (uint8 activations × int8 weights, int32 accumulation) or in float; there is no
+  integer kernel for wider data and none narrower for activations. So a convolution or linear layer whose
+  weight quantizer and input are fixed-point or scaled-int of at most 8 bits (:func:`int8_layers`: the widest
+  group, ``element_bits().max()``; a layer without an input quantizer reads its producer's output width along
+  the data flow, as :mod:`hwnas.nn.metrics` passes ``upstream_bits``) deploys as int8 — 2- to 7-bit layers run
+  as int8 too, as fast as 8-bit ones (they save memory, not time) — and wider (and float16, and float) layers
+  run as float. (onnxruntime's ``MatMulNBits`` takes 4-bit weights, but with float activations — it is a
+  weight-only kernel for large language-model matrices: on this project's machine it was never faster than the
+  int8 ``QGemm`` from 64×16 to 4,096×512 — 36 µs, or 17 µs in its int8 compute mode, against 15 µs at
+  1,024×256; 68 against 69 µs at 4,096×512 — and there is no 4-bit convolution. 4-bit layers are therefore
+  priced as int8.)
+  :func:`export_deployed_onnx` is the deployed model: the float graph (BatchNorm folded) quantized with
+  ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, uint8 activations calibrated on
+  a few random inputs) at the int8 layers only; onnxruntime then fuses ``DequantizeLinear`` → node →
+  ``QuantizeLinear`` into ``QLinearConv``/``QGemm``, runs int8 convolutions and pools channels-last (NHWC, with
+  uint8 ``Transpose`` nodes where the layout changes), fuses adds, sigmoids, average pools and concatenations
+  between int8 nodes into their int8 kernels, drops ReLUs before a ``QuantizeLinear`` and moves a
+  ``QuantizeLinear`` above a max pool (which then runs on uint8: on NCHW data a much slower kernel). Its
+  ``WeightBiasQuantization`` optimizer, which would also quantize the float weights of a wider layer between two
+  int8 layers, is turned off in deployed sessions (:data:`DEPLOYED_DISABLED_OPTIMIZERS`), so layers over 8 bits
+  stay float. :func:`predict_latency` mirrors all that along the
+  data flow (:func:`_deployed_plan`, :class:`_Int8Flow`) with the table's int8 kinds (:data:`INT8_KINDS`,
+  profiled on the same grid points as the float kinds, with the same session, timer and statistic): int8 nodes
+  are priced with their int8 kind, float ones as before, and every float ↔ int8 boundary (model input and
+  output included) pays a ``quantize``/``dequantize`` row, every layout change a ``qtranspose_in``/``_out``
+  row. Tables profiled before the int8 kinds existed load and predict ``"float"`` exactly as before and raise
+  :class:`MissingKindError` naming the kind for ``"deployed"``. Calibration factors (:func:`calibrate`) are
+  fitted on float predictions: with ``"deployed"`` they apply to the float kinds and the session overhead,
+  the int8 kinds are used as measured.
 
 Known limit: single operators are timed with their weights hot in the CPU caches. Inside a model, the
 other layers' data can evict a large layer's weights (hundreds of KB to a few MB, typically the first
@@ -94,9 +125,12 @@ from hwnas.errors import HwnasError
 
 __all__ = [
     "CALIBRATION_GROUPS",
+    "DEPLOYED_DISABLED_OPTIMIZERS",
     "FORMAT",
     "INPUT",
+    "INT8_KINDS",
     "OP_KINDS",
+    "PRECISIONS",
     "LatencyPrediction",
     "LatencyRow",
     "LatencyTable",
@@ -110,7 +144,10 @@ __all__ = [
     "calibrate",
     "calibration_group",
     "default_grid",
+    "export_deployed_onnx",
     "export_onnx",
+    "int8_layers",
+    "int8_nhwc",
     "machine_description",
     "measure_latencies",
     "measure_latency",
@@ -158,11 +195,54 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "gavgpool": ("channels", "positions"),
     "reorder_in": ("channels", "height", "width"),
     "reorder_out": ("channels", "height", "width"),
+    # int8 kernels as onnxruntime runs a statically quantized model (uint8 activations, int8 weights)
+    "qconv1d": _CONV1D,
+    "qdwconv1d": _DW1D,
+    "qconv2d": _CONV2D,
+    "qdwconv2d": _DW2D,
+    "qlinear": ("rows", "fin", "fout"),
+    "qmaxpool1d": _POOL1D,
+    "qmaxpool2d": _POOL2D,
+    "qavgpool1d": _POOL1D,
+    "qavgpool2d": _POOL2D,
+    "qmaxpool1d_nchw": _POOL1D,
+    "qmaxpool2d_nchw": _POOL2D,
+    "qadd": ("elements",),
+    "qsigmoid": ("elements",),
+    "qconcat": ("parts", "elements"),
+    "quantize": ("elements",),
+    "dequantize": ("elements",),
+    "qtranspose_in": ("channels", "positions"),
+    "qtranspose_out": ("channels", "positions"),
 }
 OP_KINDS: tuple[str, ...] = tuple(_SCHEMA)
 """Operator kinds a table can hold (``dwconv`` = depthwise, ``groups == channels``; ``add``: element-wise sum of two
 tensors, ``concat``: concatenation of ``parts`` tensors, ``gavgpool``: mean over the trailing axes, i.e. global
-average pooling, ``channels`` × ``positions``)."""
+average pooling, ``channels`` × ``positions``). The ``q`` kinds are onnxruntime's int8 kernels (see
+:data:`INT8_KINDS`)."""
+
+_INT8_OF = {"conv1d": "qconv1d", "dwconv1d": "qdwconv1d", "conv2d": "qconv2d", "dwconv2d": "qdwconv2d",
+            "linear": "qlinear", "maxpool1d": "qmaxpool1d", "maxpool2d": "qmaxpool2d", "avgpool1d": "qavgpool1d",
+            "avgpool2d": "qavgpool2d", "add": "qadd", "sigmoid": "qsigmoid", "concat": "qconcat"}
+_FLOAT_OF = {q: f for f, q in _INT8_OF.items()}  # int8 kind -> the float kind of the same shape parameters
+_FLOAT_OF.update(qmaxpool1d_nchw="maxpool1d", qmaxpool2d_nchw="maxpool2d")
+INT8_KINDS: tuple[str, ...] = (*_INT8_OF.values(), "qmaxpool1d_nchw", "qmaxpool2d_nchw", "quantize", "dequantize",
+                               "qtranspose_in", "qtranspose_out")
+"""The int8 kinds :func:`predict_latency` needs for ``precision="deployed"``: ``qconv1d``/``qconv2d``/``qdwconv1d``/
+``qdwconv2d`` (``QLinearConv``, run channels-last), ``qlinear`` (``QGemm``: what onnxruntime fuses a statically
+quantized ``Gemm`` into), ``qmaxpool1d``/``qmaxpool2d`` (uint8 max pooling, channels-last), ``qmaxpool1d_nchw``/
+``qmaxpool2d_nchw`` (uint8 max pooling on NCHW data, a much slower kernel: what a float max pool becomes when
+onnxruntime moves the ``QuantizeLinear`` after it, feeding an int8 layer, to its input), the ops onnxruntime fuses
+with the ``DequantizeLinear`` before and the ``QuantizeLinear`` after them between int8 layers: ``qavgpool1d``/
+``qavgpool2d`` (``QLinearAveragePool``), ``qadd`` (``QLinearAdd``), ``qsigmoid`` (``QLinearSigmoid``), ``qconcat``
+(``QLinearConcat``); ``quantize``/``dequantize`` (``QuantizeLinear``/``DequantizeLinear`` of ``elements`` values:
+float ↔ uint8 at the edges of an int8 region) and ``qtranspose_in``/``qtranspose_out`` (the uint8 ``Transpose`` of
+``channels`` × ``positions`` into and out of the channels-last layout of onnxruntime's int8 convolutions and pools;
+only on machines where it uses that layout, :func:`int8_nhwc`)."""
+
+PRECISIONS: tuple[str, ...] = ("float", "deployed")
+"""What :func:`predict_latency` and :func:`measure_latency` price: ``float`` (the float graph of the architecture)
+or ``deployed`` (layers of <= 8-bit weights and inputs as onnxruntime's int8 kernels, the others as float)."""
 
 INPUT = "input"
 """The name of the model input in :attr:`ModelOperator.inputs`."""
@@ -171,6 +251,7 @@ _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 _FUSES_ACTIVATION = ("conv1d", "dwconv1d", "conv2d", "dwconv2d", "linear")
 _ONNX_ACT = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
 _NCHWC_DOMAIN = "com.microsoft.nchwc"
+_MS_DOMAIN = "com.microsoft"
 
 
 class UnsupportedLayerError(HwnasError, ValueError):
@@ -182,7 +263,8 @@ class MissingKindError(UnsupportedLayerError):
 
     Tables profiled before hwnas predicted residual adds, concatenations and global average pooling lack the
     ``add``, ``concat`` and ``gavgpool`` kinds: they still predict chain models, and a model that needs a kind
-    they lack raises this error naming the layer and the kind. Profile the table again to predict it.
+    they lack raises this error naming the layer and the kind. Profile the table again to predict it. Tables
+    profiled before the int8 kinds (:data:`INT8_KINDS`) raise it, naming the kind, for ``precision="deployed"``.
     """
 
     def __init__(self, message: str, kind: str) -> None:
@@ -231,7 +313,9 @@ class Operator:
         return cls.make(kind, **{k: int(v) for k, v in params.items()})
 
     def _check_output(self) -> None:
-        if self.kind in ("conv1d", "dwconv1d", "maxpool1d", "avgpool1d"):
+        if self.kind in _FLOAT_OF:
+            Operator(_FLOAT_OF[self.kind], self.params)._check_output()
+        elif self.kind in ("conv1d", "dwconv1d", "maxpool1d", "avgpool1d"):
             if _out_len(**_sub(self.p, "length", "kernel", "stride", "padding")) < 1:
                 raise ValueError(f"{self.key}: empty output")
         elif self.kind in ("conv2d", "dwconv2d", "maxpool2d", "avgpool2d"):
@@ -273,6 +357,8 @@ def _coords(op: Operator, block: int = 0) -> tuple[tuple[int, ...], tuple[float,
     convolution really computes are used: output (and blocked input) channels rounded up to the block.
     """
     p, k = op.p, op.kind
+    if k in _FLOAT_OF:  # int8 kernels: the float kind's coordinates (their channels-last layout has no block)
+        return _coords(Operator(_FLOAT_OF[k], op.params), 0)
     if k == "conv1d":
         return (p["stride"],), (p["cin"], p["cout"], op.out_len(), p["kernel"])
     if k == "dwconv1d":
@@ -293,6 +379,8 @@ def _coords(op: Operator, block: int = 0) -> tuple[tuple[int, ...], tuple[float,
         return (p["kernel_h"], p["kernel_w"], p["stride_h"], p["stride_w"]), (p["channels"], ho * wo)
     if k in ("reorder_in", "reorder_out"):
         return (), (p["channels"], p["height"] * p["width"])
+    if k in ("qtranspose_in", "qtranspose_out"):
+        return (), (p["channels"], p["positions"])
     if k == "concat":
         return (p["parts"],), (p["elements"],)
     if k == "gavgpool":
@@ -302,6 +390,7 @@ def _coords(op: Operator, block: int = 0) -> tuple[tuple[int, ...], tuple[float,
 
 def _basis(kind: str, exact: tuple[int, ...], c: tuple[float, ...]) -> np.ndarray:
     """Cost-model features: constant, MACs (or element work), inputs, outputs, weights, im2col size."""
+    kind = _FLOAT_OF.get(kind, kind)
     if kind == "conv1d":
         (s,), (cin, cout, lo, kk) = exact, c
         return np.array([1.0, cin * cout * kk * lo, cin * lo * s, cout * lo, cin * cout * kk, cin * kk * lo])
@@ -406,9 +495,17 @@ def session_options(threads: int = 1) -> Any:
     return so
 
 
-def _session(model_bytes: bytes, threads: int) -> Any:
+def _session(model_bytes: bytes, threads: int, disabled: Sequence[str] = ()) -> Any:
     ort = _ort()
-    return ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes, session_options(threads), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled))
+
+
+DEPLOYED_DISABLED_OPTIMIZERS: tuple[str, ...] = ("WeightBiasQuantization",)
+"""onnxruntime graph optimizers turned off in sessions of deployed (int8) models: ``WeightBiasQuantization``
+(onnxruntime >= 1.20) quantizes the float weights of a layer that sits between ``DequantizeLinear`` and
+``QuantizeLinear`` nodes to int8, i.e. it would run a layer wider than 8 bits between two int8 layers as int8.
+(onnxruntime ignores names it does not know.)"""
 
 
 _PROBE_FLOOR: dict[int, float] = {}  # threads -> fastest probe (µs) seen in this process
@@ -524,8 +621,12 @@ def pinned(cpu: int | None) -> Iterator[int | None]:
 
 
 # ------------------------------------------------------------------------------------ single-op ONNX models
-def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16) -> tuple[bytes, dict[str, np.ndarray]]:
+def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16,
+                nhwc: bool = True) -> tuple[bytes, dict[str, np.ndarray]]:
     """A one-node ONNX model for ``op`` (weights as initializers) and its input feed.
+
+    The int8 kinds (:data:`INT8_KINDS`) are built by :func:`_int8_onnx_model` (``nhwc``: in the channels-last
+    form onnxruntime runs its int8 convolutions and max pools in).
 
     ``reorder_in``/``reorder_out`` are onnxruntime's NCHWc layout conversions (``com.microsoft.nchwc``
     domain); ``block`` is the NCHWc channel block the ``reorder_out`` input is padded to. The joins read
@@ -538,6 +639,8 @@ def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16) -> tup
     """
     from onnx import TensorProto, helper, numpy_helper
 
+    if op.kind in INT8_KINDS:
+        return _int8_onnx_model(op, batch, seed, nhwc)
     rng = np.random.default_rng(seed)
     p, kind = op.p, op.kind
 
@@ -617,6 +720,153 @@ def _onnx_model(op: Operator, batch: int, seed: int = 0, block: int = 16) -> tup
     return model.SerializeToString(), {"x": x}
 
 
+def _int8_onnx_model(op: Operator, batch: int, seed: int = 0,
+                     nhwc: bool = True) -> tuple[bytes, dict[str, np.ndarray]]:
+    """A one-node ONNX model of an int8 kind, as onnxruntime runs it inside a statically quantized model.
+
+    Activations are uint8 (zero point 128), weights int8 with per-output-channel scales and zero points 0 (what
+    ``onnxruntime.quantization.quantize_static`` writes by default), biases int32. ``qconv*``: ``QLinearConv``;
+    with ``nhwc`` the ``com.microsoft`` form with ``channels_last=1`` on a (batch, positions…, channels) input,
+    which is what onnxruntime's NHWC transformer turns every ``QLinearConv`` into (so the entry holds no layout
+    transposes; a model pays them where its layout changes: ``qtranspose_in``/``qtranspose_out``), else the
+    ONNX ``QLinearConv`` on NCHW. ``qlinear``: ``com.microsoft`` ``QGemm`` (transB=1, uint8 output), what
+    onnxruntime fuses a quantized ``Gemm`` into. ``qmaxpool*``: ``com.microsoft`` ``NhwcMaxPool`` on uint8 (with
+    ``nhwc``), else (and for ``qmaxpool*_nchw``) ``MaxPool`` on uint8; ``qavgpool*``: ``QLinearAveragePool``
+    (``channels_last`` with ``nhwc``).
+    ``qadd``: ``QLinearAdd`` of the input and a uint8 initializer; ``qsigmoid``: ``QLinearSigmoid``; ``qconcat``:
+    ``QLinearConcat`` along axis 1 like ``concat`` (the input and ``parts`` − 1 initializers). ``quantize``:
+    ``QuantizeLinear`` float → uint8; ``dequantize``: ``DequantizeLinear`` uint8 → float; ``qtranspose_in``:
+    uint8 ``Transpose`` (batch, channels, positions) → (batch, positions, channels); ``qtranspose_out`` the way
+    back.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    p, kind = op.p, op.kind
+
+    def u8(*shape: int) -> np.ndarray:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+
+    def scalar(name: str, value: float | int, dtype: Any) -> Any:
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+    x_q = [scalar("x_scale", 0.02, np.float32), scalar("x_zero", 128, np.uint8)]
+    y_q = [scalar("y_scale", 0.05, np.float32), scalar("y_zero", 128, np.uint8)]
+
+    def weights(cout: int, *shape: int) -> list[Any]:
+        w = rng.integers(-127, 128, (cout, *shape), dtype=np.int8)
+        return [numpy_helper.from_array(w, "w"),
+                numpy_helper.from_array(np.full(cout, 0.002, np.float32), "w_scale"),
+                numpy_helper.from_array(np.zeros(cout, np.int8), "w_zero")]
+
+    def bias(n: int) -> Any:
+        return numpy_helper.from_array(rng.integers(-1000, 1000, n, dtype=np.int32), "b")
+
+    in_type, out_type, domain, attrs = TensorProto.UINT8, TensorProto.UINT8, "", {}
+    inits: list[Any] = []
+    if kind in ("qconv1d", "qdwconv1d", "qconv2d", "qdwconv2d"):
+        two = kind in ("qconv2d", "qdwconv2d")
+        cin = p.get("cin", p.get("channels"))
+        cout = p.get("cout", p.get("channels"))
+        group = cin if kind.startswith("qdw") else 1
+        if two:
+            spatial, kernel = [p["height"], p["width"]], [p["kernel_h"], p["kernel_w"]]
+            strides, pads = [p["stride_h"], p["stride_w"]], [p["pad_h"], p["pad_w"]] * 2
+        else:
+            spatial, kernel, strides, pads = [p["length"]], [p["kernel"]], [p["stride"]], [p["padding"]] * 2
+        x = u8(batch, *spatial, cin) if nhwc else u8(batch, cin, *spatial)
+        inits = [*x_q, *weights(cout, cin // group, *kernel), *y_q, bias(cout)]
+        names = ["x_scale", "x_zero", "w", "w_scale", "w_zero", "y_scale", "y_zero", "b"]
+        attrs = dict(kernel_shape=kernel, strides=strides, pads=pads, group=group)
+        if nhwc:
+            attrs["channels_last"] = 1
+            domain = _MS_DOMAIN
+        node_type = "QLinearConv"
+    elif kind == "qlinear":
+        x = u8(batch * p["rows"], p["fin"])
+        w = weights(p["fout"], p["fin"])
+        inits = [*x_q, *w, bias(p["fout"]), *y_q]
+        names = ["x_scale", "x_zero", "w", "w_scale", "w_zero", "b", "y_scale", "y_zero"]
+        attrs, domain, node_type = dict(transB=1), _MS_DOMAIN, "QGemm"
+    elif kind in ("qmaxpool1d", "qmaxpool2d", "qavgpool1d", "qavgpool2d", "qmaxpool1d_nchw", "qmaxpool2d_nchw"):
+        nhwc = nhwc and not kind.endswith("_nchw")
+        if "2d" in kind:
+            spatial, kernel = [p["height"], p["width"]], [p["kernel_h"], p["kernel_w"]]
+            strides, pads = [p["stride_h"], p["stride_w"]], [p["pad_h"], p["pad_w"]] * 2
+        else:
+            spatial, kernel, strides, pads = [p["length"]], [p["kernel"]], [p["stride"]], [p["padding"]] * 2
+        x = u8(batch, *spatial, p["channels"]) if nhwc else u8(batch, p["channels"], *spatial)
+        names = []
+        attrs = dict(kernel_shape=kernel, strides=strides, pads=pads)
+        if kind.startswith("qmax"):
+            node_type, domain = ("NhwcMaxPool", _MS_DOMAIN) if nhwc else ("MaxPool", "")
+        else:
+            inits, names = [*x_q, *y_q], ["x_scale", "x_zero", "y_scale", "y_zero"]
+            node_type, domain = "QLinearAveragePool", _MS_DOMAIN
+            attrs["channels_last"] = int(nhwc)
+    elif kind == "qadd":
+        x = u8(batch, p["elements"])
+        inits = [*x_q, numpy_helper.from_array(u8(batch, p["elements"]), "b"), scalar("b_scale", 0.03, np.float32),
+                 scalar("b_zero", 128, np.uint8), *y_q]
+        names = ["x_scale", "x_zero", "b", "b_scale", "b_zero", "y_scale", "y_zero"]
+        node_type, domain = "QLinearAdd", _MS_DOMAIN
+    elif kind == "qsigmoid":
+        x = u8(batch, p["elements"])
+        inits, names = [*x_q, *y_q], ["x_scale", "x_zero", "y_scale", "y_zero"]
+        node_type, domain = "QLinearSigmoid", _MS_DOMAIN
+    elif kind == "qconcat":
+        n, parts = p["elements"], p["parts"]
+        sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+        x = u8(batch, sizes[0])
+        inits = [*x_q, *y_q, *(numpy_helper.from_array(u8(batch, size), f"p{i}") for i, size in enumerate(sizes[1:]))]
+        # QLinearConcat(y_scale, y_zero, x, x_scale, x_zero, p0, x_scale, x_zero, …): one scale for every part
+        names = ["y_scale", "y_zero", "x", "x_scale", "x_zero"]
+        for i in range(parts - 1):
+            names += [f"p{i}", "x_scale", "x_zero"]
+        attrs, node_type, domain = dict(axis=1), "QLinearConcat", _MS_DOMAIN
+    elif kind == "quantize":
+        x = (rng.standard_normal((batch, p["elements"])) * 0.5).astype(np.float32)
+        in_type, inits, names, node_type = TensorProto.FLOAT, y_q, ["y_scale", "y_zero"], "QuantizeLinear"
+    elif kind == "dequantize":
+        x = u8(batch, p["elements"])
+        out_type, inits, names, node_type = TensorProto.FLOAT, x_q, ["x_scale", "x_zero"], "DequantizeLinear"
+    elif kind in ("qtranspose_in", "qtranspose_out"):
+        c, n = p["channels"], p["positions"]
+        x = u8(batch, c, n) if kind == "qtranspose_in" else u8(batch, n, c)
+        names, attrs, node_type = [], dict(perm=[0, 2, 1]), "Transpose"
+    else:  # pragma: no cover - guarded by the caller
+        raise ValueError(f"{op.key}: not an int8 kind")
+    inputs = names if kind == "qconcat" else ["x", *names]
+    graph = helper.make_graph(
+        [helper.make_node(node_type, inputs, ["y"], domain=domain, **attrs)], op.kind,
+        [helper.make_tensor_value_info("x", in_type, list(x.shape))],
+        [helper.make_tensor_value_info("y", out_type, None)], inits)
+    opsets = [helper.make_opsetid("", _OPSET), helper.make_opsetid(_MS_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=_IR_VERSION)
+    return model.SerializeToString(), {"x": x}
+
+
+def int8_nhwc(threads: int = 1) -> bool:
+    """Whether onnxruntime runs int8 convolutions channels-last (NHWC) on this machine.
+
+    Found by letting onnxruntime optimize an ONNX ``QLinearConv`` model: its NHWC transformer (x86 and Arm CPUs)
+    rewrites it into the ``com.microsoft`` ``QLinearConv`` with ``channels_last=1`` between two ``Transpose``
+    nodes; a model then pays a uint8 transpose where data enters or leaves that layout.
+    """
+    import onnx
+
+    ort = _ort()
+    op = Operator.make("qconv1d", cin=8, cout=8, length=16, kernel=3, stride=1, padding=1)
+    model, _ = _int8_onnx_model(op, 1, nhwc=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        so = session_options(threads)
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(so.optimized_model_filepath).graph.node
+    return any(n.op_type == "QLinearConv" and n.domain == _MS_DOMAIN
+               and any(a.name == "channels_last" and a.i == 1 for a in n.attribute) for n in nodes)
+
+
 def nchwc_block(threads: int = 1) -> int:
     """Channel block of onnxruntime's NCHWc layout on this machine, 0 if it does not use that layout.
 
@@ -667,8 +917,8 @@ def _implausible(entries: dict[str, float], block: int, slack: float = 1.15) -> 
 
 
 def _measure_operator(op: Operator, timer: QuietTimer, *, batch: int, threads: int, repeats: int, warmup: int,
-                      budget_s: float, block: int = 16) -> float:
-    model, feed = _onnx_model(op, batch, block=block)
+                      budget_s: float, block: int = 16, nhwc: bool = True) -> float:
+    model, feed = _onnx_model(op, batch, block=block, nhwc=nhwc)
     return timer.time(_session(model, threads), feed, repeats, warmup, budget_s, max_seconds=0.1)
 
 
@@ -712,7 +962,9 @@ class ProfileGrid:
     ``max_input_length`` or wider than ``max_input_side`` (plus 8, so a kernel's halo still fits).
     ``elements`` sizes the element-wise kinds (activations, flatten, ``add``) and, with ``concat_parts``, the
     concatenations (at least one element per part); ``gpool_channels`` × ``gpool_positions`` the global
-    average poolings.
+    average poolings. With ``int8`` (the default) every convolution, linear and max-pool point is profiled a
+    second time as its int8 kind (:data:`INT8_KINDS`), ``quantize``/``dequantize`` over ``elements``, and the
+    channels-last transposes over ``transpose_channels`` × ``transpose_positions``.
     """
 
     conv1d_cin: tuple[int, ...]
@@ -738,17 +990,24 @@ class ProfileGrid:
     concat_parts: tuple[int, ...] = ()
     gpool_channels: tuple[int, ...] = ()
     gpool_positions: tuple[int, ...] = ()
+    transpose_channels: tuple[int, ...] = ()
+    transpose_positions: tuple[int, ...] = ()
+    int8: bool = True
     max_macs: int = 1 << 26
     max_input_length: int = 1024
     max_input_side: int = 64
     extra: tuple[str, ...] = field(default=())  # additional operator keys
 
-    def operators(self, nchwc_block: int = 16) -> list[Operator]:
-        """All operators of the grid, deduplicated, in a fixed order (no reorders if ``nchwc_block`` is 0)."""
+    def operators(self, nchwc_block: int = 16, int8_nhwc: bool = True) -> list[Operator]:
+        """All operators of the grid, deduplicated, in a fixed order.
+
+        No reorders if ``nchwc_block`` is 0, no channels-last transposes if not ``int8_nhwc`` (:func:`int8_nhwc`).
+        """
         ops: dict[str, Operator] = {}
         reorders = self._reorders() if nchwc_block else iter(())
+        int8 = self._int8(int8_nhwc) if self.int8 else iter(())
         for op in itertools.chain(self._convs(), self._linears(), self._pools(), self._elementwise(), self._joins(),
-                                  reorders):
+                                  reorders, int8):
             p = op.p
             too_long = p.get("length", 0) > self.max_input_length + 8
             too_wide = max(p.get("height", 0), p.get("width", 0)) > self.max_input_side + 8
@@ -797,6 +1056,19 @@ class ProfileGrid:
                                                 self.reorder_side):
             yield Operator.make(kind, channels=ch, height=side, width=side)
 
+    def _int8(self, nhwc: bool) -> Iterator[Operator]:
+        for op in itertools.chain(self._convs(), self._linears(), self._pools(), self._elementwise(), self._joins()):
+            if op.kind in _INT8_OF:
+                yield Operator(_INT8_OF[op.kind], op.params)
+            if op.kind in ("maxpool1d", "maxpool2d"):
+                yield Operator(f"q{op.kind}_nchw", op.params)
+        for kind, n in itertools.product(("quantize", "dequantize"), self.elements):
+            yield Operator.make(kind, elements=n)
+        if nhwc:
+            for kind, ch, positions in itertools.product(("qtranspose_in", "qtranspose_out"), self.transpose_channels,
+                                                         self.transpose_positions):
+                yield Operator.make(kind, channels=ch, positions=positions)
+
     def _elementwise(self) -> Iterator[Operator]:
         for kind in ("identity", "relu", "tanh", "sigmoid", "flatten", "add"):
             for n in self.elements:
@@ -823,7 +1095,8 @@ def default_grid() -> ProfileGrid:
     """The full grid: channels 1–256, lengths 8–1024, images up to 64×64, kernels 1/3/5/7, strides 1/2.
 
     Joins: ``add`` and ``concat`` (2–4 parts) over the element-wise sizes 1–262,144, ``gavgpool`` over 1–256
-    channels × 1–4,096 positions (a 64×64 image).
+    channels × 1–4,096 positions (a 64×64 image). The int8 kinds on the same points; channels-last transposes of
+    1–256 channels × 1–4,096 positions.
     """
     return ProfileGrid(
         conv1d_cin=(1, 2, 4, 8, 16, 32, 64, 128, 256),
@@ -847,6 +1120,8 @@ def default_grid() -> ProfileGrid:
         concat_parts=(2, 3, 4),
         gpool_channels=(1, 4, 16, 32, 64, 128, 256),
         gpool_positions=(1, 4, 16, 64, 256, 1024, 4096),
+        transpose_channels=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        transpose_positions=(1, 4, 16, 64, 256, 1024, 4096),
     )
 
 
@@ -875,6 +1150,8 @@ def quick_grid() -> ProfileGrid:
         concat_parts=(2,),
         gpool_channels=(4, 16),
         gpool_positions=(16, 64),
+        transpose_channels=(2, 16),
+        transpose_positions=(16, 128),
     )
 
 
@@ -974,6 +1251,11 @@ class LatencyTable:
     def nchwc_block(self) -> int:
         """Channel block of onnxruntime's NCHWc layout on the table's machine (0: layout not used)."""
         return int(self.session.get("nchwc_block", 0))
+
+    @property
+    def int8_nhwc(self) -> bool:
+        """Whether the table's int8 convolutions and max pools were run channels-last (:func:`int8_nhwc`)."""
+        return bool(self.session.get("int8_nhwc", False))
 
     def kinds(self) -> set[str]:
         """Operator kinds present in the table."""
@@ -1106,12 +1388,16 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
     ``budget_s``). With ``passes`` > 1 the grid is timed again in other seeded orders and the smallest
     median is kept; operators timed only while the machine was disturbed are timed once more at the end.
     The thread is pinned to ``cpu`` (see :func:`pinned`). ``progress(i, n, op, us)`` follows each timing.
+    The int8 kinds are built in the layout onnxruntime runs them in here (:func:`int8_nhwc`, recorded in the
+    table's ``session["int8_nhwc"]``).
     """
     block = nchwc_block(threads)
+    nhwc = int8_nhwc(threads)
     if grid is None or isinstance(grid, ProfileGrid):
-        ops = (grid or default_grid()).operators(block)
+        ops = (grid or default_grid()).operators(block, nhwc)
     else:
-        ops = [op for op in grid if block or not op.kind.startswith("reorder")]
+        ops = [op for op in grid if (block or not op.kind.startswith("reorder"))
+               and (nhwc or not op.kind.startswith("qtranspose"))]
     overhead_op = Operator.make("identity", elements=1)
     ops = [overhead_op, *(op for op in dict.fromkeys(ops) if op != overhead_op)]
     entries: dict[str, float] = {}
@@ -1127,7 +1413,7 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
                 before = timer.disturbed
                 us = _measure_operator(op, timer, batch=batch_size, threads=threads, warmup=warmup,
                                        repeats=max(repeats, 200) if op is overhead_op else repeats,
-                                       budget_s=budget_s, block=block)
+                                       budget_s=budget_s, block=block, nhwc=nhwc)
                 if timer.disturbed > before:
                     redo[op.key] = op
                 else:
@@ -1143,7 +1429,7 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
         for _ in range(3):  # then entries costlier than a neighbour with more work in every respect
             for op in redo.values():
                 us = _measure_operator(op, timer, batch=batch_size, threads=threads, repeats=repeats,
-                                       warmup=warmup, budget_s=budget_s, block=block)
+                                       warmup=warmup, budget_s=budget_s, block=block, nhwc=nhwc)
                 entries[op.key] = min(us, entries[op.key])
             redo = {op.key: op for op in _implausible(entries, block)}
             retried += len(redo)
@@ -1153,7 +1439,8 @@ def profile_operators(grid: ProfileGrid | Iterable[Operator] | None = None, *, t
                "opset": _OPSET, "statistic": "median of quiet runs (QuietTimer), smallest over passes",
                "repeats": repeats, "warmup": warmup, "passes": passes, "pinned_cpu": used_cpu,
                "probe_floor_us": timer.floor_us, "quiet_tolerance": timer.tolerance,
-               "disturbed_timings": timer.disturbed, "retried": retried, "nchwc_block": block}
+               "disturbed_timings": timer.disturbed, "retried": retried, "nchwc_block": block,
+               "int8_nhwc": nhwc}
     return LatencyTable(entries=entries, machine=machine_description(threads), session=session,
                         overhead_us=entries[overhead_op.key], node_us=node_us, batch_size=batch_size,
                         created=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -1477,31 +1764,314 @@ def _mean_operator(n: torch.fx.Node, ishape: tuple[int, ...]) -> Operator:
     return Operator.make("gavgpool", channels=math.prod(ishape[:kept]), positions=math.prod(ishape[kept:]))
 
 
-def _require_kinds(plan: Sequence[ModelOperator], table: LatencyTable) -> None:
-    """Raise :class:`MissingKindError` for the first operator whose kind the table has no measurements of."""
+def _missing_kind(where: str, kind: str, deployed: bool = False) -> MissingKindError:
+    why = ("a table profiled before hwnas priced onnxruntime's int8 kernels, which precision='deployed' needs"
+           if deployed else f"a table profiled before hwnas predicted {kind}")
+    return MissingKindError(
+        f"{where}: the CPU latency table has no {kind} measurements ({why}, or with a grid without it); profile it "
+        "again: hwnas profile-cpu <table> --force (or profile_operators(default_grid()))", kind)
+
+
+def _require_kinds(plan: Sequence[ModelOperator], table: LatencyTable, deployed: bool = False) -> None:
+    """Raise :class:`MissingKindError` for the first operator whose kind the table has no measurements of.
+
+    With ``deployed`` the table must also hold the float ↔ int8 conversions (``quantize``, ``dequantize``) and,
+    where onnxruntime runs int8 convolutions channels-last, its transposes.
+    """
     have = table.kinds()
     for item in plan:
         op = item.operator
         if op is None or (item.fused and op.kind in ("relu", "identity")) or op.kind in have:
             continue
-        raise MissingKindError(
-            f"layer {item.name!r}: the CPU latency table has no {op.kind} measurements (a table profiled before hwnas "
-            f"predicted {op.kind}, or with a grid without it); profile it again: hwnas profile-cpu <table> --force "
-            "(or profile_operators(default_grid()))", op.kind)
+        raise _missing_kind(f"layer {item.name!r}", op.kind, deployed and op.kind in INT8_KINDS)
+    if deployed:
+        needed = ["quantize", "dequantize"] + (["qtranspose_in", "qtranspose_out"] if table.int8_nhwc else [])
+        for kind in needed:
+            if kind not in have:
+                raise _missing_kind("precision='deployed'", kind, deployed=True)
 
 
-def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable) -> LatencyPrediction:
+def _fits_int8(q: Any, upstream: torch.Tensor | None = None) -> bool:
+    """Whether an operand quantized by ``q`` (or, without one, ``upstream`` bits wide) runs as int8 in onnxruntime.
+
+    Fixed-point and scaled-int quantizers of at most 8 bits (widest group) do; float16, wider ones and float do not.
+    """
+    from hwnas.quant import FixedPointQuantizer, ScaledIntQuantizer
+
+    if q is None:
+        return upstream is not None and float(upstream) <= 8.0
+    return isinstance(q, FixedPointQuantizer | ScaledIntQuantizer) and q.max_bits() <= 8.0
+
+
+def _layer_widths(model: nn.Module) -> dict[str, tuple[nn.Module, bool]]:
+    """Every convolution and linear hwnas layer by call name, and whether it deploys as int8 (model already run)."""
+    from hwnas.nn.metrics import _walk
+
+    out: dict[str, tuple[nn.Module, bool]] = {}
+    with torch.no_grad():
+        for name, layer, upstream in _walk(model):
+            if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Linear):
+                out[name] = (layer, _fits_int8(layer.weight_quantizer) and _fits_int8(layer.input_quantizer, upstream))
+    return out
+
+
+def int8_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> dict[str, bool]:
+    """Which convolution and linear layers of ``model`` deploy as onnxruntime int8 kernels (by module name).
+
+    A layer does when its weight quantizer and its input are fixed-point or scaled-int of at most 8 bits (the
+    widest group, :meth:`~hwnas.quant.FixedPointQuantizer.element_bits`): the input quantizer's width, or, for a
+    layer without one, the width of the activation reaching it along the data flow (its producer's output width,
+    as :mod:`hwnas.nn.metrics` passes ``upstream_bits``; float data is 32 bits). With ``input_shape`` the model
+    runs once on a zero input first (eval mode), so lazily created quantizer state exists. Layers that are not
+    hwnas layers (plain ``nn.Conv1d`` …) are float and not listed.
+    """
+    if input_shape is not None:
+        _run_once(model, tuple(input_shape))
+    return {name: int8 for name, (_, int8) in _layer_widths(model).items()}
+
+
+def _run_once(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+
+
+_QDQ_FUSABLE = ("add", "sigmoid", "avgpool1d", "avgpool2d", "concat")
+"""Float kinds onnxruntime fuses into an int8 kernel when ``DequantizeLinear`` nodes feed all their inputs and a
+``QuantizeLinear`` takes their output (``QLinearAdd``, ``QLinearSigmoid``, ``QLinearAveragePool``,
+``QLinearConcat``); tanh and the global average pool (``ReduceMean``) have no such kernel."""
+
+_PASS_U8 = ("maxpool1d", "maxpool2d", "flatten", "relu")
+"""Kinds ``quantize_static`` (QDQ) quantizes where their input is quantized (flatten: ``Flatten``/``Reshape``)."""
+
+
+def _deployed_plan(plan: Sequence[ModelOperator], int8: dict[str, bool]) -> tuple[list[ModelOperator], set[str]]:
+    """``plan`` as deployed (its int8 operators as their int8 kinds) and the quantized tensors.
+
+    A quantized tensor has a ``QuantizeLinear`` → ``DequantizeLinear`` pair in the deployed model: every reader of
+    it reads the uint8 value (an int8 kernel) or its dequantized copy (a float node). The tensors and kinds mirror
+    ``quantize_static`` (QDQ, :func:`export_deployed_onnx`) and onnxruntime's graph optimizations:
+
+    1. ``quantize_static``, in data-flow order: the input and the output of every convolution and linear layer in
+       ``int8`` are quantized; so is the output of a max pool, flatten or ReLU whose input is.
+    2. onnxruntime moves a ``QuantizeLinear`` after a max pool that is no model output above it, when the pool's
+       input has no other reader (QDQ propagation): the input is quantized too, and so on upwards.
+    3. A ReLU whose output is quantized and input is not is dropped and its input quantized (ReLU +
+       ``QuantizeLinear`` fusion), when the input has no other reader.
+    4. Kinds: an int8 layer runs as ``QLinearConv``/``QGemm`` (its ``q`` kind); a max pool, flatten or ReLU between
+       quantized tensors on uint8 (``qmaxpool*``; a flatten costs what it did; a ReLU is gone: 0); an ``add``,
+       sigmoid, average pool or ``concat`` (:data:`_QDQ_FUSABLE`) whose inputs and output are all quantized as its
+       int8 kernel; everything else float — an activation is not fused into an int8 kernel.
+    """
+    base = re.compile(r"#\d+$")
+    items = {item.name: item for item in plan if item.operator is not None}
+    ops = list(items.values())
+    kernels = {name for name, item in items.items()
+               if item.operator.kind in _FUSES_ACTIVATION and int8.get(base.sub("", name), False)}
+    readers: dict[str, list[ModelOperator]] = {}
+    for item in ops:
+        for t in dict.fromkeys(item.inputs):
+            readers.setdefault(t, []).append(item)
+
+    def alone(t: str) -> bool:  # read by one node only, and no model output
+        return t == INPUT or (len(readers.get(t, ())) == 1 and not items[t].output)
+
+    quantized: set[str] = set()
+    for item in ops:  # 1. quantize_static
+        if item.name in kernels:
+            quantized.update((item.inputs[0], item.name))
+        elif item.inputs[0] in quantized and item.operator.kind in _PASS_U8:
+            quantized.add(item.name)
+    for item in reversed(ops):  # 2. QuantizeLinear moved above max pools
+        src = item.inputs[0]
+        if (item.operator.kind in ("maxpool1d", "maxpool2d") and item.name in quantized and not item.output
+                and src not in quantized and alone(src)):
+            quantized.add(src)
+    dropped: set[str] = set()
+    for item in ops:  # 3. ReLU + QuantizeLinear
+        src = item.inputs[0]
+        if item.operator.kind == "relu" and item.name in quantized and src not in quantized and src != INPUT \
+                and alone(src):
+            quantized.add(src)
+            dropped.add(item.name)
+    runs_int8: set[str] = set()
+    out = []
+    for item in plan:  # 4. kinds
+        op = item.operator
+        if op is None:
+            out.append(item)
+            continue
+        ins = item.inputs
+        between = item.name in quantized and all(t in quantized for t in ins)
+        if item.name in kernels:
+            item = replace(item, operator=Operator(_INT8_OF[op.kind], op.params))
+        elif between and op.kind in ("maxpool1d", "maxpool2d", "flatten"):
+            item = replace(item, operator=Operator(_INT8_OF.get(op.kind, op.kind), op.params))
+        elif op.kind == "relu" and (between or item.name in dropped):
+            item = replace(item, fused=True)
+            if item.name in dropped:
+                out.append(item)
+                continue
+        elif between and op.kind in _QDQ_FUSABLE:
+            item = replace(item, operator=Operator(_INT8_OF[op.kind], op.params), fused=False)
+        else:
+            if item.fused and ins[0] in runs_int8:  # an int8 kernel fuses no activation
+                item = replace(item, fused=False)
+            out.append(item)
+            continue
+        runs_int8.add(item.name)
+        out.append(item)
+    return out, quantized
+
+
+_AGNOSTIC = (*_ACTIVATIONS, "add", "concat", "qadd", "qsigmoid", "qconcat")
+"""Kinds onnxruntime's transpose optimizer can run in either layout (element-wise, or a concatenation)."""
+
+_CHANNELS_LAST = ("qconv1d", "qdwconv1d", "qconv2d", "qdwconv2d", "qmaxpool1d", "qmaxpool2d", "qavgpool1d",
+                  "qavgpool2d")
+
+
+class _Int8Flow:
+    """The float ↔ int8 conversions and channels-last transposes of a deployed model, along its data flow.
+
+    :func:`_deployed_plan` gives the int8 operators and the quantized tensors. A quantized tensor made by a float
+    node (or the model input) pays one ``quantize`` (its ``QuantizeLinear``, shared by its readers), and every
+    float node that reads a quantized tensor one ``dequantize`` (onnxruntime gives each reader its own
+    ``DequantizeLinear``); a model output that is quantized is dequantized. Int8 convolutions and pools run
+    channels-last (NHWC, where onnxruntime does, :func:`int8_nhwc`) and a reader that needs the other layout pays
+    one uint8 transpose per tensor and layout (onnxruntime's transpose optimizer cancels the transposes between
+    channels-last nodes and moves them through layout-agnostic nodes, leaving the rest on the uint8 side). Int8
+    convolutions and average pools read NHWC, ``QGemm`` and flatten NCHW, other float nodes NCHW; a uint8 max pool
+    runs channels-last when its input is (else it is the slower NCHW kernel, ``qmaxpool*_nchw``). Layout-agnostic
+    nodes (activations, adds, concatenations; float or int8) whose inputs are all channels-last stay channels-last
+    when their output reaches a channels-last node through such nodes, and read NCHW otherwise (the transposes stay
+    on their inputs). Model outputs are float NCHW. Each conversion is a row: its table time above the overhead
+    plus one node.
+    """
+
+    def __init__(self, table: LatencyTable, input_shape: tuple[int, ...], plan: Sequence[ModelOperator],
+                 quantized: set[str]) -> None:
+        self.table = table
+        self.nhwc = table.int8_nhwc
+        self.quantized = quantized
+        self.plan = list(plan)
+        self.shapes = {INPUT: tuple(input_shape), **{i.name: i.out_shape for i in plan if i.operator is not None}}
+        self.layout: dict[str, str] = {INPUT: "nchw"}  # produced layout
+        self.layouts: dict[str, set[str]] = {INPUT: {"nchw"}}  # layouts made (transposes charged)
+        self.made_u8: set[str] = set()  # tensors produced by int8 nodes, or quantized (quantize charged)
+        self.dequantized: set[tuple[str, str]] = set()  # (tensor, reader)
+        self.readers: dict[str, list[ModelOperator]] = {}
+        for item in plan:
+            if item.operator is not None:
+                for t in dict.fromkeys(item.inputs):
+                    self.readers.setdefault(t, []).append(item)
+
+    def _channels_last(self, kind: str) -> bool:
+        return self.nhwc and kind in _CHANNELS_LAST
+
+    def _reaches_channels_last(self, tensor: str) -> bool:
+        """Whether a channels-last node reads ``tensor``, directly or through layout-agnostic nodes."""
+        return any(self._channels_last(r.operator.kind)
+                   or (r.operator.kind in _AGNOSTIC and self._reaches_channels_last(r.name))
+                   for r in self.readers.get(tensor, ()))
+
+    def _row(self, tensor: str, kind: str) -> LatencyRow:
+        shape = self.shapes[tensor]
+        if kind in ("quantize", "dequantize"):
+            op = Operator.make(kind, elements=math.prod(shape))
+        else:
+            op = Operator.make(kind, channels=shape[0], positions=math.prod(shape[1:]))
+        us = max(0.0, self.table.predict_operator(op) - self.table.overhead_us) + self.table.node_us
+        return LatencyRow(f"{tensor}:{kind}", kind, shape, us, op)
+
+    def _need(self, tensor: str, u8: bool, layout: str | None, reader: str) -> list[LatencyRow]:
+        rows = []
+        if tensor in self.quantized and tensor not in self.made_u8:
+            self.made_u8.add(tensor)
+            rows.append(self._row(tensor, "quantize"))
+        if not u8 and tensor in self.quantized and (tensor, reader) not in self.dequantized:
+            self.dequantized.add((tensor, reader))
+            rows.append(self._row(tensor, "dequantize"))
+        if layout is not None and len(self.shapes[tensor]) >= 2 and layout not in self.layouts[tensor]:
+            self.layouts[tensor].add(layout)
+            rows.append(self._row(tensor, "qtranspose_in" if layout == "nhwc" else "qtranspose_out"))
+        return rows
+
+    def _step(self, item: ModelOperator, int8: bool) -> tuple[ModelOperator, list[LatencyRow]]:
+        op = item.operator
+        assert op is not None
+        srcs = list(dict.fromkeys(item.inputs))
+        layouts = {self.layout[t] for t in srcs}
+        if op.kind in ("qmaxpool1d", "qmaxpool2d") and self.nhwc and layouts != {"nhwc"}:
+            op = Operator(op.kind + "_nchw", op.params)  # a uint8 max pool on NCHW data: not converted to NHWC
+            item = replace(item, operator=op)
+        kind = op.kind
+        channels_last = self._channels_last(kind)
+        neutral = (kind in _AGNOSTIC or (item.fused and kind == "relu")) and (
+            layouts == {"nchw"} or (layouts == {"nhwc"} and self._reaches_channels_last(item.name)))
+        need = "nhwc" if channels_last else (None if neutral else "nchw")
+        rows = [row for t in srcs for row in self._need(t, int8, need, item.name)]
+        produced = "nhwc" if channels_last else (self.layout[srcs[0]] if neutral else "nchw")
+        self.layout[item.name] = produced if len(item.out_shape) >= 2 else "nchw"
+        self.layouts[item.name] = {self.layout[item.name]}
+        if int8:
+            self.made_u8.add(item.name)
+        return item, rows
+
+    def run(self) -> tuple[list[ModelOperator], dict[str, list[LatencyRow]], list[LatencyRow]]:
+        """The plan (uint8 max pools on NCHW data renamed), the conversion rows before each node, and at the end."""
+        plan, before = [], {}
+        for item in self.plan:
+            if item.operator is None:
+                plan.append(item)
+                continue
+            kind, quantized = item.operator.kind, self.quantized
+            int8 = kind in INT8_KINDS or (  # a uint8 flatten, a ReLU dropped between quantized tensors
+                item.name in quantized and ((kind == "flatten" and all(t in quantized for t in item.inputs))
+                                            or (kind == "relu" and item.fused)))
+            item, before[item.name] = self._step(item, int8)
+            plan.append(item)
+        outputs = [item.name for item in plan if item.output]
+        return plan, before, [row for t in dict.fromkeys(outputs) for row in self._need(t, False, "nchw", "")]
+
+
+def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: LatencyTable,
+                    precision: str = "float") -> LatencyPrediction:
     """Predict one inference run of ``model`` on an input of per-sample ``input_shape`` (see module doc).
 
     BatchNorm layers after a convolution or linear layer are folded into it first (a copy; ``model`` is
     left as it is). A model needing an operator kind the table lacks raises :class:`MissingKindError`.
+
+    ``precision`` (:data:`PRECISIONS`): ``"float"`` (default) predicts the float graph of the architecture,
+    quantizers ignored. ``"deployed"`` predicts the model as :func:`measure_latency` ``(precision="deployed")``
+    deploys it: every convolution and linear layer whose weights and input are at most 8 bits wide
+    (:func:`int8_layers`) runs as onnxruntime's int8 kernel (the ``q`` kinds), wider and float ones as float,
+    and data passing between int8 and float nodes (model input and output too) pays a ``quantize`` or
+    ``dequantize`` row (and, where int8 convolutions run channels-last, uint8 transposes) — see
+    :class:`_Int8Flow`. onnxruntime on x86 has int8 kernels only: 2- to 7-bit layers run as int8, as fast as
+    8-bit ones (their gain is memory, not time), and layers over 8 bits run as float. A table without the int8
+    kinds (profiled before they existed) raises :class:`MissingKindError` for ``"deployed"``, naming the kind.
     """
     from hwnas.nn import fold_batchnorm
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         model = fold_batchnorm(model)
     plan = model_operators(model, input_shape)
-    _require_kinds(plan, table)
+    before: dict[str, list[LatencyRow]] = {}
+    finish: list[LatencyRow] = []
+    if precision == "deployed":
+        plan, quantized = _deployed_plan(plan, {n: int8 for n, (_, int8) in _layer_widths(model).items()})
+        _require_kinds(plan, table, deployed=True)
+        plan, before, finish = _Int8Flow(table, tuple(input_shape), plan, quantized).run()
+        _require_kinds(plan, table, deployed=True)  # uint8 max pools on NCHW data
+    else:
+        _require_kinds(plan, table)
     layout = _Layout(table, tuple(input_shape), plan)
     base_us = table.overhead_us - table.node_us  # a session call without any node
     absorbs: set[str] = set()  # adds fused into an NCHWc convolution that can still take an activation
@@ -1511,6 +2081,7 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
         if op is None:
             rows.append(LatencyRow(item.name, "identity", item.in_shape, 0.0))
             continue
+        rows += before.get(item.name, [])
         extra, sum_fused = layout.step(item)
         fused = item.fused or sum_fused or (op.kind in _ACTIVATIONS and item.inputs[0] in absorbs)
         if fused:
@@ -1528,6 +2099,7 @@ def predict_latency(model: nn.Module, input_shape: tuple[int, ...], table: Laten
     if rows and plan:
         last = rows[-1]
         rows[-1] = replace(last, us=last.us + layout.finish([item.name for item in plan if item.output]))
+    rows += finish
     if table.calibration:
         cal = table.calibration
         rows = [replace(r, us=max(0.0, r.us * cal.get(calibration_group(r.kind), 1.0)
@@ -1831,17 +2403,132 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], batch_size: int 
     return buf.getvalue()
 
 
+_QDQ_OPS = ("Conv", "Gemm", "MatMul", "MaxPool", "Flatten", "Reshape", "Relu")
+"""ONNX node types :func:`export_deployed_onnx` lets ``quantize_static`` quantize: the int8 layers' ``Conv``/
+``Gemm``/``MatMul`` and the nodes that run on uint8 when their input is uint8 (and a ReLU it removes)."""
+
+
+def export_deployed_onnx(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1, *,
+                         calibration_inputs: int = 8, seed: int = 0) -> bytes:
+    """The model as deployed on a CPU: its float graph with the <= 8-bit layers statically quantized to int8.
+
+    BatchNorm layers after a convolution or linear layer are folded first (:func:`hwnas.nn.fold_batchnorm`, on a
+    copy), the float graph is exported (:func:`export_onnx`) and ``onnxruntime.quantization.quantize_static``
+    quantizes it in the QDQ format (uint8 activations, int8 weights per output channel, min-max ranges calibrated
+    on ``calibration_inputs`` seeded standard-normal inputs) — only the ``Conv``/``Gemm``/``MatMul`` nodes of the
+    layers :func:`int8_layers` marks, plus max pools, flattens, reshapes and ReLUs, which ``quantize_static``
+    quantizes only where their input already is (a ReLU right after an int8 node is removed). onnxruntime fuses
+    each ``DequantizeLinear`` → node → ``QuantizeLinear`` group into its int8 kernel (``QLinearConv``, ``QGemm``)
+    when the session is made. A model without int8 layers is the float graph.
+
+    Raises:
+        UnsupportedLayerError: an int8 layer's node is not found in the exported graph (by its weight).
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from hwnas.nn import fold_batchnorm
+
+    shape = tuple(input_shape)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model = fold_batchnorm(model)
+    _run_once(model, shape)
+    module_names = {id(m): n for n, m in model.named_modules()}
+    int8 = {name: layer for name, (layer, fits) in _layer_widths(model).items() if fits}
+    data = export_onnx(model, shape, batch_size)
+    if not int8:
+        return data
+    proto = onnx.load_from_string(data)
+    by_weight = {(f"{module_names[id(layer)]}.weight" if module_names[id(layer)] else "weight"): name
+                 for name, layer in int8.items()}
+    inits = {init.name: init for init in proto.graph.initializer}
+    found: set[str] = set()
+    nodes = []
+    for node in proto.graph.node:
+        weight = node.input[1] if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 else None
+        if weight in by_weight:
+            found.add(by_weight[weight])
+            nodes.append(node.name)
+        elif node.op_type == "MatMul" and weight in inits:  # a linear layer on more than 2-D input: W transposed
+            w = numpy_helper.to_array(inits[weight])
+            for name, layer in int8.items():
+                if isinstance(layer, nn.Linear) and w.shape == tuple(layer.weight.shape[::-1]) and np.allclose(
+                        w, layer.weight.detach().numpy().T):
+                    found.add(name)
+                    nodes.append(node.name)
+                    break
+        elif node.op_type in _QDQ_OPS[3:]:
+            nodes.append(node.name)
+    missing = sorted(set(int8) - found)
+    if missing:
+        raise UnsupportedLayerError(f"layer {missing[0]!r}: its node was not found in the exported ONNX graph, so it "
+                                    "cannot be quantized to measure the deployed model")
+    x_name = proto.graph.input[0].name
+    rng = np.random.default_rng(seed)
+    batches = [{x_name: rng.standard_normal((batch_size, *shape)).astype(np.float32)}
+               for _ in range(max(1, calibration_inputs))]
+
+    class _Inputs(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _root_logging_off():
+        warnings.simplefilter("ignore")
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(data)
+        quantize_static(str(src), str(dst), _Inputs(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                        op_types_to_quantize=list(_QDQ_OPS))
+        return dst.read_bytes()
+
+
+@contextlib.contextmanager
+def _root_logging_off() -> Iterator[None]:
+    """Silence the root logger for the block without letting ``logging.warning`` configure it.
+
+    ``quantize_static`` advises pre-processing through ``logging.warning``, which installs a handler on an
+    unconfigured root logger (``basicConfig``); a temporary null handler prevents that.
+    """
+    import logging
+
+    root, null = logging.getLogger(), logging.NullHandler()
+    before = logging.root.manager.disable
+    root.addHandler(null)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+        root.removeHandler(null)
+
+
+def _model_session(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, precision: str,
+                   threads: int) -> Any:
+    """An inference session of the exported model (float graph, or the deployed int8 model)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "deployed":
+        return _session(export_deployed_onnx(model, input_shape, batch_size), threads, DEPLOYED_DISABLED_OPTIMIZERS)
+    return _session(export_onnx(model, input_shape, batch_size), threads)
+
+
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 200, *, warmup: int = 20,
                     threads: int = 1, batch_size: int = 1, cpu: int | None = -1, max_seconds: float = 10.0,
-                    floor_us: float | None = None) -> float:
+                    floor_us: float | None = None, precision: str = "float") -> float:
     """Measured ms of one onnxruntime run of the exported model, with the table's session settings.
 
-    The model is exported (:func:`export_onnx`), run ``warmup`` times, and timed by a :class:`QuietTimer`
-    (``floor_us``: a known quiet probe time, e.g. ``table.session["probe_floor_us"]``): the median of
-    ``repeats`` quiet runs, or of all runs with a warning if fewer than half were quiet within
-    ``max_seconds``. The thread is pinned to ``cpu`` (see :func:`pinned`).
+    The model is exported (:func:`export_onnx`; with ``precision="deployed"`` :func:`export_deployed_onnx`: the
+    <= 8-bit layers quantized to int8, what ``predict_latency(..., precision="deployed")`` predicts), run
+    ``warmup`` times, and timed by a :class:`QuietTimer` (``floor_us``: a known quiet probe time, e.g.
+    ``table.session["probe_floor_us"]``; a deployed model's session has :data:`DEPLOYED_DISABLED_OPTIMIZERS` off,
+    so its wider layers stay float): the median of ``repeats`` quiet runs, or of all runs with a warning if
+    fewer than half were quiet within ``max_seconds``. The thread is pinned to ``cpu`` (see :func:`pinned`).
     """
-    sess = _session(export_onnx(model, tuple(input_shape), batch_size), threads)
+    sess = _model_session(model, tuple(input_shape), batch_size, precision, threads)
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
     with pinned(cpu):
         timer = QuietTimer(threads, floor_us=floor_us)
@@ -1854,20 +2541,20 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], repeats: int
 
 def measure_latencies(models: Sequence[tuple[nn.Module, tuple[int, ...]]], repeats: int = 200, *, rounds: int = 3,
                       warmup: int = 20, threads: int = 1, cpu: int | None = -1, max_seconds: float = 10.0,
-                      floor_us: float | None = None, progress: bool = False) -> list[float]:
+                      floor_us: float | None = None, progress: bool = False, precision: str = "float") -> list[float]:
     """Measured ms of each model, robust to slow phases of a shared machine.
 
-    Every model is exported once; then ``rounds`` passes time every model in turn (as :func:`measure_latency`
-    does: the median of ``repeats`` quiet runs), and each model's result is the smallest of its round medians.
-    Interleaving spreads a model's rounds over minutes, so a slow phase of the machine (which only ever makes
-    runs slower) rarely covers all of them.
+    Every model is exported once (``precision`` as in :func:`measure_latency`); then ``rounds`` passes time every
+    model in turn (as :func:`measure_latency` does: the median of ``repeats`` quiet runs), and each model's result
+    is the smallest of its round medians. Interleaving spreads a model's rounds over minutes, so a slow phase of
+    the machine (which only ever makes runs slower) rarely covers all of them.
     """
     if rounds < 1:
         raise ValueError(f"rounds: must be >= 1, got {rounds}")
     sessions = []
     rng = np.random.default_rng(0)
     for model, shape in models:
-        sess = _session(export_onnx(model, tuple(shape), 1), threads)
+        sess = _model_session(model, tuple(shape), 1, precision, threads)
         x = rng.standard_normal((1, *shape)).astype(np.float32)
         sessions.append((sess, {sess.get_inputs()[0].name: x}))
     best = [math.inf] * len(sessions)
@@ -1895,24 +2582,29 @@ class NodeTiming:
 
 
 def measure_nodes(model: nn.Module, input_shape: tuple[int, ...], runs: int = 500, *, threads: int = 1,
-                  cpu: int | None = -1) -> list[NodeTiming]:
+                  cpu: int | None = -1, precision: str = "float") -> list[NodeTiming]:
     """Per-node kernel times of the exported model inside a whole-model run (onnxruntime's profiler).
 
     The graph is the optimized one (fused ``FusedConv``/``FusedGemm`` nodes, NCHWc ``Reorder*`` nodes), in
     execution order. Use it to see where a model's time goes and to compare with the rows of
     :func:`predict_latency`: unlike the single-operator table, these times include the model context (data
     the other nodes evicted from the caches, layout reorders). The profiler adds a few µs per node to the
-    whole run; the kernel times themselves are what it reports.
+    whole run; the kernel times themselves are what it reports. ``precision="deployed"`` profiles the int8
+    model of :func:`export_deployed_onnx` (``QLinearConv``, ``QGemm``, ``QuantizeLinear`` … nodes).
     """
     if runs < 1:
         raise ValueError(f"runs: must be >= 1, got {runs}")
     ort = _ort()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
     options = session_options(threads)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "hwnas")
-        sess = ort.InferenceSession(export_onnx(model, tuple(input_shape)), options,
-                                    providers=["CPUExecutionProvider"])
+        deployed = precision == "deployed"
+        data = export_deployed_onnx(model, tuple(input_shape)) if deployed else export_onnx(model, tuple(input_shape))
+        sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(DEPLOYED_DISABLED_OPTIMIZERS if deployed else ()))
         x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
         feed = {sess.get_inputs()[0].name: x}
         with pinned(cpu):

@@ -3,7 +3,7 @@
 Contract:
 
 * :func:`profile_table` times the operators of a named grid (``"default"``: :func:`~hwnas.cost.cpu_latency.
-  default_grid`, about 6,500 operators, about a minute on a quiet core and several on a busy one; ``"quick"``:
+  default_grid`, about 13,300 float and int8 operators, 2–3 minutes on a quiet core, more on a busy one; ``"quick"``:
   :func:`~hwnas.cost.cpu_latency.quick_grid`, a few seconds, for tests and smoke runs) with
   :func:`~hwnas.cost.cpu_latency.profile_operators` and writes the table atomically to ``path``
   (:meth:`~hwnas.cost.cpu_latency.LatencyTable.save`: a temporary file in the same folder, then a rename, so
