@@ -278,7 +278,7 @@ def test_errors_name_key_path_and_line():
     (("name: tiny", "name: tiny\nsearch: {strategy: random, options: {x: 1}}"), "random", "search.options.x",
      "strategy 'random' has no option 'x'; its options are: (none)"),
     (("name: tiny", "name: tiny\nsearch: {strategy: anneal}"), "anneal", "search.strategy",
-     "must be 'nsga2', 'random', 'tpe', 'pso', 'monas_lq' or 'ha_nas', got 'anneal'"),
+     "must be 'nsga2', 'random', 'tpe', 'pso', 'monas_lq', 'ha_nas' or 'supernet', got 'anneal'"),
     (("name: tiny", "name: tiny\nsearch:\n  strategy: monas_lq\n  n_trials: 20\n  options: {bootstrap_size: 16}"),
      "bootstrap_size", "search.options.bootstrap_size", "hpo_trials + bootstrap_size (20) leave none"),
     (("name: tiny", "name: tiny\nspace:\n  filters: abc"), "filters", "space.filters",

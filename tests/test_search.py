@@ -399,6 +399,41 @@ search:
             t.user_attrs["metrics"]["cpu_latency_ms"])
 
 
+def test_deployed_cpu_precision_prices_bits_and_refuses_a_table_without_int8_timings(tmp_path, cpu_table):
+    from dataclasses import replace
+
+    from hwnas.cost.cpu_latency import INT8_KINDS, LatencyTable
+    from hwnas.cost.cpu_profile import CpuTableError
+    from hwnas.search.objective import price
+
+    text = f"""\
+name: deployed
+seed: 2
+output: out
+task: {{name: digits}}
+space:
+  family: mlp
+  dense_layers: 1
+  dense_units: [32]
+  precision: {{weight_bits: [8, 16], act_bits: [8, 16], per_layer: false}}
+objectives:
+  - {{metric: accuracy, direction: maximize}}
+  - {{metric: cpu_latency_ms, direction: minimize}}
+hardware: {{model: none, cpu_table: {cpu_table}, cpu_precision: deployed}}
+training: {{epochs: 1}}
+"""
+    ctx = TrialContext.create(load_experiment(write(tmp_path, text)))
+    low, high = ctx.space.extreme(False), ctx.space.extreme(True)
+    assert low.weight_bits == (8, 8) and high.weight_bits == (16, 16)
+    # the same architecture: int8 kernels at 8 bits, float ones at 16 — different predicted latencies
+    assert price(low, ctx)["cpu_latency_ms"] != price(high, ctx)["cpu_latency_ms"]
+    table = LatencyTable.load(cpu_table)
+    old = replace(table, entries={k: v for k, v in table.entries.items() if k.partition("(")[0] not in INT8_KINDS})
+    old.save(tmp_path / "old.json")
+    with pytest.raises(CpuTableError, match=r"hardware\.cpu_table: .*no int8 operator timings"):
+        TrialContext.create(load_experiment(write(tmp_path, text.replace(str(cpu_table), str(tmp_path / "old.json")))))
+
+
 def test_experiment_metadata_ignores_budget_output_and_storage(tmp_path):
     a = load_experiment(write(tmp_path, TINY))
     b = load_experiment(write(tmp_path, TINY.replace("n_trials: 5", "n_trials: 9").replace("output: out",
@@ -432,6 +467,7 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
     old["training"].pop("kfold")
     old["run"].pop("baselines")
     old["run"].pop("synth_max_macs")
+    old["hardware"].pop("cpu_precision")
     assert len(HASH_NEUTRAL) == 9  # a key added to HASH_NEUTRAL is added above too
     assert hash_payload(base) == old and hash_payload(bound) == old
     assert hash_payload(ehvi)["search"]["options"]["accuracy_acquisition"] == "ehvi"

@@ -439,7 +439,12 @@ class HardwareConfig(_Strict):
     cpu_profile: Literal["never", "default", "quick"] = Field(
         "never", description="when hardware.cpu_table does not exist yet: never (a config error; make it with "
         "hwnas profile-cpu), default or quick (profile that operator grid on this machine into it before the "
-        "search: default ~1 min on a quiet core, minutes on a busy one; quick a few seconds, for smoke runs)")
+        "search: default 2-3 min on a quiet core, more on a busy one; quick a few seconds, for smoke runs)")
+    cpu_precision: Literal["float", "deployed"] = Field(
+        "float", description="what cpu_latency_ms prices: float (the float graph of the architecture, bit-widths "
+        "ignored) or deployed (layers of <= 8-bit weights and inputs are priced with onnxruntime's int8 kernels, "
+        "wider ones as float, with the float <-> int8 conversions between them; needs a table profiled with the "
+        "int8 kinds)")
 
     @field_validator("target")
     @classmethod
@@ -669,18 +674,51 @@ class HaNasOptions(StrategyOptions):
         return self
 
 
+class SupernetOptions(StrategyOptions):
+    """One-shot search: train a weight-sharing supernet once, rank sub-nets on it, NSGA-II on a predictor."""
+
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="supernet training epochs (training.lr, batch_size, "
+                        "optimizer and weight_decay apply; training.epochs does not)")
+    warmup_epochs: int = Field(1, ge=0, le=MAX_EPOCHS, description="first epochs that train the largest sub-net "
+                               "alone, before the sandwich rule")
+    random_subnets: int = Field(2, ge=0, le=64, description="random sub-nets per batch besides the largest and the "
+                                "smallest (the sandwich rule)")
+    distill: bool = Field(True, description="the smaller sub-nets learn the largest one's soft predictions "
+                          "(in-place distillation); false: the labels")
+    kernel_transform: bool = Field(True, description="learn Once-for-All's kernel transformation per slot and "
+                                   "kernel size (false: plain centre slices of the largest kernel)")
+    sort_channels: bool = Field(True, description="after the warm-up, order every layer's channels by importance "
+                                "(L1 norm) so narrow sub-nets keep the most important ones")
+    calibration_batches: int = Field(4, ge=1, le=10_000, description="training batches a sub-net's BatchNorm "
+                                     "statistics and activation ranges are measured on before it is evaluated")
+    subnets: int = Field(1000, ge=2, le=MAX_CANDIDATES, description="random sub-nets evaluated on the validation "
+                         "split with the shared weights (the predictor's training data)")
+    eval_samples: int | None = Field(None, ge=1, description="validation samples each sub-net is evaluated on "
+                                     "(null: the whole validation split)")
+    predictor_epochs: int = Field(300, ge=1, le=100_000, description="training epochs of the accuracy predictor")
+    predictor_hidden: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1, max_length=16,
+        description="hidden-layer widths of the accuracy predictor")
+    population_size: int = Field(64, ge=2, le=MAX_POPULATION, description="NSGA-II population on the predictor")
+    generations: int = Field(40, ge=1, le=MAX_EPOCHS, description="NSGA-II generations on the predictor (each "
+                             "candidate priced exactly by the cost models)")
+    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="epochs each extracted front sub-net is "
+                                 "fine-tuned before it is measured (0: the shared weights as they are)")
+
+
 STRATEGY_OPTIONS: dict[str, type[StrategyOptions]] = {
     "nsga2": Nsga2Options, "random": RandomOptions, "tpe": TpeOptions, "pso": PsoOptions,
-    "monas_lq": MonasLqOptions, "ha_nas": HaNasOptions}
+    "monas_lq": MonasLqOptions, "ha_nas": HaNasOptions, "supernet": SupernetOptions}
 """The options section of each search strategy."""
 
-Strategy = Literal["nsga2", "random", "tpe", "pso", "monas_lq", "ha_nas"]
+Strategy = Literal["nsga2", "random", "tpe", "pso", "monas_lq", "ha_nas", "supernet"]
 
 
 class SearchConfig(_Strict):
     """The search strategy, its options and the trial budget."""
 
-    strategy: Strategy = Field("nsga2", description="search strategy: nsga2, random, tpe, pso, monas_lq or ha_nas")
+    strategy: Strategy = Field("nsga2", description="search strategy: nsga2, random, tpe, pso, monas_lq, ha_nas or "
+                               "supernet")
     n_trials: int = Field(20, ge=1, le=MAX_TRIALS,
                           description="trials (full trainings) across all workers, counted on the "
                           "study; hwnas search --n-trials N raises an existing study's budget")
@@ -1209,7 +1247,7 @@ def _task_option_problems(task: TaskConfig | None, space: SpaceConfig | None) ->
     return []
 
 
-VECTOR_STRATEGIES = ("pso", "monas_lq", "ha_nas")
+VECTOR_STRATEGIES = ("pso", "monas_lq", "ha_nas", "supernet")
 """Strategies that search the space's integer vector (no continuous ``space.training`` range)."""
 
 
@@ -1230,6 +1268,21 @@ def _training_problems(objectives: list[tuple[int, Objective]], constraints: lis
                 out.append((("space", "training", name), f"a continuous range {{min, max}} cannot be searched by "
                             f"{search.strategy!r}, which searches the space's integer vector: give a list of choices "
                             "(e.g. [1e-3, 1.5e-3, 2e-3]) or use nsga2, tpe or random", None))
+    if search is not None and search.strategy == "supernet":
+        uses = [(("objectives", i, "metric"), o.metric) for i, o in objectives]
+        uses += [(("constraints", i, "metric"), c.metric) for i, c in constraints]
+        out += [(loc, f"search.strategy supernet predicts only the validation accuracy of its candidates; {metric} "
+                 "cannot steer it (measure it after the search)", metric)
+                for loc, metric in uses if metric in ("test_accuracy", "accuracy_std")]
+        if training is not None and training.kfold:
+            out.append((("training", "kfold"), "search.strategy supernet trains one supernet, not k folds per trial; "
+                        "remove training.kfold", training.kfold))
+        if search.warm_start != "none":
+            out.append((("search", "warm_start"), "search.strategy supernet starts every trial from the supernet's "
+                        "shared weights; set warm_start: none", search.warm_start))
+        if space is not None and space.precision.mode == "learned":
+            out.append((("space", "precision", "mode"), "search.strategy supernet switches fixed bit-widths over "
+                        "shared weights; use mode: fixed (HGQ can refine a found model: run.local)", "learned"))
     if training is not None and training.kfold is None:
         uses = [(("objectives", i, "metric"), o.metric) for i, o in objectives]
         uses += [(("constraints", i, "metric"), c.metric) for i, c in constraints]
@@ -1940,6 +1993,7 @@ HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("training", "kfold"): None,
     ("run", "baselines"): [],
     ("run", "synth_max_macs"): 20_000,
+    ("hardware", "cpu_precision"): "float",
 }
 """Keys dropped from :func:`hash_payload` at their neutral value like :data:`HASH_NEUTRAL`'s, but neutral from the
 day they were added: no stored hash ever held them, so :func:`hash_payload_forms` has no earlier forms of them.

@@ -145,6 +145,34 @@ def _task_text(exp: Any) -> str:
     return text + ("; searched: " + ", ".join(searched) if searched else "")
 
 
+def _supernet_rows(rep: dict[str, Any]) -> list[list[Any]]:
+    """The supernet strategy's phase report (``search.json``'s ``supernet``) as table rows."""
+    rows: list[list[Any]] = []
+    train = rep.get("train") or {}
+    epochs = train.get("epochs") or []
+    if epochs:
+        per = sum(e["seconds"] for e in epochs) / len(epochs)
+        plain = rep.get("plain_epoch_seconds")
+        ratio = f" ({per / plain:.1f}× one epoch of the largest sub-net alone, {plain:.1f} s)" if plain else ""
+        rows.append(["training", f"{len(epochs)} epochs, {per:.1f} s per epoch{ratio}; last loss "
+                                 f"{epochs[-1]['loss']:.4f}"])
+    ev = rep.get("evaluate") or {}
+    if ev:
+        rows.append(["sub-nets ranked", f"{ev['subnets']} on {ev['samples']} validation samples, "
+                                        f"{ev['seconds_per_subnet']:.3f} s each"])
+    pred = rep.get("predictor") or {}
+    if pred:
+        tau, rho = pred.get("kendall_tau"), pred.get("spearman")
+        rows.append(["accuracy predictor", f"Kendall τ {tau if tau is None else f'{tau:.3f}'}, Spearman ρ "
+                                           f"{rho if rho is None else f'{rho:.3f}'} on {pred['held_out']} held-out "
+                                           f"sub-nets (fitted on {pred['fitted_on']})"])
+    srch = rep.get("search") or {}
+    if srch:
+        rows.append(["NSGA-II on the predictor", f"{srch['nsga2_trials']} candidates, {srch['candidates']} distinct "
+                                                 f"({srch['feasible']} feasible), {srch['seconds']:.1f} s"])
+    return rows
+
+
 def _render(data: ReportData, folder: Path) -> None:
     exp = data.experiment
     fig = folder / "figures"
@@ -169,6 +197,10 @@ def _render(data: ReportData, folder: Path) -> None:
     feasible = sum(t["feasible"] for t in data.trials)
     parts.append(f"<p>{len(data.trials)} complete trials ({feasible} feasible, "
                  f"{states.get('FAIL', 0)} failed); {sum(t['front'] for t in data.trials)} on the Pareto front.</p>")
+
+    if data.summary.get("supernet"):
+        parts.append("<h2>Supernet</h2>")
+        parts.append(_table(["phase", "figure"], _supernet_rows(data.summary["supernet"]), left=2))
 
     parts.append("<h2>Pareto fronts</h2>")
     device = exp.device()

@@ -61,8 +61,8 @@ from torch import nn
 from hwnas.runpaths import record_path, resolve_path
 
 __all__ = ["TrialContext", "TrialDivergedError", "TrialResult", "composite_score", "configured_reuse", "cost_metrics",
-           "json_options", "make_objective", "measure", "model_task_data", "parent_candidates", "price", "record",
-           "task_options_for", "train_and_measure", "training_for"]
+           "finish_trial", "json_options", "make_objective", "measure", "model_task_data", "parent_candidates", "price",
+           "record", "task_options_for", "train_and_measure", "training_for"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,14 @@ class TrialContext:
                     table, _ = ensure_table(path, grid=grid, progress=setup_progress)
             except (ValueError, OSError) as err:
                 raise CpuTableError(f"hardware.cpu_table: {err}") from err
+            if experiment.hardware.cpu_precision == "deployed":
+                from hwnas.cost.cpu_latency import INT8_KINDS
+
+                missing = sorted(set(INT8_KINDS) - table.kinds() - {"qtranspose_in", "qtranspose_out"})
+                if missing:
+                    raise CpuTableError(f"hardware.cpu_table: {path} has no int8 operator timings ({missing[0]}, …), "
+                                        "which hardware.cpu_precision: deployed prices with; profile it again "
+                                        "(hwnas profile-cpu --force, or delete it with hardware.cpu_profile set)")
         try:
             baseline = task.baseline(data)
         except Exception:  # a task without a baseline model: no QA-Score
@@ -368,7 +376,8 @@ def cost_metrics(model: nn.Module, ctx: TrialContext, point: Any = None, *, hard
     if ctx.cpu_table is not None:
         from hwnas.cost.cpu_latency import predict_latency
 
-        metrics["cpu_latency_ms"] = float(predict_latency(model, shape, ctx.cpu_table).total_ms)
+        metrics["cpu_latency_ms"] = float(predict_latency(model, shape, ctx.cpu_table,
+                                                          precision=ctx.experiment.hardware.cpu_precision).total_ms)
     return metrics, summary
 
 
@@ -409,7 +418,6 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
     ``parents``: finished trials to warm-start from (module docstring); ``vector``: the point's search vector
     (default: the space's encoding), the distance to a parent is measured on it.
     """
-    from hwnas.export import save_model
     from hwnas.train import Trainer
 
     from .inherit import choose_parent, inherit, shape_key
@@ -427,9 +435,7 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
         parent = choose_parent(parents, key, vec)
         if parent is not None and not exp.training.kfold:  # k-fold: every fold's model inherits (_train_folds)
             inherit(model, parent.checkpoint, data.train.x[:WARM_START_CALIBRATION])
-    options = json_options(ctx.task_options(point))
-    training = training_for(point)
-    config = exp.train_config(seed, progress=ctx.progress, overrides=training)
+    config = exp.train_config(seed, progress=ctx.progress, overrides=training_for(point))
     folds = None
     if exp.training.kfold:
         model, folds = _train_folds(point, ctx, data, config, parent)
@@ -438,6 +444,26 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
         history = trainer.fit(data.train.pair, data.val.pair)
         if history.records:
             _finite("training loss", history.records[-1].train_loss)
+    return finish_trial(model, point, ctx, number, t0, checkpoint_dir=checkpoint_dir, folds=folds,
+                        parent=None if parent is None else parent.number, shape=key)
+
+
+def finish_trial(model: nn.Module, point: Any, ctx: TrialContext, number: int, t0: float, *,
+                 checkpoint_dir: Path | None = None, folds: Sequence[float] | None = None, parent: int | None = None,
+                 shape: str | None = None, metadata: Mapping[str, Any] | None = None) -> TrialResult:
+    """Measure a trained ``model`` of ``point`` as trial ``number``, save it and return its :class:`TrialResult`.
+
+    The second half of :func:`train_and_measure`, for strategies whose models come from elsewhere (a supernet):
+    ``t0`` is when the trial started (``time.perf_counter``); ``metadata`` adds keys to the saved model's.
+    """
+    from hwnas.export import save_model
+
+    from .inherit import shape_key
+
+    exp = ctx.experiment
+    data = ctx.data_for(point)
+    options = json_options(ctx.task_options(point))
+    training = training_for(point)
     metrics, summary = measure(model, ctx, point, folds=folds)
     constraints = [float(c) for c in exp.constraint_values(metrics, ctx.device)]
     checkpoint = None
@@ -446,10 +472,12 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
         path = save_model(model, folder / "model.pt", data.input_shape, test_inputs=data.test.x[:256],
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
                                     "metrics": metrics, "task_options": options, "training": training,
-                                    "folds": folds, "warm_start": None if parent is None else parent.number})
+                                    "folds": None if folds is None else list(folds), "warm_start": parent,
+                                    **dict(metadata or {})})
         checkpoint = record_path(path, ctx.output)
-    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options, key,
-                       None if parent is None else parent.number, training, folds)
+    return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options,
+                       shape if shape is not None else shape_key(model), parent, training,
+                       None if folds is None else list(folds))
 
 
 def _train_folds(point: Any, ctx: TrialContext, data: Any, config: Any, parent: Any) -> tuple[nn.Module, list[float]]:

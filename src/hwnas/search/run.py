@@ -19,7 +19,8 @@ Contract:
   ``search.n_trials: N`` in the file.
 * The archive export (``<output>/pareto/``: CSV, JSON, per-trial folders; :meth:`ParetoArchive.export`) and
   ``<output>/search.json`` (the study summary, the worker's report, the knee point and, for strategies with
-  a composite score, the best composite trial) are written atomically after the worker finishes.
+  a composite score, the best composite trial; with ``search.strategy: supernet`` the supernet's phase report
+  under ``supernet``) are written atomically after the worker finishes.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ def write_results(experiment: Any, study: optuna.Study, report: WorkerReport | N
     weight = getattr(experiment.search.options, "score_weight", None)
     summary["best_composite"] = _best_composite(archive, weight) if weight is not None else None
     summary["report"] = report.to_dict() if report is not None else None
+    supernet = out / "supernet" / "report.json"
+    if experiment.search.strategy == "supernet" and supernet.is_file():
+        summary["supernet"] = json.loads(supernet.read_text())
     path = out / "search.json"
     write_json(path, summary)
     files = dict(files)
@@ -202,7 +206,7 @@ def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progres
     """
     # space errors (and profiling a missing CPU table) come before the study exists
     ctx = ctx if ctx is not None else TrialContext.create(experiment, setup_progress=progress)
-    strategy = make_strategy(ctx, worker)
+    strategy = make_strategy(ctx, worker, progress=progress)
     storage = _storage(experiment, create=create)
     name, budget = experiment.study_name(), experiment.search.n_trials
     with read_errors(_where(experiment)):
@@ -215,12 +219,15 @@ def run_search(experiment: Any, *, worker: int = 0, create: bool = True, progres
         study = join_study(name, storage, budget=budget, metadata=meta)
     finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     if finished and strategy.name in ("nsga2", "tpe", "random"):  # a restart must not re-draw its earlier points
-        strategy = make_strategy(ctx, worker, resumed=finished)
+        strategy = make_strategy(ctx, worker, resumed=finished, progress=progress)
     report = None
     if study.user_attrs.get(STOPPED_ATTR):
         log.info("study %r was stopped (%s): no more trials", name, study.user_attrs[STOPPED_ATTR])
     else:
-        report = run_worker(name, storage, make_objective(ctx, vector=strategy.vector), sampler=strategy.sampler,
+        if strategy.prepare is not None:
+            strategy.prepare()
+        objective = strategy.objective or make_objective(ctx, vector=strategy.vector)
+        report = run_worker(name, storage, objective, sampler=strategy.sampler,
                             budget=budget, worker_id=worker, callbacks=strategy.callbacks, progress=progress,
                             timeout_s=timeout_s, metadata=meta, retry_failed=experiment.storage.retry_failed,
                             wait=True)

@@ -13,6 +13,8 @@ Contract:
   several, the composite score ``w·(1 − accuracy) + (1 − w)·qa_score``; with ``generations`` set, a callback
   stops the worker after ``swarm_size·generations`` trials. ``monas_lq`` / ``ha_nas``:
   :class:`hwnas.search.guided.GuidedSampler` (+ :class:`~hwnas.search.guided.PatienceStop` for MONAS-LQ).
+  ``supernet``: :class:`hwnas.supernet.search.SupernetSampler` with its own objective (sub-nets extracted from the
+  trained supernet instead of trained) and ``prepare`` (train, evaluate, predict, plan; docs/supernet.md).
 * Constraints: the objective records each constraint with ``trial.set_constraint("c<i>", value)`` (Optuna 5's
   record, ≤ 0 satisfied), which NSGA-II's constrained domination and TPE read; the PSO sampler gets
   ``constraints_func`` reading ``user_attrs["constraints"]``; the guided pipelines rank candidates by
@@ -49,6 +51,10 @@ class Strategy:
     sampler: optuna.samplers.BaseSampler
     vector: bool
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = field(default_factory=list)
+    prepare: Callable[[], Any] | None = None
+    """Work before the first trial, once per worker (the supernet strategy trains and plans here)."""
+    objective: Callable[[Any], tuple[float, ...]] | None = None
+    """The strategy's own objective (None: :func:`hwnas.search.objective.make_objective`)."""
 
 
 class _StopAfter:
@@ -63,12 +69,13 @@ class _StopAfter:
             study.stop()
 
 
-def make_strategy(ctx: TrialContext, worker: int = 0, resumed: int = 0) -> Strategy:
+def make_strategy(ctx: TrialContext, worker: int = 0, resumed: int = 0, progress: bool = False) -> Strategy:
     """The sampler, encoding and callbacks of ``ctx.experiment.search.strategy`` for worker ``worker``.
 
     ``resumed``: trials the study had finished when this worker started. A worker that joins or restarts on a
     study with finished trials seeds its Optuna sampler with ``sampler_seed(worker) + 7919·resumed`` (mod 2³²),
     so a restarted worker does not draw again the points its earlier run drew; a fresh study (0) keeps the seed.
+    ``progress``: progress bars of a strategy's own long phases (the supernet's training and evaluation).
     """
     exp = ctx.experiment
     name = exp.search.strategy
@@ -111,4 +118,10 @@ def make_strategy(ctx: TrialContext, worker: int = 0, resumed: int = 0) -> Strat
         guided = GuidedSampler(ctx, name, opts, exp.seed)
         callbacks = [PatienceStop(guided, opts.patience)] if name == "monas_lq" else []
         return Strategy(name, guided, vector=True, callbacks=callbacks)
+    if name == "supernet":
+        from hwnas.supernet.search import SupernetSampler, SupernetSearch, make_objective
+
+        search = SupernetSearch(ctx, progress=progress)
+        return Strategy(name, SupernetSampler(search), vector=True, prepare=search.plan,
+                        objective=make_objective(ctx, search))
     raise ValueError(f"search.strategy: unknown strategy {name!r}")

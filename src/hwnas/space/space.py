@@ -669,6 +669,30 @@ class SearchSpace:
         """Every variable name of the space (fixed ones included), in definition order."""
         return list(self._vars)
 
+    def choices(self, name: str) -> tuple[Any, ...]:
+        """The choices of variable ``name`` (ascending for numbers); a SpaceError for an unknown name."""
+        if name not in self._vars:
+            raise SpaceError(f"space: no variable {name!r}; the space has {sorted(self._vars)}")
+        return tuple(self._vars[name].choices)
+
+    def extreme(self, largest: bool = True) -> Point:
+        """The point with every numeric variable at its largest (``largest``) or smallest choice.
+
+        Depths, widths, kernels and bit-widths at the end of their range; a variable of non-integer choices
+        (dropout, pooling, ...) and every hardware-mapping level at its first choice; a continuous training range
+        at its lower bound.
+        """
+        class _Extreme(_Source):
+            def raw(self, var: _Var) -> Any:
+                if isinstance(var, _RangeVar):
+                    return var.low
+                mapping = var.key.startswith("space.mapping")
+                if mapping or not all(_is_int(c) for c in var.choices):
+                    return var.choices[0]
+                return max(var.choices) if largest else min(var.choices)
+
+        return self._assemble(_Extreme())
+
     def layout(self) -> list[VectorSlot]:
         """The integer vector's entries, in order."""
         out = []
