@@ -86,6 +86,35 @@ def test_verify_qonnx_and_reference_pass() -> None:
     assert report.as_dict()["passed"] is True
 
 
+def wide_model() -> nn.Module:
+    """16-bit inputs and weights over a fan-in of 96: sums need more than float32's 24 significant bits."""
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        hn.QLinear(96, 12, input_quantizer=fixed(16), weight_quantizer=fixed(16, granularity="channel"),
+                   bias_quantizer=fixed(16)),
+        hn.QActivation("relu"),
+        hn.QLinear(12, 4, input_quantizer=fixed(16, signed=False), weight_quantizer=fixed(16),
+                   bias_quantizer=fixed(16)),
+    )
+    model(torch.randn(64, 96))
+    return model.eval()
+
+
+def test_exact_paths_compare_with_float64_torch_where_float32_rounds(tmp_path) -> None:
+    from hwnas.export.verify import _torch_outputs, _torch_outputs_float64
+
+    model = wide_model()
+    x = torch.randn(64, 96) * 4
+    y32, y64 = _torch_outputs(model, x), _torch_outputs_float64(model, x)
+    assert not np.array_equal(y32, y64)  # float32 torch really rounds here: the case is real
+    report = verify_model(model, x, paths=["qonnx", "hls4ml"], output_dir=tmp_path)
+    assert report.inexact_layers
+    rows = {r.path: r for r in report.results}
+    # the exact artefacts equal torch in float64, the float32 executor torch in float32: all bit for bit
+    assert all(r.skipped is None and r.mismatches == 0 for r in rows.values()), report.table()
+    assert report.passed and "float64" in report.table()
+
+
 def test_a_path_that_cannot_express_the_model_is_skipped_with_the_reason() -> None:
     report = verify_model(hgq_model(), input_shape=(16,), paths=["qonnx"])
     qonnx = report.results[1]

@@ -501,10 +501,12 @@ def export_hls4ml(model: nn.Module | ExportGraph, input_shape: tuple[int, ...], 
 
 
 def verify_hls4ml(model: nn.Module, x: torch.Tensor | np.ndarray, output_dir: str | os.PathLike[str] | None = None,
-                  **export_kwargs: Any) -> PathResult:
+                  *, reference: np.ndarray | None = None, **export_kwargs: Any) -> PathResult:
     """Export ``model``, compile and run its C emulation on ``x`` and compare with torch (expected: 0 mismatches).
 
-    ``export_kwargs`` go to :func:`export_hls4ml`. Without ``output_dir`` the project is written to a
+    ``reference``: torch's outputs to compare with (default: ``model(x)`` in float32; :func:`hwnas.export.verify.
+    verify_model` passes torch's float64 outputs where float32 rounds). ``export_kwargs`` go to
+    :func:`export_hls4ml`. Without ``output_dir`` the project is written to a
     temporary folder that is removed afterwards (``artefact`` is then None). Returns a skipped result when
     g++ or hls4ml is missing.
     """
@@ -524,7 +526,7 @@ def verify_hls4ml(model: nn.Module, x: torch.Tensor | np.ndarray, output_dir: st
     try:
         project = export_hls4ml(model, tuple(xt.shape[1:]), output_dir, **export_kwargs)
         with torch.no_grad():
-            ref = model(xt).detach().double().numpy()
+            ref = model(xt).detach().double().numpy() if reference is None else np.asarray(reference, np.float64)
         project.compile()
         result = project.check(xt, ref, seconds=time.perf_counter() - t0)
     finally:

@@ -92,6 +92,10 @@ class ExportPath:
     """None when the external tools the path needs are present, else why not (one line); None: needs none."""
     default: bool = False
     """In the default path lists (``run.export``, ``run.verify``, ``hwnas verify --paths``)."""
+    arithmetic: str = "exact"
+    """``exact``: the artefact computes the exact fixed-point result (integer arithmetic: the reference, hls4ml,
+    RTL); ``float32``: it executes in float32 like torch (the QONNX executor). Where torch's float32 forward
+    rounds (:func:`hwnas.export.graph.float32_exact`), an exact path is compared with torch run in float64."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -105,6 +109,9 @@ class ExportPath:
             raise TypeError(f"export path {self.name!r}: verify must be callable")
         if self.export is not None and not callable(self.export):
             raise TypeError(f"export path {self.name!r}: export must be callable or None")
+        if self.arithmetic not in ("exact", "float32"):
+            raise ValueError(f"export path {self.name!r}: arithmetic must be 'exact' or 'float32', "
+                             f"got {self.arithmetic!r}")
         if self.tool_check is not None and not callable(self.tool_check):
             raise TypeError(f"export path {self.name!r}: tool_check must be callable or None")
         if self.export is not None and (not self.artefact or "/" in self.artefact or self.artefact in (".", "..")):
@@ -221,7 +228,7 @@ def _verify_hls4ml(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: n
                    workdir: Path, options: dict[str, Any]) -> PathResult:
     from .hls4ml import verify_hls4ml
 
-    return verify_hls4ml(model, x, output_dir=workdir / "hls4ml", **options)
+    return verify_hls4ml(model, x, output_dir=workdir / "hls4ml", reference=ref, **options)
 
 
 def _hls4ml_tools() -> str | None:
@@ -242,7 +249,7 @@ def _verify_rtl(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.n
                 workdir: Path, options: dict[str, Any]) -> PathResult:
     from .rtl import verify_rtl
 
-    return verify_rtl(model, x, output_dir=workdir / "rtl", **options)
+    return verify_rtl(model, x, output_dir=workdir / "rtl", reference=ref, **options)
 
 
 def _rtl_tools() -> str | None:
@@ -259,7 +266,7 @@ register(ExportPath(
     name="qonnx", summary="ONNX with QONNX Quant nodes (what FINN ingests), executed with qonnx",
     expresses="per-tensor/per-channel fixed point and scaled integers (one width per tensor or channel)",
     needs_graph=False, export=_export_qonnx, artefact="model.qonnx.onnx", verify=_verify_qonnx,
-    tool_check=_qonnx_tools, default=True))
+    tool_check=_qonnx_tools, default=True, arithmetic="float32"))
 register(ExportPath(
     name="hls4ml", summary="hls4ml project (Vitis/Vivado, io_parallel), checked by its g++ C emulation",
     expresses="every fixed-point quantizer, per-parameter widths, tables", needs_graph=True,

@@ -348,9 +348,12 @@ def _output_lsb(graph: ExportGraph) -> np.ndarray | None:
     return None
 
 
-def verify_rtl(model: nn.Module, x: torch.Tensor, output_dir: str | os.PathLike[str] | None = None,
-               **export_kwargs: Any) -> PathResult:
+def verify_rtl(model: nn.Module, x: torch.Tensor, output_dir: str | os.PathLike[str] | None = None, *,
+               reference: np.ndarray | None = None, **export_kwargs: Any) -> PathResult:
     """Export ``model`` to RTL, build it with Verilator, simulate ``x`` and compare with torch (zero mismatches).
+
+    ``reference``: torch's outputs to compare with (default: ``model(x)`` in float32; :func:`hwnas.export.verify.
+    verify_model` passes torch's float64 outputs where float32 rounds).
 
     ``export_kwargs`` go to :func:`export_rtl`. Without ``output_dir`` the project lives in a temporary folder
     that is removed afterwards. A missing tool gives a skipped result with the reason, never an error.
@@ -364,7 +367,7 @@ def verify_rtl(model: nn.Module, x: torch.Tensor, output_dir: str | os.PathLike[
         target = Path(output_dir) if output_dir is not None else Path(scratch) / "rtl"
         project = export_rtl(model, tuple(x.shape[1:]), target, **export_kwargs)  # also puts the model in eval
         with torch.no_grad():
-            ref = model(x).detach().double().numpy()
+            ref = model(x).detach().double().numpy() if reference is None else np.asarray(reference, np.float64)
         try:
             project.compile()
         except ToolMissingError as err:
