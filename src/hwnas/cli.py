@@ -86,12 +86,28 @@ def _profile_cpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from hwnas.errors import EXIT_BAD_INPUT
+
+    try:
+        from hwnas.agent.server import serve
+    except ImportError as err:  # the optional SDK; any other import error is a bug and propagates
+        if not (err.name or "").split(".")[0] == "mcp":
+            raise
+        print("hwnas: error: hwnas mcp needs the MCP Python SDK: pip install 'hwnas[agent]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return serve(args.root, http_port=args.http, max_jobs=args.max_jobs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hwnas`` command."""
     parser = argparse.ArgumentParser(
         prog="hwnas",
         description="Find, quantize, verify and deploy small neural networks for FPGAs and edge devices.",
     )
+    from hwnas import __version__
+
+    parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train an HGQ model with learnable per-parameter bit-widths on digits")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
@@ -116,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "table (hardware.cpu_table, prices cpu_latency_ms)")
     prof.add_argument("table", help="the JSON file to write (an existing table is kept unless --force)")
     prof.add_argument("--grid", default="default", choices=("default", "quick"),
-                      help="operator grid: default (~6,500 operators, ~1 min on a quiet core, several on a busy "
-                      "one) or quick (seconds; tests and smoke runs)")
+                      help="operator grid: default (~13,300 float and int8 operators, 2-3 min on a quiet core, "
+                      "longer on a busy one) or quick (seconds; tests and smoke runs)")
     prof.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     prof.add_argument("--cpu", type=int, default=-1,
                       help="CPU to pin the timing thread to (default -1: the last usable one; -2: not pinned)")
@@ -125,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--force", action="store_true", help="profile again when the file exists")
     prof.add_argument("--quiet", action="store_true", help="no progress bar")
     prof.set_defaults(func=_profile_cpu)
+    mcp = sub.add_parser("mcp", help="serve experiments, background jobs and their artefacts to agents over the "
+                         "Model Context Protocol (stdio; docs/agent.md)")
+    mcp.add_argument("--root", required=True, help="the folder every path is confined to (experiments, outputs)")
+    mcp.add_argument("--http", type=int, default=None, metavar="PORT",
+                     help="serve streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio (loopback only)")
+    mcp.add_argument("--max-jobs", type=int, default=2, help="background jobs running at once (default 2)")
+    mcp.set_defaults(func=_mcp)
     from hwnas.cli_export import add_export_commands
 
     add_export_commands(sub)
