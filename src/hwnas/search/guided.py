@@ -307,13 +307,22 @@ class GuidedSampler(BaseSampler):
 
     # -- vectors ------------------------------------------------------------------------------------------------
     def canonical(self, vec: Sequence[float]) -> tuple[int, ...]:
-        """The vector as the space encodes its point (inactive slots normalized), filter choice applied."""
+        """The vector as the space encodes its point (inactive slots normalized), filter choice applied.
+
+        The encoding writes the filter slot of a block the depth does not reach as the slot's lowest choice;
+        with stage 1's filter range fixed that padding is put back inside the range (decoding ignores it), so
+        every canonical vector lies within the bounds the swarm searches.
+        """
         v = [round(float(x)) for x in vec]
         v = [min(max(x, lo), hi) for x, (lo, hi) in zip(v, self.bounds, strict=True)]
         if self._fixed:
             for j, (lo, hi) in self._fixed.items():
                 v[j] = min(max(v[j], lo), hi)
-        return tuple(int(x) for x in self.ctx.space.encode(self.ctx.space.decode(v)))
+        out = [int(x) for x in self.ctx.space.encode(self.ctx.space.decode(v))]
+        if self._fixed:
+            for j, (lo, hi) in self._fixed.items():
+                out[j] = min(max(out[j], lo), hi)
+        return tuple(out)
 
     def backbone(self, choice: int) -> tuple[int, ...]:
         """Stage 1's backbone vector with the filter slots at ``choice`` (modulo each slot's choices)."""
