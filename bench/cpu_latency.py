@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from hwnas.cost.cpu_latency import (
+    INT8_KINDS,
     LatencyTable,
     calibrate,
     default_grid,
@@ -50,8 +51,10 @@ def get_table(path: str | None, quick: bool, threads: int) -> LatencyTable:
     grid = quick_grid() if quick else default_grid()
     t0 = time.perf_counter()
     table = profile_operators(grid, threads=threads)
-    print(f"profiled {len(table)} operators in {time.perf_counter() - t0:.1f} s "
-          f"(session overhead {table.overhead_us:.2f} µs, per node {table.node_us:.3f} µs)")
+    int8 = sum(k.partition("(")[0] in INT8_KINDS for k in table.entries)
+    print(f"profiled {len(table)} operators ({int8} of them int8 kinds) in {time.perf_counter() - t0:.1f} s "
+          f"(session overhead {table.overhead_us:.2f} µs, per node {table.node_us:.3f} µs, "
+          f"int8 channels-last: {table.int8_nhwc})")
     if path:
         table.save(path)
         print(f"saved to {path}")

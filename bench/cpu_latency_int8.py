@@ -36,36 +36,13 @@ from torch import nn
 
 import hwnas.nn as hn
 from hwnas.cost.cpu_latency import (
-    INT8_KINDS,
-    LatencyTable,
     calibrate,
-    default_grid,
     measure_latencies,
     predict_latency,
-    profile_operators,
-    quick_grid,
 )
 
-
-def get_table(path: str | None, quick: bool, threads: int) -> LatencyTable:
-    if path and Path(path).exists():
-        table = LatencyTable.load(path)
-        print(f"loaded {len(table)} operator timings from {path} (measured {table.created})")
-        if not table.same_machine():
-            print("WARNING: the table was measured on another machine/runtime; predictions may be off")
-        return table
-    grid = quick_grid() if quick else default_grid()
-    t0 = time.perf_counter()
-    table = profile_operators(grid, threads=threads)
-    int8 = sum(k.partition("(")[0] in INT8_KINDS for k in table.entries)
-    print(f"profiled {len(table)} operators ({int8} of them int8 kinds) in {time.perf_counter() - t0:.1f} s "
-          f"(session overhead {table.overhead_us:.2f} µs, per node {table.node_us:.3f} µs, "
-          f"int8 channels-last: {table.int8_nhwc})")
-    if path:
-        table.save(path)
-        print(f"saved to {path}")
-    return table
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_latency import get_table  # the same table loading/profiling as bench/cpu_latency.py
 
 Bits = Callable[[int], int]  # layer index -> bits
 

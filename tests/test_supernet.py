@@ -214,6 +214,8 @@ space:
 objectives:
   - {metric: accuracy, direction: maximize}
   - {metric: bops, direction: minimize}
+constraints:
+  - {metric: luts, max: 2000}
 hardware: {target: xc7z020, model: finn}
 training: {epochs: 1, lr: 0.01}
 search:
@@ -238,6 +240,8 @@ def test_supernet_strategy_end_to_end_and_resumed_without_retraining(tmp_path):
     assert report["evaluate"]["subnets"] == 80 and len(report["train"]["epochs"]) == 4
     assert report["predictor"]["kendall_tau"] > 0  # the shared weights rank sub-nets better than chance
     plan = json.loads((folder / "plan.json").read_text())["entries"]
+    feasible = [max(e["constraints"]) <= 0 for e in plan]  # the LUT budget splits the candidates
+    assert any(feasible) and not all(feasible) and feasible == sorted(feasible, reverse=True)  # feasible first
     for t in trials:
         entry = plan[t.number]
         assert t.user_attrs["vector"] == entry["vector"]
@@ -247,6 +251,7 @@ def test_supernet_strategy_end_to_end_and_resumed_without_retraining(tmp_path):
             assert sn["supernet_accuracy"] == pytest.approx(entry["supernet_accuracy"], abs=0)
         assert Path(tmp_path / "out" / t.user_attrs["checkpoint"]).is_file()
         assert t.user_attrs["metrics"]["bops"] == pytest.approx(entry["metrics"]["bops"])
+        assert max(t.user_attrs["constraints"]) <= 0  # measured front sub-nets keep the exact budget
     stamp = (folder / "supernet.pt").stat().st_mtime_ns
     again = run_search(load_experiment(path), progress=False).study  # finished: nothing retrained, nothing re-run
     assert (folder / "supernet.pt").stat().st_mtime_ns == stamp and len(again.trials) == 3

@@ -321,12 +321,11 @@ class SupernetSearch:
         def objective(trial: optuna.Trial) -> tuple[float, ...]:
             vec = [trial.suggest_int(f"x{j}", lo, hi) for j, (lo, hi) in enumerate(bounds)]
             entry = evaluate(vec)
-            trial.set_user_attr("constraints", entry["constraints"])
+            for i, value in enumerate(entry["constraints"]):  # Optuna's record: NSGA-II's constrained domination
+                trial.set_constraint(f"c{i}", float(value))
             return tuple(float(entry["metrics"][ob.metric]) for ob in exp.objectives)
 
-        cons = (lambda t: t.user_attrs["constraints"]) if exp.constraints else None
-        sampler = optuna.samplers.NSGAIISampler(population_size=o.population_size, seed=exp.seed,
-                                                constraints_func=cons)
+        sampler = optuna.samplers.NSGAIISampler(population_size=o.population_size, seed=exp.seed)
         t0 = time.perf_counter()
         with _quiet_optuna():
             study = optuna.create_study(directions=exp.directions, sampler=sampler)
