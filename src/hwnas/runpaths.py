@@ -9,14 +9,17 @@ so a copied folder never reads the original's models (see ``docs/reliability.md`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hwnas.errors import HwnasError
 
-__all__ = ["RunFolderError", "read_record", "record_path", "resolve_path"]
+__all__ = ["RunFolderError", "file_lock", "read_record", "record_path", "resolve_path"]
 
 _RUN_SUBFOLDERS = ("trials", "local", "export", "pareto", "sweep", "ptq")
 """Top-level folders of a run folder that hold model files (the anchor for mapping an old absolute path)."""
@@ -73,3 +76,22 @@ def read_record(path: str | os.PathLike[str], *, missing: str | None = None) -> 
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFolderError(f"{p}: not a readable record ({err}); delete it and run the stage that writes it "
                              "again (hwnas run redoes it)") from err
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` for the block: one process makes ``path`` while others wait.
+
+    The lock file lies in ``path``'s folder (created if needed) and is removed once ``path`` exists, so later
+    callers that find the file need no lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if path.is_file():
+                lock.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)

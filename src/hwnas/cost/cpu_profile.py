@@ -22,15 +22,14 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from hwnas.cost.cpu_latency import LatencyTable, Operator, ProfileGrid, default_grid, profile_operators, quick_grid
 from hwnas.errors import HwnasError
+from hwnas.runpaths import file_lock
 
 __all__ = ["GRIDS", "CpuTableError", "GridName", "ensure_table", "profile_table"]
 
@@ -94,21 +93,6 @@ def profile_table(path: str | os.PathLike[str], *, grid: GridName = "default", t
     return table
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` for the block (created in ``path``'s folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".lock")
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if path.is_file():  # later callers find the table without the lock: its file is not needed
-                lock.unlink(missing_ok=True)
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_table(path: str | os.PathLike[str], *, grid: GridName = "default", threads: int = 1,
                  progress: bool = True) -> tuple[LatencyTable, bool]:
     """The table at ``path``, profiled into it first (with ``grid``) when the file does not exist.
@@ -132,7 +116,7 @@ def ensure_table(path: str | os.PathLike[str], *, grid: GridName = "default", th
     _check_target(path)
     if path.is_file():
         return LatencyTable.load(path), False
-    with _locked(path):
+    with file_lock(path):
         if path.is_file():  # another process profiled it while this one waited
             return LatencyTable.load(path), False
         return profile_table(path, grid=grid, threads=threads, progress=progress), True

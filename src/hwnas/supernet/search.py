@@ -23,7 +23,8 @@ Contract (docs/supernet.md):
      figures). Distinct candidates are ordered feasible first, then by non-dominated rank, then by crowding
      distance (a front's ends first): trial ``n`` of the study is plan entry ``n``.
 
-  Phases 1–4 run once per output folder, under a file lock (``.lock``): workers that join wait for the plan.
+  Phases 1–4 run once per output folder, under a file lock (``plan.json.lock``,
+  :func:`hwnas.runpaths.file_lock`): workers that join wait for the plan.
 * :meth:`SupernetSearch.run_trial` extracts plan entry ``n``'s sub-net from the trained banks (bit-exact copy of
   the shared weights, statistics calibrated as in phase 2), fine-tunes it for ``finetune_epochs`` with the
   experiment's training settings (seed ``experiment.seed + n``) when asked, and measures, prices and saves it like
@@ -36,12 +37,9 @@ Contract (docs/supernet.md):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -54,6 +52,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hwnas.runpaths import file_lock
 from hwnas.space.point import Point
 
 from .model import Supernet, SupernetError
@@ -64,28 +63,6 @@ __all__ = ["SupernetSampler", "SupernetSearch", "crowding_order", "make_objectiv
 PLAN_FORMAT = "hwnas-supernet-plan/1"
 
 log = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def crowding_order(losses: np.ndarray) -> list[int]:
@@ -351,8 +328,10 @@ class SupernetSearch:
         """Phases 1–4 (once per output folder, under the lock); the plan's entries in trial order."""
         if self._plan is not None:
             return self._plan
+        from hwnas.search.run import write_json
+
         path = self.folder / "plan.json"
-        with _locked(self.folder / ".lock"):
+        with file_lock(path):
             if not path.is_file():
                 t0 = time.perf_counter()
                 self.report = {}
@@ -362,8 +341,8 @@ class SupernetSearch:
                 plan = self.search(predictor, measured)
                 self.report["seconds"] = time.perf_counter() - t0
                 self.report["plain_epoch_seconds"] = self.plain_epoch_seconds()
-                _write_json(self.folder / "report.json", self.report)
-                _write_json(path, {"format": PLAN_FORMAT, "experiment": self.exp.name, "entries": plan})
+                write_json(self.folder / "report.json", self.report)
+                write_json(path, {"format": PLAN_FORMAT, "experiment": self.exp.name, "entries": plan})
             data = json.loads(path.read_text())
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise SupernetError(f"{path}: not a supernet plan of this hwnas; delete it to plan again")
