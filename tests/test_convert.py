@@ -244,3 +244,47 @@ def test_batchnorm_and_setting_errors_name_the_layer():
         hn.convert(nn.Sequential(nn.Linear(3, 2), nn.Tanh()), table_input=dict(bits=8, learnable=True))
     with pytest.raises(hn.ConversionError, match=r"^model: cannot be copied"):
         hn.convert(nn.Sequential(hn.QConv1d(2, 3, 3)))  # a fresh hwnas conv: its input quantizer is unsized
+
+
+class _OwnWeight(nn.Module):
+    """A custom block computing with a parameter of its own (F.linear), beside a child layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 6))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(nn.functional.linear(x, self.w)))
+
+
+class _Bilinear(nn.Module):
+    """A forward that multiplies two activations (torch.matmul): MACs no layer carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return torch.matmul(h.unsqueeze(2), h.unsqueeze(1)).flatten(1)
+
+
+def test_compute_outside_layers_is_refused_not_costed_as_zero():
+    """Before: these converted with the hidden products left out of macs/bops, silently."""
+    with pytest.raises(hn.ConversionError, match=r"^blk: _OwnWeight computes with parameter\(s\) of its own \(w\)"):
+        hn.convert(_Wrap(_OwnWeight()))
+    with pytest.raises(hn.ConversionError, match=r"^model: its forward calls torch.matmul, a multiply-accumulate"):
+        hn.convert(_Bilinear())
+    with pytest.warns(UserWarning, match=r"^model: its forward calls torch.matmul"):
+        kept = hn.convert(_Bilinear(), strict=False, input_shape=(6,))
+    assert hn.macs(kept) == 24  # the linear layer only: the warning said the matmul is not counted
+
+
+class _Wrap(nn.Module):
+    def __init__(self, blk: nn.Module) -> None:
+        super().__init__()
+        self.blk = blk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blk(x)

@@ -21,7 +21,8 @@ from hwnas.export.graph import run_reference
 from hwnas.export.result import PathResult, compare, output_lsb
 from hwnas.export.verify import verify_model
 
-BUILTINS = ("reference", "qonnx", "hls4ml", "rtl")
+BUILTINS = ("reference", "qonnx", "hls4ml", "rtl", "finn")
+DEFAULTS = ("reference", "qonnx", "hls4ml", "rtl")
 MINIMAL = """\
 name: tiny
 task: {name: digits}
@@ -85,15 +86,15 @@ def selfcheck():
 def test_builtins_are_registered_once_in_the_verification_order() -> None:
     assert paths.names() == BUILTINS
     assert paths.names(exporters_only=True) == BUILTINS[1:]
-    assert paths.names(default_only=True) == BUILTINS
+    assert paths.names(default_only=True) == DEFAULTS  # finn needs finn-plus: opt in
     assert verify_mod.PATHS == BUILTINS  # the old constant, now read from the registry
     ref = paths.get("reference")
     assert ref.export is None and ref.artefact is None and ref.tool_check is None and ref.tools_missing() is None
     assert {n: paths.get(n).needs_graph for n in BUILTINS} == {"reference": True, "qonnx": False, "hls4ml": True,
-                                                                 "rtl": True}
+                                                                 "rtl": True, "finn": True}
     from hwnas.pipeline_export import ARTEFACT_NAMES
 
-    assert ARTEFACT_NAMES == {"qonnx": "model.qonnx.onnx", "hls4ml": "hls4ml", "rtl": "rtl"}
+    assert ARTEFACT_NAMES == {"qonnx": "model.qonnx.onnx", "hls4ml": "hls4ml", "rtl": "rtl", "finn": "finn"}
     for name in BUILTINS:
         p = paths.get(name)
         assert p.name == name and "\n" not in p.summary and p.expresses
@@ -134,8 +135,8 @@ def test_config_names_the_field_and_the_registered_paths() -> None:
     for key in ("export", "verify"):
         with pytest.raises(ConfigError) as info:
             parse_experiment(MINIMAL + f"run: {{{key}: [qonnx, nope]}}\n", source="exp.yaml")
-        assert str(info.value) == f"exp.yaml:6: run.{key}[1]: must be 'qonnx', 'hls4ml' or 'rtl', got 'nope'"
-    with pytest.raises(ConfigError, match=r"run.verify\[0\]: must be 'qonnx', 'hls4ml' or 'rtl', got 'reference'"):
+        assert str(info.value) == f"exp.yaml:6: run.{key}[1]: must be 'qonnx', 'hls4ml', 'rtl' or 'finn', got 'nope'"
+    with pytest.raises(ConfigError, match=r"run.verify\[0\]: must be 'qonnx', 'hls4ml', 'rtl' or 'finn', got 'refer"):
         parse_experiment(MINIMAL + "run: {verify: [reference]}\n")  # it always runs; not an artefact path
 
 
@@ -143,7 +144,7 @@ def test_config_accepts_a_registered_path_and_keeps_the_defaults(selfcheck) -> N
     exp = parse_experiment(MINIMAL + "run: {export: [selfcheck, rtl], verify: [selfcheck]}\n")
     assert exp.run.export == ["selfcheck", "rtl"] and exp.run.verify == ["selfcheck"]
     assert parse_experiment(MINIMAL).run.export == ["qonnx", "hls4ml", "rtl"]  # not a default path
-    with pytest.raises(ConfigError, match="must be 'qonnx', 'hls4ml', 'rtl' or 'selfcheck', got 'nope'"):
+    with pytest.raises(ConfigError, match="must be 'qonnx', 'hls4ml', 'rtl', 'finn' or 'selfcheck', got 'nope'"):
         parse_experiment(MINIMAL + "run: {export: [nope]}\n")
 
 

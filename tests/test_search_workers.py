@@ -137,13 +137,9 @@ def test_resolve_storage_urls(tmp_path):
 
 @pytest.mark.parametrize(("url", "module"), [("postgresql://u:secret@127.0.0.1:1/db", "psycopg2"),
                                              ("mysql://u:secret@127.0.0.1:1/db", "pymysql")])
-def test_server_url_without_driver_names_the_extra(tmp_path, url, module):
+def test_server_url_without_driver_names_the_extra(tmp_path, url, module, monkeypatch):
     pytest.importorskip("sqlalchemy")
-    try:
-        __import__(module)
-        pytest.skip(f"{module} is installed")
-    except ImportError:
-        pass
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed (the test extra installs psycopg2)
     with pytest.raises(StorageError) as err:
         resolve_storage(url, tmp_path)
     assert "pip install 'hwnas[cluster]'" in str(err.value)
@@ -294,28 +290,43 @@ def test_objective_errors_and_nan_fail_and_the_worker_goes_on(tmp_path):
     assert report.complete == 2 and report.failed == 4 and report.trials == list(range(6))
 
 
-def test_uncaught_interrupt_fails_the_trial_then_the_study_resumes(tmp_path):
-    storage = _toy_study(tmp_path, "journal", 4)
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_an_interrupted_trial_goes_back_to_waiting_and_runs_again(tmp_path, kind):
+    storage = _toy_study(tmp_path, kind, 4)
+    calls = []
 
-    def interrupted(trial):
-        trial.suggest_float("x", 0, 1)
-        if trial.number == 1:
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        calls.append((trial.number, x))
+        if trial.number == 1 and len(calls) == 2:
             raise KeyboardInterrupt
-        return 1.0
+        return x
 
     with pytest.raises(KeyboardInterrupt):
-        run_worker("toy", storage, interrupted, sampler=optuna.samplers.RandomSampler(seed=0), budget=4,
+        run_worker("toy", storage, objective, sampler=optuna.samplers.RandomSampler(seed=0), budget=4,
                    worker_id=0, progress=False)
     study = optuna.load_study(study_name="toy", storage=storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING,
-                                              TrialState.WAITING]
-    assert study.trials[1].user_attrs["error"].startswith("interrupted (Ctrl-C)")
-    report = run_worker("toy", _storage(tmp_path, "journal"), _toy_objective,
-                        sampler=optuna.samplers.RandomSampler(seed=1), budget=4, worker_id=0, progress=False)
-    assert report.trials == [2, 3] and report.retried == {2: 1}  # the interrupted trial is re-run, retry_failed 0
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] + [TrialState.WAITING] * 3  # no FAIL
+    assert study.trials[1].system_attrs["hwnas:interruptions"] == 1 and "error" not in study.trials[1].user_attrs
+    report = run_worker("toy", _storage(tmp_path, kind), objective, sampler=optuna.samplers.RandomSampler(seed=1),
+                        budget=4, worker_id=0, progress=False)
+    assert report.trials == [1, 2, 3] and report.complete == 3 and report.retried == {}  # the same number again
     trials = optuna.load_study(study_name="toy", storage=storage).trials
-    assert len(trials) == 4 and trials[2].params["x"] == trials[1].params["x"]
-    assert trials[2].state == TrialState.COMPLETE
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert calls[2] == calls[1] and trials[1].params["x"] == calls[1][1]  # with the parameters it had drawn
+
+
+def test_a_trial_interrupted_by_an_older_hwnas_is_still_re_run(tmp_path):
+    storage = _toy_study(tmp_path, "journal", 3)
+    study = optuna.load_study(study_name="toy", storage=storage)
+    trial_id = _claim(study, None)
+    storage.set_trial_param(trial_id, "x", 0.25, optuna.distributions.FloatDistribution(0, 1))
+    storage.set_trial_system_attr(trial_id, "hwnas:interrupted", True)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    report = run_worker("toy", storage, lambda t: t.suggest_float("x", 0, 1),
+                        sampler=optuna.samplers.RandomSampler(seed=1), budget=3, worker_id=0, progress=False)
+    assert report.trials == [1, 2] and report.retried == {1: 0}  # retry_failed 0, yet re-run
+    assert optuna.load_study(study_name="toy", storage=storage).trials[1].params["x"] == 0.25
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])

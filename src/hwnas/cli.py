@@ -1,8 +1,15 @@
-"""The ``hwnas`` command line."""
+"""The ``hwnas`` command line.
+
+Global options (before the command) set what is printed (:mod:`hwnas.cli_util`); every command's ``--help`` has a
+description and examples (:mod:`hwnas.cli_help`). Exit status (:mod:`hwnas.errors`, ``docs/run.md``): 0 success,
+1 failure (incl. a missing optional tool), 2 usage or configuration error, 130 interrupted (Ctrl-C: one line that
+says how to resume, no traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -87,7 +94,7 @@ def _profile_cpu(args: argparse.Namespace) -> int:
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from hwnas.errors import EXIT_BAD_INPUT
+    from hwnas.errors import EXIT_FAILED
 
     try:
         from hwnas.agent.server import serve
@@ -95,7 +102,7 @@ def _mcp(args: argparse.Namespace) -> int:
         if not (err.name or "").split(".")[0] == "mcp":
             raise
         print("hwnas: error: hwnas mcp needs the MCP Python SDK: pip install 'hwnas[agent]'", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED  # a missing optional package: a failure, not a usage error
     return serve(args.root, http_port=args.http, max_jobs=args.max_jobs)
 
 
@@ -106,8 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, quantize, verify and deploy small neural networks for FPGAs and edge devices.",
     )
     from hwnas import __version__
+    from hwnas.cli_util import LOG_LEVELS
 
     parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    out = parser.add_argument_group("output (before the command)")
+    out.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
+                     help="more detail: hwnas's INFO log, e.g. one line per trial (-vv: DEBUG)")
+    out.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
+                     help="results and errors only: no status lines, progress bars or warnings")
+    out.add_argument("--log-level", dest="log_level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                     help=f"level of hwnas's log messages: {', '.join(LOG_LEVELS)} (default WARNING; overrides "
+                     "-v/-q for the log)")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train an HGQ model with learnable per-parameter bit-widths on digits")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
@@ -161,36 +177,100 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_jets import add_jets_commands
 
     add_jets_commands(sub)
+    from hwnas.cli_help import describe
+
+    describe(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hwnas`` command."""
-    from hwnas.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, HwnasError
+_RESUME = {
+    "search": "finished trials are kept; the interrupted trial runs again (it costs no budget)",
+    "worker": "finished trials are kept; the interrupted trial runs again (it costs no budget)",
+    "run": "finished stages and trials are kept; the interrupted one runs again (a trial costs no budget)",
+    "select": "the stage is recorded only when it finishes",
+    "local": "the stage is recorded only when it finishes",
+    "report": "the stage is recorded only when it finishes",
+    "export": "finished stages are kept; the interrupted stage runs again",
+    "verify": "finished stages are kept; the interrupted stage runs again",
+    "synth": "finished stages are kept; the interrupted stage runs again",
+    "jets": "finished shards are kept",
+    "receiver": "the checkpoints written so far are kept",
+}
+"""What an interrupted command keeps, for the commands a second call resumes."""
 
-    args = build_parser().parse_args(argv)
-    if getattr(args, "epochs", 1) < 1:
-        print("hwnas: error: --epochs must be >= 1", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+def _interrupted(args: argparse.Namespace | None, argv: list[str]) -> str:
+    """The one line printed after Ctrl-C: what is kept and the command that resumes, where there is one."""
+    command = getattr(args, "command", None)
+    note = _RESUME.get(command or "")
+    if command in ("export", "verify", "synth") and not str(getattr(args, "model", "")).lower().endswith(
+            (".yaml", ".yml")):
+        note = None  # a model file: nothing half-written (exports are built aside), nothing to resume
+    line = "hwnas: interrupted"
+    if note:
+        line += f"; {note}: resume with `{shlex.join(['hwnas', *argv])}`"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hwnas`` command; returns the exit status (argparse's usage errors raise SystemExit(2))."""
+    from hwnas.cli_util import output_settings
+    from hwnas.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, HwnasError
+
+    if argv is None:  # the console command: a scheduler's SIGTERM (preemption, scancel) is handled as Ctrl-C
+        _sigterm_as_interrupt()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        if getattr(args, "epochs", 1) < 1:
+            print("hwnas: error: --epochs must be >= 1", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        # one setting for every command: the global -q/-v/--log-level, or the command's own --quiet/--verbose
+        verbosity = max(args.verbosity, 1 if getattr(args, "verbose", False) else 0)
+        args.quiet = bool(args.global_quiet or getattr(args, "quiet", False))  # progress bars (and lines) off
+        args.verbose = verbosity > 0
+        with output_settings(verbose=verbosity, quiet=args.global_quiet, level=args.log_level) as level:
+            args.log_level_value = level
+            return int(args.func(args))
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
     except HwnasError as err:
         print(f"hwnas: error: {_one_line(str(err))}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("\nhwnas: interrupted; finished work is kept (a running trial or stage is repeated next time)",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # anywhere: one line, no traceback
+        line = _interrupted(args, argv)
+        try:
+            print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr gone
+            pass
         return EXIT_INTERRUPTED
     except MemoryError:
         print("hwnas: error: out of memory (smaller batch_size, data set or model?)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED
     except OSError as err:  # the user's environment: a read-only folder, a file where a folder should be, disk full
         where = f"{err.filename}: " if err.filename else ""
         print(f"hwnas: error: {where}{err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _sigterm_as_interrupt() -> None:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread.
+
+    A preempted worker then hands its trial back (WAITING, no budget spent) instead of leaving it to the
+    heartbeat timeout, and exits 130 with one line.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _one_line(message: str) -> str:

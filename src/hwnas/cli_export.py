@@ -2,9 +2,11 @@
 
 A model file is written by :func:`hwnas.export.save_model` (the module, its input shape, optional test
 inputs). Given an experiment file (``.yaml``/``.yml``) instead, each command runs that stage of
-``hwnas run`` on the experiment's output folder (:mod:`hwnas.pipeline`). Exit status: 0 success (verify:
-every path that ran matches torch on every sample), 1 a verification mismatch, 2 bad input (missing file,
-malformed data, a model a path cannot express).
+``hwnas run`` on the experiment's output folder (:mod:`hwnas.pipeline`). Exit status (:mod:`hwnas.errors`): 0
+success (verify: every path that ran matches torch on every sample), 1 a failure (a verification mismatch, a tool
+that failed or is not installed, a failed synthesis), 2 bad input (missing file, malformed data, a model a path
+cannot express), 130 interrupted. For a model file ``export --to/--out`` and ``synth --target/--out`` are
+required (the usage line says so); an experiment takes them from its ``run:`` section.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from hwnas.errors import first_line
 __all__ = ["add_export_commands"]
 
 
-def _error(message: str) -> int:
+def _error(message: str, code: int = 2) -> int:
     print(f"hwnas: error: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
 def _load_inputs(path: str, expected: tuple[int, ...]) -> torch.Tensor:
@@ -125,7 +127,7 @@ def _export(args: argparse.Namespace) -> int:
         print(path.export(bundle.model, bundle.input_shape, out, replace=args.force,
                           **_path_options(args).get(args.to, {})))
     except (ExportError, ToolMissingError) as err:
-        return _error(str(err))
+        return _error(str(err), err.exit_code)  # 1: a tool is missing; 2: the model or options are at fault
     return 0
 
 
@@ -151,8 +153,10 @@ def _verify(args: argparse.Namespace) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
 
     def progress(path: str) -> None:
-        if not args.quiet:
-            print(f"verifying: {path} ...", file=sys.stderr, flush=True)
+        if not args.quiet:  # a status line (hwnas.cli_util.say: stdout, above a progress bar)
+            from hwnas.cli_util import say
+
+            say(f"verifying: {path} ...")
 
     try:
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=paths, output_dir=args.out,
@@ -202,7 +206,7 @@ def _synth(args: argparse.Namespace) -> int:
         claim_folder(out, replace=True)  # rtl/, synth/ (and synth.failed.log) are hwnas's
         result = synthesize(project, target=args.target, output_dir=out / "synth", progress=not args.quiet)
     except (ExportError, ToolMissingError, ValueError) as err:
-        return _error(str(err))
+        return _error(str(err), getattr(err, "exit_code", 2))  # 1: Yosys missing or failed
     print(result.table())
     # the cost model that matches alkaid's RTL: hls4ml-style distributed arithmetic (LUT ≈ EBOPs^0.985)
     from hwnas.cost import CostError, estimate
@@ -230,12 +234,15 @@ def add_export_commands(sub: Any) -> None:
     model_help = ("model file written by hwnas.export.save_model, or an experiment YAML: then this stage of "
                   "hwnas run on its output folder (the other options come from the experiment's run: section)")
     exp = sub.add_parser("export", help="export a saved model to QONNX, an hls4ml project or RTL (or an "
-                         "experiment's selected models)")
+                         "experiment's selected models)",
+                         usage=f"%(prog)s MODEL --to {{{','.join(exporters)}}} --out OUT [options]\n"
+                               "       %(prog)s EXPERIMENT.yaml [--force] [--quiet]")
     exp.add_argument("model", help=model_help)
-    exp.add_argument("--to", choices=exporters, help="export path (model file): " + "; ".join(
+    need = exp.add_argument_group("required for a model file (an experiment takes them from its run: section)")
+    need.add_argument("--to", choices=exporters, help="export path: " + "; ".join(
         f"{name}: {paths.get(name).summary}" for name in exporters).replace("%", "%%"))
-    exp.add_argument("--out", help="output folder (new, empty, or an earlier hwnas export with --force), or .onnx "
-                     "file for --to qonnx (model file)")
+    need.add_argument("--out", help="output folder (new, empty, or an earlier hwnas export with --force), or .onnx "
+                      "file for --to qonnx")
     _add_path_options(exp)
     exp.set_defaults(func=_export)
 
@@ -254,11 +261,14 @@ def add_export_commands(sub: Any) -> None:
     _add_path_options(ver)
     ver.set_defaults(func=_verify)
 
-    syn = sub.add_parser("synth", help="export RTL and synthesize it with Yosys (and nextpnr for ECP5)")
+    syn = sub.add_parser("synth", help="export RTL and synthesize it with Yosys (and nextpnr for ECP5)",
+                         usage="%(prog)s MODEL --target TARGET --out OUT [options]\n"
+                               "       %(prog)s EXPERIMENT.yaml [--force] [--quiet]")
     syn.add_argument("model", help=model_help)
-    syn.add_argument("--target", help="device from the catalog, e.g. ZCU104, XC7Z020, ECP5-85K (model file)")
-    syn.add_argument("--out", help="output folder, rtl/ and synth/ inside: new, empty, or an earlier hwnas one "
-                     "with --force (model file)")
+    need = syn.add_argument_group("required for a model file (an experiment takes them from its run: section)")
+    need.add_argument("--target", help="device from the catalog, e.g. ZCU104, XC7Z020, ECP5-85K")
+    need.add_argument("--out", help="output folder, rtl/ and synth/ inside: new, empty, or an earlier hwnas one "
+                      "with --force")
     syn.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_path_options(syn)
     syn.set_defaults(func=_synth)

@@ -1,7 +1,8 @@
 """``hwnas jets generate``: Pythia 8 + FastJet jets (g, q, w, z, t) into a resumable cache (:mod:`hwnas.tasks.jets`).
 
-Exit status: 0 success, 2 bad input (an option out of range, an unknown class, a cache folder of other options),
-130 interrupted (finished shards are kept: the next run resumes). Every error is one line naming the option.
+Exit status: 0 success, 1 Pythia 8 or FastJet not installed (pip install 'hwnas[jets]'), 2 bad input (an option
+out of range, an unknown class, a cache folder of other options), 130 interrupted (finished shards are kept: the
+next run resumes). Every error is one line naming the option.
 See ``docs/tasks_jets.md``.
 """
 
@@ -26,7 +27,6 @@ _FLAGS = {"n_per_class": "--per-class", "seed": "--seed", "classes": "--classes"
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hwnas.errors import EXIT_BAD_INPUT
     from hwnas.tasks.jets import generate as gen
 
     given = {"eta_max": gen.DEFAULT_ETA_MAX, "radius": gen.DEFAULT_RADIUS, "match_dr": gen.DEFAULT_MATCH_DR,
@@ -44,7 +44,7 @@ def _generate(args: argparse.Namespace) -> int:
                                                                 **given))
     except gen.JetsError as err:
         print(f"hwnas: error: {_FLAGS.get(err.option, err.option)} ({err.option}): {err.detail}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return err.exit_code  # 2, or 1 when the generator is not installed (hwnas.errors.tool_missing)
     seconds = time.perf_counter() - start
     print(f"cache: {folder}")
     print(f"{'class':5s} {'jets':>7s} {'mass mean':>9s} {'p10':>6s} {'p50':>6s} {'p90':>6s} GeV  "

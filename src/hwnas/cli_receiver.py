@@ -50,8 +50,10 @@ def _study(args: argparse.Namespace) -> int:
     out = args.out or f"runs/receiver-{options.preset}"
 
     def say(line: str) -> None:
-        if not args.quiet:
-            print(f"[receiver] {line}", flush=True)
+        if not args.quiet:  # a status line (hwnas.cli_util.say: stdout, above a progress bar)
+            from hwnas.cli_util import say as status
+
+            status(f"[receiver] {line}")
 
     result = run_study(options, out, progress=say, bars=not args.quiet)
     print(f"study: {result.out / 'index.html'} ({result.seconds['total']:.0f} s)")

@@ -1,7 +1,8 @@
 """``hwnas config``, ``hwnas search``, ``hwnas worker`` and ``hwnas pareto``: experiments and their studies.
 
-Exit status: 0 success, 2 bad input (a malformed experiment names the key path and line; a storage that
-cannot be opened; a study of another experiment), 1 a search that finished without any feasible trial.
+Exit status (:mod:`hwnas.errors`): 0 success, 2 bad input (a malformed experiment names the key path and line; a
+storage that cannot be opened; a study of another experiment), 1 a failure (a search that finished without any
+feasible trial; a stage of ``hwnas run`` that failed its check, or whose tool is missing), 130 interrupted.
 ``hwnas search --n-trials N`` raises the study's budget to N for this run (never lowers it); ``hwnas worker``
 and ``hwnas pareto`` take the raised budget with the same flag. ``search`` and ``pareto`` list the failed
 trials by reason after the summary line; the ``dashboard:`` line hides a storage password as ``***``.
@@ -17,9 +18,9 @@ from typing import Any
 __all__ = ["add_run_commands", "add_search_commands", "dashboard_url"]
 
 
-def _error(message: str) -> int:
+def _error(message: str, code: int = 2) -> int:
     print(f"hwnas: error: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
 def _load(path: str) -> Any:
@@ -128,20 +129,47 @@ def _run(args: argparse.Namespace, create: bool) -> int:
         return _error(str(err))
     import optuna
 
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # hwnas's loggers follow -v/-q/--log-level (hwnas.cli_util; -v: one line per trial); Optuna's own only at DEBUG
+    debug = getattr(args, "log_level_value", logging.WARNING) <= logging.DEBUG
+    optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
     try:
+        if not create and getattr(args, "wait", 0):
+            wait_for_study(exp, float(args.wait))
         outcome = run_search(exp, worker=args.id, create=create, progress=not args.quiet,
                              timeout_s=args.timeout, raise_budget=create and args.n_trials is not None)
     except (StorageError, StudyMismatchError, SpaceError, TaskError, CpuTableError) as err:
-        return _error(str(err))
+        return _error(str(err), err.exit_code)
     return _print_outcome(outcome, exp)
 
 
 def _search(args: argparse.Namespace) -> int:
     return _run(args, create=True)
+
+
+def wait_for_study(experiment: Any, seconds: float, poll_s: float = 2.0) -> None:
+    """Wait up to ``seconds`` for ``hwnas search`` to create the experiment's study.
+
+    For the workers of a job array that start together with it. Waits while there is no study (file) yet or its
+    creation is still enqueueing trials; any other refusal (another experiment's study, a bad storage URL) is
+    raised at once, and so is the last one when the time is up.
+    """
+    import time
+
+    from hwnas.search.run import open_study
+    from hwnas.search.storage import StudyNotFoundError
+    from hwnas.search.workers import StudyMismatchError
+
+    deadline = time.monotonic() + max(0.0, seconds)
+    while True:
+        try:
+            open_study(experiment)
+            return
+        except (StudyNotFoundError, StudyMismatchError) as err:
+            text = str(err)
+            pending = isinstance(err, StudyNotFoundError) or "no study named" in text or "is not ready" in text
+            if not pending or time.monotonic() + poll_s > deadline:
+                raise
+            time.sleep(poll_s)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -174,10 +202,12 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def add_search_commands(sub: Any) -> None:
     """Register ``config``, ``search``, ``worker`` and ``pareto`` on the ``hwnas`` sub-command parser."""
-    cfg = sub.add_parser("config", help="validate an experiment file and print it with every default filled in")
-    cfg.add_argument("file", nargs="?", help="experiment YAML")
-    cfg.add_argument("--defaults", action="store_true", help="print the complete default experiment (commented)")
-    cfg.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
+    cfg = sub.add_parser("config", help="validate an experiment file and print it with every default filled in",
+                         usage="%(prog)s (EXPERIMENT.yaml [--comments] | --defaults | --reference)")
+    what = cfg.add_mutually_exclusive_group(required=True)  # one of the three: shown so in the usage line
+    what.add_argument("file", nargs="?", help="experiment YAML")
+    what.add_argument("--defaults", action="store_true", help="print the complete default experiment (commented)")
+    what.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
     cfg.add_argument("--comments", action="store_true", help="add each key's description as a comment")
     cfg.set_defaults(func=_config)
 
@@ -201,8 +231,12 @@ def add_search_commands(sub: Any) -> None:
             p.add_argument("--n-trials", type=int, default=None, metavar="N",
                            help="the study's budget when `hwnas search --n-trials N` raised it above search.n_trials")
         p.add_argument("--timeout", type=float, default=None, help="stop claiming trials after this many seconds")
+        if name == "worker":
+            p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait up to SECONDS for `hwnas search` to create the study (a job array's workers "
+                                "start with it); default: refuse at once when there is none")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.add_argument("--verbose", action="store_true", help="log every trial")
+        p.add_argument("--verbose", action="store_true", help="log every trial (as hwnas -v)")
         p.set_defaults(func=func)
 
     par = sub.add_parser("pareto", help="export the study's Pareto archive again and print the front")
@@ -227,14 +261,24 @@ def _pipeline(args: argparse.Namespace) -> int:
         return _error(str(err))
     import optuna
 
+    from hwnas.cli_util import quiet, say
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stages = list(STAGES) if args.command == "run" else [args.command]
     if args.command == "run" and args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    try:
-        run_pipeline(exp, stages=stages, force=args.force, progress=not args.quiet)
+    try:  # the stage lines are status lines (hwnas -q hides them); the results are printed below when quiet
+        produced = run_pipeline(exp, stages=stages, force=args.force, progress=not args.quiet, log=say)
     except (PipelineError, StorageError, StudyMismatchError, ExportError, CpuTableError) as err:
-        return _error(str(err))
+        return _error(str(err), err.exit_code)
+    if quiet():
+        search = produced.get("search") or {}
+        if search.get("remaining") or search.get("running"):
+            print(f"[search] {search.get('remaining', 0)} trials left: not finished")
+        if produced.get("report"):
+            from pathlib import Path
+
+            print(f"[report] {Path(produced['report']).resolve()}")
     return 0
 
 

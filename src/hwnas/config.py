@@ -13,7 +13,9 @@ Contract:
   YAML node of the offending key (for a missing key, the line of the mapping that lacks it). Checks between
   sections run on every part that is valid by itself, so they are reported with the rest. Nothing is loaded,
   trained or written while validating: task options are checked against the task registry's declared
-  defaults, devices against the catalog.
+  defaults, devices against the catalog. The one exception is ``task.module``: the Python module it names is
+  imported (:func:`hwnas.tasks.load_task_module`) so that it registers the task, before the task is checked;
+  ``parse_experiment(..., plugins=False)`` refuses it instead (the MCP server imports no user code).
 * Every field of every section carries a ``description``: that is the one place where the defaults are
   documented. :func:`defaults_yaml` prints the complete default experiment as commented YAML (``hwnas config
   --defaults``) and :func:`reference_markdown` the reference tables of ``docs/config.md``.
@@ -37,6 +39,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import difflib
 import hashlib
@@ -254,12 +257,38 @@ def _check_metric(value: str) -> str:
     return value
 
 
+_PLUGINS: contextvars.ContextVar[bool] = contextvars.ContextVar("hwnas_config_plugins", default=True)
+"""Whether ``task.module`` may be imported (:func:`parse_experiment`'s ``plugins``)."""
+
+
 class TaskConfig(_Strict):
     """Which task (``hwnas tasks`` lists them) and its options."""
 
     name: str = Field(description="task name (hwnas tasks lists them), e.g. amc-rml2016, digits, qubit-readout")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="task options; hwnas tasks <name> lists them with their defaults")
+    module: str | None = Field(None, description="a Python module of your own that registers the task (with "
+                               "hwnas.tasks.register_task) when imported, e.g. my_pkg.my_task: a dotted name "
+                               "importable from Python's path or the experiment file's folder, imported before the "
+                               "task is looked up (docs/extending.md); null: a built-in task")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_module(cls, data: Any, info: ValidationInfo) -> Any:
+        """Import ``module`` (only the one named here) before ``name`` is checked against the registry."""
+        module = data.get("module") if isinstance(data, dict) else None
+        if not isinstance(module, str):
+            return data  # absent, null, or a wrong type its field reports
+        if not _PLUGINS.get():
+            _fail("TaskConfig", [_error(("module",), "modules of your own are not imported here (this reader "
+                                        "imports no user code); use a built-in task", module)])
+        from hwnas.tasks import TaskError, load_task_module
+
+        try:
+            load_task_module(module, (info.context or {}).get("base_dir"))
+        except TaskError as err:
+            _fail("TaskConfig", [_error(("module",), str(err), module)])
+        return data
 
     @field_validator("name")
     @classmethod
@@ -1695,13 +1724,22 @@ def _sorted_unique(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None
-                     ) -> Experiment:
+def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None,
+                     *, plugins: bool = True) -> Experiment:
     """Validate YAML ``text`` into an :class:`Experiment` or raise :class:`ConfigError` listing every problem.
 
     ``source`` names the text in messages; ``base_dir`` is the folder relative paths are resolved against
-    (None: the current directory).
+    (None: the current directory) and where ``task.module`` is looked for after Python's path. ``plugins=False``
+    makes a ``task.module`` a problem instead of importing it (readers that must not run user code).
     """
+    token = _PLUGINS.set(plugins)
+    try:
+        return _parse_experiment(text, source, base_dir)
+    finally:
+        _PLUGINS.reset(token)
+
+
+def _parse_experiment(text: str, source: str, base_dir: str | os.PathLike[str] | None) -> Experiment:
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError([Problem(source, None, "", f"the experiment has {len(text):,} characters; at most "
                                    f"{MAX_FILE_BYTES:,} (1 MiB; a real one is a few KiB)")])
@@ -1988,6 +2026,7 @@ changes a result; at that value (or always, for ``None``) it is dropped from :fu
 """
 
 HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
+    ("task", "module"): None,
     ("space", "training"): {"lr": None, "l1": None},
     ("training", "l1"): 0.0,
     ("training", "kfold"): None,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hwnas.errors import HwnasError
+from hwnas.errors import EXIT_FAILED, HwnasError
 from hwnas.pipeline_export import (
     artefact_digest,
     artefact_names,
@@ -46,15 +46,21 @@ from hwnas.pipeline_local import local_dir, local_search_selected
 from hwnas.runpaths import read_record, record_path, resolve_path
 from hwnas.search.run import write_json as _write_json
 
-__all__ = ["STAGES", "PipelineError", "export_selected", "local_search_selected", "model_path", "run_pipeline",
-           "select_models", "synth_too_large", "synth_unavailable", "synthesize_model", "synthesize_selected",
-           "verify_selected"]
+__all__ = ["STAGES", "PipelineError", "PipelineFailedError", "export_selected", "local_search_selected", "model_path",
+           "run_pipeline", "select_models", "synth_too_large", "synth_unavailable", "synthesize_model",
+           "synthesize_selected", "verify_selected"]
 
 STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "baselines", "report")
 
 
 class PipelineError(HwnasError, RuntimeError):
     """A stage cannot run (e.g. selection over a study without any feasible trial)."""
+
+
+class PipelineFailedError(PipelineError):
+    """A stage ran and failed (no feasible trial, a verification mismatch, a required tool missing): exit 1."""
+
+    exit_code = EXIT_FAILED
 
 
 def _hashes(experiment: Any) -> list[str]:
@@ -80,7 +86,7 @@ def select_models(experiment: Any, study: Any) -> list[dict[str, Any]]:
     objectives = [(o.metric, o.direction) for o in experiment.objectives]
     archive = ParetoArchive.from_study(study, objectives)
     if not archive.feasible:
-        raise PipelineError(f"select: study {study.study_name!r} has no feasible trial "
+        raise PipelineFailedError(f"select: study {study.study_name!r} has no feasible trial "
                             f"({len(archive.infeasible)} infeasible); relax constraints or search longer")
     chosen: dict[int, list[str]] = {}
     first, last = objectives[0], objectives[-1]
@@ -151,7 +157,8 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
             exported = None  # written for another model (e.g. before a local search): not comparable
         report = verify_model(bundle.model, x, input_shape=bundle.input_shape, paths=list(experiment.run.verify),
                               output_dir=folder, samples=experiment.run.verify_samples, seed=experiment.seed,
-                              options=path_options(experiment, bundle.model, bundle.input_shape))
+                              options=path_options(experiment, bundle.model, bundle.input_shape,
+                                                   bundle.metadata.get("point")))
         digests = {p["path"]: p["digest"] for p in (exported or {}).get("paths", []) if p.get("digest")}
         artefacts = artefact_names()
         paths = []
@@ -211,7 +218,7 @@ def synth_unavailable(experiment: Any) -> str | None:
         find_yosys(command="synth_ecp5" if dev.yosys_family == "ecp5" else "synth_xilinx")
     except ToolMissingError as err:
         if mode == "on":
-            raise PipelineError(f"synth: run.synth is on but {err}") from err
+            raise PipelineFailedError(f"synth: run.synth is on but {err}") from err
         return f"Yosys is not installed ({err})"
     return None
 
@@ -286,7 +293,23 @@ def _log_failures(study: Any, log: Callable[[str], None]) -> None:
 
 def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the stages of ``experiment``; returns what each stage produced (module docstring)."""
+    """Run (or resume) the stages of ``experiment``; returns what each stage produced (module docstring).
+
+    One ``hwnas run`` at a time per output folder: a second one on the same folder stops at once with a
+    :class:`PipelineError` naming the process that holds it (:func:`hwnas.runpaths.run_lock`); workers joining
+    the search (``hwnas worker``) take no such lock.
+    """
+    from hwnas.runpaths import RunLockedError, run_lock
+
+    try:
+        with run_lock(experiment.output_dir()):
+            return _run_pipeline(experiment, stages=stages, force=force, progress=progress, log=log)
+    except RunLockedError as err:
+        raise PipelineError(str(err)) from None
+
+
+def _run_pipeline(experiment: Any, *, stages: Sequence[str] | None, force: bool, progress: bool,
+                  log: Callable[[str], None]) -> dict[str, Any]:
     from hwnas.report import build_report
     from hwnas.search.guided import STOPPED_ATTR
     from hwnas.search.run import open_study, run_search
@@ -341,12 +364,12 @@ def run_pipeline(experiment: Any, *, stages: Sequence[str] | None = None, force:
                     if p.get("error") else f"{p['mismatches']} mismatching of {p['samples']}") for p in r["paths"])
                 log(f"[verify] trial {n}: {paths}")
             if not all(r["passed"] for r in results.values()):
-                raise PipelineError("verify: a path disagrees with torch or failed (see verify/*.json)")
+                raise PipelineFailedError("verify: a path disagrees with torch or failed (see verify/*.json)")
             changed = [f"trial {n} {p['path']}" for n, r in results.items() for p in r["paths"]
                        if p.get("same_as_export") is False]
             if changed:
-                raise PipelineError("verify: the verified artefact differs from the exported one "
-                                    f"({', '.join(changed)}): the export is not deterministic")
+                raise PipelineFailedError("verify: the verified artefact differs from the exported one "
+                                          f"({', '.join(changed)}): the export is not deterministic")
         elif stage == "baselines":
             from hwnas.pipeline_baselines import train_baselines
 

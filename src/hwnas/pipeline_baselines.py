@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hwnas.errors import HwnasError
+from hwnas.errors import EXIT_FAILED, HwnasError
 from hwnas.runpaths import read_record, record_path
 
 __all__ = ["BaselineStageError", "baseline_dir", "baseline_record", "train_baselines"]
@@ -190,8 +190,10 @@ def _one(experiment: Any, ctx: Any, name: str, progress: bool, log: Callable[[st
         if report.failures:
             bad = ", ".join(f"{r.path}: {r.error or f'{r.mismatches} of {r.samples} mismatching'}"
                             for r in report.failures)
-            raise BaselineStageError(f"baselines: {name}: the exported artefact disagrees with torch ({bad}); "
-                                     f"see {folder / 'export'}")
+            mismatch = BaselineStageError(f"baselines: {name}: the exported artefact disagrees with torch ({bad}); "
+                                          f"see {folder / 'export'}")
+            mismatch.exit_code = EXIT_FAILED  # the work ran and failed its check
+            raise mismatch
         if task.loss == "ce":
             accuracy = report.accuracy(y)
     synthesis = ("not synthesized: no fixed-point graph (a float model)" if isinstance(verification, str)

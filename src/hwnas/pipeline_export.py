@@ -29,7 +29,7 @@ from typing import Any
 from hwnas.runpaths import record_path
 
 __all__ = ["ARTEFACT_NAMES", "artefact_digest", "artefact_names", "export_dir", "export_record", "export_selected",
-           "path_options", "reuse_per_layer"]
+           "finn_folding", "path_options", "reuse_per_layer"]
 
 ARTEFACT_NAMES: dict[str, str]
 """Where each path's artefact lives inside ``export/trial_<n>/`` (the names :func:`verify_model` writes):
@@ -100,11 +100,13 @@ def reuse_per_layer(model: Any, input_shape: tuple[int, ...], reuse_factor: int,
     return out
 
 
-def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...] | None = None
-                 ) -> dict[str, dict[str, Any]]:
+def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...] | None = None,
+                 point: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Keyword arguments of each exporter from ``run.hls4ml`` / ``run.rtl`` and the hardware target.
 
-    With ``model`` the hls4ml reuse factor becomes a per-layer dict (:func:`reuse_per_layer`).
+    With ``model`` the hls4ml reuse factor becomes a per-layer dict (:func:`reuse_per_layer`) and, for a FINN
+    target, the FINN path gets the folding the search priced (:func:`finn_folding`; ``point``: the trial's
+    point as its model file records it).
     """
     dev = experiment.device()
     hls_cfg, rtl_cfg = experiment.run.hls4ml, experiment.run.rtl
@@ -116,7 +118,45 @@ def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...
            "part": hls_cfg.part or dev.part, "clock_period": round(period, 4)}
     rtl = {"flavor": rtl_cfg.flavor, "latency_cutoff": rtl_cfg.latency_cutoff_ns, "clock_period": round(period, 4),
            "part_name": dev.part}
-    return {"hls4ml": hls, "rtl": rtl}
+    finn: dict[str, Any] = {"part": dev.part, "clock_period": round(period, 4), "target": dev.name}
+    if model is not None and input_shape is not None and experiment.hardware.model == "finn":
+        finn["folding"] = finn_folding(experiment, model, input_shape, point)
+    return {"hls4ml": hls, "rtl": rtl, "finn": finn}
+
+
+def finn_folding(experiment: Any, model: Any, input_shape: tuple[int, ...], point: dict[str, Any] | None = None
+                 ) -> dict[str, list[int]]:
+    """The PE/SIMD per layer that the search priced with the FINN cost model.
+
+    A point with a searched mapping (``space.mapping.kind: finn``): its PE/SIMD; else with ``hardware.target_fps``
+    or ``space.mapping.target_fps``: the cheapest folding reaching it; otherwise fully folded (PE = SIMD = 1, an
+    empty dict).
+    """
+    import copy
+
+    import torch
+
+    from hwnas.cost import fold_for_throughput
+    from hwnas.nn import fold_batchnorm
+
+    if point and point.get("mapping"):
+        from hwnas.space.build import module_names
+        from hwnas.space.point import Point
+
+        p = Point.from_dict(point)
+        with torch.no_grad():
+            n_classes = int(model.eval()(torch.zeros(1, *input_shape)).shape[-1])
+        names = module_names(p, tuple(input_shape), n_classes)
+        searched = {names[m.layer]: [int(m.pe), int(m.simd)] for m in p.mapping if m.pe is not None}
+        if searched:
+            return searched
+    fps = experiment.hardware.target_fps or experiment.space.mapping.target_fps
+    if not fps:
+        return {}
+    folded = fold_batchnorm(copy.deepcopy(model).eval())
+    folding, _ = fold_for_throughput(folded, experiment.device(), tuple(input_shape), fps,
+                                     clock_mhz=experiment.hardware.clock_mhz)
+    return {name: [fo.pe, fo.simd] for name, fo in folding.items()}
 
 
 def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file: Callable[[dict[str, Any]], str],
@@ -137,7 +177,7 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
         folder = export_dir(experiment, n)
         adopt_legacy(folder, artefact_names().values())  # written by an hwnas before manifests: still hwnas's
         claim_folder(folder, replace=True)  # hwnas's own folder: refused when it holds files hwnas did not write
-        options = path_options(experiment, bundle.model, bundle.input_shape)
+        options = path_options(experiment, bundle.model, bundle.input_shape, bundle.metadata.get("point"))
         log(f"export trial {n}: {', '.join(experiment.run.export)}")
         paths = []
         for path in experiment.run.export:

@@ -19,7 +19,7 @@ from typing import Any
 
 from hwnas.errors import HwnasError
 
-__all__ = ["RunFolderError", "file_lock", "read_record", "record_path", "resolve_path"]
+__all__ = ["RunFolderError", "RunLockedError", "file_lock", "read_record", "record_path", "resolve_path", "run_lock"]
 
 _RUN_SUBFOLDERS = ("trials", "local", "export", "pareto", "sweep", "ptq")
 """Top-level folders of a run folder that hold model files (the anchor for mapping an old absolute path)."""
@@ -76,6 +76,45 @@ def read_record(path: str | os.PathLike[str], *, missing: str | None = None) -> 
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFolderError(f"{p}: not a readable record ({err}); delete it and run the stage that writes it "
                              "again (hwnas run redoes it)") from err
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run lock of an output folder (:func:`run_lock`)."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``<folder>/.hwnas-run.lock`` exclusively for the block, or raise :class:`RunLockedError` at once.
+
+    The lock is an ``flock`` (released by the OS when the process dies, even by ``kill -9``), so a stale file
+    never blocks; the file holds the owner's PID for the message. A folder the block created and left empty
+    (a run that stopped before writing anything) is removed again with its lock file: a refused command leaves
+    no trace.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".hwnas-run.lock"
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise RunLockedError(f"{folder}: another hwnas run (pid {owner}) is using this output folder; wait for "
+                                 "it to finish or stop it, then run again (workers join with hwnas worker)") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [lock.name]:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                    folder.rmdir()
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

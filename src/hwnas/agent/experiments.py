@@ -110,7 +110,7 @@ def load(root: Root, path: Path | None, text: str | None = None) -> tuple[Any, s
                                        "message": f"not UTF-8 text ({err.reason})"}]) from None
     base_dir = path.parent if path is not None else root.path
     try:
-        exp = parse_experiment(text, source=source, base_dir=base_dir)
+        exp = parse_experiment(text, source=source, base_dir=base_dir, plugins=False)  # no user code
     except ConfigError as err:
         raise ExperimentError([{"file": p.source, "line": p.line, "column": p.column, "key": p.path,
                                    "message": p.message} for p in err.problems]) from None

@@ -256,7 +256,7 @@ class JobStore:
         try:
             text = (folder / "experiment.yaml").read_text(encoding="utf-8")
             exp = parse_experiment(text, source=str(spec.get("experiment")),
-                                   base_dir=(self.root.path / str(spec.get("experiment"))).parent)
+                                   base_dir=(self.root.path / str(spec.get("experiment"))).parent, plugins=False)
         except Exception as err:  # a status never fails on its progress part: it says why instead
             return {"trials": None, "pareto_front": None, "note": f"experiment unreadable: {err}"}
         budget = exp.search.n_trials

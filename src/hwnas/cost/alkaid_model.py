@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from hwnas.errors import tool_missing
+
 from .catalog import CostError, Device, get_device
 from .power import power_watts
 from .result import HardwareEstimate, LayerRow
@@ -99,8 +101,8 @@ def alkaid_trace(model: nn.Module, input_shape: tuple[int, ...], latency_cutoff_
         from hwnas.export.graph import extract
         from hwnas.export.rtl import _ADDERS, _LUT, _MUL, _MUX, _check_stable
     except ImportError as err:
-        raise CostError("model: the alkaid cost model needs alkaid; install the export extra "
-                        "(pip install 'hwnas[export]')") from err
+        raise tool_missing(CostError("model: the alkaid cost model needs alkaid; install the export extra "
+                                     "(pip install 'hwnas[export]')")) from err
     if latency_cutoff_ns <= 0:
         raise CostError(f"latency_cutoff_ns: must be positive, got {latency_cutoff_ns}")
     internal = (AssertionError, ValueError, RuntimeError, TypeError, IndexError, StopIteration)

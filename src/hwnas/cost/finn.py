@@ -7,6 +7,14 @@ Every layer becomes one or more FINN stages, as in seed 000 eq. (3):
   vectors = output positions (1 for linear) — FINN ``MVAU.get_exp_cycles``. PE must divide MH and SIMD
   must divide MW.
 * VVAU (depthwise conv, groups = C): ``cycles = (C/PE)·(K^d/SIMD)·positions`` — FINN ``VVAU``.
+* XNOR-popcount MVAU (FINN ``binaryXnorMode``): a conv/linear layer whose weights and input are both bipolar ±1
+  (:class:`~hwnas.quant.BipolarQuantizer`; an input without a quantizer of its own counts when its producer's
+  output quantizer is bipolar). Same cycles; each product is one XNOR (a 1-bit match) and the accumulator a
+  popcount of ``ceil(log2(MW + 1))`` bits (its range is 0..MW), so the FINN-R LUT formula is evaluated with the
+  1-bit XNOR product in place of the ``W + A``-bit multiplier (:func:`mvau_luts`, ``xnor=True``), no DSPs, and
+  the thresholds after it compare popcounts. FINN builds XNOR MVAUs in HLS only (its RTL MVU has no XNOR mode),
+  so ``mvau_variant="rtl"`` prices them as HLS MVAUs. (An hwnas adaptation: FINN's own estimator has no XNOR
+  case and would charge the 2-bit ``W + A`` of the BIPOLAR × BIPOLAR datatypes.)
 * ConvolutionInputGenerator (sliding window): FINN's formula (finn-hlslib ``slidingwindow.h``):
   ``IFM_W·K_h·dil_h·C/SIMD + OFM_H·max(OFM_W·K_w·K_h·C/SIMD, stride_w·IFM_W·C/SIMD)``; 1-D convolutions are
   the 2-D case with height 1.
@@ -47,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwnas.nn.layers import QConv1d, QConv2d
+from hwnas.quant import BipolarQuantizer
 
 from .catalog import RESOURCES, CostError, Device, get_device
 from .graph import INPUT, LayerInfo, critical_path, describe_model
@@ -54,7 +63,7 @@ from .power import power_watts
 from .result import HardwareEstimate, LayerRow
 
 __all__ = ["Folding", "finn_estimate", "fold_for_resources", "fold_for_throughput", "mvau_bram18", "mvau_cycles",
-           "mvau_dsps", "mvau_luts", "swg_cycles"]
+           "mvau_dsps", "mvau_luts", "popcount_bits", "swg_cycles"]
 
 FF_PER_LUT = 1.8
 _BRAM18_BITS = 18 * 1024
@@ -91,19 +100,28 @@ def accumulator_bits(mw: int, w: float, a: float, signed_input: bool = True) -> 
     return math.ceil(alpha + math.log2(1 + 2 ** -alpha) + 1)
 
 
+def popcount_bits(mw: int) -> int:
+    """Width of an XNOR-popcount accumulator over MW terms: ``ceil(log2(MW + 1))`` (it counts 0..MW matches)."""
+    return max(math.ceil(math.log2(mw + 1)), 1)
+
+
 def mvau_luts(pe: int, simd: int, mw: int, mh: int, w: float, a: float, *, res_type: str = "lut",
-              mem_style: str = "block", out_bits: float | None = None) -> int:
+              mem_style: str = "block", out_bits: float | None = None, xnor: bool = False) -> int:
     """FINN-R LUT estimate (``MVAU_hls.lut_estimation``): c0 + c1·PE·(mult + adder tree + acc + thresholds) + c2.
 
     c0 = 300, c1 = 1.1; multipliers ``SIMD·(2·ceil((W+A)/6) − 1)·(W+A)`` unless mapped to DSPs; adder tree
     ``(W+A)·(2·SIMD − 1)``; accumulator = its width; distributed weight memory adds
     ``c2 = PE·SIMD·W·ceil(WMEM/64)``; distributed thresholds ``(2^B − 1)·acc·ceil(TMEM/64)`` plus as many
     comparator LUTs when the MVAU applies an activation of ``out_bits`` = B.
+
+    ``xnor`` (bipolar weights and inputs, FINN's ``binaryXnorMode``): the product is a 1-bit XNOR, so the same
+    terms with a 1-bit product in place of ``W + A`` (``SIMD`` XNOR LUTs whatever ``res_type``, a popcount tree of
+    ``2·SIMD − 1``) and the popcount accumulator of :func:`popcount_bits`.
     """
-    wa = w + a
-    mult = 0 if res_type == "dsp" else simd * (2 * math.ceil(wa / 6) - 1) * wa
+    wa = 1 if xnor else w + a
+    mult = 0 if res_type == "dsp" and not xnor else simd * (2 * math.ceil(wa / 6) - 1) * wa
     adder = wa * (2 * simd - 1)
-    acc = accumulator_bits(mw, w, a)
+    acc = popcount_bits(mw) if xnor else accumulator_bits(mw, w, a)
     wmem = mw * mh // (pe * simd)
     c2 = pe * simd * w * math.ceil(wmem / 64) if mem_style == "distributed" else 0
     thr = comp = 0.0
@@ -141,12 +159,14 @@ def mvau_uram(pe: int, simd: int, mw: int, mh: int, w: float, mem_style: str = "
 
 
 def mvau_dsps(pe: int, simd: int, w: float, a: float, *, res_type: str = "lut", variant: str = "hls",
-              dsp_block: str = "DSP48E2") -> int:
+              dsp_block: str = "DSP48E2", xnor: bool = False) -> int:
     """FINN DSP estimate (``MVAU_hls``/``MVAU_rtl.dsp_estimation``).
 
     HLS: ``PE·SIMD·ceil((W+A)/48)`` when ``res_type='dsp'``, else 0. RTL packs several products per DSP:
-    DSP58 ``PE·ceil(SIMD/3)``, DSP48 ``ceil(PE/4)·SIMD``.
+    DSP58 ``PE·ceil(SIMD/3)``, DSP48 ``ceil(PE/4)·SIMD``. An XNOR-popcount MVAU (``xnor``) uses none.
     """
+    if xnor:
+        return 0
     if variant == "rtl":
         if dsp_block == "DSP58":
             return int(pe * math.ceil(simd / 3))
@@ -201,6 +221,7 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
     # per tensor: width of the values streaming out of it, the stages its readers wait for, and the compute
     # layer whose PE a thresholding stage reading it inherits
     stream: dict[str, float] = {INPUT: first.act_bits if first is not None else 0.0}
+    bipolar: dict[str, bool] = {INPUT: False}  # whether the values streaming out of a tensor are bipolar ±1
     last: dict[str, tuple[int, ...]] = {INPUT: ()}
     follow: dict[str, str | None] = {INPUT: None}
 
@@ -242,6 +263,13 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
         src = li.inputs[0]
         after = tuple(sorted({i for s in li.inputs for i in last[s]}))
         stream[li.name], last[li.name], follow[li.name] = stream[src], after, follow[src]
+        bipolar[li.name] = bipolar[src] and li.kind in ("pool", "flatten", "norm")
+        if li.kind in ("conv", "linear"):
+            m = li.module
+            iq = getattr(m, "input_quantizer", None)
+            xnor = _is_bipolar(getattr(m, "weight_quantizer", None)) and (
+                _is_bipolar(iq) or (iq is None and bipolar[src]))
+            bipolar[li.name] = _is_bipolar(getattr(m, "output_quantizer", None))
         if li.kind == "conv":
             m = li.module
             nd = 1 if isinstance(m, QConv1d) else 2
@@ -264,7 +292,10 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
             stream[li.name] = accumulator_bits(cin // m.groups * kk, li.weight_bits, li.act_bits)
             follow[li.name] = li.name
             if m.groups == 1:
-                last[li.name] = push(li, "mvau", {"mh": cout, "mw": cin * kk, "vectors": ofm[0] * ofm[1]}, after)
+                if xnor:
+                    stream[li.name] = popcount_bits(cin * kk)
+                last[li.name] = push(li, "mvau", {"mh": cout, "mw": cin * kk, "vectors": ofm[0] * ofm[1],
+                                                  "xnor": xnor}, after)
             elif m.groups == cin == cout:
                 last[li.name] = push(li, "vvau", {"channels": cin, "kk": kk, "vectors": ofm[0] * ofm[1]}, after)
             else:
@@ -272,9 +303,11 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
                                 "use groups=1 or depthwise (groups=channels)")
         elif li.kind == "linear":
             m = li.module
-            stream[li.name] = accumulator_bits(m.in_features, li.weight_bits, li.act_bits)
+            stream[li.name] = popcount_bits(m.in_features) if xnor else accumulator_bits(
+                m.in_features, li.weight_bits, li.act_bits)
             follow[li.name] = li.name
-            last[li.name] = push(li, "mvau", {"mh": m.out_features, "mw": m.in_features, "vectors": 1}, after)
+            last[li.name] = push(li, "mvau", {"mh": m.out_features, "mw": m.in_features, "vectors": 1,
+                                              "xnor": xnor}, after)
         elif li.kind == "act":
             # the precision an activation must produce is the input precision of the next compute layer
             nxt = next_compute(idx)
@@ -288,6 +321,8 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
             last[li.name] = push(li, "thresh", {"channels": channels, "positions": positions, "out_bits": out_bits,
                                                 "acc_bits": stream[src], "follow": follow[src]}, after)
             stream[li.name] = out_bits
+            bipolar[li.name] = (nxt is not None and _is_bipolar(getattr(nxt.module, "input_quantizer", None))) or \
+                _is_bipolar(getattr(li.module, "output_quantizer", None))
         elif li.kind == "pool":
             shape = li.in_shape
             last[li.name] = push(li, "pool", {"channels": shape[0], "pixels": math.prod(shape[1:]),
@@ -316,6 +351,10 @@ def _stages(layers: list[LayerInfo]) -> list[_Stage]:
     return stages
 
 
+def _is_bipolar(q: Any) -> bool:
+    return isinstance(q, BipolarQuantizer)
+
+
 def _check_folding(stage: _Stage, fold: Folding) -> None:
     mh, mw = stage.bounds()
     what = ("MH (output channels)", "MW (inputs per output)") if stage.kind == "mvau" else ("channels", "K^d")
@@ -332,13 +371,17 @@ def _row(stage: _Stage, fold: Folding, opts: dict[str, Any], device: Device) -> 
                    weight_bits=w, act_bits=a)
     res_type, mem_style, variant = opts["res_type"], opts["mem_style"], opts["mvau_variant"]
     if stage.kind == "mvau":
+        xnor = bool(p.get("xnor"))
         row.macs = li.macs
         row.cycles = mvau_cycles(p["mh"], p["mw"], fold.pe, fold.simd, p["vectors"])
-        row.luts = 0 if variant == "rtl" else mvau_luts(fold.pe, fold.simd, p["mw"], p["mh"], w, a,
-                                                        res_type=res_type, mem_style=mem_style)
+        row.luts = 0 if variant == "rtl" and not xnor else mvau_luts(fold.pe, fold.simd, p["mw"], p["mh"], w, a,
+                                                                     res_type=res_type, mem_style=mem_style, xnor=xnor)
         row.bram18 = mvau_bram18(fold.pe, fold.simd, p["mw"], p["mh"], w, mem_style)
         row.uram = mvau_uram(fold.pe, fold.simd, p["mw"], p["mh"], w, mem_style)
-        row.dsps = mvau_dsps(fold.pe, fold.simd, w, a, res_type=res_type, variant=variant, dsp_block=device.dsp_block)
+        row.dsps = mvau_dsps(fold.pe, fold.simd, w, a, res_type=res_type, variant=variant, dsp_block=device.dsp_block,
+                             xnor=xnor)
+        if xnor:
+            row.extra.update({"xnor": True, "acc_bits": popcount_bits(p["mw"])})
     elif stage.kind == "vvau":
         # FINN VVAU: (C/PE)·(K^d/SIMD)·positions cycles; LUTs with the MVAU formula over one K^d-term dot
         # product per channel (MW = K^d), weights C·K^d deep (hwnas approximation of VVAU's estimators)

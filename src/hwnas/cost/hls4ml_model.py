@@ -16,9 +16,11 @@ calibrated surrogate:
   the EBOPs are LUTs.
 * distributed arithmetic: ``LUT ≈ EBOPs^0.985``, no DSPs.
 
-ReLU costs one LUT per output bit (a mux), pooling the EBOPs of its comparisons/additions; BRAM18 is 0
-for io_parallel Latency (weights are constants in logic) and, for the Resource strategy, the weight
-bits spread over RAMB18 blocks. FFs are not modelled (reported as 0, stated in ``assumptions``).
+ReLU costs one LUT per output bit (a mux), an identity activation without quantizers nothing (hls4ml has no layer
+for it; it is what a bipolar activation leaves, whose sign is the next layer's input quantizer), pooling the
+EBOPs of its comparisons/additions; BRAM18 is 0 for io_parallel Latency (weights are constants in logic) and,
+for the Resource strategy, the weight bits spread over RAMB18 blocks. FFs are not modelled (reported as 0,
+stated in ``assumptions``).
 
 Models beyond a chain (:mod:`hwnas.cost.graph`): an element-wise ``add`` (hls4ml's ``Merge``/``Add``) is one
 adder per output element and extra operand at the widest operand width — one LUT per bit with the carry
@@ -200,8 +202,10 @@ def hls4ml_estimate(model: Any, target: str | Device, input_shape: tuple[int, ..
                 row.extra.update({"reuse_factor": r, "ebops": eb, "ii": ii})
                 iis.append(ii)
             elif li.kind == "act":
-                row.luts = math.prod(li.out_shape) * min(li.act_bits, FLOAT_BITS)
-                row.cycles = 1
+                if not (getattr(m, "kind", None) == "identity" and m.input_quantizer is None
+                        and m.output_quantizer is None):  # a quantizer-less identity is no hardware
+                    row.luts = math.prod(li.out_shape) * min(li.act_bits, FLOAT_BITS)
+                    row.cycles = 1
             elif li.kind == "pool":
                 row.luts = float(m.ebops(torch.tensor(li.act_bits)))
                 row.cycles = 1

@@ -23,7 +23,8 @@ Contract:
     padding counted, a power of two, so exact).
   - ``Table``: a lookup table over every code the (quantized) input element can take, built from
     :meth:`Table.apply` followed by the layer's output quantizer (which it therefore absorbs); a table
-    activation needs that output quantizer, and at most 2**16 input codes.
+    activation needs that output quantizer, and at most 2**16 input codes. A bipolar quantizer's two-entry
+    table absorbs its ±1 ``Quantize`` (input or output slot).
 
 * What cannot be traced raises :class:`~hwnas.export.errors.ExportError` naming the layer (and the slot).
   :func:`trace_hwnas` is the entry used by :mod:`hwnas.export.rtl`: it extracts the export graph (a DAG:
@@ -446,10 +447,14 @@ def _guarded(node: Node, fn: Any, *args: Any) -> FVArray:
 
 
 def _absorbed_quantize(nodes: Sequence[Node], idx: int, readers: dict[str, int] | None) -> Quantize | None:
-    """The output ``Quantize`` of the table at ``nodes[idx]`` when it directly follows and alone reads it."""
+    """The output ``Quantize`` of the table at ``nodes[idx]`` when it directly follows and alone reads it.
+
+    A bipolar quantizer's table absorbs the ±1 ``Quantize`` that follows it in either slot (graph module doc).
+    """
     node = nodes[idx]
     nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
-    if not (isinstance(nxt, Quantize) and nxt.name == node.name and nxt.slot == "output"):
+    bipolar = isinstance(node, Table) and node.kind == "bipolar"
+    if not (isinstance(nxt, Quantize) and nxt.name == node.name and (nxt.slot == "output" or bipolar)):
         return None
     if readers is not None and (nxt.inputs != (node.output,) or readers.get(node.output, 0) != 1):
         return None

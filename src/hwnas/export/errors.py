@@ -21,4 +21,9 @@ class ToolFailureError(HwnasError, RuntimeError):
 
 
 class ToolMissingError(HwnasError, RuntimeError):
-    """An external tool an export or verification path needs (g++, Verilator, Yosys, ...) is not available."""
+    """An external tool an export or verification path needs (g++, Verilator, Yosys, ...) is not available.
+
+    A failure, not a usage error: the command line exits 1.
+    """
+
+    exit_code = EXIT_FAILED

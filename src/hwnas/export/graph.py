@@ -9,9 +9,13 @@ Contract:
   order each reading ``inputs`` and writing ``output``, the per-sample shapes. It is the one place where
   exporters and cost models read precisions: every :class:`FixedFormat` holds the per-element ``(k, i, f)``
   integer arrays of one quantizer, expanded to the full tensor shape, with its rounding and overflow modes,
-  exactly as the quantizer object applies them. Weights and biases are stored already quantized (float64,
-  exact). A chain (``nn.Sequential``) gives the nodes it always gave, now wired by name. docs/models.md
-  lists the operations and rules.
+  exactly as the quantizer object applies them. A bipolar quantizer (:class:`~hwnas.quant.BipolarQuantizer`)
+  is two fixed-point steps: a weight or bias holds its ±1 values in ``ap_fixed<2,2>`` (``FixedFormat.bipolar``);
+  an activation is ``Quantize`` to ``ap_fixed<1,1,TRN,SAT>`` (the sign: -1 below 0, else 0), a two-entry
+  :class:`Table` of kind ``"bipolar"`` ({-1, 0} → {-1, +1}) and ``Quantize`` to the ``ap_fixed<2,2>`` of ±1
+  (:func:`bipolar_formats`), so every fixed-point exporter carries it exactly. Weights and biases are stored
+  already quantized (float64, exact). A chain (``nn.Sequential``) gives the nodes it always gave, now wired by
+  name. docs/models.md lists the operations and rules.
 * Nodes mirror :class:`hwnas.nn.QLayer`'s forward: :class:`Quantize` (input quantizer) → the operation
   (:class:`Dense`, :class:`Conv`, :class:`ReLU`, :class:`Table`, :class:`Pool`, :class:`Flatten`) →
   :class:`Quantize` (output quantizer). :class:`Softmax` and :class:`LayerNorm` are hls4ml's ``softmax_stable``
@@ -58,8 +62,8 @@ from hwnas.nn.normalization import (
     layernorm_np,
     softmax_np,
 )
-from hwnas.quant import FixedPointQuantizer, QuantizationError
-from hwnas.quant.reference import quantize_fixed_np
+from hwnas.quant import BipolarQuantizer, FixedPointQuantizer, QuantizationError
+from hwnas.quant.reference import quantize_bipolar_np, quantize_fixed_np
 
 from .errors import ExportError
 
@@ -82,6 +86,7 @@ __all__ = [
     "Softmax",
     "Table",
     "ValueRecorder",
+    "bipolar_formats",
     "chain",
     "describe_target",
     "extract",
@@ -114,6 +119,8 @@ class FixedFormat:
     overflow_mode: str
     where: str = ""
     """The quantizer slot it came from, e.g. ``"0.input_quantizer"`` (for error messages)."""
+    bipolar: bool = False
+    """The ±1 values of a bipolar quantizer, held in ``ap_fixed<2,2>`` (QONNX writes ``BipolarQuant`` for it)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,12 +144,12 @@ class FixedFormat:
     def transposed(self, axes: tuple[int, ...]) -> FixedFormat:
         """The same format for the tensor permuted by ``axes`` (e.g. channels last)."""
         return FixedFormat(np.transpose(self.k, axes), np.transpose(self.i, axes), np.transpose(self.f, axes),
-                           self.round_mode, self.overflow_mode, self.where)
+                           self.round_mode, self.overflow_mode, self.where, self.bipolar)
 
     def reshaped(self, shape: tuple[int, ...]) -> FixedFormat:
         """The same format for the tensor reshaped to ``shape`` (C order)."""
         return FixedFormat(self.k.reshape(shape), self.i.reshape(shape), self.f.reshape(shape),
-                           self.round_mode, self.overflow_mode, self.where)
+                           self.round_mode, self.overflow_mode, self.where, self.bipolar)
 
     def describe(self) -> str:
         """Short text: the common type when uniform, else the width range."""
@@ -151,6 +158,20 @@ class FixedFormat:
             return f"{'' if k else 'u'}fixed<{k + i + f},{k + i},{self.round_mode},{self.overflow_mode}>"
         w = self.width
         return f"heterogeneous fixed, {int(w.min())}..{int(w.max())} bits, {self.round_mode}, {self.overflow_mode}"
+
+
+def bipolar_formats(shape: tuple[int, ...], where: str = "") -> tuple[FixedFormat, FixedFormat]:
+    """The two formats of a bipolar quantizer over ``shape``: (sign, values).
+
+    ``sign`` is ``ap_fixed<1,1,TRN,SAT>``: floor, then saturate to [-1, 0], so -1 where ``x < 0`` and 0 elsewhere;
+    ``values`` is ``ap_fixed<2,2,TRN,SAT>`` (``bipolar=True``), which holds -1 and +1.
+    """
+
+    def full(v: int) -> np.ndarray:
+        return np.full(shape, v, dtype=np.int64)
+
+    return (FixedFormat(full(1), full(0), full(0), "TRN", "SAT", where),
+            FixedFormat(full(1), full(1), full(0), "TRN", "SAT", where, True))
 
 
 def value_format(values: np.ndarray, where: str = "") -> FixedFormat:
@@ -243,7 +264,8 @@ class Table(Node):
     """A lookup-table activation (tanh/sigmoid of a quantized input, before the output quantizer).
 
     ``apply`` evaluates it the way the torch layer does (float64 function, rounded to float32), so a table
-    built from it over every input code reproduces the model exactly.
+    built from it over every input code reproduces the model exactly. Kind ``"bipolar"`` is the middle step of
+    a bipolar quantizer (:func:`bipolar_formats`): ``x >= 0 → +1``, else ``-1``, over the sign codes {-1, 0}.
     """
 
     kind: str
@@ -251,6 +273,8 @@ class Table(Node):
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The activation of ``x`` as the torch layer computes it (before its output quantizer)."""
+        if self.kind == "bipolar":
+            return quantize_bipolar_np(np.asarray(x, dtype=np.float64))
         fn = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}[self.kind]
         return fn(torch.as_tensor(np.asarray(x, dtype=np.float64))).to(torch.float32).double().numpy()
 
@@ -442,6 +466,8 @@ class ExportGraph:
 
 # ------------------------------------------------------------------------------------------- extraction
 def _fixed_format(q: Any, shape: tuple[int, ...], where: str) -> FixedFormat:
+    if isinstance(q, BipolarQuantizer):  # a weight or bias: its ±1 values (activations: _quantize_nodes)
+        return bipolar_formats(shape, where)[1]
     if not isinstance(q, FixedPointQuantizer):
         kind = type(q).__name__
         hint = ("scaled-integer scales are not powers of two; export such models to QONNX"
@@ -456,6 +482,14 @@ def _fixed_format(q: Any, shape: tuple[int, ...], where: str) -> FixedFormat:
     pruned = k + i + f <= 0  # trained widths can go below 0: the element is pruned (always 0), stored as (0, 0, 0)
     k, i, f = (np.where(pruned, 0, a) for a in (k, i, f))
     return FixedFormat(k, i, f, q.round_mode.value, q.overflow_mode.value, where)
+
+
+def _quantize_nodes(name: str, q: Any, shape: tuple[int, ...], where: str, slot: str) -> list[Node]:
+    """The nodes of an activation quantizer: one ``Quantize``, or the three steps of a bipolar one."""
+    if isinstance(q, BipolarQuantizer):
+        sign, values = bipolar_formats(shape, where)
+        return [Quantize(name, sign, slot), Table(name, "bipolar", sign), Quantize(name, values, slot)]
+    return [Quantize(name, _fixed_format(q, shape, where), slot)]
 
 
 def _param(layer: QLayer, name: str, kind: str) -> tuple[np.ndarray | None, FixedFormat | None]:
@@ -517,7 +551,7 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
         raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters")
     nodes: list[Node] = []
     if layer.input_quantizer is not None:
-        nodes.append(Quantize(name, _fixed_format(layer.input_quantizer, sample, f"{name}.input_quantizer"), "input"))
+        nodes += _quantize_nodes(name, layer.input_quantizer, sample, f"{name}.input_quantizer", "input")
     if isinstance(layer, QLinear):
         w, wf = _param(layer, name, "weight")
         b, bf = _param(layer, name, "bias")
@@ -568,7 +602,7 @@ def layer_nodes(name: str, layer: nn.Module, sample: tuple[int, ...], out: tuple
     else:
         raise ExportError(f"{name}: {type(layer).__name__} is not supported by the fixed-point exporters")
     if layer.output_quantizer is not None:
-        nodes.append(Quantize(name, _fixed_format(layer.output_quantizer, out, f"{name}.output_quantizer"), "output"))
+        nodes += _quantize_nodes(name, layer.output_quantizer, out, f"{name}.output_quantizer", "output")
     return nodes
 
 
@@ -796,9 +830,10 @@ def extract(model: nn.Module, input_shape: tuple[int, ...]) -> ExportGraph:
                 new = [_adaptive_pool(target, layer, sample_in, shape(n))]
             else:
                 new = layer_nodes(target, layer, sample_in, shape(n))
-            for node in new:
-                out_shape = shape(n) if not isinstance(node, Quantize) or node.slot == "output" else sample_in
-                x = emit(node, (x,), out_shape)
+            node_shape = sample_in
+            for node in new:  # element-wise nodes (quantizers, tables) keep their input's shape
+                node_shape = node_shape if isinstance(node, Quantize | Table) else shape(n)
+                x = emit(node, (x,), node_shape)
             tensor[n] = x
             continue
         kind = op_kind(n)

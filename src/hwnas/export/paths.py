@@ -14,7 +14,8 @@ Contract:
   ``hwnas verify --paths``, the ``run.export`` / ``run.verify`` keys of an experiment,
   :func:`hwnas.export.verify.verify_model` and the export/verify stages of ``hwnas run``.
 * The built-in paths are registered when this module is imported, in the order verification runs them:
-  ``reference``, ``qonnx``, ``hls4ml``, ``rtl``. Their functions import the tool packages (onnx, qonnx, hls4ml,
+  ``reference``, ``qonnx``, ``hls4ml``, ``rtl``, then ``finn`` (not in the default lists: it needs finn-plus,
+  :mod:`hwnas.export.finn`). Their functions import the tool packages (onnx, qonnx, hls4ml,
   alkaid) only when called.
 
 The two functions of a path:
@@ -258,6 +259,26 @@ def _rtl_tools() -> str | None:
     return rtl_tools_missing("verilog")
 
 
+def _export_finn(model: nn.Module, input_shape: tuple[int, ...], out: str | Path, *, replace: bool = True,
+                 **options: Any) -> str:
+    from .finn import export_finn
+
+    return export_finn(model, tuple(input_shape), out, replace=replace, **options)
+
+
+def _verify_finn(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.ndarray, lsb: Any,
+                 workdir: Path, options: dict[str, Any]) -> PathResult:
+    from .finn import verify_finn
+
+    return verify_finn(model, x, graph, ref, lsb, workdir, options)
+
+
+def _finn_tools() -> str | None:
+    from .finn import finn_missing
+
+    return finn_missing()
+
+
 register(ExportPath(
     name=REFERENCE, summary="the float64 executor of the export graph (no artefact): checks the graph every "
     "fixed-point exporter reads against torch", expresses="every model the export graph reads (fixed-point "
@@ -275,3 +296,9 @@ register(ExportPath(
     name="rtl", summary="Verilog/VHDL from alkaid, simulated with Verilator",
     expresses="every fixed-point quantizer alkaid can express, per-parameter widths, tables", needs_graph=True,
     export=_export_rtl, artefact="rtl", verify=_verify_rtl, tool_check=_rtl_tools, default=True))
+register(ExportPath(
+    name="finn", summary="FINN folder (QONNX with hwnas thresholds, folding_config.json, build_dataflow config), "
+    "checked by FINN's front end and Python execution of its HW layers", expresses="chains of Dense/Conv/ReLU/"
+    "pooling/Flatten with per-tensor or per-channel fixed point, 1 to 16-bit saturating activations, bipolar",
+    needs_graph=True, export=_export_finn, artefact="finn", verify=_verify_finn, tool_check=_finn_tools,
+    arithmetic="float32"))

@@ -9,8 +9,9 @@ Contract:
   (or the staged form below), ``Dense`` → ``MatMul`` (+ ``Add``) and ``Conv`` with ``Quant``-ed weight and bias
   initializers, ``ReLU`` → ``Relu``, ``Pool`` → ``MaxPool``/``AveragePool``, ``Flatten`` → ``Flatten``, ``Add`` →
   ``Add`` (chained for three or more operands), ``Concat`` → ``Concat(axis + 1)``, ``GlobalPool`` →
-  ``GlobalAveragePool``/``GlobalMaxPool`` then ``Flatten`` to (N, C); ``Table`` is refused (below). A chain
-  exports as one node group per layer in the order of :class:`hwnas.nn.QLayer`'s forward, as it always has.
+  ``GlobalAveragePool``/``GlobalMaxPool`` then ``Flatten`` to (N, C); ``Table`` is refused (below), except a
+  bipolar quantizer's (``BipolarQuant``, below). A chain exports as one node group per layer in the order of
+  :class:`hwnas.nn.QLayer`'s forward, as it always has.
 * Models the export graph does not hold go through the chain walker (:func:`_walk_chain`, which reads the torch
   layers of an ``nn.Sequential`` chain itself and emits the same node groups): models with a scaled-integer or
   float16 quantizer (or none at all), and chains the graph refuses although QONNX carries them in float32 — a
@@ -28,6 +29,11 @@ Contract:
   ``Quant(FLOOR, 2^-(f+1))``, ``Add(+2^-(f+1))``, ``Quant(FLOOR)``; RND_MIN_INF → the mirror image with CEIL
   and ``Add(-2^-(f+1))``; RND_INF → ``Quant(DOWN, 2^-(f+1))``, ``Quant(HALF_UP)`` (QONNX's HALF_UP computes
   ``floor(|y| + 0.5)`` in float32 and rounds 0.49999997 up; on the half-LSB grid it cannot).
+* A bipolar quantizer (:class:`~hwnas.quant.BipolarQuantizer`, ±1) becomes ``BipolarQuant(x, scale=1)``, which
+  qonnx executes as ``where(x >= 0, 1, -1)``, the quantizer's own rule: on a weight or bias (the graph's
+  ``FixedFormat.bipolar``) over the stored ±1 values; on an activation in place of the graph's three steps (the
+  sign ``Quantize`` and the ±1 ``Quantize`` around the ``"bipolar"`` ``Table`` emit nothing, the table emits the
+  ``BipolarQuant`` of the sign step's input).
 * A scaled-integer quantizer becomes ``Quant(x, scale, zeropt, bits)`` with its own scale(s), signedness and
   narrow range, rounding ROUND (half to even, as torch rounds); activations must be symmetric (zero point 0).
 * QONNX executes in float32. A residual ``Add`` and a global average pool's sum are exact only while every
@@ -37,9 +43,9 @@ Contract:
   does, unchecked as before (:func:`hwnas.export.graph.float32_exact` reports where an input needs more).
 * What QONNX cannot express raises :class:`ExportError` naming the layer and slot and pointing to the hls4ml
   or RTL path: per-parameter widths, per-channel activation widths that differ, WRAP or SAT_ZERO overflow,
-  signed 1-bit values (QONNX executes them as bipolar ±1), staged roundings wider than 22 bits, table
-  activations, sums that outgrow float32, asymmetric scaled-int activations, float16 quantizers, unfolded
-  BatchNorm, and layers it does not know.
+  signed 1-bit fixed-point values {-1, 0} (QONNX executes a signed 1-bit ``Quant`` as bipolar ±1), staged
+  roundings wider than 22 bits, table activations, sums that outgrow float32, asymmetric scaled-int activations,
+  float16 quantizers, unfolded BatchNorm, and layers it does not know.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from torch import nn
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
-from hwnas.quant import FixedPointQuantizer, ScaledIntQuantizer
+from hwnas.quant import BipolarQuantizer, FixedPointQuantizer, ScaledIntQuantizer
 from hwnas.quant.base import Quantizer
 
 from .errors import ExportError
@@ -160,8 +166,15 @@ def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow
                   signed=int(signed), narrow=int(narrow), rounding_mode=mode)
 
 
+def _bipolar(g: _Graph, x: str) -> str:
+    """A ``BipolarQuant`` node of ``x`` with scale 1: ``+1`` where ``x >= 0``, else ``-1``."""
+    return g.node("BipolarQuant", [x, g.const("scale", np.ones(()))], "bipolar", QONNX_DOMAIN)
+
+
 def _fixed_static(g: _Graph, fmt: FixedFormat, value: np.ndarray, transpose: bool = False) -> str:
     """An already-quantized parameter (``value``, in ``fmt``) followed by a ``Quant`` node that reproduces it."""
+    if fmt.bipolar:  # the ±1 values of a bipolar quantizer
+        return _bipolar(g, g.const("param", value.T if transpose else value))
     shape = tuple(value.shape)
     k, i, f = fmt.k, fmt.i, fmt.f
     # the stored values are final (wrapped or saturated already), so the overflow mode does not matter here
@@ -354,6 +367,11 @@ class _Emit:
 
 
 def _emit_quantize(e: _Emit, node: Quantize, xs: list[str]) -> str:
+    producer = e.graph.producer(node.inputs[0])
+    readers = e.graph.consumers(node.output)
+    if (node.fmt.bipolar and isinstance(producer, Table) and producer.kind == "bipolar") or (
+            readers and all(isinstance(r, Table) and r.kind == "bipolar" for r in readers)):
+        return xs[0]  # a bipolar quantizer's sign and ±1 steps: the table's BipolarQuant does both
     return _fixed_activation(e.g, node.fmt, xs[0])
 
 
@@ -382,6 +400,8 @@ def _emit_relu(e: _Emit, node: ReLU, xs: list[str]) -> str:
 
 
 def _emit_table(e: _Emit, node: Table, xs: list[str]) -> str:
+    if node.kind == "bipolar":  # xs[0] is the sign step's input (_emit_quantize passed it through)
+        return _bipolar(e.g, xs[0])
     raise ExportError(f"{node.name}: {node.kind} (table) has no exact QONNX form (a lookup table over the input "
                       f"codes); {_OTHER_PATHS}")
 
@@ -469,6 +489,9 @@ def _scaled_static(g: _Graph, q: ScaledIntQuantizer, value: torch.Tensor, transp
 
 def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose: bool = False) -> str:
     """An already-quantized parameter followed by a ``Quant`` node that reproduces it exactly."""
+    if isinstance(q, BipolarQuantizer):
+        data = value.detach().double().numpy()
+        return _bipolar(g, g.const("param", data.T if transpose else data))
     if isinstance(q, ScaledIntQuantizer):
         return _scaled_static(g, q, value, transpose)
     if not isinstance(q, FixedPointQuantizer):
@@ -479,6 +502,8 @@ def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose:
 def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where: str) -> str:
     if q is None:
         return x
+    if isinstance(q, BipolarQuantizer):
+        return _bipolar(g, x)
     if isinstance(q, ScaledIntQuantizer):
         return _scaled_activation(g, q, x, where)
     if not isinstance(q, FixedPointQuantizer):
@@ -607,7 +632,7 @@ def _walk_chain(g: _Graph, model: nn.Module, sample: tuple[int, ...]) -> tuple[s
 def _source(model: nn.Module, sample: tuple[int, ...]) -> ExportGraph | str:
     """The export graph of a fixed-point model, or why the chain walker exports it (module docstring)."""
     quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
-    other = sorted({type(q).__name__ for q in quantizers if not isinstance(q, FixedPointQuantizer)})
+    other = sorted({type(q).__name__ for q in quantizers if not isinstance(q, FixedPointQuantizer | BipolarQuantizer)})
     if other:
         return f"{', '.join(other)} (not fixed point)"
     if not quantizers:

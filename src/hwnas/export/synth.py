@@ -43,6 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 from hwnas.cost.catalog import RESOURCES, Device, get_device
 from hwnas.cost.power import power_watts
 from hwnas.cost.result import HardwareEstimate, LayerRow
+from hwnas.errors import EXIT_FAILED
 
 from .errors import ExportError
 from .folders import Staging, record
@@ -63,7 +64,9 @@ _RESULT = "result.json"
 
 
 class SynthesisError(ExportError):
-    """Yosys or nextpnr failed on the design; the message ends with the tool's last log lines."""
+    """Yosys or nextpnr failed on the design; the message ends with the tool's last log lines (exit 1, a failure)."""
+
+    exit_code = EXIT_FAILED
 
 
 @runtime_checkable

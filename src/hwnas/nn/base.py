@@ -2,13 +2,13 @@
 
 Every layer in :mod:`hwnas.nn` has four quantizer slots — ``input_quantizer``, ``weight_quantizer``,
 ``bias_quantizer``, ``output_quantizer`` — each independently a fixed-point quantizer (learnable or
-static), a scaled-int quantizer, fp16, or ``None`` (float, 32 bits). A slot is configured with
+static), a scaled-int quantizer, fp16, bipolar ±1, or ``None`` (float, 32 bits). A slot is configured with
 
 * ``None`` — no quantization;
 * a :class:`~hwnas.quant.Quantizer` instance (owned by this layer from then on);
 * a dict of keyword arguments with an optional ``"kind"``: ``"fixed"`` (default,
-  :class:`~hwnas.quant.FixedPointQuantizer`), ``"scaled"`` (:class:`~hwnas.quant.ScaledIntQuantizer`)
-  or ``"fp16"``;
+  :class:`~hwnas.quant.FixedPointQuantizer`), ``"scaled"`` (:class:`~hwnas.quant.ScaledIntQuantizer`),
+  ``"fp16"`` or ``"bipolar"`` (:class:`~hwnas.quant.BipolarQuantizer`, 1-bit ±1, never learnable);
 * a zero-argument callable returning a quantizer.
 
 Cost contract (per sample, inference): ``macs()``, ``ebops(upstream_bits)`` (differentiable),
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hwnas.quant import (
+    BipolarQuantizer,
     FixedPointQuantizer,
     Float16Quantizer,
     QuantizationError,
@@ -45,6 +46,7 @@ _KINDS: dict[str, Callable[..., Quantizer]] = {
     "fixed": FixedPointQuantizer,
     "scaled": ScaledIntQuantizer,
     "fp16": Float16Quantizer,
+    "bipolar": BipolarQuantizer,
 }
 
 

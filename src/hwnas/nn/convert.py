@@ -9,7 +9,11 @@ dilation, groups, bias and padding mode carried over), ``nn.ReLU`` → ``QActiva
 ``BatchNorm1d/2d`` directly after a Linear/Conv is folded into it (the original's eval-mode function);
 ``Flatten``, ``Identity``, ``Dropout`` and hwnas layers are kept. Containers (any module with children,
 including custom modules whose ``forward`` adds or concatenates) are recursed into; any other leaf raises
-:class:`ConversionError` naming its dotted path (``strict=False`` keeps it unconverted, in float). The
+:class:`ConversionError` naming its dotted path (``strict=False`` keeps it unconverted, in float). So does
+compute that no layer carries and that hwnas would neither quantize nor count (``bops``/``macs`` would silently
+leave it out): a recursed-into module with parameters of its own (``F.linear(x, self.w)`` in its ``forward``),
+and, where the model traces, a multiply-accumulate call in a ``forward`` (``torch.matmul``, ``@``, ``einsum``,
+``bmm``, ``F.linear``, ``F.conv*``), named by the module whose ``forward`` makes it. The
 first layer in execution order quantizes the model input (``input`` spec), so the input is fixed point.
 Execution order and "directly after" come from a :mod:`torch.fx` trace of the model; a model that cannot be
 traced falls back to registration order (and BatchNorm folding to neighbours in an ``nn.Sequential``).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import operator
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -85,6 +90,37 @@ def _units(m: nn.Module, path: str = "") -> Iterator[tuple[str, nn.Module]]:
     for name, child in m._modules.items():
         if child is not None:
             yield from _units(child, f"{path}.{name}" if path else name)
+
+
+def _containers(m: nn.Module, path: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """(dotted path, module) of every module :func:`_units` recurses into (the root included)."""
+    if _is_unit(m):
+        return
+    yield path, m
+    for name, child in m._modules.items():
+        if child is not None:
+            yield from _containers(child, f"{path}.{name}" if path else name)
+
+
+_F = torch.nn.functional
+_MAC_FUNCTIONS = {torch.matmul, torch.mm, torch.bmm, torch.mv, torch.dot, torch.inner, torch.einsum, torch.tensordot,
+                  torch.addmm, torch.addbmm, torch.baddbmm, torch.addmv, operator.matmul, _F.linear, _F.bilinear,
+                  _F.conv1d, _F.conv2d, _F.conv3d, _F.conv_transpose1d, _F.conv_transpose2d, _F.conv_transpose3d}
+_MAC_METHODS = {"matmul", "mm", "bmm", "mv", "dot", "inner", "addmm", "baddbmm", "__matmul__", "__rmatmul__"}
+
+
+def _loose_macs(graph: torch.fx.Graph) -> Iterator[tuple[str, str]]:
+    """(module path, call) of every multiply-accumulate a ``forward`` makes outside a layer (an fx graph's calls)."""
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target in _MAC_FUNCTIONS:
+            call = f"{getattr(node.target, '__module__', None) or 'torch'}.{node.target.__name__}"
+            call = {"_operator.matmul": "@", "torch._C._nn.linear": "F.linear"}.get(call, call)
+        elif node.op == "call_method" and node.target in _MAC_METHODS:
+            call = "@" if "matmul__" in str(node.target) else f"Tensor.{node.target}"
+        else:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        yield (next(reversed(stack.values()))[0] if stack else ""), call
 
 
 def _set(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -397,6 +433,22 @@ def convert(
                                   "not exportable)")
         warnings.warn(f"{where}: {why}; kept unconverted (float, not exportable)", stacklevel=3)
         return "unknown"
+
+    def refuse_compute(where: str, why: str) -> None:
+        where = _where(where)
+        if strict:
+            raise ConversionError(f"{where}: {why}, which hwnas would neither quantize nor count in bops/macs; move "
+                                  "it into an nn.Linear/nn.Conv* child, or pass strict=False to keep it (float, "
+                                  "uncounted, not exportable)")
+        warnings.warn(f"{where}: {why}; kept in float, uncounted in bops/macs, not exportable", stacklevel=3)
+
+    for path, m in _containers(new_model):
+        own = [name for name, p in m._parameters.items() if p is not None]
+        if own:
+            refuse_compute(path, f"{type(m).__name__} computes with parameter(s) of its own ({', '.join(own)})")
+    if graph is not None:
+        for path, call in dict.fromkeys(_loose_macs(graph)):
+            refuse_compute(path, f"its forward calls {call}, a multiply-accumulate outside any layer")
 
     kinds: dict[int, str] = {}
     for uid, m in mods.items():

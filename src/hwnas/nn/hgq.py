@@ -140,9 +140,9 @@ def to_learnable(model: nn.Module) -> nn.Module:
     (unless the static quantizer had a given ``i``); SAT-mode activation quantizers train ``i`` too, WRAP-mode
     ones track it from the data.
 
-    What is left as it is: float slots (``None``), quantizers that are already learnable, scaled-integer (PTQ)
-    and fp16 quantizers, and the static input quantizer a lookup-table layer requires (``QSoftmax``, a
-    ``QActivation`` in ``mode="table"``: the table is indexed by that fixed input format).
+    What is left as it is: float slots (``None``), quantizers that are already learnable, scaled-integer (PTQ),
+    fp16 and bipolar (±1, a fixed 1 bit) quantizers, and the static input quantizer a lookup-table layer requires
+    (``QSoftmax``, a ``QActivation`` in ``mode="table"``: the table is indexed by that fixed input format).
 
     Exactness: in eval mode the converted model computes bit for bit the outputs of ``model`` on any data
     (saturating inputs included). An activation quantizer applies the same (k, i, f) per element, and a weight

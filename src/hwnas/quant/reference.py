@@ -2,8 +2,9 @@
 
 These functions are written for clarity, not speed: integer codes are computed in ``int64`` and every
 rounding/overflow rule is spelled out, so they can be read against the ``ap_fixed`` documentation. The
-torch implementations in :mod:`hwnas.quant.fixed` and :mod:`hwnas.quant.scaled` are tested bit for bit
-against them, and these in turn against the real ``ap_fixed`` headers compiled with g++.
+torch implementations in :mod:`hwnas.quant.fixed`, :mod:`hwnas.quant.scaled` and :mod:`hwnas.quant.bipolar` are
+tested bit for bit against them, and the fixed-point ones in turn against the real ``ap_fixed`` headers compiled
+with g++ (the bipolar one against qonnx's ``BipolarQuant`` executor).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from .modes import OverflowMode, QuantizationError, RoundingMode, parse_overflow, parse_rounding
 
-__all__ = ["fixed_codes_np", "quantize_fixed_np", "quantize_scaled_np"]
+__all__ = ["fixed_codes_np", "quantize_bipolar_np", "quantize_fixed_np", "quantize_scaled_np"]
 
 _MAX_WIDTH = 62
 
@@ -126,3 +127,14 @@ def quantize_scaled_np(
     zp = np.asarray(zero_point, dtype=np.float32)
     codes = np.clip(np.rint(x32 / s32) + zp, qmin, qmax)
     return ((codes - zp) * s32).astype(np.float32)
+
+
+def quantize_bipolar_np(x: np.ndarray) -> np.ndarray:
+    """Bipolar ±1: ``+1.0`` where ``x >= 0`` (0 and -0.0 included), ``-1.0`` elsewhere (NaN included).
+
+    Exactly qonnx's ``BipolarQuant`` with scale 1 (``np.where(x >= 0, 1, -1)``). Float inputs keep their dtype,
+    anything else gives float64.
+    """
+    x = np.asarray(x)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    return np.where(x >= 0, 1.0, -1.0).astype(dtype)

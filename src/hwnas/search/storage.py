@@ -655,11 +655,16 @@ def describe_storage(url: str | None, output_dir: Path | None = None) -> str:
 
 
 def _with_driver(url: str) -> str:
-    """``mysql://`` → ``mysql+pymysql://`` (the cluster extra installs PyMySQL); ``postgres://`` → postgresql."""
+    """The URL with the driver the cluster extra installs named; a URL that names its driver is kept.
+
+    ``mysql://`` → ``mysql+pymysql://``; ``postgresql://`` and ``postgres://`` → ``postgresql+psycopg2://``
+    (SQLAlchemy 2.1 made psycopg 3 the default for a bare ``postgresql://``; found by the real-server tests).
+    """
     if url.startswith("mysql://"):
         return "mysql+pymysql://" + url[len("mysql://"):]
-    if url.startswith("postgres://"):
-        return "postgresql://" + url[len("postgres://"):]
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare):]
     return url
 
 

@@ -33,7 +33,7 @@ Contract:
   listed in ``WorkerReport.lost``.
 * **Failures**: an objective that raises an exception in ``catch`` → FAIL with ``user_attrs["error"]``
   (``"<Type>: <message>"``) and ``user_attrs["traceback"]``, and the worker goes on; other exceptions
-  (``KeyboardInterrupt`` included) → FAIL with the error recorded, then re-raised (Ctrl-C: see *Retries*).
+  → FAIL with the error recorded, then re-raised. ``KeyboardInterrupt`` (Ctrl-C) is not a failure: see *Ctrl-C*.
   A returned value that is None, not a number, of the wrong count, NaN or infinite (a diverged training) → FAIL
   with the reason in ``user_attrs["error"]``, never a penalty value. ``optuna.TrialPruned`` → PRUNED.
 * **Retries** (``retry_failed=N``, default 0): a FAIL trial (any cause: error, non-finite value, dead
@@ -43,10 +43,16 @@ Contract:
   ``RetryHeartbeatStaleTrialCallback`` does) — retries never add trials. Which failed trials are owed a
   re-run is read from the study itself (:func:`_pending_retries`), not kept in a worker's memory: any worker,
   a restarted one included, takes the oldest owed re-run with its next claimed trial (claim-then-look, so no
-  failed trial is re-run twice), and a worker killed before running a retry loses none. A trial stopped by
-  Ctrl-C is FAIL with ``hwnas:interrupted`` and is re-run by the next claim whatever ``N`` is (the user
-  stopped it; it is not its fault). When no WAITING trial is left, the owed re-runs are listed in
-  ``WorkerReport.unretried``.
+  failed trial is re-run twice), and a worker killed before running a retry loses none. When no WAITING trial
+  is left, the owed re-runs are listed in ``WorkerReport.unretried``.
+* **Ctrl-C** (``KeyboardInterrupt`` anywhere while a trial is claimed: in the objective, the sampler or the
+  bookkeeping) is not the trial's fault and costs no budget: the heartbeat stops, the trial goes back from
+  RUNNING to WAITING (:func:`_release`; ``hwnas:interruptions`` counts how often) and the interrupt is re-raised.
+  The next claim of any worker — the restarted ``hwnas search`` first, since it claims the lowest number — runs
+  it again with the same number (so the same training seed) and the parameters it had already drawn; it is never
+  FAIL, never counted in ``retry_failed``. Only if the storage refuses that transition is the trial FAIL with
+  ``hwnas:interrupted``, and then re-run by the next claim whatever ``retry_failed`` is (the earlier behaviour,
+  still honoured for studies written by older versions).
 * Every trial records ``user_attrs["worker"] = {"id", "host", "pid"}``. The sampler is the caller's,
   seeded ``seed + 1000·worker_id``; trial ``n`` should train with seed ``seed + n`` (its number is fixed
   at creation, so this does not depend on which worker runs it).
@@ -80,7 +86,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hwnas.errors import HwnasError
 
 from .pareto import is_feasible, nondominated_ranks
-from .storage import HeartbeatJournalStorage, heartbeat_ages, heartbeat_grace
+from .storage import HeartbeatJournalStorage, StorageError, heartbeat_ages, heartbeat_grace
 
 __all__ = [
     "BUDGET_ATTR",
@@ -386,7 +392,39 @@ RETRY_CLAIM_ATTR = "hwnas:retry_claim"
 """System attribute of a claimed trial: the number of the FAIL trial it is about to re-run (a tentative claim)."""
 
 INTERRUPTED_ATTR = "hwnas:interrupted"
-"""System attribute of a trial stopped by Ctrl-C (SIGINT): re-run by the next worker whatever ``retry_failed`` is."""
+"""System attribute of a FAIL trial stopped by Ctrl-C (SIGINT) that could not be put back to WAITING (or was stopped
+by an older hwnas): re-run by the next worker whatever ``retry_failed`` is."""
+
+INTERRUPTIONS_ATTR = "hwnas:interruptions"
+"""System attribute: how many times Ctrl-C stopped the trial and :func:`_release` put it back to WAITING."""
+
+
+def _release(study: optuna.Study, trial_id: int) -> bool:
+    """Put the claimed trial ``trial_id`` back to WAITING after Ctrl-C; True when done (module docstring, *Ctrl-C*).
+
+    Nothing happens to a trial that is no longer RUNNING (told already, or failed as stale by another worker). If
+    the storage refuses, the trial is FAIL with :data:`INTERRUPTED_ATTR` instead, which any worker re-runs.
+    """
+    storage = study._storage
+    try:
+        trial = storage.get_trial(trial_id)
+        if trial.state != TrialState.RUNNING:
+            return False
+        count = trial.system_attrs.get(INTERRUPTIONS_ATTR, 0)
+        storage.set_trial_system_attr(trial_id, INTERRUPTIONS_ATTR, (count if isinstance(count, int) else 0) + 1)
+        storage.set_trial_state_values(trial_id, TrialState.WAITING)
+        log.info("trial %d interrupted (Ctrl-C): back to waiting, it runs again on the next claim", trial.number)
+        return True
+    except UpdateFinishedTrialError:
+        return False
+    except Exception as exc:  # a storage that refuses RUNNING -> WAITING: fail it, marked to be re-run
+        log.warning("trial id %d interrupted; could not put it back to waiting (%s): failed, re-run next time",
+                    trial_id, exc)
+        with contextlib.suppress(Exception):
+            storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
+            storage.set_trial_user_attr(trial_id, "error", "interrupted (Ctrl-C): re-run by the next worker")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return False
 
 
 def _pending_retries(trials: Sequence[FrozenTrial], retry_max: int) -> list[FrozenTrial]:
@@ -416,6 +454,8 @@ def _take_retry(study: optuna.Study, trial_id: int, retry_max: int) -> FrozenTri
     worst both step aside and a later claim re-runs it).
     """
     storage = study._storage
+    if storage.get_trial(trial_id).system_attrs.get(INTERRUPTIONS_ATTR):
+        return None  # an interrupted trial runs again as it was (its parameters, and its retry_of if any)
     for failed in _pending_retries(storage.get_all_trials(study._study_id, deepcopy=False), retry_max):
         storage.set_trial_system_attr(trial_id, RETRY_CLAIM_ATTR, failed.number)
         rivals = [t for t in storage.get_all_trials(study._study_id, deepcopy=False)
@@ -516,6 +556,8 @@ def _run_one(study: optuna.Study, trial_id: int, objective: Callable[[optuna.tri
             trial = optuna.trial.Trial(study, trial_id)
         except UpdateFinishedTrialError:
             return storage.get_trial(trial_id), True
+        except KeyboardInterrupt:  # run_worker puts the trial back to WAITING
+            raise
         except BaseException as exc:  # the sampler failed before the objective ran: fatal
             _set_attr(storage, trial_id, "error", f"sampler failed: {type(exc).__name__}: {exc}")
             try:
@@ -532,13 +574,11 @@ def _run_one(study: optuna.Study, trial_id: int, objective: Callable[[optuna.tri
             state = TrialState.PRUNED
         except UpdateFinishedTrialError:  # the objective wrote to its trial after another worker failed it
             return storage.get_trial(trial_id), True
+        except KeyboardInterrupt:  # the user stopped it, not the trial's fault: run_worker puts it back to WAITING
+            raise
         except BaseException as exc:
             state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
             tb = traceback.format_exc()[-_TRACEBACK_CHARS:]
-            if isinstance(exc, KeyboardInterrupt):  # the user stopped it, not the trial's fault: re-run next time
-                error, tb = "interrupted (Ctrl-C): re-run by the next worker", None
-                with contextlib.suppress(UpdateFinishedTrialError):
-                    storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
             if not isinstance(exc, catch):
                 reraise = exc
     lost = False
@@ -689,12 +729,16 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                 report.stopped_by = "budget"
                 break
             try:
-                retry_of = _take_retry(study, trial_id, retry_max)
-            except UpdateFinishedTrialError:  # failed as stale while choosing (heartbeats starved): next one
-                continue
-            t0 = time.monotonic()
-            frozen, lost = _run_one(study, trial_id, objective, catch=catch_t, interval=interval,
-                                    identity=identity, retry_of=retry_of)
+                try:
+                    retry_of = _take_retry(study, trial_id, retry_max)
+                except UpdateFinishedTrialError:  # failed as stale while choosing (heartbeats starved): next one
+                    continue
+                t0 = time.monotonic()
+                frozen, lost = _run_one(study, trial_id, objective, catch=catch_t, interval=interval,
+                                        identity=identity, retry_of=retry_of)
+            except KeyboardInterrupt:  # Ctrl-C: the trial goes back to WAITING and costs no budget
+                _release(study, trial_id)
+                raise
             report.trials.append(frozen.number)
             if retry_of is not None:
                 report.retried[frozen.number] = retry_of.number
@@ -715,6 +759,13 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                 callback(study, frozen)
             bar.n = _finished_count(study)[0]
             bar.refresh()
+    except Exception as exc:
+        if _database_error(exc):  # the server went away mid-operation (restart, failover, network)
+            raise StorageError(f"worker {worker_id}: the study's database failed mid-search "
+                               f"({_first_line(_root(exc))}); finished trials are kept, a trial this "
+                               "worker was running is failed by the other workers' heartbeat check: start the "
+                               "worker again to resume") from exc
+        raise
     finally:
         study._thread_local.in_optimize_loop = False
         study._stop_flag = False
@@ -726,6 +777,39 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
         if owed:
             log.warning("no trial left in the budget to retry failed trials %s", report.unretried)
     return report
+
+
+def _database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a database server's connection failure.
+
+    SQLAlchemy's ``OperationalError``/``InterfaceError``; Optuna wraps them in ``StorageInternalError``.
+    """
+    try:
+        import sqlalchemy.exc
+    except ImportError:  # pragma: no cover - optuna depends on SQLAlchemy
+        return False
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The first exception of ``exc``'s cause chain (the driver's own message)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------- summary

@@ -17,6 +17,11 @@ Contract (the layer recipe; ``d`` is 1 for ``cnn1d`` and 2 for ``cnn2d``):
   ``precision.input_bits`` (signed); every later layer's input per tensor at the previous hidden layer's
   ``act_bits`` (unsigned after ReLU). The pointwise half of a separable block quantizes the depthwise output at
   the block's ``act_bits`` (signed).
+* ``precision.one_bit: bipolar``: a width of 1 is a bipolar ±1 quantizer (``{"kind": "bipolar"}``) instead of
+  1-bit fixed point: a 1-bit weight is ±1, and a 1-bit ``act_bits`` makes the layer's activation
+  ``QActivation("identity")`` and the next layer's input quantizer bipolar, i.e. the activation is sign(x)
+  (after ReLU or sigmoid it would be constant, after tanh it is the same). With ``fixed`` (the default) nothing
+  changes.
 * tanh/sigmoid are exact lookup tables (``mode="table"``): a static signed input quantizer of
   ``precision.table_input_bits`` and an output quantizer at the layer's ``act_bits`` (signed for tanh, unsigned
   for sigmoid); the next layer then has no input quantizer of its own (the table's output is already at the
@@ -72,11 +77,15 @@ class _Quant:
         return {"bits": int(bits), "learnable": False, "granularity": granularity, "round_mode": "RND",
                 "overflow_mode": "SAT", "signed": signed}
 
+    def bipolar(self, bits: int | None) -> bool:
+        """Whether a searched width means a bipolar ±1 quantizer (``precision.one_bit: bipolar`` and 1 bit)."""
+        return not self.learned and bits == 1 and self.p.one_bit == "bipolar"
+
     def weight(self, bits: int | None) -> dict[str, Any]:
         if self.learned:
             return {**hn.DEFAULT_WEIGHT, "bits": self.p.init_bits}
         assert bits is not None
-        return self._static(bits, "channel")
+        return {"kind": "bipolar"} if self.bipolar(bits) else self._static(bits, "channel")
 
     def bias(self) -> dict[str, Any]:
         if self.learned:
@@ -87,7 +96,7 @@ class _Quant:
         if self.learned:
             return {**hn.DEFAULT_ACTIVATION, "bits": self.p.init_bits, "signed": signed}
         assert bits is not None
-        return self._static(bits, "tensor", signed)
+        return {"kind": "bipolar"} if self.bipolar(bits) else self._static(bits, "tensor", signed)
 
     def model_input(self) -> dict[str, Any]:
         if self.learned:
@@ -121,6 +130,9 @@ def layer_plan(point: Point, input_shape: tuple[int, ...], n_classes: int,
 
     def activation(label: str, kind: str, bits: int | None, shape: tuple[int, ...]) -> dict[str, Any] | None:
         """Append the activation (on samples of ``shape``); return the next compute layer's input quantizer."""
+        if q.bipolar(bits):  # sign(x) is the activation
+            plan.append((f"{label}.act", lambda: hn.QActivation("identity")))
+            return q.act(bits, signed=True)
         if kind == "relu":
             plan.append((f"{label}.act", lambda: hn.QActivation("relu")))
             return q.act(bits, signed=False)

@@ -188,6 +188,10 @@ class PrecisionConfig(_Strict):
     act_bits: IntSpec = Field(default_factory=lambda: IntRange(min=2, max=8),
                               description="activation bit-widths to choose from (mode fixed): the width of each "
                               "hidden layer's output activation, i.e. of the next layer's input")
+    one_bit: Literal["fixed", "bipolar"] = Field(
+        "fixed", description="what a width of 1 in weight_bits/act_bits means (mode fixed): fixed: signed 1-bit fixed "
+        "point {-2^i, 0}; bipolar: +-1 (x >= 0 -> +1, FINN's XNOR-popcount; a 1-bit activation is then sign(x), "
+        "which replaces the layer's relu/tanh/sigmoid)")
     per_layer: bool = Field(True, description="one choice per layer (MONAS-LQ layer-wise bits); false: one for all")
     input_bits: int = Field(8, ge=1, le=32, description="bit-width of the model input quantizer")
     bias_bits: int = Field(16, ge=1, le=32, description="bit-width of the bias quantizers (initial width in mode "
@@ -203,6 +207,13 @@ class PrecisionConfig(_Strict):
     @classmethod
     def _bits(cls, v: IntSpec) -> IntSpec:
         return _check_ints(v, 1, 32)
+
+    @model_validator(mode="after")
+    def _one_bit(self) -> PrecisionConfig:
+        if self.one_bit == "bipolar" and self.mode == "learned":
+            raise ValueError("one_bit: bipolar applies to searched bits (mode fixed); HGQ's learned widths (mode "
+                             "learned) have no bipolar form")
+        return self
 
 
 class MappingConfig(_Strict):

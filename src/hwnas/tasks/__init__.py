@@ -7,12 +7,13 @@
 
 Built-in tasks (:mod:`hwnas.tasks.builtin`): ``digits``, ``digits-image``, ``fashion-mnist``,
 ``amc-rml2016``, ``amc-rml2018`` (generated), ``radioml2018``, ``radioml2016`` (real files), ``qubit-readout``.
+A task of your own: :func:`register_task` in a module an experiment names as ``task.module`` (docs/extending.md).
 """
 
 from .digits import DigitsSplit, load_digits
 from .metrics import accuracy, accuracy_per_snr, confusion_matrix, most_confused
 from .radioml_files import RadioMLFileError, read_rml2016_pickle, read_rml2018_hdf5
-from .registry import Split, Task, TaskData, TaskError, get_task, register_task, task_names
+from .registry import Split, Task, TaskData, TaskError, get_task, load_task_module, register_task, task_names
 from .splits import homogeneous_subset, split_per_pair, stratified_split
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "get_task",
     "homogeneous_subset",
     "load_digits",
+    "load_task_module",
     "most_confused",
     "read_rml2016_pickle",
     "read_rml2018_hdf5",

@@ -3,7 +3,9 @@
 Contract:
 
 * :func:`get_task` returns a registered :class:`Task`; :func:`task_names` lists them; :func:`register_task`
-  adds one (an existing name is an error unless ``replace=True``).
+  adds one (an existing name is an error unless ``replace=True``). :func:`load_task_module` imports a module of
+  the user's that registers tasks (an experiment's ``task.module``; docs/extending.md) and returns their names;
+  nothing else imports user code.
 * ``task.load(seed=..., **options)`` returns :class:`TaskData`: three :class:`Split` s (torch tensors,
   float32 inputs, int64 labels; ``snr`` per frame where the task has one), the class names and an ``info``
   dict saying how the data was made. Options a task does not know are an error naming the option and the
@@ -18,7 +20,10 @@ Contract:
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, first_line
 
 from . import metrics as _metrics
 
-__all__ = ["Split", "Task", "TaskData", "TaskError", "get_task", "register_task", "task_names"]
+__all__ = ["Split", "Task", "TaskData", "TaskError", "get_task", "load_task_module", "register_task", "task_names"]
 
 
 class TaskError(HwnasError, ValueError):
@@ -211,6 +216,53 @@ def task_names() -> list[str]:
 
 def _ensure_builtin() -> None:
     from . import builtin  # noqa: F401  (registers the built-in tasks on first use)
+
+
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_MODULE_TASKS: dict[str, tuple[str, ...]] = {}
+
+
+def load_task_module(module: str, search_dir: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
+    """Import ``module`` (a dotted name) for the tasks it registers; their names, sorted.
+
+    The module is looked up on Python's path, then in ``search_dir`` (an experiment file's folder), which is on
+    the path only while the module is imported. It must call :func:`register_task` when imported. A second call
+    for the same module returns the same names without importing it again. Raises :class:`TaskError` (one line)
+    for a name that is not a dotted module name, a module that is not found or fails to import, and one that
+    registers no task.
+    """
+    if not isinstance(module, str) or not _MODULE_RE.fullmatch(module) or module.endswith(".py"):
+        hint = " (give the module's name, without .py)" if isinstance(module, str) and module.endswith(".py") else ""
+        raise TaskError(f"{module!r} is not a dotted Python module name like my_pkg.my_task{hint}")
+    _ensure_builtin()
+    if module in _MODULE_TASKS:
+        return _MODULE_TASKS[module]
+    before = dict(_REGISTRY)
+    folder = os.fspath(search_dir) if search_dir is not None else None
+    added = folder is not None and folder not in sys.path
+    if added:
+        sys.path.append(folder)  # type: ignore[arg-type]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and (module == err.name or module.startswith(err.name + ".")):
+            where = "Python's path" + (f" or {folder}" if folder is not None else "")
+            raise TaskError(f"no module named {module!r} in {where}; install the package that has it or put "
+                            f"{module.replace('.', '/')}.py next to the experiment file") from None
+        raise TaskError(f"importing {module!r} failed: {first_line(err)}") from err
+    except Exception as err:  # the user's module raised while it was imported
+        raise TaskError(f"importing {module!r} failed: {type(err).__name__}: {first_line(err)}") from err
+    finally:
+        if added:
+            sys.path.remove(folder)  # type: ignore[arg-type]
+    names = sorted(n for n, t in _REGISTRY.items() if before.get(n) is not t)
+    if not names:  # imported earlier by other code: the tasks whose loader it defines
+        names = sorted(n for n, t in _REGISTRY.items() if getattr(t.loader, "__module__", "") == module)
+    if not names:
+        raise TaskError(f"importing {module!r} registered no task; it must call hwnas.tasks.register_task(Task(...)) "
+                        "when imported (docs/extending.md)")
+    _MODULE_TASKS[module] = tuple(names)
+    return _MODULE_TASKS[module]
 
 
 def data_dir(option: str | os.PathLike[str] | None) -> str | None:

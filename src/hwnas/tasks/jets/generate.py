@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported when jets are generated (the task and features wor
     import fastjet
     import pythia8mc
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, tool_missing
 
 __all__ = [
     "CLASSES",
@@ -114,7 +114,7 @@ def _libs() -> tuple[ModuleType, ModuleType]:
         import fastjet
         import pythia8mc
     except ImportError as err:
-        raise JetsError("generator", f"{err.name} is not installed: pip install 'hwnas[jets]'") from None
+        raise tool_missing(JetsError("generator", f"{err.name} is not installed: pip install 'hwnas[jets]'")) from None
     fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)  # no FastJet banner on stdout
     return pythia8mc, fastjet
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hwnas.errors import tool_missing
 from hwnas.tasks.registry import TaskError
 
 from .config import LinkConfig, _range, normalize_cdl_model
@@ -72,10 +73,10 @@ def _load_sionna() -> types.SimpleNamespace:
         )
         from sionna.phy.utils import ebnodb2no
     except ImportError as err:
-        raise TaskError(
+        raise tool_missing(TaskError(
             f"ofdm link: Sionna PHY is not installed ({err}); install the receiver extra: "
             "pip install 'hwnas[receiver]' (sionna-no-rt==2.2.0)"
-        ) from err
+        )) from err
     finally:
         torch.set_rng_state(cpu_state)
         if cuda_states is not None:

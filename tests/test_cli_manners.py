@@ -1,0 +1,259 @@
+"""The command line's manners: -v/-q/--log-level, Ctrl-C (one line, exit 130, no budget lost), exit codes,
+required options in the usage lines, a description and examples in every --help."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shlex
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hwnas import cli
+from hwnas.cli import build_parser, main
+from hwnas.cli_help import PAGES, subcommands
+from hwnas.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, tool_missing
+
+TINY = """\
+name: tiny
+seed: 3
+output: out
+task: {name: digits}
+space:
+  family: mlp
+  dense_layers: {min: 0, max: 1}
+  dense_units: [8, 16]
+  precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}
+objectives:
+  - {metric: accuracy, direction: maximize}
+  - {metric: bops, direction: minimize}
+hardware: {target: zcu104, model: hls4ml}
+training: {epochs: 1}
+search: {strategy: random, n_trials: 3}
+"""
+
+
+def _rc(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse: usage errors, --help, --version
+        return int(exc.code or 0)
+
+
+def _command(monkeypatch: pytest.MonkeyPatch, body) -> dict:
+    """Make ``hwnas tasks`` run ``body(args)``; returns what it saw."""
+    seen: dict = {}
+
+    def fake(args: argparse.Namespace) -> int:
+        seen["args"] = args
+        return body(args)
+
+    monkeypatch.setattr(cli, "_tasks", fake)
+    return seen
+
+
+# ------------------------------------------------------------------------------------------------ -v/-q/--log-level
+def _chatty(args: argparse.Namespace) -> int:
+    from hwnas.cli_util import say
+
+    log = logging.getLogger("hwnas.search.workers")
+    log.debug("debug detail")
+    log.info("worker 0: trial 7 COMPLETE")
+    log.warning("a warning")
+    say("[stage] running")
+    print("the result")
+    return 0
+
+
+@pytest.mark.parametrize(("flags", "out", "err"), [
+    ([], ["[stage] running", "the result"], ["hwnas: warning: a warning"]),
+    (["-q"], ["the result"], []),
+    (["-v"], ["[stage] running", "the result"], ["worker 0: trial 7 COMPLETE", "hwnas: warning: a warning"]),
+    (["-vv"], ["[stage] running", "the result"], ["debug detail", "worker 0: trial 7 COMPLETE",
+                                                   "hwnas: warning: a warning"]),
+    (["--log-level", "error"], ["[stage] running", "the result"], []),
+    (["-q", "--log-level", "INFO"], ["the result"], ["worker 0: trial 7 COMPLETE", "hwnas: warning: a warning"]),
+])
+def test_global_verbosity_options_set_the_log_level_and_the_status_lines(monkeypatch, capsys, flags, out, err):
+    seen = _command(monkeypatch, _chatty)
+    logger = logging.getLogger("hwnas")
+    before = (logger.level, list(logger.handlers))
+    assert main([*flags, "tasks"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == out and captured.err.splitlines() == err
+    assert seen["args"].quiet is ("-q" in flags)  # the commands' progress=not args.quiet follows -q
+    assert (logger.level, logger.handlers) == before  # restored after the command
+
+
+def test_global_options_go_before_the_command_and_a_commands_own_flags_still_work(monkeypatch):
+    args = build_parser().parse_args(["-vv", "--log-level", "debug", "-q", "search", "exp.yaml", "--quiet"])
+    assert (args.verbosity, args.log_level, args.global_quiet, args.quiet) == (2, "DEBUG", True, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--log-level", "loud", "tasks"])
+    seen = _command(monkeypatch, lambda args: 0)
+    assert main(["tasks"]) == 0 and seen["args"].quiet is False and seen["args"].verbose is False
+    assert main(["-v", "tasks"]) == 0 and seen["args"].verbose is True
+    top = build_parser().format_help()
+    assert all(flag in top for flag in ("-v, --verbose", "-q, --quiet", "--log-level LEVEL"))
+
+
+# ------------------------------------------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    _command(monkeypatch, interrupt)
+    assert main(["tasks"]) == EXIT_INTERRUPTED
+    captured = capsys.readouterr()
+    assert captured.err == "hwnas: interrupted\n" and captured.out == ""
+    # a resumable command says how to resume
+    monkeypatch.setattr("hwnas.cli_search._search", interrupt)
+    assert main(["search", "my exp.yaml", "--quiet"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("hwnas: interrupted; finished trials are kept") and "costs no budget" in err
+    assert err.rstrip().endswith("resume with `hwnas search 'my exp.yaml' --quiet`")
+    # while the parser is still being built (slow imports)
+    monkeypatch.setattr("hwnas.cli_help.describe", interrupt)
+    assert main(["run", "exp.yaml"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith("hwnas: interrupted")
+
+
+def test_ctrl_c_in_a_search_trial_costs_no_budget_and_the_trial_runs_again(tmp_path, monkeypatch, capsys):
+    import hwnas.search.objective as objective
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(TINY)
+    real = objective.train_and_measure
+
+    def interrupted(point, ctx, number, **kwargs):
+        if number == 1:  # the trial has drawn its parameters and is "training"
+            raise KeyboardInterrupt
+        return real(point, ctx, number, **kwargs)
+
+    monkeypatch.setattr(objective, "train_and_measure", interrupted)
+    assert main(["search", str(path), "--quiet"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hwnas: interrupted; finished trials are kept; the interrupted trial runs again (it costs no "
+                   f"budget): resume with `hwnas search {path} --quiet`"]
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.WAITING, TrialState.WAITING]  # no FAIL
+    drawn = trials[1].params
+    assert drawn and trials[1].system_attrs["hwnas:interruptions"] == 1
+
+    monkeypatch.setattr(objective, "train_and_measure", real)
+    assert main(["-v", "search", str(path), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "study 'tiny': 3 complete, 0 failed, 0 not run" in captured.out
+    assert "worker 0: trial 1 COMPLETE" in captured.err  # -v: one line per trial
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[1].params == drawn  # the same trial, with the parameters it had drawn
+
+
+# --------------------------------------------------------------------------------------------------- exit codes
+def test_exit_codes_ok_failure_usage(monkeypatch, capsys, tmp_path):
+    from hwnas.export import ToolMissingError
+    from hwnas.export.synth import SynthesisError
+    from hwnas.pipeline import PipelineFailedError
+    from hwnas.tasks import TaskError
+
+    assert ToolMissingError("x").exit_code == SynthesisError("x").exit_code == EXIT_FAILED
+    for error, code in ((TaskError("no such task"), EXIT_BAD_INPUT), (tool_missing(TaskError("pip install")), 1)):
+        def fail(args, error=error):
+            raise error
+
+        _command(monkeypatch, fail)
+        assert main(["tasks"]) == code
+        assert capsys.readouterr().err.startswith("hwnas: error: ")
+    # a missing optional tool: exit 1, not 2 (here the export path's tool)
+    def no_tool(*args, **kwargs):
+        raise ToolMissingError("g++ is not on PATH: hls4ml's C emulation needs a C++ compiler")
+
+    monkeypatch.setattr("hwnas.export.load_model", lambda path, trust=False: SimpleNamespace(model=None,
+                                                                                                input_shape=(4,)))
+    from hwnas.export import paths
+
+    real_get = paths.get
+    monkeypatch.setattr(paths, "get", lambda name: SimpleNamespace(export=no_tool, summary=real_get(name).summary))
+    assert main(["export", "m.pt", "--to", "hls4ml", "--out", str(tmp_path / "prj")]) == EXIT_FAILED
+    assert capsys.readouterr().err == "hwnas: error: g++ is not on PATH: hls4ml's C emulation needs a C++ compiler\n"
+    # the MCP SDK missing
+    for name in [n for n in sys.modules if n == "mcp" or n.startswith(("mcp.", "hwnas.agent.server"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mcp", None)
+    assert main(["mcp", "--root", str(tmp_path)]) == EXIT_FAILED
+    assert "pip install 'hwnas[agent]'" in capsys.readouterr().err
+    # a stage of hwnas run that ran and failed (verify mismatch, no feasible trial): 1; a bad experiment: 2
+    path = tmp_path / "exp.yaml"
+    path.write_text(TINY)
+
+    def failed_stage(*args, **kwargs):
+        raise PipelineFailedError("verify: a path disagrees with torch or failed (see verify/*.json)")
+
+    monkeypatch.setattr("hwnas.pipeline.run_pipeline", failed_stage)
+    assert main(["run", str(path), "--quiet"]) == EXIT_FAILED
+    path.write_text(TINY.replace("strategy: random", "strategy: bogus"))
+    assert main(["run", str(path), "--quiet"]) == EXIT_BAD_INPUT
+    capsys.readouterr()
+    # usage errors: 2 (argparse)
+    assert _rc(["export"]) == _rc(["config"]) == _rc(["--log-level", "loud", "tasks"]) == EXIT_BAD_INPUT
+    assert _rc(["--version"]) == 0
+    # the table in hwnas --help
+    top = build_parser().format_help()
+    table = top[top.index("exit status:"):]
+    for code, words in (("0", "success"), ("1", "failure"), ("2", "usage or configuration error"),
+                        ("130", "interrupted")):
+        assert re.search(rf"^  {code} +{words}", table, re.M), (code, table)
+
+
+# --------------------------------------------------------------------------------------- required options, --help
+def _usage(name: str) -> str:
+    parser = dict(subcommands(build_parser()))[name]
+    return parser.format_usage()
+
+
+@pytest.mark.parametrize(("name", "required"), [
+    ("export", ["--to {", "--out OUT"]), ("synth", ["--target TARGET", "--out OUT"]),
+    ("config", ["(EXPERIMENT.yaml"]), ("worker", ["--worker ID"]), ("mcp", ["--root ROOT"]),
+])
+def test_required_options_are_shown_as_required(name, required):
+    usage = _usage(name)
+    for option in required:
+        at = usage.index(option)
+        opened = usage[:at].count("[") - usage[:at].count("]")
+        assert opened == 0, f"hwnas {name}: {option} shown as optional in {usage!r}"
+
+
+def test_existing_invocations_still_parse():
+    parser = build_parser()
+    for argv in (["export", "exp.yaml"], ["export", "m.pt", "--to", "qonnx", "--out", "m.onnx"],
+                 ["synth", "exp.yaml", "--force"], ["synth", "m.pt", "--target", "ZCU104", "--out", "syn"],
+                 ["config", "exp.yaml", "--comments"], ["config", "--defaults"], ["config", "--reference"],
+                 ["verify", "m.pt", "--quiet"], ["search", "exp.yaml", "--verbose"], ["run", "exp.yaml", "--quiet"]):
+        parser.parse_args(argv)
+
+
+def test_every_subcommand_help_has_a_description_and_examples_that_parse():
+    names = []
+    for name, parser in subcommands(build_parser()):
+        names.append(name)
+        text = parser.format_help()
+        assert parser.description and len(parser.description) > 80, name
+        assert parser.description.split("\n")[0] in text, name
+        examples = text[text.index("\nexamples:\n"):].splitlines()[2:]
+        assert examples, name
+        for line in examples:
+            command = line.split("#")[0].split(">")[0].strip()
+            argv = shlex.split(command)
+            words = [a for a in argv[1:] if not a.startswith("-")]  # global options may come first
+            assert argv[0] == "hwnas" and " ".join(words).startswith(name), (name, line)
+            if "--help" not in argv:
+                build_parser().parse_args(argv[1:])  # SystemExit here: an example that does not parse
+    assert sorted(names) == sorted(PAGES)
