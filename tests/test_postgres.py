@@ -201,7 +201,8 @@ def test_the_cluster_recipe_on_loopback(server, tmp_path) -> None:
     conn.close()
     url = server.url().rsplit("/", 1)[0] + "/recipe"
     exp = tmp_path / "exp.yaml"
-    exp.write_text(tiny_mlp(trials=6, extra=f"storage: {{url: '{url}', heartbeat_s: 5}}\n"))
+    exp.write_text(tiny_mlp(trials=8, extra=f"storage: {{url: '{url}', heartbeat_s: 5}}\n")
+                   .replace("epochs: 1", "epochs: 4"))  # trials long enough for all three processes to get some
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "hwnas", "-q"]
     workers = {w: subprocess.Popen([*cmd, "worker", str(exp), "--worker", str(w), "--wait", "120"],
@@ -213,7 +214,7 @@ def test_the_cluster_recipe_on_loopback(server, tmp_path) -> None:
     storage = None
     deadline = time.time() + 120
     preempted = None
-    while time.time() < deadline and preempted is None:  # SIGTERM worker 2 while it runs a trial
+    while time.time() < deadline and preempted is None and workers[2].poll() is None:  # SIGTERM it mid-trial
         time.sleep(0.1)
         try:
             storage = storage or resolve_storage(url, tmp_path, heartbeat_s=5.0)
@@ -231,9 +232,9 @@ def test_the_cluster_recipe_on_loopback(server, tmp_path) -> None:
     assert workers[1].returncode == 0, outs[1]
     assert workers[2].returncode == 130 and "interrupted" in outs[2] and "Traceback" not in outs[2], outs[2]
     trials = optuna.load_study(study_name="tiny", storage=storage).get_trials()
-    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials), \
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials), \
         [(t.number, t.state.name) for t in trials]
     assert trials[preempted].user_attrs["worker"]["id"] != 2  # handed back, then run by another worker
     assert {t.user_attrs["worker"]["id"] for t in trials} <= {0, 1}
     models = list((tmp_path / "out" / "trials").rglob("*.pt"))
-    assert len(models) >= 6, models  # every worker wrote into the shared output folder
+    assert len(models) >= 8, models  # every worker wrote into the shared output folder

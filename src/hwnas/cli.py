@@ -253,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"hwnas: error: {where}{err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:
+        from hwnas.search.workers import _database_error, _first_line, _root
+
+        if not _database_error(err):
+            raise
+        # a study's database server failing outside a worker's trial loop (opening, joining, summarising)
+        print(f"hwnas: error: the study's database failed ({_one_line(_first_line(_root(err)))}); finished trials "
+              "are kept: run the command again once the server is back", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _sigterm_as_interrupt() -> None:

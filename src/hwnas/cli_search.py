@@ -146,7 +146,7 @@ def _search(args: argparse.Namespace) -> int:
     return _run(args, create=True)
 
 
-def wait_for_study(experiment: Any, seconds: float, poll_s: float = 2.0) -> None:
+def wait_for_study(experiment: Any, seconds: float, poll_s: float = 0.5) -> None:
     """Wait up to ``seconds`` for ``hwnas search`` to create the experiment's study.
 
     For the workers of a job array that start together with it. Waits while there is no study (file) yet or its

@@ -14,6 +14,16 @@
 See ``docs/search.md``.
 """
 
-from .run import SearchOutcome, experiment_metadata, open_study, run_search, write_results
+from typing import Any
 
 __all__ = ["SearchOutcome", "experiment_metadata", "open_study", "run_search", "write_results"]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: the storage and worker modules (a worker process, `hwnas worker` joining a study)
+    # then load without torch and the training stack behind .run
+    if name in __all__:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -659,6 +659,29 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                wait: bool = True, poll_s: float | None = None) -> WorkerReport:
     """Join the study and run its WAITING trials until none is left (the global budget); see the module docstring.
 
+    A database server that fails under the worker (restart, failover, network) stops it with one
+    :class:`~hwnas.search.storage.StorageError` line; see :func:`_run_worker` for the arguments.
+    """
+    try:
+        return _run_worker(study_name, storage, objective, sampler=sampler, budget=budget, worker_id=worker_id,
+                           catch=catch, callbacks=callbacks, progress=progress, timeout_s=timeout_s,
+                           metadata=metadata, retry_failed=retry_failed, wait=wait, poll_s=poll_s)
+    except Exception as exc:
+        if _database_error(exc):  # the server went away mid-operation
+            raise StorageError(f"worker {worker_id}: the study's database failed mid-search "
+                               f"({_first_line(_root(exc))}); finished trials are kept, a trial this worker was "
+                               "running is failed by the other workers' heartbeat check: start the worker again to "
+                               "resume") from exc
+        raise
+
+
+def _run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optuna.trial.Trial], Any], *,
+                sampler: optuna.samplers.BaseSampler, budget: int, worker_id: int,
+                catch: Sequence[type[Exception]] | type[Exception], callbacks: Sequence[Callable[..., None]],
+                progress: bool, timeout_s: float | None, metadata: Mapping[str, Any] | None, retry_failed: int,
+                wait: bool, poll_s: float | None) -> WorkerReport:
+    """Join the study and run its WAITING trials until none is left (the global budget); see the module docstring.
+
     Args:
         study_name: the study, created beforehand by :func:`create_study`.
         storage: from :func:`hwnas.search.storage.resolve_storage` (opened in this process).
@@ -759,13 +782,6 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                 callback(study, frozen)
             bar.n = _finished_count(study)[0]
             bar.refresh()
-    except Exception as exc:
-        if _database_error(exc):  # the server went away mid-operation (restart, failover, network)
-            raise StorageError(f"worker {worker_id}: the study's database failed mid-search "
-                               f"({_first_line(_root(exc))}); finished trials are kept, a trial this "
-                               "worker was running is failed by the other workers' heartbeat check: start the "
-                               "worker again to resume") from exc
-        raise
     finally:
         study._thread_local.in_optimize_loop = False
         study._stop_flag = False
