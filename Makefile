@@ -16,7 +16,7 @@ FVENV  := .venv-finn
 FPY    := $(FVENV)/bin/python
 FSTAMP := $(FVENV)/.hwnas-installed
 # the files run again at the lower bounds, beside finn-plus
-LOW_TESTS := tests/test_export_finn.py tests/test_export_qonnx.py tests/test_config.py tests/test_cpu_latency.py
+LOW_TESTS := tests/test_export_finn.py tests/test_export_qonnx.py tests/test_config.py
 
 .PHONY: demo test lint bench install clean
 

@@ -202,7 +202,7 @@ def test_the_cluster_recipe_on_loopback(server, tmp_path) -> None:
     url = server.url().rsplit("/", 1)[0] + "/recipe"
     exp = tmp_path / "exp.yaml"
     exp.write_text(tiny_mlp(trials=8, extra=f"storage: {{url: '{url}', heartbeat_s: 5}}\n")
-                   .replace("epochs: 1", "epochs: 4"))  # trials long enough for all three processes to get some
+                   .replace("epochs: 1", "epochs: 3"))  # trials long enough for all three processes to get some
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "hwnas", "-q"]
     workers = {w: subprocess.Popen([*cmd, "worker", str(exp), "--worker", str(w), "--wait", "120"],

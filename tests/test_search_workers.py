@@ -52,6 +52,8 @@ from hwnas.search.workers import run_worker
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 cfg = json.loads(sys.argv[1])
 storage = resolve_storage(cfg["url"], Path(cfg["out"]), heartbeat_s=cfg["hb"], grace_s=cfg["grace"])
+optuna.load_study(study_name=cfg["study"], storage=storage)  # journal replayed before the barrier: a fair start
+from hwnas.search import workers as _loaded  # noqa: F401  (and every lazy import done)
 Path(cfg["out"], f"ready_{cfg['worker']}").touch()
 deadline = time.time() + 60
 while not all(Path(cfg["out"], f"ready_{w}").exists() for w in cfg["barrier"]) and time.time() < deadline:
