@@ -18,24 +18,9 @@ from hwnas import cli
 from hwnas.cli import build_parser, main
 from hwnas.cli_help import PAGES, subcommands
 from hwnas.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, tool_missing
+from tests.experiments import tiny_mlp
 
-TINY = """\
-name: tiny
-seed: 3
-output: out
-task: {name: digits}
-space:
-  family: mlp
-  dense_layers: {min: 0, max: 1}
-  dense_units: [8, 16]
-  precision: {weight_bits: {min: 2, max: 6}, act_bits: {min: 2, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: bops, direction: minimize}
-hardware: {target: zcu104, model: hls4ml}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 3}
-"""
+TINY = tiny_mlp()  # the shared tiny search (tests/experiments.py)
 
 
 def _rc(argv: list[str]) -> int:

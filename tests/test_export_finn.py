@@ -245,26 +245,14 @@ def test_hwnas_run_exports_and_verifies_the_finn_folder_of_the_selected_model(tm
     folding the search priced (cheapest for the target frame rate), and FINN's execution matches torch."""
     from hwnas.cli import main
     from hwnas.config import load_experiment
+    from tests.experiments import tiny_mlp
 
     path = tmp_path / "exp.yaml"
-    path.write_text("""\
-name: tiny-finn
-seed: 5
-output: out
-task: {name: digits}
-space:
-  family: mlp
-  dense_layers: {min: 1, max: 1}
-  dense_units: [8, 16]
-  precision: {weight_bits: {min: 3, max: 6}, act_bits: {min: 3, max: 6}}
-objectives:
-  - {metric: accuracy, direction: maximize}
-  - {metric: luts, direction: minimize}
-hardware: {target: ZC702, model: finn, target_fps: 2.0e6}
-training: {epochs: 1}
-search: {strategy: random, n_trials: 2}
-run: {select: [best], export: [finn], verify: [finn], verify_samples: 40, synth: off, local: {enabled: false}}
-""")
+    path.write_text(tiny_mlp(name="tiny-finn", trials=2, bits="{min: 3, max: 6}", dense_min=1).replace(
+        "{metric: bops, direction: minimize}", "{metric: luts, direction: minimize}").replace(
+        "hardware: {target: zcu104, model: hls4ml}", "hardware: {target: ZC702, model: finn, target_fps: 2.0e6}")
+        + "run: {select: [best], export: [finn], verify: [finn], verify_samples: 40, synth: off, "
+          "local: {enabled: false}}\n")
     assert main(["run", str(path), "--quiet"]) == 0
     out = load_experiment(path).output_dir()
     verified = json.loads(next((out / "verify").glob("trial_*.json")).read_text())

@@ -18,48 +18,10 @@ from optuna.trial import TrialState
 from hwnas.search.storage import StorageError, resolve_storage
 from hwnas.search.workers import create_study, run_worker, study_summary
 from tests.pgserver import PgServer
+from tests.test_search_workers import WORKER
 
 pytestmark = pytest.mark.skipif(PgServer.available() is not None, reason=str(PgServer.available()))
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-WORKER = r'''
-import json, os, sys, time
-from pathlib import Path
-import optuna
-from hwnas.search.storage import StorageError, resolve_storage
-from hwnas.search.workers import run_worker
-
-from hwnas.errors import HwnasError
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-cfg = json.loads(sys.argv[1])
-try:  # as `hwnas worker` does: hwnas's errors are one line and exit 1
-    storage = resolve_storage(cfg["url"], Path(cfg["out"]), heartbeat_s=1.0, grace_s=cfg["grace"])
-except HwnasError as err:
-    print(f"error: {err}")
-    sys.exit(1)
-Path(cfg["out"], f"ready_{cfg['worker']}").touch()
-deadline = time.time() + 60
-while not all(Path(cfg["out"], f"ready_{w}").exists() for w in cfg["barrier"]) and time.time() < deadline:
-    time.sleep(0.01)
-
-def objective(trial):
-    x = trial.suggest_float("x", -10, 10)
-    hang = cfg.get("hang_marker")
-    if hang and not os.path.exists(hang):
-        Path(hang).write_text(str(trial.number))
-        time.sleep(600)
-    time.sleep(cfg["sleep"])
-    return (x - 1.0) ** 2
-
-try:
-    report = run_worker("toy", storage, objective, sampler=optuna.samplers.RandomSampler(seed=cfg["worker"]),
-                        budget=cfg["budget"], worker_id=cfg["worker"], progress=False, retry_failed=cfg["retry"])
-except HwnasError as err:
-    print(f"error: {err}")
-    sys.exit(1)
-Path(cfg["out"], f"report_{cfg['worker']}.json").write_text(json.dumps(report.to_dict()))
-'''
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +48,12 @@ def _study(pg: PgServer, tmp: Path, name: str, budget: int, grace: float) -> tup
 
 def _spawn(tmp: Path, url: str, worker: int, *, budget: int, sleep: float, barrier: list[int], grace: float,
            retry: int = 0, hang: Path | None = None) -> subprocess.Popen:
+    """A worker process on the toy study (the worker script of tests/test_search_workers.py)."""
     script = tmp / "worker.py"
     if not script.exists():
         script.write_text(WORKER)
-    cfg = {"url": url, "out": str(tmp), "grace": grace, "budget": budget, "worker": worker, "sleep": sleep,
+    cfg = {"url": url, "out": str(tmp), "hb": 1.0, "grace": grace, "study": "toy", "budget": budget,
+           "worker": worker, "seed": 1000 * worker, "sleep": sleep, "report": str(tmp / f"report_{worker}.json"),
            "barrier": barrier, "retry": retry, "hang_marker": str(hang) if hang else None}
     return subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -46,14 +46,18 @@ WORKER = r'''
 import json, os, sys, time
 from pathlib import Path
 import optuna
+from hwnas.errors import HwnasError
 from hwnas.search.storage import resolve_storage
 from hwnas.search.workers import run_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 cfg = json.loads(sys.argv[1])
-storage = resolve_storage(cfg["url"], Path(cfg["out"]), heartbeat_s=cfg["hb"], grace_s=cfg["grace"])
-optuna.load_study(study_name=cfg["study"], storage=storage)  # journal replayed before the barrier: a fair start
-from hwnas.search import workers as _loaded  # noqa: F401  (and every lazy import done)
+try:  # as `hwnas worker` does: hwnas's errors are one line and exit 1
+    storage = resolve_storage(cfg["url"], Path(cfg["out"]), heartbeat_s=cfg["hb"], grace_s=cfg["grace"])
+    optuna.load_study(study_name=cfg["study"], storage=storage)  # journal replayed before the barrier: a fair start
+except HwnasError as err:
+    print(f"error: {err}")
+    sys.exit(1)
 Path(cfg["out"], f"ready_{cfg['worker']}").touch()
 deadline = time.time() + 60
 while not all(Path(cfg["out"], f"ready_{w}").exists() for w in cfg["barrier"]) and time.time() < deadline:
@@ -69,8 +73,13 @@ def objective(trial):
     time.sleep(cfg["sleep"])
     return (x - 1.0) ** 2 + y * 1e-6
 
-report = run_worker(cfg["study"], storage, objective, sampler=optuna.samplers.RandomSampler(seed=cfg["seed"]),
-                    budget=cfg["budget"], worker_id=cfg["worker"], progress=False, metadata={"experiment": "toy"})
+try:
+    report = run_worker(cfg["study"], storage, objective, sampler=optuna.samplers.RandomSampler(seed=cfg["seed"]),
+                        budget=cfg["budget"], worker_id=cfg["worker"], progress=False,
+                        metadata={"experiment": "toy"}, retry_failed=cfg.get("retry", 0))
+except HwnasError as err:
+    print(f"error: {err}")
+    sys.exit(1)
 Path(cfg["report"]).write_text(json.dumps(report.to_dict()))
 '''
 
