@@ -112,8 +112,8 @@ def test_conv_pool_flatten_model_is_bit_exact() -> None:
     check(model, torch.cat([torch.randn(64, 2, 64), torch.randn(16, 2, 64) * 4]))
 
 
-def test_conv2d_depthwise_model_is_bit_exact() -> None:
-    torch.manual_seed(5)
+def depthwise_cnn2d() -> nn.Sequential:
+    """A 2-D CNN on 1×8×8: conv, ReLU, depthwise strided conv (TRN input, per-channel weights), max pool, dense."""
     model = nn.Sequential(
         hn.QConv2d(1, 4, 3, padding=1, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=fixed(8)),
         hn.QActivation("relu"),
@@ -123,6 +123,12 @@ def test_conv2d_depthwise_model_is_bit_exact() -> None:
         hn.QLinear(4 * 2 * 2, 3, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=None),
     )
     model(torch.rand(16, 1, 8, 8))
+    return model
+
+
+def test_conv2d_depthwise_model_is_bit_exact() -> None:
+    torch.manual_seed(5)
+    model = depthwise_cnn2d()
     check(model, torch.cat([torch.rand(32, 1, 8, 8), torch.rand(8, 1, 8, 8) * 4]))
 
 

@@ -12,12 +12,9 @@ from torch import nn
 import hwnas.nn as hn
 from hwnas.export import ExportError, export_qonnx, import_qonnx, load_model, save_model, verify_qonnx_import
 from hwnas.quant import BipolarQuantizer, FixedPointQuantizer, ScaledIntQuantizer
+from tests.test_export_qonnx import depthwise_cnn2d, fixed
 
 DOMAIN = "qonnx.custom_op.general"
-
-
-def fixed(bits: int, round_mode: str = "RND_CONV", overflow_mode: str = "SAT", **kw) -> dict:
-    return dict(bits=bits, learnable=False, round_mode=round_mode, overflow_mode=overflow_mode, **kw)
 
 
 def check(source, model: nn.Module, x: torch.Tensor) -> None:
@@ -77,15 +74,7 @@ def test_round_trip_conv1d_pool_flatten_and_conv2d():
     )
     conv1d(torch.randn(32, 2, 32))
     round_trip(conv1d, torch.cat([torch.randn(48, 2, 32), torch.randn(8, 2, 32) * 4]))
-    conv2d = nn.Sequential(
-        hn.QConv2d(1, 4, 3, padding=1, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=fixed(8)),
-        hn.QActivation("relu"),
-        hn.QConv2d(4, 4, 3, stride=2, padding=1, groups=4, input_quantizer=fixed(6, "TRN", signed=False),
-                   weight_quantizer=fixed(5, granularity="channel"), bias_quantizer=None),
-        hn.QMaxPool2d(2), nn.Flatten(),
-        hn.QLinear(4 * 2 * 2, 3, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=None),
-    )
-    conv2d(torch.rand(16, 1, 8, 8))
+    conv2d = depthwise_cnn2d()
     imported = round_trip(conv2d, torch.cat([torch.rand(32, 1, 8, 8), torch.rand(8, 1, 8, 8) * 4]))
     assert isinstance(imported[0], hn.QConv2d) and imported[2].groups == 4
 
