@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Render the report page to the PNG; 0 on success, 1 (one line on stderr) without a report or Chromium."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "amc-monas-lq-small", help="the run folder")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "report.png")
