@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -164,6 +165,33 @@ def test_report_renders_in_headless_chromium_with_its_images(finished, tmp_path)
     # the Pareto front's orange markers (#d9480f) exist only inside the loaded PNG figures
     orange = np.abs(pixels - np.array([0xD9, 0x48, 0x0F])).sum(axis=1) < 40
     assert orange.sum() > 50, "the report's figures did not load in Chromium"
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_fits_the_window_width(finished, tmp_path, width):
+    """No table widens the page: at 1400 and 800 px the document is no wider than the window (wide tables scroll
+    inside their own box). Measured by Chromium itself: a copy of the page writes its scrollWidth into the title."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); report not rendered")
+    path, _ = finished
+    page = load_experiment(path).output_dir() / "report" / "index.html"
+    probe = page.with_name(f"probe_{width}.html")
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>document.title='W'+document.documentElement.scrollWidth+'/'+window.innerWidth;</script>"
+                   "</body>"))
+    try:
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
+               f"--window-size={width},900", "--dump-dom", probe.as_uri()]
+        dom = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        probe.unlink()
+    found = re.search(r"<title>W(\d+)/(\d+)</title>", dom)
+    assert found, dom[:500]
+    scroll, inner = int(found.group(1)), int(found.group(2))
+    assert inner > 0 and scroll <= inner, f"the page is {scroll} px wide in a {inner} px window"
 
 
 def test_example_experiments_are_valid():
