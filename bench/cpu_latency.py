@@ -61,6 +61,25 @@ def get_table(path: str | None, quick: bool, threads: int) -> LatencyTable:
     return table
 
 
+def table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every CPU latency bench takes: the table, its grid, timing repeats and threads."""
+    parser.add_argument("--table", help="JSON table: loaded if present, else profiled and saved here")
+    parser.add_argument("--quick", action="store_true", help="profile the small test grid")
+    parser.add_argument("--repeats", type=int, default=200, help="timed quiet runs per model (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model (min of medians)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+
+
+def open_table(args: argparse.Namespace) -> LatencyTable:
+    """Print the command line, load or profile the table (:func:`get_table`) and print the machine it describes."""
+    print("$ " + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]))
+    table = get_table(args.table, args.quick, args.threads)
+    m = table.machine
+    print(f"machine: {m['cpu_model']}, {m['logical_cores']} cores, {m['threads']} thread(s), "
+          f"onnxruntime {m['onnxruntime']}, torch {m['torch']}")
+    return table
+
+
 def summary(label: str, errors: list[float]) -> None:
     within = sum(abs(e) <= 10.0 for e in errors)
     print(f"{label:11s} within ±10 %: {within}/{len(errors)} = {100.0 * within / len(errors):.1f} % (goal ≥ 95 %); "
@@ -70,22 +89,14 @@ def summary(label: str, errors: list[float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", help="JSON table: loaded if present, else profiled and saved here")
-    parser.add_argument("--quick", action="store_true", help="profile the small test grid")
-    parser.add_argument("--repeats", type=int, default=200, help="timed quiet runs per model (median)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model (min of medians)")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    table_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the model set")
     parser.add_argument("--no-calibration", action="store_true", help="skip the model-level calibration")
     parser.add_argument("--verbose", action="store_true", help="print per-layer rows of each prediction")
     args = parser.parse_args()
-    print("$ " + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]))
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    table = get_table(args.table, args.quick, args.threads)
-    m = table.machine
-    print(f"machine: {m['cpu_model']}, {m['logical_cores']} cores, {m['threads']} thread(s), "
-          f"onnxruntime {m['onnxruntime']}, torch {m['torch']}")
+    table = open_table(args)
     floor = table.session.get("probe_floor_us")
     calibrated = None
     if not args.no_calibration:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shlex
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from hwnas.cost.cpu_latency import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_latency import get_table  # the same table loading/profiling as bench/cpu_latency.py
+from cpu_latency import open_table, table_arguments  # the same options and table as bench/cpu_latency.py
 
 Bits = Callable[[int], int]  # layer index -> bits
 
@@ -137,21 +136,13 @@ def summary(label: str, errors: list[float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", help="JSON table: loaded if present, else profiled and saved here")
-    parser.add_argument("--quick", action="store_true", help="profile the small test grid")
-    parser.add_argument("--repeats", type=int, default=200, help="timed quiet runs per model (median)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per model (min of medians)")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    table_arguments(parser)
     parser.add_argument("--calibrate", action="store_true", help="also predict with the float calibration fitted "
                         "on model_zoo(1000)")
     parser.add_argument("--verbose", action="store_true", help="print per-layer rows of each deployed prediction")
     args = parser.parse_args()
-    print("$ " + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]))
     t0 = time.perf_counter()
-    table = get_table(args.table, args.quick, args.threads)
-    m = table.machine
-    print(f"machine: {m['cpu_model']}, {m['logical_cores']} cores, {m['threads']} thread(s), "
-          f"onnxruntime {m['onnxruntime']}, torch {m['torch']}")
+    table = open_table(args)
     floor = table.session.get("probe_floor_us")
     calibrated = None
     if args.calibrate:

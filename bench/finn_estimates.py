@@ -31,8 +31,7 @@ import torch
 import hwnas.nn as hn
 from hwnas.cost import fold_for_throughput
 from hwnas.cost.finn import finn_estimate
-from hwnas.export.finn import _execute as finn_execute
-from hwnas.export.finn import export_finn_onnx, finn_front_end, finn_missing
+from hwnas.export.finn import execute_hw, export_finn_onnx, finn_front_end, finn_missing, matrix_layers
 from hwnas.export.graph import extract
 from hwnas.space.build import build_model
 from hwnas.space.point import ConvBlock, DenseLayer, Point
@@ -108,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             ref = model(x).double().numpy()
         graph = extract(model, shape)
-        layers = [n.name for n in graph.nodes if type(n).__name__ in ("Dense", "Conv")]
+        layers = matrix_layers(graph)
         fps_fold, _ = fold_for_throughput(model, args.target, shape, args.fps)
         for label, folding in (("1/1", {}), ("fps", {k: (f.pe, f.simd) for k, f in fps_fold.items()})):
             t0 = time.perf_counter()
             build = finn_front_end(export_finn_onnx(model, shape, graph=graph), folding=folding, layers=layers,
                                    part=part)
-            got = finn_execute(build.model, x.numpy()).reshape(ref.shape)
+            got = execute_hw(build.model, x.numpy()).reshape(ref.shape)
             seconds = time.perf_counter() - t0
             mism = int(np.sum(np.any(got != ref, axis=1)))
             mism_total += mism

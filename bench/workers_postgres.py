@@ -73,17 +73,6 @@ except HwnasError as err:
 '''
 
 
-def new_db(pg: PgServer, name: str) -> str:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="hwnas", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return pg.url().rsplit("/", 1)[0] + f"/{name}"
-
-
 def spawn(out: Path, url: str, worker: int, kind: str, budget: int, barrier: list[int], hang: Path | None = None
           ) -> subprocess.Popen:
     script = out / "worker.py"
@@ -132,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 db += 1
                 with tempfile.TemporaryDirectory() as tmp:
                     out = Path(tmp)
-                    url = new_db(pg, f"b{db}")
+                    url = pg.database(f"b{db}")
                     create_study("toy", resolve_storage(url, out, heartbeat_s=1.0, grace_s=3.0), ["minimize"],
                                  budget=args.trials, metadata={"experiment": "toy"})
                     procs = [spawn(out, url, w, kind, args.trials, list(range(n))) for w in range(n)]
@@ -152,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             db += 1
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
-                url = new_db(pg, f"f{db}")
+                url = pg.database(f"f{db}")
                 create_study("toy", resolve_storage(url, out, heartbeat_s=1.0, grace_s=3.0), ["minimize"],
                              budget=24, metadata={"experiment": "toy"})
                 hang = out / "hang"

@@ -67,16 +67,21 @@ class PgServer:
         if not self.data.exists():
             self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", "hwnas", "--no-sync", "-E", "UTF8")
         self._ctl("start")
+        self.database("hwnas")
+        return self
+
+    def database(self, name: str) -> str:
+        """Create the database ``name`` unless it exists; its URL (a study per test lives in its own database)."""
         import psycopg2
 
         conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="hwnas", dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'hwnas'")
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
-                cur.execute("CREATE DATABASE hwnas")
+                cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
-        return self
+        return self.url(name)
 
     def _ctl(self, what: str) -> None:
         opts = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -96,5 +101,5 @@ class PgServer:
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def url(self) -> str:
-        return f"postgresql://hwnas@127.0.0.1:{self.port}/hwnas"
+    def url(self, database: str = "hwnas") -> str:
+        return f"postgresql://hwnas@127.0.0.1:{self.port}/{database}"

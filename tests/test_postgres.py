@@ -33,14 +33,7 @@ def server():
 
 def _study(pg: PgServer, tmp: Path, name: str, budget: int, grace: float) -> tuple[str, object]:
     """A fresh database schema per test: the study lives in its own database."""
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user="hwnas", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    url = pg.url().rsplit("/", 1)[0] + f"/{name}"
+    url = pg.database(name)
     storage = resolve_storage(url, tmp, heartbeat_s=1.0, grace_s=grace)
     create_study("toy", storage, ["minimize"], budget=budget, metadata={"experiment": "toy"})
     return url, storage
@@ -154,16 +147,9 @@ def test_the_cluster_recipe_on_loopback(server, tmp_path) -> None:
     """docs/cluster.md's steps with the real commands: workers started before the study exists wait for it
     (`--wait`), `hwnas search` creates it and runs worker 0, all share the budget on PostgreSQL; a worker
     preempted with SIGTERM mid-trial hands its trial back (exit 130, no FAILED trial, no budget lost)."""
-    import psycopg2
-
     from tests.experiments import tiny_mlp
 
-    conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="hwnas", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("CREATE DATABASE recipe")
-    conn.close()
-    url = server.url().rsplit("/", 1)[0] + "/recipe"
+    url = server.database("recipe")
     exp = tmp_path / "exp.yaml"
     exp.write_text(tiny_mlp(trials=8, extra=f"storage: {{url: '{url}', heartbeat_s: 5}}\n")
                    .replace("epochs: 1", "epochs: 3"))  # trials long enough for all three processes to get some

@@ -157,17 +157,15 @@ def wait_for_study(experiment: Any, seconds: float, poll_s: float = 0.5) -> None
 
     from hwnas.search.run import open_study
     from hwnas.search.storage import StudyNotFoundError
-    from hwnas.search.workers import StudyMismatchError
+    from hwnas.search.workers import StudyNotReadyError
 
     deadline = time.monotonic() + max(0.0, seconds)
     while True:
         try:
             open_study(experiment)
             return
-        except (StudyNotFoundError, StudyMismatchError) as err:
-            text = str(err)
-            pending = isinstance(err, StudyNotFoundError) or "no study named" in text or "is not ready" in text
-            if not pending or time.monotonic() + poll_s > deadline:
+        except (StudyNotFoundError, StudyNotReadyError):
+            if time.monotonic() + poll_s > deadline:
                 raise
             time.sleep(poll_s)
 

@@ -30,6 +30,7 @@ Contract (docs/export.md, "FINN"):
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -61,8 +62,8 @@ if TYPE_CHECKING:
 
     from .result import PathResult
 
-__all__ = ["FINN_HINT", "FinnBuild", "export_finn", "export_finn_onnx", "finn_front_end", "finn_missing",
-           "folding_config", "thresholds", "verify_finn"]
+__all__ = ["FINN_HINT", "FinnBuild", "execute_hw", "export_finn", "export_finn_onnx", "finn_front_end",
+           "finn_missing", "folding_config", "matrix_layers", "thresholds", "verify_finn"]
 
 FINN_HINT = ("finn-plus is not installed; install it beside hwnas with `pip install -r requirements-finn.txt` "
              "(docs/install.md: finn-plus 1.6.1 without brevitas, whose setuptools pin conflicts with torch 2.13)")
@@ -487,10 +488,10 @@ def finn_front_end(proto: Any, *, folding: dict[str, tuple[int, int]] | None = N
         raise ExportError(f"FINN made {len(mvaus)} matrix layers of {len(names)} hwnas Dense/Conv layers "
                           f"({', '.join(n.name for n in mvaus)})")
     abstract = folding_config(m, folding or {}, {name: n.name for name, n in zip(names, mvaus, strict=True)})
-    build = FinnBuild(model=m.transform(ApplyConfig(json.loads(json.dumps(abstract)))))
+    build = FinnBuild(model=m.transform(ApplyConfig(copy.deepcopy(abstract))))  # ApplyConfig edits its dict
     build.layer_nodes = {name: rename[n.name] for name, n in zip(names, mvaus, strict=True)}
     build.folding = {rename[k]: v for k, v in abstract.items()}
-    build.specialized = spec.transform(ApplyConfig(json.loads(json.dumps(build.folding))))
+    build.specialized = spec.transform(ApplyConfig(copy.deepcopy(build.folding)))
     for n in build.specialized.graph.node:
         if _is_hw(n):
             build.exp_cycles[n.name] = int(getCustomOp(n).get_exp_cycles())
@@ -549,11 +550,12 @@ def folding_config(m: Any, folding: dict[str, tuple[int, int]], layer_nodes: dic
 
 
 # --------------------------------------------------------------------------------------------- verification
-def _layer_names(graph: ExportGraph) -> list[str]:
+def matrix_layers(graph: ExportGraph) -> list[str]:
+    """The Dense/Conv layer names in order: one FINN MVAU/VVAU each (``finn_front_end(layers=...)``)."""
     return [n.name for n in graph.nodes if isinstance(n, Dense | Conv)]
 
 
-def _execute(m: Any, x: np.ndarray) -> np.ndarray:
+def execute_hw(m: Any, x: np.ndarray) -> np.ndarray:
     """FINN's Python execution of the HW-layer model, one sample at a time (FINN models take batch 1)."""
     from finn.core.onnx_exec import execute_onnx
 
@@ -586,7 +588,7 @@ def verify_finn(model: nn.Module, x: torch.Tensor, graph: ExportGraph, ref: np.n
     build, files = _build(model, tuple(x.shape[1:]), graph, options)
     folder = claim_folder(Path(workdir) / "finn", replace=True)
     _write_files(folder, files)
-    got = _execute(build.model, x.detach().cpu().numpy())
+    got = execute_hw(build.model, x.detach().cpu().numpy())
     return compare("finn", ref, got, lsb=lsb, seconds=time.perf_counter() - t0, artefact=str(folder))
 
 
@@ -618,7 +620,7 @@ def _build(model: nn.Module, input_shape: tuple[int, ...], graph: ExportGraph | 
     proto = export_finn_onnx(model, input_shape, graph=graph)
     folding = {k: (int(v[0]), int(v[1])) for k, v in (options.get("folding") or {}).items()}
     part = options.get("part") or "xc7z020clg400-1"
-    build = finn_front_end(proto, folding=folding, layers=_layer_names(graph), part=part)
+    build = finn_front_end(proto, folding=folding, layers=matrix_layers(graph), part=part)
     clock_ns = float(options.get("clock_period") or 10.0)
     cfg = {"output_dir": "build", "synth_clk_period_ns": clock_ns, "fpga_part": part,
            "folding_config_file": "folding_config.json", "standalone_thresholds": False,

@@ -105,6 +105,7 @@ __all__ = [
     "HeartbeatJournalStorage",
     "StorageError",
     "StudyNotFoundError",
+    "database_failure",
     "describe_storage",
     "heartbeat_ages",
     "heartbeat_grace",
@@ -228,6 +229,25 @@ _OPTUNA_TABLES = ("studies", "trials", "version_info")
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def database_failure(exc: BaseException) -> str | None:
+    """The driver's first line when ``exc`` is, or was caused by, a database server's connection failure, else None.
+
+    SQLAlchemy's ``OperationalError``/``InterfaceError`` anywhere in the cause chain (Optuna wraps them in
+    ``StorageInternalError``); the line is that of the chain's first exception (the driver's own message).
+    """
+    import sqlalchemy.exc
+
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not seen for seen in chain):
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    if not any(isinstance(e, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) for e in chain):
+        return None
+    text = str(chain[-1]).strip()
+    return text.splitlines()[0] if text else type(chain[-1]).__name__
 
 
 def _read_error_types() -> tuple[type[BaseException], ...]:

@@ -86,13 +86,14 @@ from optuna.trial import FrozenTrial, TrialState
 from hwnas.errors import HwnasError
 
 from .pareto import is_feasible, nondominated_ranks
-from .storage import HeartbeatJournalStorage, StorageError, heartbeat_ages, heartbeat_grace
+from .storage import HeartbeatJournalStorage, StorageError, database_failure, heartbeat_ages, heartbeat_grace
 
 __all__ = [
     "BUDGET_ATTR",
     "METADATA_ATTR",
     "READY_ATTR",
     "StudyMismatchError",
+    "StudyNotReadyError",
     "WorkerReport",
     "create_study",
     "extend_budget",
@@ -119,6 +120,10 @@ _FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 class StudyMismatchError(HwnasError, ValueError):
     """The study in the storage does not match this experiment or worker (or is missing / not ready)."""
+
+
+class StudyNotReadyError(StudyMismatchError):
+    """No such study yet, or its creation is still enqueueing trials: what a worker may wait for (``--wait``)."""
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -188,7 +193,7 @@ def _check_recorded(study: optuna.Study, *, budget: int | None, metadata: dict[s
             storage = f"'{path}'"
         else:
             storage = "<the storage URL> (storage.url of the experiment)"
-        raise StudyMismatchError(
+        raise StudyNotReadyError(
             f"{where}: study {study.study_name!r} is not ready: its creation was interrupted before all "
             f"{attrs[BUDGET_ATTR]} trials were enqueued (or is still running). Delete it with `optuna delete-study "
             f"--study-name '{study.study_name}' --storage {storage}` or use another study name")
@@ -265,7 +270,7 @@ def join_study(name: str, storage: BaseStorage, *, sampler: optuna.samplers.Base
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except KeyError:
-        raise StudyMismatchError(f"no study named {name!r} in the storage: create it first (hwnas search ...), "
+        raise StudyNotReadyError(f"no study named {name!r} in the storage: create it first (hwnas search ...), "
                                  "or check storage.url and storage.study_name") from None
     _check_recorded(study, budget=None if budget is None else _check_budget(budget),
                     metadata=None if metadata is None else _normalize_metadata(metadata), where="join_study")
@@ -667,9 +672,10 @@ def run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optun
                            catch=catch, callbacks=callbacks, progress=progress, timeout_s=timeout_s,
                            metadata=metadata, retry_failed=retry_failed, wait=wait, poll_s=poll_s)
     except Exception as exc:
-        if _database_error(exc):  # the server went away mid-operation
+        cause = database_failure(exc)
+        if cause is not None:  # the server went away mid-operation
             raise StorageError(f"worker {worker_id}: the study's database failed mid-search "
-                               f"({_first_line(_root(exc))}); finished trials are kept, a trial this worker was "
+                               f"({cause}); finished trials are kept, a trial this worker was "
                                "running is failed by the other workers' heartbeat check: start the worker again to "
                                "resume") from exc
         raise
@@ -793,39 +799,6 @@ def _run_worker(study_name: str, storage: BaseStorage, objective: Callable[[optu
         if owed:
             log.warning("no trial left in the budget to retry failed trials %s", report.unretried)
     return report
-
-
-def _database_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or was caused by, a database server's connection failure.
-
-    SQLAlchemy's ``OperationalError``/``InterfaceError``; Optuna wraps them in ``StorageInternalError``.
-    """
-    try:
-        import sqlalchemy.exc
-    except ImportError:  # pragma: no cover - optuna depends on SQLAlchemy
-        return False
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def _root(exc: BaseException) -> BaseException:
-    """The first exception of ``exc``'s cause chain (the driver's own message)."""
-    seen: set[int] = set()
-    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------- summary
