@@ -242,3 +242,16 @@ def test_every_subcommand_help_has_a_description_and_examples_that_parse():
             if "--help" not in argv:
                 build_parser().parse_args(argv[1:])  # SystemExit here: an example that does not parse
     assert sorted(names) == sorted(PAGES)
+
+
+def test_an_interrupt_swallowed_by_a_destructor_is_delivered_again():
+    """A SIGTERM/Ctrl-C landing in a weakref callback or ``__del__`` (seen in the cluster recipe test: SQLAlchemy's
+    registry cleanup) is re-delivered to the main flow, not printed as "Exception ignored" and lost."""
+    import subprocess
+
+    code = ("import time\nfrom hwnas.cli import _sigterm_as_interrupt\n_sigterm_as_interrupt()\n"
+            "class D:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
+            "try:\n    D()\n    for _ in range(200):\n        time.sleep(0.01)\n    print('lost')\n"
+            "except KeyboardInterrupt:\n    print('delivered')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "delivered" and "Exception ignored" not in done.stderr, (done.stdout, done.stderr)

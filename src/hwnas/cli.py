@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwnas: error: {_one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:  # anywhere: one line, no traceback
+        _settle_interrupts()
         line = _interrupted(args, argv)
         try:
             print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
@@ -254,21 +255,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwnas: error: {where}{err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:
-        from hwnas.search.workers import _database_error, _first_line, _root
+        from hwnas.search.storage import database_failure
 
-        if not _database_error(err):
+        cause = database_failure(err)
+        if cause is None:
             raise
         # a study's database server failing outside a worker's trial loop (opening, joining, summarising)
-        print(f"hwnas: error: the study's database failed ({_one_line(_first_line(_root(err)))}); finished trials "
+        print(f"hwnas: error: the study's database failed ({_one_line(cause)}); finished trials "
               "are kept: run the command again once the server is back", file=sys.stderr)
         return EXIT_FAILED
 
 
+_CONSOLE = False
+"""Set by :func:`_sigterm_as_interrupt`: this process is the ``hwnas`` console command (its signals are ours)."""
+_SETTLED = False
+"""Set by :func:`_settle_interrupts`: the interrupt was handled; later ones are dropped."""
+
+
+def _settle_interrupts() -> None:
+    """Once an interrupt is handled, let no later one kill the console command during exit.
+
+    A re-delivery still pending or a second signal would otherwise end it by SIGINT instead of its one line and 130.
+    """
+    global _SETTLED
+    if not _CONSOLE:
+        return
+    import signal
+
+    _SETTLED = True
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _sigterm_as_interrupt() -> None:
-    """Make SIGTERM raise KeyboardInterrupt in the main thread.
+    """Make SIGTERM raise KeyboardInterrupt in the main thread, and never lose an interrupt.
 
     A preempted worker then hands its trial back (WAITING, no budget spent) instead of leaving it to the
-    heartbeat timeout, and exits 130 with one line.
+    heartbeat timeout, and exits 130 with one line. An interrupt (SIGTERM or Ctrl-C) that lands while Python runs
+    a weakref callback or ``__del__`` is swallowed there ("Exception ignored in ...", measured in the recipe
+    test): the unraisable hook delivers it again 10 ms later (SIGALRM), so it reaches the main flow instead.
     """
     import signal
     import threading
@@ -279,7 +305,24 @@ def _sigterm_as_interrupt() -> None:
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    previous = sys.unraisablehook
+
+    def unraisable(info: object) -> None:
+        kind = getattr(info, "exc_type", None)
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            if _SETTLED:  # already handled: exiting with its line and 130
+                return
+            # again in 10 ms, after this hook has returned: the alarm's handler raises it outside the callback (and,
+            # should it land in another one, this hook arms the alarm once more)
+            signal.signal(signal.SIGALRM, handler)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        previous(info)
+
+    global _CONSOLE
+    _CONSOLE = True
     signal.signal(signal.SIGTERM, handler)
+    sys.unraisablehook = unraisable
 
 
 def _one_line(message: str) -> str:
