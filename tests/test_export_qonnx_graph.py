@@ -284,15 +284,19 @@ def test_sums_that_outgrow_float32_are_refused(cls, message: str) -> None:
     assert float32_exact(extract(model, shape), torch.randn(64, *shape) * 512)
 
 
-def test_dag_with_what_only_the_chain_walker_carries_is_refused() -> None:
-    """Scaled integers and float tensors go through the chain walker, which reads chains only."""
+def test_scaled_int_dag_goes_through_the_dag_walker_and_float_tensors_in_a_fixed_one_are_refused() -> None:
+    """Scaled integers in a DAG: the DAG walker (torch.fx) writes it, bit-exact. A fixed-point DAG that the export
+    graph refuses (a float bias) keeps the graph's reason: the walkers read chains and non-fixed-point graphs only."""
     from hwnas.quant import calibrate
 
     model, shape = GRAPH_MODELS["concat_mlp"]()
     hn.set_quantizers(model, input=dict(kind="scaled", bits=8), layers=(hn.QLinear,))
     calibrate(model, inputs(shape))
-    with pytest.raises(ExportError, match=r"ConcatMLP: only nn\.Sequential chains"):
-        export_qonnx(model, shape)
+    x = inputs(shape, n=16)
+    proto = export_qonnx(model, shape)
+    assert source(proto) == "DAG walker: ScaledIntQuantizer (not fixed point)"
+    assert [n.op_type for n in proto.graph.node].count("Concat") == 1
+    assert verify_qonnx(model, x)["mismatches"] == 0
     model, shape = GRAPH_MODELS["concat_mlp"]()
     model.a = hn.QLinear(8, 4, input_quantizer=fixed(8), weight_quantizer=fixed(6), bias_quantizer=None)
     with pytest.raises(ExportError, match=r"a\.bias_quantizer: the bias is not quantized"):
@@ -350,3 +354,136 @@ def test_static_bounds_hold_every_value(name: str) -> None:
         assert np.all(h >= b.lo) and np.all(h <= b.hi), node.output
         scaled = h * np.exp2(b.f)
         assert np.array_equal(scaled, np.round(scaled)), node.output
+
+
+# ------------------------------------------------------------------------- scaled-int and float16 DAGs (DAG walker)
+RX_SHAPE = (5, 4, 4)
+"""Receiver inputs on a 4×4 grid (the small preset's 5 planes): DeepRx is fully convolutional, a small grid is fast."""
+
+
+def _ptq_receiver(variant: str) -> tuple[nn.Module, torch.Tensor]:
+    """A tiny DeepRx receiver quantized as the study quantizes it, plus int8 outputs (``output_bits``: integer LLRs,
+    so that float32 summation order, onnxruntime's or torch's, is hidden by the last quantizer)."""
+    from hwnas.tasks.ofdm import LinkConfig, deeprx
+    from hwnas.tasks.ofdm.study import PTQ_VARIANTS
+    from hwnas.train import post_training_quantize
+
+    model = deeprx(LinkConfig.from_options("small"), channels=4, blocks=2, seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    calib = torch.randn(32, *RX_SHAPE, generator=g)
+    res = post_training_quantize(model, lambda m: 0.0, calib, calibration_size=len(calib), output_bits=8,
+                                 **PTQ_VARIANTS[variant])
+    return res.model.eval(), torch.randn(8, *RX_SHAPE, generator=g) * 1.5
+
+
+@pytest.mark.parametrize("variant", ["fp16", "int8-tensor", "int8-channel", "int4-tensor", "int4-channel"])
+def test_ptq_receiver_exports_through_the_dag_walker(variant: str) -> None:
+    """Each quantizer is one Quant (FloatQuant for fp16) node; the residual adds read the block's conv and skip."""
+    from hwnas.quant.base import Quantizer
+
+    model, x = _ptq_receiver(variant)
+    proto = export_qonnx(model, RX_SHAPE)
+    kinds = "Float16Quantizer, ScaledIntQuantizer" if variant == "fp16" else "ScaledIntQuantizer"
+    assert source(proto) == f"DAG walker: {kinds} (not fixed point)"
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Conv") == 6 and ops.count("Add") == 2
+    quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
+    assert ops.count("Quant") + ops.count("FloatQuant") == len(quantizers)
+    assert ops.count("FloatQuant") == (6 if variant == "fp16" else 0)
+    assert [list(n.input) for n in proto.graph.node if n.op_type == "Add"] == [
+        ["blocks.0.conv2/out", "stem/out"], ["blocks.1.conv2/out", "blocks.0.act2/out"]]
+    result = verify_qonnx(model, x)
+    assert result["mismatches"] == 0 and result["max_abs_diff"] == 0.0, result
+
+
+def test_ptq_receiver_with_int8_activations_verifies_on_qonnx_only() -> None:
+    """``verify_model``: QONNX runs bit-exact; every fixed-point path says why it cannot express the model."""
+    from hwnas.export.verify import verify_model
+
+    model, x = _ptq_receiver("int8-channel-act8")
+    report = verify_model(model, x)
+    by = {r.path: r for r in report.results}
+    assert [r.path for r in report.ran] == ["qonnx"] and report.passed
+    assert by["qonnx"].mismatches == 0 and by["qonnx"].max_abs_diff == 0.0
+    for path, r in by.items():
+        if path != "qonnx":
+            assert r.skipped is not None and "stem.input_quantizer: ScaledIntQuantizer cannot be exported exactly" \
+                in r.skipped, (path, r.skipped)
+
+
+def _requantize(model: nn.Module, how: str, x: torch.Tensor) -> nn.Module:
+    from hwnas.quant import calibrate
+
+    layers = (hn.QConv1d, hn.QConv2d, hn.QLinear, hn.QActivation)
+    if how == "scaled":  # int8 activations around every add, int4 per-channel weights, float biases
+        hn.set_quantizers(model, input=dict(kind="scaled", bits=8), weight=dict(kind="scaled", bits=4,
+                          granularity="channel"), bias=None, output=None, layers=layers)
+    elif how == "fp16":  # float16 weights, biases and activations
+        hn.set_quantizers(model, input=dict(kind="fp16"), weight=dict(kind="fp16"), bias=dict(kind="fp16"),
+                          output=None, layers=layers)
+    else:  # weights only: float activations around the adds
+        hn.set_quantizers(model, input=None, weight=dict(kind="scaled", bits=8), bias=None, output=None,
+                          layers=layers)
+    head = model.head
+    hn.set_quantizers(head, output=dict(kind="scaled", bits=8))
+    calibrate(model, x)
+    return model
+
+
+@pytest.mark.parametrize(("name", "how"), [("residual1d", "scaled"), ("residual2d", "fp16"),
+                                           ("residual1d", "weights")])
+def test_residual_blocks_with_scaled_and_float16_quantizers(name: str, how: str) -> None:
+    """Identity and 1×1-conv skips, 1-D and 2-D, quantized and float activations around the add, mean, relu."""
+    model, shape = GRAPH_MODELS[name]()
+    x = inputs(shape, n=16)
+    model = _requantize(model, how, x)
+    proto = export_qonnx(model, shape)
+    assert source(proto).startswith("DAG walker: ")
+    ops = [n.op_type for n in proto.graph.node]
+    assert sum(n.output[0].endswith("/add") for n in proto.graph.node) == 2  # the residual adds
+    assert ops.count("Conv") == sum(isinstance(m, hn.QConv1d | hn.QConv2d) for m in model.modules())
+    assert ops.count("GlobalAveragePool") == (1 if name == "residual1d" else 0)
+    assert ops.count("FloatQuant") > 0 if how == "fp16" else "FloatQuant" not in ops
+    result = verify_qonnx(model, x)
+    assert result["mismatches"] == 0 and result["max_abs_diff"] == 0.0, result
+
+
+class _Gated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        fp16 = {f"{slot}_quantizer": dict(kind="fp16") for slot in ("input", "weight", "bias")}
+        self.a = hn.QLinear(4, 4, **fp16)
+        self.head = hn.QLinear(4, 2, **fp16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.sigmoid(self.a(x)))
+
+
+def test_what_the_dag_walker_cannot_express_names_the_layer() -> None:
+    from hwnas.quant import calibrate
+
+    with pytest.raises(ExportError, match=r"^sigmoid: \S*sigmoid is not supported by the QONNX exporter \(supported"):
+        export_qonnx(_Gated(), (4,))
+    model, shape = GRAPH_MODELS["residual2d"]()
+    model = _requantize(model, "scaled", inputs(shape, n=8))
+    hn.set_quantizers(model.blocks[1].conv2, input=dict(kind="scaled", bits=8, symmetric=False))
+    calibrate(model, inputs(shape, n=8))
+    with pytest.raises(ExportError, match=r"^blocks\.1\.conv2\.input_quantizer: asymmetric activation quantization"):
+        export_qonnx(model, shape)
+
+
+def test_float16_quantizer_rounds_as_torch_casts() -> None:
+    """FloatQuant (5 exponent, 10 mantissa bits) as ``x.half().float()``: every float16 of four binades (subnormals
+    included), the ties between neighbours and one float32 ULP either side of them, overflow to ±inf."""
+    model = nn.Sequential(hn.QActivation("identity", input_quantizer=dict(kind="fp16")))
+    codes = np.concatenate([np.arange(0, 0x800), np.arange(0x3C00, 0x4000), np.arange(0x7800, 0x7C00)])
+    h = codes.astype(np.uint16).view(np.float16).astype(np.float64)
+    mid = np.float32((h[:-1] + h[1:]) / 2)
+    vals = [np.float32(h), mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(-np.inf)),
+            np.float32([65519.99, 65520.0, 1e6, 1e-40, 2.0 ** -25])]
+    x = np.concatenate([v for part in vals for v in (part, -part)])
+    x = np.concatenate([x, np.zeros(-len(x) % 64, np.float32)]).reshape(-1, 64)
+    proto = export_qonnx(model, (64,))
+    assert source(proto) == "chain walker: Float16Quantizer (not fixed point)"
+    want = torch.from_numpy(x).half().float().numpy()
+    assert np.isinf(want).any() and np.array_equal(execute_qonnx(proto, x), want)

@@ -38,6 +38,10 @@ def test_deeprx_shape_and_float_layers() -> None:
         deeprx("small", quant={"weights": {}})
     with pytest.raises(TaskError, match="kernel"):
         deeprx("small", kernel=2)
+    from hwnas.tasks import get_task
+
+    with pytest.raises(TaskError, match="hwnas receiver search"):  # an experiment naming it is told where it runs
+        get_task("ofdm-receiver")
 
 
 # ------------------------------------------------------------------------------------ with the link
@@ -143,16 +147,17 @@ def test_fixed_point_receiver_verifies_bit_exact() -> None:
         assert by["hls4ml"].mismatches == 0 and by["hls4ml"].error is None
     assert report.passed
 
-    # the seed's scaled-integer PTQ (max-abs scales) has no fixed-point graph, and QONNX takes scaled integers only
-    # as chains: every path says why it cannot run (nothing is compiled)
+    # the seed's scaled-integer PTQ (max-abs scales) has no fixed-point graph: QONNX runs it (its DAG walker, integer
+    # outputs), the fixed-point paths say why they cannot (nothing is compiled)
     set_quantizers(scaled, weight=dict(kind="scaled", bits=8, granularity="channel"), bias=None,
                    input=dict(kind="scaled", bits=8))
+    set_quantizers(scaled.head, output=dict(kind="scaled", bits=8))
     calibrate(scaled, x)
     report = verify_model(scaled.eval(), x[:8], paths=["reference", "qonnx", "hls4ml"])
-    reasons = {r.path: r.skipped or "" for r in report.results}
-    assert all(reasons.values()) and not report.passed
-    assert "not expressible" in reasons["hls4ml"] and "ScaledIntQuantizer" in reasons["hls4ml"]  # not powers of two
-    assert "not expressible" in reasons["qonnx"] and "chains" in reasons["qonnx"]  # a residual graph, not a chain
+    by = {r.path: r for r in report.results}
+    assert by["qonnx"].skipped is None and by["qonnx"].mismatches == 0 and report.passed
+    assert "not expressible" in by["hls4ml"].skipped and "ScaledIntQuantizer" in by["hls4ml"].skipped
+    assert by["reference"].skipped and "ScaledIntQuantizer" in by["reference"].skipped
 
 
 # ------------------------------------------------------------------------------------ study command
@@ -161,14 +166,28 @@ STUDY = ["--steps", "4", "--batch-size", "8", "--channels", "4", "--blocks", "1"
          "--calibration-frames", "8", "--seed", "3", "--quiet"]
 
 
-def test_study_command_writes_reproducible_files(tmp_path, capsys) -> None:
+@pytest.fixture(scope="module")
+def study_a(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny study's folder (the search's warm start too) and what the command printed."""
+    import contextlib
+    import io
+
     from hwnas.cli import main
 
-    assert main(["receiver", "study", "--out", str(tmp_path / "a"), *STUDY]) == 0
+    a = tmp_path_factory.mktemp("study") / "a"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["receiver", "study", "--out", str(a), *STUDY]) == 0
+    return a, buf.getvalue()
+
+
+def test_study_command_writes_reproducible_files(study_a, tmp_path, capsys) -> None:
+    from hwnas.cli import main
+
+    a, out = study_a
     assert main(["receiver", "study", "--out", str(tmp_path / "b"), *STUDY]) == 0
-    out = capsys.readouterr().out
     assert "index.html" in out and "int4 per-channel better than int4 per-tensor" in out
-    a, b = tmp_path / "a", tmp_path / "b"
+    b = tmp_path / "b"
     for name in ("curves_medium.csv", "gaps.csv", "sizes.csv", "validation.csv", "training.csv", "qat_training.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for name in ("bler_medium.png", "index.html", "gaps.md", "sizes.md", "claims.md", "study.json", "float.pt"):
@@ -212,3 +231,120 @@ def test_study_bad_options_one_line_exit_2(args, option, tmp_path, capsys) -> No
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and option in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ search command
+SEARCH = ["--trials", "3", "--steps", "2", "--batch-size", "4", "--population", "2", "--select", "2",
+          "--weight-bits", "3,8", "--act-bits", "4,8", "--verify-paths", "reference", "--quiet"]
+
+
+def _trial_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "trials.csv").open() as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def test_search_warm_start_reproducible_resumable(study_a, tmp_path, capsys, monkeypatch) -> None:
+    """Mixed-precision search from the study's float receiver: same seed, same trials; an interrupt resumes."""
+    from hwnas.cli import main
+    from hwnas.export import load_model
+    from hwnas.tasks.ofdm import search as search_mod
+
+    study, _ = study_a
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["receiver", "search", "--study", str(study), "--out", str(a), *SEARCH]) == 0
+    rows = _trial_rows(a)
+    assert len(rows) == 3 and all(r["state"] == "COMPLETE" for r in rows)
+    assert all(r["channels"] == "4" and r["blocks"] == "1" for r in rows)  # the study's receiver, bits searched
+    assert all(float(r["bops"]) > 0 and r["bits"].startswith("stem w") for r in rows)
+    with (a / "selected.csv").open() as fh:
+        selected = list(csv.DictReader(fh))
+    assert selected and all(s["verified"] == "reference 0 mismatching" for s in selected)
+    with (a / "curves_medium.csv").open() as fh:
+        receivers = {r["receiver"] for r in csv.DictReader(fh)}
+    assert {"float", "int4-channel", "qat-int4", "ls-lmmse", "perfect-csi"} <= receivers  # the study's, same frames
+    assert {f"searched-{s['number']}" for s in selected} <= receivers
+    model = load_model(a / selected[0]["model"]).model  # a model file hwnas verify / export read
+    assert model(torch.zeros(1, 5, 14, 24)).shape == (1, 4, 14, 24)
+    for name in ("front.png", "bler_medium.png", "gaps.md", "search.json", "index.html"):
+        assert (a / name).stat().st_size > 0, name
+
+    # an interrupt in the second trial: exit 130, the trial failed; the next run tries its point again first
+    real = search_mod.train_receiver
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "train_receiver", interrupted)
+    assert main(["receiver", "search", "--study", str(study), "--out", str(b), *SEARCH]) == 130
+    monkeypatch.setattr(search_mod, "train_receiver", real)
+    assert main(["receiver", "search", "--study", str(study), "--out", str(b), *SEARCH]) == 0
+    again = _trial_rows(b)
+    assert [r["state"] for r in again] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert again[0] == rows[0]  # same seed, same first trial
+    assert again[2]["bits"] == rows[1]["bits"]  # the interrupted point, tried again
+    # changed settings in the same folder are refused, naming them; a setting that contradicts the study too
+    capsys.readouterr()
+    assert main(["receiver", "search", "--study", str(study), "--out", str(a), *SEARCH[:-1], "--steps", "3"]) == 2
+    assert main(["receiver", "search", "--study", str(study), "--out", str(tmp_path / "c"), "--seed", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "steps" in err[0] and "--seed" in err[1] and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--channels", "0,8"], "--channels"),
+    (["--weight-bits", "4,x"], "--weight-bits"),
+    (["--sampler", "grid"], "--sampler"),
+    (["--verify-paths", "vhdl"], "--verify-paths"),
+    (["--study", "/nonexistent/study"], "--study"),
+    (["--separable", "maybe"], "--separable"),
+])
+def test_search_bad_options_one_line_exit_2(args, option, tmp_path, capsys) -> None:
+    from hwnas.cli import main
+
+    assert main(["receiver", "search", "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0], err
+    assert not (tmp_path / "x").exists()
+
+
+def test_layer_quant_mixed_precision() -> None:
+    """Per-layer quantizers: each layer's weights and the feature map it produces at its own width."""
+    quant = {"weight": {"bits": 8, "learnable": False, "granularity": "channel"}, "bias": None, "input": None,
+             "activation": {"bits": 8, "learnable": False}}
+    model = deeprx("small", channels=4, blocks=2, quant=quant,
+                   layer_quant={"blocks.1": {"weight": {"bits": 3, "learnable": False, "granularity": "channel"},
+                                             "activation": {"bits": 5, "learnable": False}}})
+    assert model.blocks[0].conv1.weight_quantizer.init_bits == 8
+    assert model.blocks[1].conv1.weight_quantizer.init_bits == 3
+    assert model.blocks[1].conv1.input_quantizer.init_bits == 8  # reads blocks.0's feature map at its width
+    assert model.blocks[1].conv2.input_quantizer.init_bits == 5 and model.head.input_quantizer.init_bits == 5
+    with pytest.raises(TaskError, match=r"layer_quant: unknown layer 'blocks\.2'"):
+        deeprx("small", channels=4, blocks=2, layer_quant={"blocks.2": {}})
+    with pytest.raises(TaskError, match=r"layer_quant\.head: key 'activation'"):
+        deeprx("small", channels=4, blocks=2, layer_quant={"head": {"activation": None}})
+
+
+def test_separable_blocks() -> None:
+    """Depthwise-separable residual blocks: k²·C + C² weights per convolution; the reference runs them bit-exactly."""
+    from hwnas.export.verify import verify_model
+    from hwnas.nn import set_quantizers
+    from hwnas.quant import calibrate
+
+    full, sep = deeprx("small", channels=8, blocks=1, seed=0), deeprx("small", channels=8, blocks=1, separable=True)
+    count = {m: sum(p.numel() for p in m.blocks.parameters() if p.dim() > 1) for m in (full, sep)}
+    assert count[full] == 2 * 9 * 8 * 8 and count[sep] == 2 * (9 * 8 + 8 * 8)
+    assert sep.blocks[0].conv1[0].groups == 8 and sep.blocks[0].conv1[1].kernel_size == (1, 1)
+    x = torch.randn(4, *sep.input_shape)
+    assert sep(x).shape == full(x).shape == (4, 4, 14, 24)
+    set_quantizers(sep, weight=dict(kind="fixed", bits=6, granularity="channel", learnable=False),
+                   bias=dict(kind="fixed", bits=12, learnable=False), input=dict(kind="fixed", bits=8, learnable=False))
+    set_quantizers(sep.stem, output=dict(kind="fixed", bits=8, learnable=False))
+    calibrate(sep, x)
+    report = verify_model(sep.eval(), x[:2], paths=["reference"])
+    assert report.results[0].skipped is None and report.results[0].mismatches == 0
+    with pytest.raises(TaskError, match="separable"):
+        deeprx("small", separable="yes")

@@ -1,4 +1,4 @@
-"""``hwnas receiver study``: the seed paper's PTQ study of the neural receiver (:mod:`hwnas.tasks.ofdm.study`).
+"""``hwnas receiver study`` (PTQ study, :mod:`hwnas.tasks.ofdm.study`) and ``search`` (:mod:`hwnas.tasks.ofdm.search`).
 
 Exit status: 0 success, 2 bad input (an option out of range, an output folder holding files hwnas did not write,
 a float receiver in the folder trained with other options), 130 interrupted (the checkpoints written so far are
@@ -26,7 +26,7 @@ def _number(name: str, text: str, kind: type) -> Any:
         return kind(text)
     except ValueError:
         what = "an integer" if kind is int else "a number"
-        raise StudyError(f"study option {name} (--{name.replace('_', '-')}): expected {what}, got {text!r}") from None
+        raise StudyError(f"option {name} (--{name.replace('_', '-')}): expected {what}, got {text!r}") from None
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -63,9 +63,61 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+_SEARCH_INT = ("trials", "population", "steps", "batch_size", "input_bits", "bias_bits", "select", "verify_frames",
+               "val_frames", "frames", "eval_batch", "seed", "threads")
+_SEARCH_FLOAT = ("lr", "max_bops", "target_bler")
+_SEARCH_LISTS = ("channels", "blocks", "weight_bits", "act_bits")
+
+
+def _search(args: argparse.Namespace) -> int:
+    from hwnas.tasks.ofdm.search import ReceiverSearchOptions, run_search
+
+    given: dict[str, Any] = {}
+    for name in _SEARCH_INT + _SEARCH_FLOAT:
+        text = getattr(args, name)
+        if text is not None:
+            given[name] = _number(name, text, int if name in _SEARCH_INT else float)
+    for name in _SEARCH_LISTS:
+        text = getattr(args, name)
+        if text is not None:
+            given[name] = tuple(_number(name, part.strip(), int) for part in text.split(",") if part.strip())
+    for name in ("preset", "sampler", "study", "ebno"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.groups is not None:
+        given["groups"] = tuple(p.strip() for p in args.groups.split(",") if p.strip())
+    if args.separable is not None:
+        words = {"no": False, "yes": True, "false": False, "true": True}
+        parts = [part.strip().lower() for part in args.separable.split(",") if part.strip()]
+        bad = [part for part in parts if part not in words]
+        if bad or not parts:
+            from hwnas.tasks.ofdm.study import StudyError
+
+            raise StudyError(f"search option separable (--separable): no, yes or no,yes, got {args.separable!r}")
+        given["separable"] = tuple(words[part] for part in parts)
+    if args.verify_paths is not None:
+        given["verify_paths"] = () if args.verify_paths.strip() == "none" else tuple(
+            p.strip() for p in args.verify_paths.split(",") if p.strip())
+    options = ReceiverSearchOptions.from_dict(given)
+    out = args.out or "runs/receiver-search"
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            from hwnas.cli_util import say as status
+
+            status(f"[receiver search] {line}")
+
+    result = run_search(options, out, progress=say, bars=not args.quiet)
+    print(f"search: {result.out / 'index.html'} ({result.seconds['total']:.0f} s); front of {len(result.front)}:")
+    for r in result.front:
+        print(f"  trial {r['number']:3d}  BMD rate {r['bmd_rate']:.4f}  {r['bops'] / 1e9:8.3f} GBOPs/frame  "
+              f"{r['channels']} ch × {r['blocks']} blocks: {r['bits']}  ({r['model']})")
+    return 0
+
+
 def add_receiver_commands(sub: Any) -> None:
     """Register ``receiver`` (with ``receiver study``) on the ``hwnas`` sub-command parser."""
-    rx = sub.add_parser("receiver", help="neural OFDM receiver (seed 002): the PTQ study")
+    rx = sub.add_parser("receiver", help="neural OFDM receiver (seed 002): the PTQ study and the receiver search")
     one_line_errors(rx)
     rsub = rx.add_subparsers(dest="receiver_command", required=True)
     p = rsub.add_parser("study", help="train a DeepRx-style receiver, quantize it (PTQ, QAT), BLER curves vs "
@@ -99,3 +151,41 @@ def add_receiver_commands(sub: Any) -> None:
     p.add_argument("--threads", help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=_study)
+
+    p = rsub.add_parser(
+        "search", help="search the receiver's width, depth and per-layer bit-widths (NSGA-II: validation BMD rate "
+        "vs BOPs), BLER curves of front models beside LS+LMMSE, perfect CSI and a study's receivers")
+    one_line_errors(p)
+    p.add_argument("--study", help="a `hwnas receiver study` folder: warm start from its float receiver, same "
+                   "validation and evaluation frames, its curves on the plots")
+    p.add_argument("--preset", help="link preset (default small; with --study: the study's)")
+    p.add_argument("--out", help="output folder (default runs/receiver-search); a second run resumes the search")
+    p.add_argument("--trials", help="finished trials to reach (default 12)")
+    p.add_argument("--sampler", help="nsga2 (default), tpe or random")
+    p.add_argument("--population", help="NSGA-II population (default 6)")
+    p.add_argument("--steps", help="training steps per trial (default 300)")
+    p.add_argument("--batch-size", dest="batch_size", help="frames per training step (default 16)")
+    p.add_argument("--lr", help="Adam learning rate (default 1e-3 from scratch, 1e-4 with --study)")
+    p.add_argument("--channels", help="comma list of widths to search (default 32,64,96; --study: its width)")
+    p.add_argument("--blocks", help="comma list of block counts to search (default 1,2; --study: its depth)")
+    p.add_argument("--separable", help="block kinds: no (full 3x3 convolutions, default), yes (depthwise-separable) "
+                   "or no,yes (searched); --study: its receiver's")
+    p.add_argument("--weight-bits", dest="weight_bits", help="comma list of weight widths (default 3,4,5,6,8)")
+    p.add_argument("--act-bits", dest="act_bits", help="comma list of activation widths (default 4,6,8)")
+    p.add_argument("--input-bits", dest="input_bits", help="receiver input width (default 10)")
+    p.add_argument("--bias-bits", dest="bias_bits", help="bias width (default 16)")
+    p.add_argument("--max-bops", dest="max_bops", help="constraint: BOPs per frame at most this")
+    p.add_argument("--select", help="front models that get BLER curves (default 3)")
+    p.add_argument("--verify-paths", dest="verify_paths", help="comma list of export paths the selected models are "
+                   "verified on (default reference,qonnx; none: no verification)")
+    p.add_argument("--verify-frames", dest="verify_frames", help="frames per verification (default 2)")
+    p.add_argument("--val-frames", dest="val_frames", help="validation frames (default 256)")
+    p.add_argument("--ebno", help="Eb/N0 points: start:stop:step or a comma list (default 0:10:2)")
+    p.add_argument("--groups", help="comma list of speed groups (default low,medium,high)")
+    p.add_argument("--frames", help="frames per Eb/N0 point and group (default 256)")
+    p.add_argument("--eval-batch", dest="eval_batch", help="frames per simulated evaluation batch (default 128)")
+    p.add_argument("--target-bler", dest="target_bler", help="BLER of the gap table (default 0.1)")
+    p.add_argument("--seed", help="seed of the sampler, the trials and the frames (default 0)")
+    p.add_argument("--threads", help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    p.set_defaults(func=_search)

@@ -285,7 +285,8 @@ register(ExportPath(
     "quantizers only)", needs_graph=True, verify=_verify_reference, default=True))
 register(ExportPath(
     name="qonnx", summary="ONNX with QONNX Quant nodes (what FINN ingests), executed with qonnx",
-    expresses="per-tensor/per-channel fixed point and scaled integers (one width per tensor or channel)",
+    expresses="per-tensor/per-channel fixed point, scaled integers and float16 (one width per tensor or channel), "
+    "chains and DAGs (residual adds, concatenations, global pooling)",
     needs_graph=False, export=_export_qonnx, artefact="model.qonnx.onnx", verify=_verify_qonnx,
     tool_check=_qonnx_tools, default=True, arithmetic="float32"))
 register(ExportPath(

@@ -12,12 +12,21 @@ Contract:
   ``GlobalAveragePool``/``GlobalMaxPool`` then ``Flatten`` to (N, C); ``Table`` is refused (below), except a
   bipolar quantizer's (``BipolarQuant``, below). A chain exports as one node group per layer in the order of
   :class:`hwnas.nn.QLayer`'s forward, as it always has.
-* Models the export graph does not hold go through the chain walker (:func:`_walk_chain`, which reads the torch
-  layers of an ``nn.Sequential`` chain itself and emits the same node groups): models with a scaled-integer or
-  float16 quantizer (or none at all), and chains the graph refuses although QONNX carries them in float32 — a
-  float (unquantized) model input, weight or bias, average pooling over a window that is not a power of two.
-  A model that is not a chain there is refused (``only nn.Sequential chains``). ``metadata_props`` key
-  ``hwnas.qonnx.source`` of the file says which reader wrote it (``export graph`` or ``chain walker: why``).
+* Models the export graph does not hold go through a walker that reads the torch layers itself and emits, per
+  layer, the same node group (:func:`_layer`), one reader per model kind: the chain walker
+  (:func:`_walk_chain`) reads an ``nn.Sequential`` chain — a model with a scaled-integer or float16 quantizer
+  (or none at all), or a chain the graph refuses although QONNX carries it in float32 (a float, unquantized,
+  model input, weight or bias; average pooling over a window that is not a power of two); the DAG walker
+  (:func:`_walk_dag`) reads any other model with a scaled-integer or float16 quantizer (a PTQ'd residual
+  network such as :func:`hwnas.tasks.ofdm.deeprx`): it traces ``forward`` with torch.fx as the export graph
+  does (layers are leaves, a :class:`~hwnas.nn.QResidualBlock` is its convolutions, activations and add) and
+  emits each layer call's node group and each functional node between layers (``x + y`` → ``Add``,
+  ``torch.cat`` → ``Concat``, ``flatten``/``view(batch, -1)`` → ``Flatten``, ``relu`` → ``Relu``, the spatial
+  ``mean`` → ``GlobalAveragePool`` [+ ``Flatten``]), wired by the data flow; the last ONNX node of a layer call
+  writes ``<layer>/out``, of a functional node ``<fx node>/<op>``. Refused: a graph without any quantizer
+  (``only nn.Sequential chains``) and a fixed-point graph the export graph refuses (the graph's reason).
+  ``metadata_props`` key ``hwnas.qonnx.source`` of the file says which reader wrote it (``export graph``,
+  ``chain walker: why`` or ``DAG walker: why``).
 * A fixed-point quantizer (k, i, f) becomes ``Quant(x, scale=2^-f, zeropt=0, bitwidth=k+i+f)`` with
   ``signed=k`` and ``narrow`` for signed SAT_SYM (unsigned SAT_SYM is SAT). QONNX clips before it rounds and
   ap_fixed rounds before it saturates; for saturating modes both give the same value. Weights and biases are
@@ -36,6 +45,15 @@ Contract:
   ``BipolarQuant`` of the sign step's input).
 * A scaled-integer quantizer becomes ``Quant(x, scale, zeropt, bits)`` with its own scale(s), signedness and
   narrow range, rounding ROUND (half to even, as torch rounds); activations must be symmetric (zero point 0).
+* A float16 quantizer (:class:`~hwnas.quant.Float16Quantizer`) becomes ``FloatQuant(x, scale=1, exponent
+  bits 5, mantissa bits 10, exponent bias 15, max_val 65504)`` with ``has_inf``, ``has_subnormal``, no
+  saturation, rounding ROUND: qonnx's execution equals ``x.half().float()`` on every float32 (ties to even,
+  subnormals, overflow to ±inf); on a weight or bias over the stored float16 values.
+* The walkers' element-wise nodes (``Add``, ``Relu``, ``Quant``) round as torch's float32 ones do. With
+  non-power-of-two scales (scaled integers, float16 values) the sums of ``MatMul``/``Conv``/``AveragePool``/
+  ``GlobalAveragePool`` are not exact in float32: onnxruntime adds in another order than torch, about one ULP
+  apart, which a later quantizer hides unless the sum lies within those ULPs of its rounding boundary (then
+  that code differs by one); a float tensor that is not quantized again (logits) differs by the ULPs.
 * QONNX executes in float32. A residual ``Add`` and a global average pool's sum are exact only while every
   operand, partial sum and result fits 24 significant bits; the exporter bounds them statically from the
   formats and the weights (:func:`_value_bounds`: interval arithmetic per element, the finest grid of the
@@ -45,7 +63,7 @@ Contract:
   or RTL path: per-parameter widths, per-channel activation widths that differ, WRAP or SAT_ZERO overflow,
   signed 1-bit fixed-point values {-1, 0} (QONNX executes a signed 1-bit ``Quant`` as bipolar ±1), staged
   roundings wider than 22 bits, table activations, sums that outgrow float32, asymmetric scaled-int activations,
-  float16 quantizers, unfolded BatchNorm, and layers it does not know.
+  unfolded BatchNorm, layers it does not know and (DAG walker) operations between layers other than those above.
 """
 
 from __future__ import annotations
@@ -61,10 +79,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.errors import first_line
 from hwnas.nn import QActivation, QConv1d, QConv2d, QLinear
 from hwnas.nn.activation import QAvgPool1d, QAvgPool2d, QMaxPool1d, QMaxPool2d
 from hwnas.nn.base import QLayer
-from hwnas.quant import BipolarQuantizer, FixedPointQuantizer, ScaledIntQuantizer
+from hwnas.quant import BipolarQuantizer, FixedPointQuantizer, Float16Quantizer, ScaledIntQuantizer
 from hwnas.quant.base import Quantizer
 
 from .errors import ExportError
@@ -92,7 +111,8 @@ __all__ = ["QONNX_DOMAIN", "SOURCE_KEY", "ExportError", "execute_qonnx", "export
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 SOURCE_KEY = "hwnas.qonnx.source"
-"""``metadata_props`` key naming the reader that wrote the file (``export graph`` or ``chain walker: why``)."""
+"""``metadata_props`` key naming the reader that wrote the file (``export graph``, ``chain walker: why`` or
+``DAG walker: why``)."""
 _OPSET = 13
 _IR_VERSION = 8
 
@@ -169,6 +189,19 @@ def _quant(g: _Graph, x: str, scale: np.ndarray, bits: int, signed: bool, narrow
 def _bipolar(g: _Graph, x: str) -> str:
     """A ``BipolarQuant`` node of ``x`` with scale 1: ``+1`` where ``x >= 0``, else ``-1``."""
     return g.node("BipolarQuant", [x, g.const("scale", np.ones(()))], "bipolar", QONNX_DOMAIN)
+
+
+def _float16(g: _Graph, x: str) -> str:
+    """A ``FloatQuant`` node of ``x`` in IEEE half precision: what ``x.half().float()`` computes.
+
+    5 exponent bits (bias 15), 10 mantissa bits, subnormals down to 2^-24, rounding half to even, no saturation:
+    a value that rounds above 65504 becomes ±inf (``has_inf``), as torch's cast does.
+    """
+    ins = [x, g.const("scale", np.ones(())), g.const("exponent_bitwidth", np.array(5.0)),
+           g.const("mantissa_bitwidth", np.array(10.0)), g.const("exponent_bias", np.array(15.0)),
+           g.const("max_val", np.array(65504.0))]
+    return g.node("FloatQuant", ins, "floatquant", QONNX_DOMAIN, rounding_mode="ROUND", has_inf=1, has_nan=1,
+                  has_subnormal=1, saturation=0)
 
 
 def _fixed_static(g: _Graph, fmt: FixedFormat, value: np.ndarray, transpose: bool = False) -> str:
@@ -494,6 +527,9 @@ def _quant_static(g: _Graph, q: Any, value: torch.Tensor, where: str, transpose:
         return _bipolar(g, g.const("param", data.T if transpose else data))
     if isinstance(q, ScaledIntQuantizer):
         return _scaled_static(g, q, value, transpose)
+    if isinstance(q, Float16Quantizer):  # the stored values are float16 already: FloatQuant reproduces them
+        data = value.detach().double().numpy()
+        return _float16(g, g.const("param", data.T if transpose else data))
     if not isinstance(q, FixedPointQuantizer):
         raise ExportError(f"{where}: {type(q).__name__} has no QONNX Quant form; {_OTHER_PATHS}")
     return _fixed_static(g, _kif(q, tuple(value.shape), where), value.detach().double().numpy(), transpose)
@@ -506,6 +542,8 @@ def _quant_activation(g: _Graph, q: Any, x: str, sample: tuple[int, ...], where:
         return _bipolar(g, x)
     if isinstance(q, ScaledIntQuantizer):
         return _scaled_activation(g, q, x, where)
+    if isinstance(q, Float16Quantizer):
+        return _float16(g, x)
     if not isinstance(q, FixedPointQuantizer):
         raise ExportError(f"{where}: {type(q).__name__} has no QONNX Quant form; {_OTHER_PATHS}")
     return _fixed_activation(g, _kif(q, sample, where), x)
@@ -610,9 +648,9 @@ def _chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if isinstance(model, QLayer) or not list(model.children()):
         return [("", model)]
     raise ExportError(f"{type(model).__name__}: only nn.Sequential chains of layers are exported to QONNX when the "
-                      "model has scaled-integer quantizers, float (unquantized) tensors or no fixed-point "
-                      "quantizer (the export graph, which reads graphs, holds fixed-point models only); wrap the "
-                      "layers in nn.Sequential")
+                      "model has no quantizer (graphs are read by the export graph, for fixed-point models, and by "
+                      "the DAG walker, for scaled-integer or float16 ones); quantize it or wrap the layers in "
+                      "nn.Sequential")
 
 
 def _walk_chain(g: _Graph, model: nn.Module, sample: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
@@ -629,19 +667,152 @@ def _walk_chain(g: _Graph, model: nn.Module, sample: tuple[int, ...]) -> tuple[s
     return x, sample
 
 
+# -------------------------------------------------------------------------------------------- DAG walker
+def _dag_tensor(g: _Graph, names: set[str], stem: str, tensor: str, since: int) -> str:
+    """Name the ONNX tensor of one fx node ``stem`` (``#k`` appended when taken) when a node just wrote it."""
+    name, k = stem, 1
+    while name in names:
+        k += 1
+        name = f"{stem}#{k}"
+    out = g.rename_last(tensor, name, since)
+    if out == name:
+        names.add(name)
+    return out
+
+
+def _walk_dag(g: _Graph, model: nn.Module, sample: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """Emit a model that is not a chain, read from torch through torch.fx (see the module docstring).
+
+    ``forward`` is traced as :func:`hwnas.export.graph.extract` traces it (layers are leaves, so a
+    :class:`~hwnas.nn.QResidualBlock` is its convolutions, activations and add); each layer call emits the chain
+    walker's node group (:func:`_layer`), each functional node between layers its ONNX node: ``x + y`` → ``Add``,
+    ``torch.cat`` → ``Concat``, ``flatten(x, 1)``/``view(batch, -1)`` → ``Flatten``, ``relu`` → ``Relu``, the mean
+    over the spatial axes → ``GlobalAveragePool`` (then ``Flatten`` unless ``keepdim``). The last ONNX node of a
+    layer call writes ``<layer>/out``, of a functional node ``<fx node>/<op>``.
+    """
+    from .graph import SUPPORTED_FUNCTIONS, ValueRecorder, describe_target, op_kind, trace
+
+    gm = trace(model)
+    if sum(n.op == "placeholder" for n in gm.graph.nodes) != 1:
+        raise ExportError(f"{type(model).__name__}: forward must take exactly one tensor to be exported")
+    rec = ValueRecorder(gm)
+    try:
+        with torch.no_grad():  # weight quantizers derive their ranges from the weights; the shapes of each tensor
+            rec.run(torch.zeros((1, *sample)))
+    except Exception as err:  # an uncalibrated quantizer, a shape that does not fit, ...
+        where = next((str(n.target) if n.op == "call_module" else n.name for n in gm.graph.nodes
+                      if n.op not in ("placeholder", "output") and n not in rec.values), type(model).__name__)
+        raise ExportError(f"{where}: cannot run on a sample of shape {sample}: {first_line(err)}") from err
+
+    def shape(n: Any) -> tuple[int, ...]:
+        return tuple(rec.values[n].shape[1:])
+
+    env: dict[torch.fx.Node, str] = {}
+    names: set[str] = set()
+
+    def source(a: Any, n: torch.fx.Node) -> str:
+        if not isinstance(a, torch.fx.Node) or a not in env:
+            raise ExportError(f"{n.name}: {describe_target(n)} with a constant operand ({a!r}) is not exported to "
+                              "QONNX; fold constants into a layer's weights or bias")
+        return env[a]
+
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            env[n] = INPUT
+            continue
+        if n.op == "output":
+            out = n.args[0]
+            if not isinstance(out, torch.fx.Node) or out not in env:
+                raise ExportError(f"{type(model).__name__}: forward must return one tensor, got {type(out).__name__}")
+            y = env[out]
+            return (g.node("Identity", [y], "identity") if y == INPUT else y), shape(out)
+        if n.op == "get_attr":
+            raise ExportError(f"{n.target}: a tensor attribute used directly in forward is not exported to QONNX; "
+                              "use a layer")
+        since = len(g.nodes)
+        if n.op == "call_module":
+            target = str(n.target)
+            if len(n.args) != 1 or n.kwargs:
+                raise ExportError(f"{target}: layers take one tensor input")
+            y = _layer(g, target, gm.get_submodule(target), source(n.args[0], n), shape(n.args[0]))
+            env[n] = _dag_tensor(g, names, f"{target}/out", y, since)
+            continue
+        kind = op_kind(n)
+        if kind is None:
+            raise ExportError(f"{n.name}: {describe_target(n)} is not supported by the QONNX exporter (supported "
+                              f"between layers: {'; '.join(SUPPORTED_FUNCTIONS)})")
+        value = rec.values.get(n)
+        if kind == "meta" and isinstance(value, torch.Tensor):
+            raise ExportError(f"{n.name}: indexing or slicing a tensor is not supported by the QONNX exporter")
+        if kind == "meta" or not isinstance(value, torch.Tensor):
+            continue  # sizes and shapes: they only feed reshape, whose result shape is checked below
+        first = n.args[0] if n.args else None
+        if kind == "identity":
+            env[n] = source(first, n)
+            continue
+        if kind == "add":
+            if "alpha" in n.kwargs or len(n.args) != 2:
+                raise ExportError(f"{n.name}: add with alpha is not supported; scale inside a layer instead")
+            a, b = source(n.args[0], n), source(n.args[1], n)
+            if shape(n.args[0]) != shape(n.args[1]):
+                raise ExportError(f"{n.name}: adding tensors of shapes {shape(n.args[0])} and {shape(n.args[1])} "
+                                  "(broadcasting) is not supported; the operands of a residual add must have one shape")
+            y = g.node("Add", [a, b], "add")  # element-wise float32, rounded as torch rounds it
+        elif kind == "cat":
+            parts = [source(p, n) for p in _arg(n, 0, "tensors", ())]
+            dim = int(_arg(n, 1, "dim", 0))
+            dim = dim + len(shape(n)) + 1 if dim < 0 else dim
+            if dim == 0:
+                raise ExportError(f"{n.name}: concatenation along the batch axis is not supported")
+            y = g.node("Concat", parts, "concat", axis=dim) if len(parts) > 1 else parts[0]
+        elif kind in ("flatten", "reshape"):
+            x = source(first, n)
+            if kind == "flatten" and (int(_arg(n, 1, "start_dim", 0)), int(_arg(n, 2, "end_dim", -1))) != (1, -1):
+                raise ExportError(f"{n.name}: only flatten(x, 1) (everything after the batch axis) is supported")
+            if kind == "reshape" and shape(n) != (math.prod(shape(first)),):
+                raise ExportError(f"{n.name}: {describe_target(n)} to per-sample shape {shape(n)} is not supported; "
+                                  "only flattening to (batch, -1) is")
+            y = x if len(shape(first)) == 1 else g.node("Flatten", [x], "flatten", axis=1)
+        elif kind == "relu":
+            y = g.node("Relu", [source(first, n)], "relu")
+        else:  # mean
+            x = source(first, n)
+            dims = _arg(n, 1, "dim", None)
+            rank = len(shape(first)) + 1
+            axes = None if dims is None else sorted(
+                {(int(d) + rank) % rank for d in (dims if isinstance(dims, tuple | list) else (dims,))})
+            if axes != list(range(2, rank)) or rank < 3:
+                raise ExportError(f"{n.name}: mean over axes {axes} is not supported; only the mean over every "
+                                  f"spatial axis ({list(range(2, rank))}) is (global average pooling)")
+            y = g.node("GlobalAveragePool", [x], "gpool")
+            if not _arg(n, 2, "keepdim", False):
+                y = g.node("Flatten", [y], "flatten", axis=1)  # (N, C, 1[, 1]) -> (N, C)
+        env[n] = _dag_tensor(g, names, f"{n.name}/{kind}", y, since)
+    raise ExportError("model: forward has no output")  # pragma: no cover - fx graphs end with an output node
+
+
+def _arg(n: torch.fx.Node, index: int, key: str, default: Any) -> Any:
+    return n.args[index] if len(n.args) > index else n.kwargs.get(key, default)
+
+
+def _not_fixed_point(model: nn.Module) -> list[str]:
+    """The class names of ``model``'s quantizers that are not fixed point (scaled integers, float16), sorted."""
+    return sorted({type(q).__name__ for q in model.modules()
+                   if isinstance(q, Quantizer) and not isinstance(q, FixedPointQuantizer | BipolarQuantizer)})
+
+
 def _source(model: nn.Module, sample: tuple[int, ...]) -> ExportGraph | str:
-    """The export graph of a fixed-point model, or why the chain walker exports it (module docstring)."""
-    quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
-    other = sorted({type(q).__name__ for q in quantizers if not isinstance(q, FixedPointQuantizer | BipolarQuantizer)})
+    """The export graph of a fixed-point model, or why a walker exports it (module docstring)."""
+    other = _not_fixed_point(model)
     if other:
         return f"{', '.join(other)} (not fixed point)"
-    if not quantizers:
+    if not any(isinstance(m, Quantizer) for m in model.modules()):
         return "no quantizer"
     try:
         return extract(model, sample)
     except ExportError as err:
         if not _is_chain(model):
-            raise  # the chain walker cannot read it either: the export graph's reason is the one that helps
+            raise  # no walker reads a fixed-point graph: the export graph's reason is the one that helps
         return f"not in the export graph ({err})"
 
 
@@ -657,8 +828,8 @@ def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.
                  *, batch_size: int = 1, replace: bool = True, graph: ExportGraph | None = None) -> Any:
     """The QONNX ``onnx.ModelProto`` of ``model`` for per-sample ``input_shape``; also written to ``path``.
 
-    The model is put in eval mode and read through the export graph (the chain walker for what the graph does
-    not hold; module docstring). Raises :class:`ExportError` naming the layer for anything QONNX cannot express
+    The model is put in eval mode and read through the export graph (the chain or DAG walker for what the graph
+    does not hold; module docstring). Raises :class:`ExportError` naming the layer for anything QONNX cannot express
     exactly. Written atomically (temporary file, then rename) with :func:`hwnas.export.folders.write_file`: an
     existing file is overwritten only with ``replace`` (the command line's ``--force``); a folder at ``path``
     raises :class:`~hwnas.export.folders.FolderError`. ``graph``: the model's export graph when the caller
@@ -673,9 +844,12 @@ def export_qonnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.
     if isinstance(source, ExportGraph):
         out, out_shape = _from_graph(g, source)
         how = "export graph"
-    else:
+    elif _is_chain(model) or not _not_fixed_point(model):  # a graph without quantizers: _walk_chain refuses it
         out, out_shape = _walk_chain(g, model, sample)
         how = f"chain walker: {source}"
+    else:
+        out, out_shape = _walk_dag(g, model, sample)
+        how = f"DAG walker: {source}"
     graph = helper.make_graph(
         g.nodes, "hwnas", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch_size, *sample])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch_size, *out_shape])], g.inits)

@@ -164,11 +164,18 @@ class Task:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, *, batch_size: int = 4096,
                  classes: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """Task metric, confusion matrix and (if the split has SNRs) accuracy per SNR of ``model`` on ``split``."""
+        """Task metric, confusion matrix and (if the split has SNRs) accuracy per SNR of ``model`` on ``split``.
+
+        Each batch runs on the model's device (:func:`hwnas.nn.base.module_device`); the predictions come back to
+        the CPU.
+        """
+        from hwnas.nn.base import module_device
+
         was = model.training
         model.eval()
+        dev = module_device(model)
         try:
-            pred = torch.cat([model(split.x[i:i + batch_size]).argmax(dim=1)
+            pred = torch.cat([model(split.x[i:i + batch_size].to(dev)).argmax(dim=1).cpu()
                               for i in range(0, len(split), batch_size)]).numpy()
         finally:
             model.train(was)
@@ -191,6 +198,13 @@ _METRICS: dict[str, Callable[[Any, Any], float]] = {"accuracy": _metrics.accurac
 
 _REGISTRY: dict[str, Task] = {}
 
+_OWN_COMMAND: dict[str, str] = {
+    "ofdm-receiver": "the neural receiver trains on link batches simulated per step (Sionna), not on an in-memory "
+                     "data set; its study and its architecture/mixed-precision search are `hwnas receiver study` "
+                     "and `hwnas receiver search` (docs/tasks_receiver.md)",
+}
+"""Tasks that run through a command of their own, with the message an experiment naming them gets."""
+
 
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Add ``task`` to the registry under ``task.name``."""
@@ -203,6 +217,8 @@ def register_task(task: Task, *, replace: bool = False) -> Task:
 def get_task(name: str) -> Task:
     """The registered task ``name``; an unknown name is a :class:`TaskError` listing the known ones."""
     _ensure_builtin()
+    if name not in _REGISTRY and name in _OWN_COMMAND:
+        raise TaskError(f"task: {name!r} is not a data-set task of hwnas run: {_OWN_COMMAND[name]}")
     if name not in _REGISTRY:
         raise TaskError(f"task: unknown task {name!r}; available {task_names()}")
     return _REGISTRY[name]

@@ -59,23 +59,37 @@ class DeepRx(nn.Module):
     """
 
     def __init__(self, in_channels: int, bits_per_symbol: int, grid: tuple[int, int], *, channels: int,
-                 blocks: int, kernel: int, quant: Mapping[str, Any] | None) -> None:
+                 blocks: int, kernel: int, quant: Mapping[str, Any] | None,
+                 layer_quant: Mapping[str, Mapping[str, Any]] | None = None, separable: bool = False) -> None:
         super().__init__()
-        q = dict(quant) if quant is not None else dict.fromkeys(QUANT_KEYS)
+        base = dict(quant) if quant is not None else dict.fromkeys(QUANT_KEYS)
+        per = dict(layer_quant or {})
         pad = kernel // 2
-        wb = {"weight_quantizer": q.get("weight"), "bias_quantizer": q.get("bias")}
-        act = q.get("activation")
+
+        def q(layer: str) -> dict[str, Any]:
+            return {**base, **per.get(layer, {})}
+
+        def wb(layer: str) -> dict[str, Any]:
+            return {"weight_quantizer": q(layer)["weight"], "bias_quantizer": q(layer)["bias"]}
+
         self.input_shape: tuple[int, int, int] = (in_channels, *grid)
         self.bits_per_symbol = bits_per_symbol
         # the stem's output is read by the first block's convolution *and* its residual add: quantized here, so
         # the add sums two quantized operands (an unquantized accumulator there needs up to 25 significant bits
         # at 8-bit widths, more than QONNX's float32 execution carries exactly)
-        self.stem = QConv2d(in_channels, channels, kernel, padding=pad, input_quantizer=q.get("input"),
-                            output_quantizer=act if blocks else None, **wb)
-        self.blocks = nn.Sequential(*(
-            QResidualBlock(2, channels, channels, kernel, input_quantizer=act, activation_quantizer=act, **wb)
-            for _ in range(blocks)))
-        self.head = QConv2d(channels, bits_per_symbol, kernel, padding=pad, input_quantizer=act, **wb)
+        self.stem = QConv2d(in_channels, channels, kernel, padding=pad, input_quantizer=q("stem")["input"],
+                            output_quantizer=q("stem")["activation"] if blocks else None, **wb("stem"))
+        # a layer's "activation" quantizes the feature map it produces; the next layer reads it at that format
+        previous = q("stem")["activation"]
+        block_list = []
+        for i in range(blocks):
+            name = f"blocks.{i}"
+            block_list.append(QResidualBlock(2, channels, channels, kernel, input_quantizer=previous,
+                                             activation_quantizer=q(name)["activation"], separable=separable,
+                                             **wb(name)))
+            previous = q(name)["activation"]
+        self.blocks = nn.Sequential(*block_list)
+        self.head = QConv2d(channels, bits_per_symbol, kernel, padding=pad, input_quantizer=previous, **wb("head"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """LLRs (B, m, S, F) of receiver inputs (B, 2·Nr + 1, S, F)."""
@@ -89,7 +103,9 @@ def _positive(name: str, value: Any, lo: int = 1) -> int:
 
 
 def deeprx(link_or_config: OfdmLink | LinkConfig | str, *, channels: int = 128, blocks: int = 8, kernel: int = 3,
-           quant: Mapping[str, Any] | str | None = None, seed: int | None = 0) -> DeepRx:
+           quant: Mapping[str, Any] | str | None = None,
+           layer_quant: Mapping[str, Mapping[str, Any]] | None = None, separable: bool = False,
+           seed: int | None = 0) -> DeepRx:
     """The seed's DeepRx-style receiver for a link (an :class:`OfdmLink`, a :class:`LinkConfig` or a preset name).
 
     Args:
@@ -99,6 +115,14 @@ def deeprx(link_or_config: OfdmLink | LinkConfig | str, *, channels: int = 128, 
         kernel: odd kernel size of every convolution (seed: 3).
         quant: ``None`` (float layers, no quantizers), ``"hgq"`` (HGQ's learnable per-parameter fixed point in
             every slot) or a dict with some of :data:`QUANT_KEYS` → quantizer specs (a missing key is float).
+        layer_quant: per-layer overrides of ``quant`` (mixed precision): layer name (``stem``,
+            ``blocks.0`` … ``blocks.<blocks-1>``, ``head``) → some of :data:`QUANT_KEYS`. A layer's
+            ``activation`` quantizes the feature map it produces (the stem's output, a block's inner feature map
+            and residual sum), which the next layer reads at that format; ``input`` belongs to the stem only and
+            the head produces LLRs, not an activation.
+        separable: depthwise-separable residual blocks (each 3×3 convolution as a depthwise 3×3 and a pointwise
+            1×1, :class:`~hwnas.nn.QResidualBlock`'s ``separable``): about ``1/9`` of the block weights and MACs
+            at 128 channels. The stem and head stay full convolutions.
         seed: seeds the weight initialization (PyTorch's default schemes) without touching the global random
             state; ``None`` draws from the global generator.
 
@@ -126,9 +150,23 @@ def deeprx(link_or_config: OfdmLink | LinkConfig | str, *, channels: int = 128, 
         unknown = sorted(set(quant) - set(QUANT_KEYS))
         if unknown:
             raise TaskError(f"deeprx option quant: unknown key {unknown[0]!r}; known: {', '.join(QUANT_KEYS)}")
+    layers = ("stem", *(f"blocks.{i}" for i in range(blocks)), "head")
+    for layer, spec in (layer_quant or {}).items():
+        if layer not in layers:
+            raise TaskError(f"deeprx option layer_quant: unknown layer {layer!r}; layers: {', '.join(layers)}")
+        if not isinstance(spec, Mapping):
+            raise TaskError(f"deeprx option layer_quant.{layer}: a dict of quantizer specs, got {spec!r}")
+        allowed = {"stem": set(QUANT_KEYS), "head": {"weight", "bias"}}.get(layer, {"weight", "bias", "activation"})
+        bad = sorted(set(spec) - allowed)
+        if bad:
+            raise TaskError(f"deeprx option layer_quant.{layer}: key {bad[0]!r} not allowed there; allowed: "
+                            f"{', '.join(k for k in QUANT_KEYS if k in allowed)}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise TaskError(f"deeprx option seed: must be an int >= 0 or None, got {seed!r}")
-    args = dict(channels=channels, blocks=blocks, kernel=kernel, quant=quant)
+    if not isinstance(separable, bool):
+        raise TaskError(f"deeprx option separable: True or False, got {separable!r}")
+    args = dict(channels=channels, blocks=blocks, kernel=kernel, quant=quant, separable=separable,
+                layer_quant={k: dict(v) for k, v in layer_quant.items()} if layer_quant else None)
     in_ch = 2 * cfg.num_rx_ant + 1
     grid = (cfg.num_ofdm_symbols, cfg.num_subcarriers)
     try:
@@ -140,5 +178,5 @@ def deeprx(link_or_config: OfdmLink | LinkConfig | str, *, channels: int = 128, 
                 model = DeepRx(in_ch, cfg.bits_per_symbol, grid, **args)  # type: ignore[arg-type]
     except (ValueError, TypeError) as err:  # a quantizer spec hwnas refuses (QuantizationError is a ValueError)
         raise TaskError(f"deeprx option quant: {err}") from err
-    model.options = {**args, "quant": None if quant is None else dict(quant)}
+    model.options = {**args, "quant": None if quant is None else dict(quant)}  # layer_quant: as given
     return model
