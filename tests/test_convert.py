@@ -281,6 +281,28 @@ def test_compute_outside_layers_is_refused_not_costed_as_zero():
     assert hn.macs(kept) == 24  # the linear layer only: the warning said the matmul is not counted
 
 
+def test_unconverted_torch_layers_are_refused_by_the_cost_figures_not_counted_as_zero():
+    """Before: a plain torch model got macs 0 / bops 0 (issue 29); now one line naming the layer and the fix."""
+    from hwnas.cost import model_metrics
+
+    cnn = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3))
+    with pytest.raises(hn.ConversionError) as info:
+        hn.macs(cnn)
+    msg = str(info.value)
+    assert isinstance(info.value, HwnasError) and "\n" not in msg
+    assert msg.startswith("layer '0' is a plain torch.nn.Conv1d") and "hwnas.nn.convert(model)" in msg
+    for figure in (hn.bops, hn.weight_bits, hn.sparsity, hn.layer_costs, hn.bit_histogram):
+        with pytest.raises(hn.ConversionError, match=r"^layer '0' is a plain torch.nn.Conv1d"):
+            figure(cnn)
+    with pytest.raises(hn.ConversionError, match=r"^layer 'blk.1' is a plain torch.nn.Linear"):
+        model_metrics(_Wrap(nn.Sequential(hn.QActivation("relu"), nn.Linear(4, 2))), (4,))
+    with pytest.raises(hn.ConversionError, match=r"^the model is a plain torch.nn.Conv2d"):
+        hn.macs(nn.Conv2d(1, 2, 3))
+    # converted: the real count; ebops stays a training term (the trainer records it for plain models too)
+    assert hn.macs(hn.convert(cnn, input_shape=(2, 8))) == 6 * 4 * 2 * 3 + 24 * 3
+    assert float(hn.ebops(cnn)) == 0.0
+
+
 class _Wrap(nn.Module):
     def __init__(self, blk: nn.Module) -> None:
         super().__init__()

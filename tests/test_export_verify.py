@@ -260,3 +260,13 @@ def test_fused_batchnorm_model_is_bit_exact_on_every_path(tmp_path) -> None:
     assert {r.path for r in report.ran} >= {"qonnx"}
     assert all(r.mismatches == 0 for r in report.results if r.skipped is None), report.table()
     assert report.passed
+
+
+def test_export_of_a_trial_model_takes_its_experiments_part(tmp_path, capsys) -> None:
+    """A trial's model file records the experiment's target part; ``export --to hls4ml`` uses it unless --part."""
+    pytest.importorskip("hls4ml")
+    path = save_model(qonnx_friendly(), tmp_path / "m.pt", (16,), metadata={"target": "XC7Z020",
+                                                                            "part": "xc7z020clg484-1"})
+    assert main(["export", str(path), "--to", "hls4ml", "--out", str(tmp_path / "a")]) == 0
+    assert "part xc7z020clg484-1 (the target XC7Z020" in capsys.readouterr().out
+    assert "xc7z020clg484-1" in (tmp_path / "a" / "hls4ml_config.yml").read_text()

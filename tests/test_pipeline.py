@@ -101,6 +101,7 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
         assert by_path["qonnx"]["skipped"] or by_path["qonnx"]["digest"]
         bundle = load_model(out / e["checkpoint"])
         assert bundle.metadata["trial"] == e["number"]
+        assert bundle.metadata["part"] and bundle.metadata["target"]  # `hwnas export` of the file takes its part
     # report == selection: the selected table lists exactly the selected trials
     with open(out / "report" / "selected.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -167,19 +168,30 @@ def test_report_renders_in_headless_chromium_with_its_images(finished, tmp_path)
     assert orange.sum() > 50, "the report's figures did not load in Chromium"
 
 
+_PROBE = """<script>var d=document,w=window.innerWidth,bad=0,sorted=0,t=d.getElementById('trials');
+d.querySelectorAll('table').forEach(function(e){var b=e.closest('.scroll');
+if(!b||b.getBoundingClientRect().right>w+1)bad++;});
+if(t){var h=t.tHead.rows[0].cells[0];h.click();h.click();
+var v=[].map.call(t.tBodies[0].rows,function(r){return Number(r.cells[0].getAttribute('data-v'));});
+sorted=v.length>1&&v[0]>v[v.length-1]&&v.every(function(x,i){return !i||v[i-1]>=x;})?1:2;}
+d.title='W'+d.documentElement.scrollWidth+'/'+w+' X'+bad+' S'+sorted;</script>"""
+"""Writes into the title: the page's width / the window's, the tables outside a scroll box that fits the window, and
+whether the trials table sorts (1: two clicks on its trial header put the largest trial first; 0: no such table)."""
+
+
 @pytest.mark.parametrize("width", [1400, 800])
 def test_report_fits_the_window_width(finished, tmp_path, width):
-    """No table widens the page: at 1400 and 800 px the document is no wider than the window (wide tables scroll
-    inside their own box). Measured by Chromium itself: a copy of the page writes its scrollWidth into the title."""
+    """No table widens the page: at 1400 and 800 px the document is no wider than the window (wide tables, the
+    selected models' and all trials' included, scroll inside their own box that fits the window). Measured by
+    Chromium itself: a copy of the page writes its scrollWidth into the title; the same start clicks the all-trials
+    table's header twice and checks it sorted descending (the inline script; the page opens offline)."""
     browser = _chromium()
     if browser is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); report not rendered")
     path, _ = finished
     page = load_experiment(path).output_dir() / "report" / "index.html"
     probe = page.with_name(f"probe_{width}.html")
-    probe.write_text(page.read_text().replace(
-        "</body>", "<script>document.title='W'+document.documentElement.scrollWidth+'/'+window.innerWidth;</script>"
-                   "</body>"))
+    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
     try:
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -188,10 +200,12 @@ def test_report_fits_the_window_width(finished, tmp_path, width):
         dom = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
     finally:
         probe.unlink()
-    found = re.search(r"<title>W(\d+)/(\d+)</title>", dom)
+    found = re.search(r"<title>W(\d+)/(\d+) X(\d+) S(\d)</title>", dom)
     assert found, dom[:500]
     scroll, inner = int(found.group(1)), int(found.group(2))
     assert inner > 0 and scroll <= inner, f"the page is {scroll} px wide in a {inner} px window"
+    assert found.group(3) == "0", f"{found.group(3)} tables outside a scroll box that fits the window"
+    assert 'id="trials"' in dom and found.group(4) == "1", "the all-trials table did not sort on a header click"
 
 
 def test_example_experiments_are_valid():

@@ -1,7 +1,8 @@
 """The ``hwnas`` command line.
 
-Global options (before the command) set what is printed (:mod:`hwnas.cli_util`); every command's ``--help`` has a
-description and examples (:mod:`hwnas.cli_help`). Exit status (:mod:`hwnas.errors`, ``docs/run.md``): 0 success,
+Global options (before or after the command: ``hwnas -q run exp.yaml`` = ``hwnas run exp.yaml -q``) set what is
+printed (:mod:`hwnas.cli_util`); every command's ``--help`` has a description and examples
+(:mod:`hwnas.cli_help`). Exit status (:mod:`hwnas.errors`, ``docs/run.md``): 0 success,
 1 failure (incl. a missing optional tool), 2 usage or configuration error, 130 interrupted (Ctrl-C: one line that
 says how to resume, no traceback).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Any
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_util import LOG_LEVELS
 
     parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
-    out = parser.add_argument_group("output (before the command)")
+    out = parser.add_argument_group("output (before or after the command)")
     out.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
                      help="more detail: hwnas's INFO log, e.g. one line per trial (-vv: DEBUG)")
     out.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
@@ -180,7 +182,64 @@ def build_parser() -> argparse.ArgumentParser:
     from hwnas.cli_help import describe
 
     describe(parser)
+    _output_options_after_the_command(parser)
     return parser
+
+
+_AFTER = {"verbosity": "_after_verbosity", "global_quiet": "_after_quiet", "log_level": "_after_log_level"}
+"""The global output options' destinations, and those of the same options given after the command."""
+
+
+def _leaf_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command parser that takes no sub-command of its own (``run``, ``jets generate``, ...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                nested = any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+                found += _leaf_commands(sub) if nested else [sub]
+    return found
+
+
+def _output_options_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v``/``-q``/``--log-level`` after the command too (``hwnas run exp.yaml -q``), meaning the same.
+
+    Each command parser gets them under other destinations, unset unless given (argparse copies a sub-parser's
+    values over the top-level ones); :func:`_merge_output_options` adds them to the global ones after parsing. A
+    command's own long option of the same name (``--quiet``: its progress bars; ``--verbose`` of search/worker)
+    keeps its meaning; the short forms and ``--log-level`` are the global ones everywhere.
+    """
+    from hwnas.cli_util import LOG_LEVELS
+
+    for sub in _leaf_commands(parser):
+        taken = sub._option_string_actions
+        group = sub.add_argument_group("output (the global options, here after the command)")
+        group.add_argument(*[o for o in ("-v", "--verbose") if o not in taken], dest=_AFTER["verbosity"],
+                           action="count", default=argparse.SUPPRESS, help="as hwnas -v: more detail (-vv: DEBUG)")
+        group.add_argument(*[o for o in ("-q", "--quiet") if o not in taken], dest=_AFTER["global_quiet"],
+                           action="store_true", default=argparse.SUPPRESS,
+                           help="as hwnas -q: results and errors only")
+        group.add_argument("--log-level", dest=_AFTER["log_level"], type=str.upper, choices=LOG_LEVELS,
+                           metavar="LEVEL", default=argparse.SUPPRESS, help="as hwnas --log-level")
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = parse(args, namespace)
+        return _merge_output_options(ns), extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _merge_output_options(ns: argparse.Namespace) -> argparse.Namespace:
+    """Fold the output options given after the command into the global ones (after wins for --log-level)."""
+    after = {dest: vars(ns).pop(name) for dest, name in _AFTER.items() if name in vars(ns)}
+    if "verbosity" in after:
+        ns.verbosity = (getattr(ns, "verbosity", 0) or 0) + after["verbosity"]
+    if after.get("global_quiet"):
+        ns.global_quiet = True
+    if after.get("log_level") is not None:
+        ns.log_level = after["log_level"]
+    return ns
 
 
 _RESUME = {

@@ -86,7 +86,8 @@ def _add_path_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strategy", default="Latency", choices=("Latency", "Resource"),
                    help="hls4ml strategy (default Latency)")
     g.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor for every layer (default 1)")
-    g.add_argument("--part", default=None, help="FPGA part for the HLS project (default: the backend's)")
+    g.add_argument("--part", default=None, help="FPGA part for the HLS project (default: the part of the experiment's "
+                   "target recorded in a trial's model file, else the backend's)")
     g.add_argument("--clock-period", type=float, default=5.0, help="clock period in ns (default 5)")
     r = p.add_argument_group("RTL options")
     r.add_argument("--flavor", default="verilog", choices=("verilog", "vhdl"), help="HDL to emit (default verilog)")
@@ -123,9 +124,15 @@ def _export(args: argparse.Namespace) -> int:
         if path.export is None:
             return _error(f"export: {args.to!r} writes no artefact; --to is one of "
                           f"{', '.join(paths.names(exporters_only=True))}")
+        options = _path_options(args).get(args.to, {})
+        meta = getattr(bundle, "metadata", None)
+        part = meta.get("part") if isinstance(meta, dict) else None
+        if args.to == "hls4ml" and not args.part and isinstance(part, str) and part:
+            options["part"] = part  # the experiment's target, recorded in a trial's model file
+            print(f"part {part} (the target {meta.get('target', '?')} of the model's experiment; "
+                  "--part overrides it)")
         # the path's export (hwnas.export.paths): qonnx writes one file for --out *.onnx, else a folder
-        print(path.export(bundle.model, bundle.input_shape, out, replace=args.force,
-                          **_path_options(args).get(args.to, {})))
+        print(path.export(bundle.model, bundle.input_shape, out, replace=args.force, **options))
     except (ExportError, ToolMissingError) as err:
         return _error(str(err), err.exit_code)  # 1: a tool is missing; 2: the model or options are at fault
     return 0

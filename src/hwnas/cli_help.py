@@ -18,7 +18,7 @@ _WIDTH = 78
 
 EPILOG = """\
 output: results and status lines go to stdout; log messages, progress bars and errors to stderr.
-  -q/-v/--log-level go before the command (hwnas -q run exp.yaml); a command's own --quiet
+  -q/-v/--log-level go before or after the command (hwnas -q run exp.yaml); a command's own --quiet
   (kept from earlier versions) hides its progress bars.
 
 exit status:
@@ -124,7 +124,8 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("hwnas report exp.yaml", "hwnas report exp.yaml --force")),
     "receiver": (
         "The neural OFDM receiver of seed 002: hwnas receiver study trains a DeepRx-style receiver on a "
-        "5G-like link, quantizes it and compares BLER curves (docs/tasks_receiver.md).",
+        "5G-like link, quantizes it and compares BLER curves; hwnas receiver search searches its width, depth "
+        "and per-layer bit-widths (docs/tasks_receiver.md).",
         ("hwnas receiver study --preset small", "hwnas receiver study --help")),
     "receiver study": (
         "Train a DeepRx-style receiver, quantize it (PTQ variants, QAT int4), measure BLER against LS+LMMSE "
@@ -132,6 +133,12 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "second run with the same options reuses the float receiver and the checkpoints in --out.",
         ("hwnas receiver study --preset small --out runs/receiver-small",
          "hwnas receiver study --steps 2000 --variants int8-channel,int4-channel --ebno 0:8:2")),
+    "receiver search": (
+        "Search the receiver's width, depth and per-layer fixed-point bit-widths (NSGA-II on validation BMD rate "
+        "vs BOPs per frame), then draw BLER curves of front models beside LS+LMMSE, perfect CSI and, with "
+        "--study, the study's receivers on the same frames. Resumable: a second run continues the search in --out.",
+        ("hwnas receiver search --study runs/receiver-small --trials 12 --steps 300",
+         "hwnas receiver search --channels 32,64 --blocks 1,2 --weight-bits 4,6,8 --max-bops 2e9")),
     "jets": (
         "Jet tagging (gluon, quark, W, Z, top): hwnas jets generate simulates labelled jets with Pythia 8 and "
         "FastJet into a resumable cache (docs/tasks_jets.md).",

@@ -24,6 +24,12 @@ Contract:
   running (or a pipeline stopped it early).
 * Every file is written atomically (temporary file, then rename); a stage that fails is not recorded and
   raises, so the next run repeats it.
+* Status lines (``log``; ``hwnas -q`` hides them): ``[<stage>] running`` when a stage starts, one line per model
+  as a per-model loop (local, export, verify, synth, baselines) reaches it, with its place and the stage's
+  elapsed time (``verify trial 12 (2 of 3, 41 s elapsed): qonnx, hls4ml, rtl``, :class:`ModelProgress`), and
+  ``[<stage>] done in <elapsed>`` when it finishes (not after ``[<stage>] skipped: <why>``). When the run will
+  synthesize because ``run.synth`` is ``auto`` and Yosys is installed, one line before the first stage says that
+  this takes minutes and that ``run.synth: off`` skips it (:func:`synth_notice`).
 """
 
 from __future__ import annotations
@@ -46,9 +52,9 @@ from hwnas.pipeline_local import local_dir, local_search_selected
 from hwnas.runpaths import read_record, record_path, resolve_path
 from hwnas.search.run import write_json as _write_json
 
-__all__ = ["STAGES", "PipelineError", "PipelineFailedError", "export_selected", "local_search_selected", "model_path",
-           "run_pipeline", "select_models", "synth_too_large", "synth_unavailable", "synthesize_model",
-           "synthesize_selected", "verify_selected"]
+__all__ = ["STAGES", "ModelProgress", "PipelineError", "PipelineFailedError", "elapsed", "export_selected",
+           "local_search_selected", "model_path", "run_pipeline", "select_models", "synth_notice", "synth_too_large",
+           "synth_unavailable", "synthesize_model", "synthesize_selected", "verify_selected"]
 
 STAGES: tuple[str, ...] = ("search", "select", "local", "export", "verify", "synth", "baselines", "report")
 
@@ -61,6 +67,38 @@ class PipelineFailedError(PipelineError):
     """A stage ran and failed (no feasible trial, a verification mismatch, a required tool missing): exit 1."""
 
     exit_code = EXIT_FAILED
+
+
+def elapsed(seconds: float) -> str:
+    """A duration in a status line: ``0.4 s``, ``42 s``, ``3 min 07 s``, ``1 h 02 min``."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f} s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class ModelProgress:
+    """The per-model status lines of a stage's loop: ``<label> <what> (<i> of <n>, <elapsed> elapsed): <detail>``.
+
+    Called once as each model starts; the elapsed time runs from the object's creation (the loop's start).
+    """
+
+    def __init__(self, label: str, total: int, log: Callable[[str], None] | None) -> None:
+        self.label, self.total, self.log = label, total, log
+        self.count = 0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, what: str, detail: str = "") -> None:
+        """The line of the next model: ``what`` (``trial 12``, a baseline's name) and an optional ``detail``."""
+        self.count += 1
+        if self.log is None:
+            return
+        line = f"{self.label} {what} ({self.count} of {self.total}, {elapsed(time.perf_counter() - self.t0)} elapsed)"
+        self.log(line + (f": {detail}" if detail else ""))
 
 
 def _hashes(experiment: Any) -> list[str]:
@@ -141,15 +179,15 @@ def verify_selected(experiment: Any, selection: list[dict[str, Any]],
     out = experiment.output_dir() / "verify"
     results = {}
     loaded: dict[str, Any] = {}  # task data per option set, shared by models with the same options
+    step = ModelProgress("verify", len(selection), progress)
     for entry in selection:
         n = int(entry["number"])
+        step(f"trial {n}", ", ".join(experiment.run.verify))
         source = model_path(experiment, entry)
         bundle = load_model(source)
         task, data, _ = model_task_data(experiment, bundle.metadata, loaded)
         x = data.test.x[: experiment.run.verify_samples]
         labels = data.test.y[: experiment.run.verify_samples] if task.loss == "ce" else None
-        if progress:
-            progress(f"verify trial {n}: {', '.join(experiment.run.verify)}")
         folder = export_dir(experiment, n)
         exported_file = export_record(experiment, n)
         exported = read_record(exported_file)
@@ -186,14 +224,15 @@ def synthesize_selected(experiment: Any, selection: list[dict[str, Any]],
     dev = experiment.device()
     out = experiment.output_dir() / "synth"
     results = {}
+    step = ModelProgress("synth", len(selection), log)
     for entry in selection:
         n = int(entry["number"])
         bundle = load_model(model_path(experiment, entry))
         too_large = synth_too_large(experiment, bundle.model, bundle.input_shape)
         if too_large is not None:
-            log(f"synth trial {n}: skipped ({too_large})")
+            step(f"trial {n}", f"skipped ({too_large})")
             continue
-        log(f"synth trial {n}: RTL + Yosys for {dev.name}")
+        step(f"trial {n}", f"RTL + Yosys for {dev.name}")
         model_file = record_path(model_path(experiment, entry), experiment.output_dir())
         data = {"trial": n, "model": model_file,
                 **synthesize_model(experiment, bundle.model, bundle.input_shape, out / f"trial_{n:05d}_work")}
@@ -221,6 +260,21 @@ def synth_unavailable(experiment: Any) -> str | None:
             raise PipelineFailedError(f"synth: run.synth is on but {err}") from err
         return f"Yosys is not installed ({err})"
     return None
+
+
+def synth_notice(experiment: Any) -> str | None:
+    """The up-front line of a run that synthesizes because ``run.synth`` is ``auto`` (not asked for), else None.
+
+    ``auto`` synthesizes whenever Yosys is installed, which takes minutes (several per model with hidden layers on
+    2 cores): the line says so and how to skip it. ``on`` (asked for) and ``off`` get no line, nor ``auto``
+    without Yosys (the stage says it skipped).
+    """
+    if experiment.run.synth != "auto" or synth_unavailable(experiment) is not None:
+        return None
+    also = " and every run.baselines model" if experiment.run.baselines else ""
+    return ("[synth] note: run.synth is auto and Yosys is installed, so the synth stage synthesizes every selected "
+            f"model{also}: this takes minutes (seconds to several minutes per model); set run.synth: off in "
+            "the experiment to skip it, or on to require it")
 
 
 def synth_too_large(experiment: Any, model: Any, input_shape: tuple[int, ...]) -> str | None:
@@ -326,6 +380,10 @@ def _run_pipeline(experiment: Any, *, stages: Sequence[str] | None, force: bool,
     digest, digests = _accepted(experiment, marks)
     produced: dict[str, Any] = {}
     rerun = force
+    if "synth" in wanted and wanted != ["synth"] and (force or marks.get("synth", {}).get("hash") not in digests):
+        notice = synth_notice(experiment)  # up front: before the search, not after it
+        if notice:
+            log(notice)
     for stage in STAGES:
         if stage not in wanted:
             continue
@@ -402,8 +460,11 @@ def _run_pipeline(experiment: Any, *, stages: Sequence[str] | None, force: bool,
         else:
             produced["report"] = build_report(experiment, open_study(experiment))
             log(f"[report] {Path(produced['report']).resolve()}")
+        seconds = time.perf_counter() - t0
+        if not isinstance(produced.get(stage), str):  # a skipped stage has said so
+            log(f"[{stage}] done in {elapsed(seconds)}")
         marks[stage] = {"hash": digest, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "seconds": round(time.perf_counter() - t0, 1)}
+                        "seconds": round(seconds, 1)}
         for later in STAGES[STAGES.index(stage) + 1:]:
             marks.pop(later, None)  # built on the previous result of this stage: no longer done
         _write_json(marks_path, marks)

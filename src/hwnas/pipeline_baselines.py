@@ -84,10 +84,13 @@ def train_baselines(experiment: Any, *, progress: bool = False,
             todo[name] = old if trained else None
     if not todo:
         return results
+    from hwnas.pipeline import ModelProgress
     from hwnas.search.objective import TrialContext
 
     ctx = TrialContext.create(experiment, progress=False, save_models=False)
+    step = ModelProgress("[baselines]", len(todo), log)  # [baselines] vgg10-32f-8b (1 of 2, 0.0 s elapsed)
     for name, old in todo.items():
+        step(name)
         results[name] = _one(experiment, ctx, name, progress, log, old)
     return {n: results[n] for n in names}
 

@@ -165,20 +165,22 @@ def export_selected(experiment: Any, selection: list[dict[str, Any]], model_file
     from hwnas.export import ExportError, ToolFailureError, ToolMissingError, load_model
     from hwnas.export import paths as registry
     from hwnas.export.folders import FolderError, adopt_legacy, claim_folder
+    from hwnas.pipeline import ModelProgress
     from hwnas.search.run import write_json
 
     if not experiment.run.export:
         return "run.export is empty"
     results = {}
+    step = ModelProgress("export", len(selection), log)  # export trial 12 (1 of 2, 0.0 s elapsed): qonnx, ...
     for entry in selection:
         n = int(entry["number"])
+        step(f"trial {n}", ", ".join(experiment.run.export))
         source = model_file(entry)
         bundle = load_model(source)
         folder = export_dir(experiment, n)
         adopt_legacy(folder, artefact_names().values())  # written by an hwnas before manifests: still hwnas's
         claim_folder(folder, replace=True)  # hwnas's own folder: refused when it holds files hwnas did not write
         options = path_options(experiment, bundle.model, bundle.input_shape, bundle.metadata.get("point"))
-        log(f"export trial {n}: {', '.join(experiment.run.export)}")
         paths = []
         for path in experiment.run.export:
             how = registry.get(path)

@@ -160,18 +160,23 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
     from hwnas.cost import model_metrics
     from hwnas.export import load_model, save_model
     from hwnas.nn import ebops
+    from hwnas.pipeline import ModelProgress
     from hwnas.search.objective import model_task_data
     from hwnas.search.run import write_json
+    from hwnas.train.device import resolve_device
     from hwnas.train.local_search import effective_bops
 
     cfg = experiment.run.local
     if not cfg.enabled:
         return "run.local.enabled is false"
+    device = resolve_device(experiment.training.device, "training.device")  # the candidates train there
     results = {}
     loaded: dict[str, Any] = {}
     contexts: dict[str, Any] = {"loaded": loaded}
+    step = ModelProgress("local search", len(selection), log)  # local search trial 12 (1 of 2, ...): method
     for entry in selection:
         n = int(entry["number"])
+        step(f"trial {n}", cfg.method)
         bundle = load_model(resolve_path(entry["checkpoint"], experiment.output_dir()))
         task, data, _ = model_task_data(experiment, bundle.metadata, loaded)  # the trial's own options
         if tuple(data.input_shape) != tuple(bundle.input_shape):
@@ -183,12 +188,13 @@ def local_search_selected(experiment: Any, selection: list[dict[str, Any]],
         if experiment.training.kfold and kfold_mean is not None:
             # the kept fold's model trained on part of the validation split: its figure there is optimistic
             base, reference = float(kfold_mean), f"{experiment.training.kfold}-fold held-out mean"
-        log(f"local search trial {n}: {cfg.method}")
         work = local_dir(experiment, n)
         stored = (bundle.metadata or {}).get("training")  # the trial's searched training settings (space.training)
         training = {str(k): float(v) for k, v in stored.items()} if isinstance(stored, dict) else None
-        candidates, table, ranked_by = _METHODS[cfg.method](experiment, bundle.model, data, task, work,
+        candidates, table, ranked_by = _METHODS[cfg.method](experiment, bundle.model.to(device), data, task, work,
                                                             experiment.trial_seed(n), training=training)
+        for c in candidates:  # trained and scored on the device; saved, priced and exported from the CPU
+            c.model.cpu()
         within = [c for c in candidates if c.metric >= base - cfg.max_drop]
         best = min(within, key=lambda c: c.cost) if within else max(candidates, key=lambda c: c.metric)
         with torch.no_grad():

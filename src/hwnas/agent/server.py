@@ -106,7 +106,7 @@ def build_server(root: str | os.PathLike[str], *, max_jobs: int = 2, port: int =
             n_trials: Annotated[int, Field(description="search budget: trials (each one a training)", ge=1)],
             target: Annotated[str, Field(description="FPGA from the device catalog, e.g. XC7Z020, ZCU104, VU13P")]
             = "XC7Z020",
-            hardware_model: Annotated[Literal["hls4ml", "finn", "alkaid", "none"],
+            hardware_model: Annotated[Literal["hls4ml", "finn", "alkaid", "surrogate", "none"],
                                       Field(description="hardware cost model")] = "hls4ml",
             objectives: Annotated[list[str] | None, Field(
                 description="'metric:maximize|minimize' items (default: accuracy, the task's own metric, up and "

@@ -10,6 +10,14 @@ model; rebuilt when its module structure or training mode changes), so the diffe
 step cost no more than before; a model whose ``forward`` torch.fx cannot trace falls back to module-definition
 order (the order of ``model.modules()``). Layers are visited once each, in call order. All figures are per
 inference sample.
+
+Only hwnas layers are counted. A plain torch compute layer (``nn.Linear``, ``nn.Conv*``, ``nn.ConvTranspose*``,
+``nn.Bilinear``, recurrent layers, ``nn.MultiheadAttention``) would otherwise be left out and a model of them
+priced at 0 MACs/BOPs: the cost figures here (:func:`macs`, :func:`bops`, :func:`weight_bits`, :func:`sparsity`,
+:func:`layer_costs`, :func:`bit_histogram`, and so :func:`hwnas.cost.model_metrics`) raise
+:class:`~hwnas.nn.ConversionError` instead, naming the first such layer and pointing to :func:`hwnas.nn.convert`.
+:func:`ebops` and :func:`regularization` are training terms (the trainer records EBOPs every epoch, of plain
+torch models too): they sum the hwnas layers' learnable figures, 0 where there are none.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from torch import nn
 
 from hwnas.quant import Quantizer
 
-from .base import QLayer
+from .base import QLayer, module_device
 
 __all__ = [
     "LayerCost",
@@ -130,13 +138,34 @@ def _widest(widths: list[torch.Tensor | None]) -> torch.Tensor | None:
     return functools.reduce(torch.maximum, [torch.as_tensor(w) for w in widths])  # type: ignore[misc]
 
 
-def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
+_PLAIN_COMPUTE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d, nn.RNNBase, nn.MultiheadAttention)
+"""Torch layers that multiply-accumulate: uncounted unless they are hwnas layers (QLinear subclasses nn.Linear)."""
+
+
+def _refuse_plain(modules: dict[str, nn.Module]) -> None:
+    """Raise for the first plain torch compute layer: its MACs would be counted as 0 (module docstring)."""
+    for name, mod in modules.items():
+        if isinstance(mod, _PLAIN_COMPUTE) and not isinstance(mod, QLayer):
+            from .convert import ConversionError
+
+            where = f"layer {name!r}" if name else "the model"
+            raise ConversionError(
+                f"{where} is a plain torch.nn.{type(mod).__name__}: hwnas counts MACs/BOPs/EBOPs only in hwnas "
+                "layers, so it would count as 0; convert the model first with hwnas.nn.convert(model) "
+                "(docs/models.md)")
+
+
+def _walk(model: nn.Module, strict: bool = True) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]:
     """Yield (name, layer, upstream width) for every QLayer, in call order along the data flow.
 
     The upstream width (the producer's output width) is only computed for layers without an input quantizer
-    (the only ones that use it), which keeps the differentiable EBOPs graph small.
+    (the only ones that use it), which keeps the differentiable EBOPs graph small. ``strict``: a plain torch
+    compute layer raises (:func:`_refuse_plain`) instead of being left out.
     """
     modules = dict(model.named_modules())
+    if strict:
+        _refuse_plain(modules)
     flow = _flow(model, modules)
     if flow is None:
         yield from _walk_modules(model)
@@ -172,9 +201,14 @@ def _walk(model: nn.Module) -> Iterator[tuple[str, QLayer, torch.Tensor | None]]
 
 
 def ebops(model: nn.Module) -> torch.Tensor:
-    """Effective bit operations of the whole model (HGQ eq. 11), differentiable in the bit-widths."""
-    terms = [layer.ebops(up) for _, layer, up in _walk(model)]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
+    """Effective bit operations of the whole model (HGQ eq. 11), differentiable in the bit-widths.
+
+    A training term: plain torch layers are left out (module docstring), unlike :func:`macs`/:func:`bops`.
+    """
+    dev = module_device(model)
+    walked = _walk(model, strict=False)  # the trainer records it for plain torch models too
+    terms = [layer.ebops(up).to(dev) for _, layer, up in walked]  # parameterless layers report CPU scalars
+    return torch.stack(terms).sum() if terms else torch.zeros((), device=dev)
 
 
 def bops(model: nn.Module) -> float:
@@ -207,7 +241,7 @@ def sparsity(model: nn.Module) -> float:
 
 def regularization(model: nn.Module, beta: float, gamma: float = 0.0) -> torch.Tensor:
     """HGQ's resource term ``β·EBOPs + γ·Σ bit-widths`` (eq. 12), summed over learnable quantizers."""
-    reg = beta * ebops(model) if beta else torch.zeros(())
+    reg = beta * ebops(model) if beta else torch.zeros((), device=module_device(model))
     if gamma:
         widths = [q.element_bits().sum() for q in model.modules() if isinstance(q, Quantizer) and q.learnable]
         if widths:

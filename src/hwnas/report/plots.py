@@ -2,10 +2,12 @@
 
 Each function writes one PNG and returns its path, or None when there is nothing to draw (then the page
 leaves the figure out). Figures: every pair of objectives with feasible, infeasible and front trials, the
-selected models and the budgets on those objectives marked; per-layer latency (cycles) of a selected model;
-per-layer CPU latency (µs, from the CPU latency table); weight and activation bit-width histograms;
-resource use against the device's capacity; accuracy per SNR (selected models, baselines dashed); cycles per
-layer of every model of the report's tables as one stacked bar each.
+selected models, the baselines (green stars, by name) and the budgets on those objectives marked; the
+hypervolume of the front found so far over the trials (convergence); per-layer latency (cycles) of a selected
+model; per-layer CPU latency (µs, from the CPU latency table); weight and activation bit-width histograms;
+resource use against the device's capacity (estimate, and synthesis hatched beside it); accuracy per SNR
+(selected models, baselines dashed); cycles per layer of every model of the report's tables as one stacked bar
+each.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
-__all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "layer_latency", "layer_latency_models",
-           "pareto_pairs", "resources"]
+__all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "hypervolume", "layer_latency",
+           "layer_latency_models", "metric_value", "pareto_pairs", "resource_series", "resources"]
 
 _DPI = 110
 
@@ -38,12 +40,22 @@ def _save(fig: Any, path: Path) -> Path:
 _LOG_AXES = ("bops", "ebops", "macs", "luts", "wbits", "params", "cpu_latency_ms")
 
 
+def metric_value(metrics: Any, name: str) -> float | None:
+    """``metrics[name]`` as a finite float, else None."""
+    v = (metrics or {}).get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+        return None
+    return float(v)
+
+
 def pareto_pairs(trials: list[dict[str, Any]], objectives: list[tuple[str, str]], selected: dict[int, str],
-                 folder: Path, budgets: dict[str, list[float | None]] | None = None) -> list[Path]:
+                 folder: Path, budgets: dict[str, list[float | None]] | None = None,
+                 baselines: Sequence[Any] = ()) -> list[Path]:
     """One scatter per objective pair (a single objective: against trial number).
 
     ``budgets`` (metric → the absolute bounds of its constraints; None: no bound) are drawn as dashed lines
-    on the axes of those metrics.
+    on the axes of those metrics. ``baselines`` (name, metrics: :class:`~hwnas.report.collect.BaselineResult`)
+    with both metrics of a pair are green stars labelled with their name (a single objective: a dotted line).
     """
     names = [m for m, _ in objectives]
     pairs = list(itertools.combinations(names, 2)) if len(names) > 1 else [("trial", names[0])]
@@ -67,6 +79,22 @@ def pareto_pairs(trials: list[dict[str, Any]], objectives: list[tuple[str, str]]
                 ax.scatter(x, y, s=140, facecolors="none", edgecolors="black", linewidths=1.5)
                 ax.annotate(f"#{t['number']} {selected[t['number']]}", (x[0], y[0]), xytext=(6, 6),
                             textcoords="offset points", fontsize=8)
+        starred = False
+        for ref in baselines:
+            y = metric_value(ref.metrics, b)
+            if a == "trial":
+                if y is not None:
+                    ax.axhline(y, color="#2b8a3e", linestyle=":", linewidth=1.2)
+                    ax.annotate(f"baseline {ref.name}", (0, y), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                                textcoords="offset points", fontsize=8, color="#2b8a3e")
+                continue
+            x = metric_value(ref.metrics, a)
+            if x is None or y is None or (a in _LOG_AXES and x <= 0) or (b in _LOG_AXES and y <= 0):
+                continue
+            ax.scatter([x], [y], marker="*", s=190, c="#2b8a3e", edgecolors="black", linewidths=0.7, zorder=5,
+                       label=None if starred else "baseline")
+            starred = True
+            ax.annotate(ref.name, (x, y), xytext=(7, -11), textcoords="offset points", fontsize=8, color="#2b8a3e")
         for metric, line in ((a, ax.axvline), (b, ax.axhline)):
             for bound in (budgets or {}).get(metric, ()):
                 if bound is not None:
@@ -138,24 +166,67 @@ def bit_histograms(number: int, weight: dict[int, int], act: dict[int, int], fol
     return _save(fig, folder / f"bits_{number:05d}.png")
 
 
+def resource_series(selected: Sequence[Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """The bars of :func:`resources`: ``(kind, trial, totals)`` with kind ``estimate`` or ``synthesis``."""
+    series = []
+    for s in selected:
+        est = (s.estimate or {}).get("totals") or {}
+        syn = (s.synthesis or {}).get("totals") if isinstance(s.synthesis, dict) else None
+        if est:
+            series.append(("estimate", s.number, est))
+        if syn:
+            series.append(("synthesis", s.number, syn))
+    return series
+
+
 def resources(selected: list[Any], capacity: dict[str, int], folder: Path) -> Path | None:
-    """Share of each device resource used by every selected model (estimate; synthesis when present)."""
-    rows = [s for s in selected if s.estimate and s.estimate.get("totals")]
-    if not rows:
+    """Share of each device resource used by every selected model.
+
+    The cost model's estimate and, when the synth stage ran, the synthesized counts beside it (hatched, the same
+    colour).
+    """
+    series = resource_series(selected)
+    if not series:
         return None
     res = [r for r in ("luts", "ffs", "bram18", "dsps") if capacity.get(r)]
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
-    width = 0.8 / len(rows)
-    for k, s in enumerate(rows):
-        shares = [100.0 * float(s.estimate["totals"].get(r, 0.0)) / capacity[r] for r in res]
-        ax.bar([i + k * width for i in range(len(res))], shares, width, label=f"#{s.number} estimate")
+    width = 0.8 / len(series)
+    cmap = plt.get_cmap("tab10")
+    numbers = list(dict.fromkeys(n for _, n, _ in series))
+    for k, (kind, number, totals) in enumerate(series):
+        shares = [100.0 * float(totals.get(r, 0.0) or 0.0) / capacity[r] for r in res]
+        color = cmap(numbers.index(number) % 10)
+        ax.bar([i + k * width for i in range(len(res))], shares, width, color=color,
+               hatch="//" if kind == "synthesis" else None, edgecolor="white" if kind == "synthesis" else color,
+               label=f"#{number} {'synthesis (Yosys)' if kind == 'synthesis' else 'estimate'}")
     ax.axhline(100, color="black", linewidth=0.8)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(res))])
     ax.set_xticklabels(res)
     ax.set_ylabel("% of device")
     ax.legend(fontsize=8)
-    ax.set_title("resource utilization (cost model)", fontsize=9)
+    synthesized = any(kind == "synthesis" for kind, _, _ in series)
+    ax.set_title("resource utilization (cost model" + (" and synthesis)" if synthesized else ")"), fontsize=9)
     return _save(fig, folder / "resources.png")
+
+
+def hypervolume(curve: Sequence[tuple[int, bool, float]], folder: Path) -> Path | None:
+    """Hypervolume of the feasible front found so far against the trial number (a step line; a dot where it grew)."""
+    if not curve:
+        return None
+    xs = [n for n, _, _ in curve]
+    ys = [hv for _, _, hv in curve]
+    fig, ax = plt.subplots(figsize=(5.6, 3.2))
+    ax.step(xs, ys, where="post", color="#6b8fc9")
+    grew = [k for k, y in enumerate(ys) if y > (ys[k - 1] if k else 0.0)]
+    if grew:
+        ax.scatter([xs[k] for k in grew], [ys[k] for k in grew], s=16, c="#d9480f", zorder=3, label="front grew")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("hypervolume (share of the box)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title("convergence: hypervolume of the front found so far", fontsize=9)
+    return _save(fig, folder / "hypervolume.png")
 
 
 def accuracy_per_snr(selected: list[Any], folder: Path, baselines: Sequence[Any] = ()) -> Path | None:

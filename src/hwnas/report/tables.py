@@ -7,7 +7,8 @@ baselines in ``run.baselines`` order — and :func:`table2`, :func:`table3`, :fu
 error). :func:`write_tables` writes them into a report folder: ``table2.csv``/``.md`` (resources against the
 device's capacity, MAC load against the reference), ``table3.csv``/``.md`` (expected latency at the estimate's
 clock, energy, test accuracy, exported accuracy against torch on the same samples), ``layers.csv`` (cycles per
-layer, seed 000's Fig. 4) and ``pareto.csv`` (every complete trial). No torch needed, nothing else written.
+layer, seed 000's Fig. 4) and ``pareto.csv`` (every complete trial). :func:`hypervolume_curve` gives the search's
+convergence: the hypervolume of the feasible front found up to each trial. No torch needed, nothing else written.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TableRow", "baseline_table", "exported_path", "layer_table", "mac_reference", "markdown", "pareto_table",
+__all__ = ["HV_EXACT_OBJECTIVES", "HV_MARGIN", "HV_SAMPLES", "TableRow", "baseline_table", "exported_path",
+           "hypervolume", "hypervolume_curve", "layer_table", "mac_reference", "markdown", "pareto_table",
            "report_rows", "table2", "table3", "table_rows", "write_tables"]
 
 Table = tuple[list[str], list[list[str]]]
 """A table: its header and its rows of cells (strings; empty for a missing value)."""
 
-_PREFERRED_PATH = {"finn": "qonnx", "hls4ml": "hls4ml", "alkaid": "rtl"}
+_PREFERRED_PATH = {"finn": "qonnx", "hls4ml": "hls4ml", "alkaid": "rtl", "surrogate": "rtl"}
 """The exported path Table III shows for each cost model (what that hardware flow ingests)."""
 
 
@@ -238,6 +240,104 @@ def pareto_table(trials: Sequence[Mapping[str, Any]]) -> Table:
                     *["" if m.get(k) is None else (repr(float(m[k])) if _number(m[k]) is not None else str(m[k]))
                       for k in names]])
     return header, out
+
+
+HV_MARGIN = 0.1
+"""The hypervolume's reference point lies this share of each objective's range beyond its worst feasible value."""
+HV_EXACT_OBJECTIVES = 3
+"""Up to this many objectives :func:`hypervolume_curve` is exact; with more it is a Monte Carlo estimate."""
+HV_SAMPLES = 50_000
+"""Seeded uniform points of the Monte Carlo estimate (standard error ≤ 0.0023 of the box)."""
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The volume dominated by ``points`` (every objective minimized) up to ``reference`` (exact, by slicing).
+
+    A point not strictly better than the reference in every objective adds nothing.
+    """
+    pts = [tuple(float(v) for v in p) for p in points if all(v < r for v, r in zip(p, reference, strict=True))]
+    if not pts:
+        return 0.0
+    ref = [float(r) for r in reference]
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in pts)
+    if len(ref) == 2:  # a sweep along the first objective
+        pts.sort()
+        volume, low = 0.0, ref[1]
+        for i, p in enumerate(pts):
+            low = min(low, p[1])
+            volume += ((pts[i + 1][0] if i + 1 < len(pts) else ref[0]) - p[0]) * (ref[1] - low)
+        return volume
+    pts.sort(key=lambda p: p[-1])
+    volume = 0.0
+    slab: list[tuple[float, ...]] = []  # the points so far projected on the other objectives, non-dominated only
+    for i, p in enumerate(pts):  # the slab between this point's last objective and the next one's
+        q = p[:-1]
+        if not any(all(a <= b for a, b in zip(o, q, strict=True)) for o in slab):
+            slab = [o for o in slab if not all(a <= b for a, b in zip(q, o, strict=True))] + [q]
+        upper = pts[i + 1][-1] if i + 1 < len(pts) else ref[-1]
+        if upper > p[-1]:
+            volume += (upper - p[-1]) * hypervolume(slab, ref[:-1])
+    return volume
+
+
+def hypervolume_curve(trials: Sequence[Mapping[str, Any]], objectives: Sequence[tuple[str, str]]
+                      ) -> tuple[dict[str, float], list[tuple[int, bool, float]]]:
+    """The search's convergence: ``(reference, [(trial, feasible, hypervolume so far), ...])`` in trial order.
+
+    Every feasible complete trial with all objectives counts (an infeasible one leaves the value unchanged). Each
+    objective is scaled to [0, 1] between its best and worst feasible value (maximized ones flipped), the
+    reference point lies :data:`HV_MARGIN` of the range beyond the worst value (``reference`` gives it in the
+    metrics' own units), and the hypervolume is the dominated share of the box from the best values to the
+    reference point (0 … 1): exact up to :data:`HV_EXACT_OBJECTIVES` objectives, else the share of
+    :data:`HV_SAMPLES` seeded uniform points of the box that the front dominates (the exact volume grows as
+    trials^(objectives − 1)). No feasible trial: ``({}, [])``.
+    """
+    names = [m for m, _ in objectives]
+
+    def values(t: Mapping[str, Any]) -> list[float] | None:
+        m = t.get("metrics") or {}
+        vs = [_number(m.get(k)) for k in names]
+        return None if any(v is None for v in vs) else vs  # type: ignore[return-value]
+
+    ordered = sorted(trials, key=lambda t: t["number"])
+    usable = [values(t) if t.get("feasible") else None for t in ordered]
+    pool = [v for v in usable if v is not None]
+    if not pool:
+        return {}, []
+    scale = []
+    reference: dict[str, float] = {}
+    for i, (name, direction) in enumerate(objectives):
+        col = [v[i] for v in pool]
+        best, worst = (min(col), max(col)) if direction == "minimize" else (max(col), min(col))
+        span = abs(worst - best) or (abs(worst) or 1.0)
+        sign = 1.0 if direction == "minimize" else -1.0
+        scale.append((best, sign, span))
+        reference[name] = worst + sign * HV_MARGIN * span
+    ref = [1.0 + HV_MARGIN] * len(names)
+    box = (1.0 + HV_MARGIN) ** len(names)
+    samples = dominated = None
+    if len(names) > HV_EXACT_OBJECTIVES:
+        import numpy as np
+
+        samples = np.random.default_rng(0).uniform(0.0, 1.0 + HV_MARGIN, size=(HV_SAMPLES, len(names)))
+        dominated = np.zeros(HV_SAMPLES, dtype=bool)
+    front: list[tuple[float, ...]] = []
+    curve = []
+    hv = 0.0
+    for t, v in zip(ordered, usable, strict=True):
+        if v is not None:
+            p = tuple(sign * (x - best) / span for x, (best, sign, span) in zip(v, scale, strict=True))
+            # not weakly dominated by the front so far: it joins, the points it dominates leave
+            if not any(all(a <= b for a, b in zip(q, p, strict=True)) for q in front):
+                front = [q for q in front if not all(a <= b for a, b in zip(p, q, strict=True))] + [p]
+                if samples is None:
+                    hv = hypervolume(front, ref) / box
+                else:
+                    dominated |= (samples >= np.asarray(p)).all(axis=1)
+                    hv = float(dominated.mean())
+        curve.append((int(t["number"]), v is not None, hv))
+    return reference, curve
 
 
 def _write_csv(path: Path, table: Table) -> None:

@@ -18,6 +18,11 @@ Contract:
   ``training`` is empty unless the space searches training settings (``space.training``); then it holds one
   ``(setting, value)`` pair per searched setting (``lr``, ``l1``), sorted by name: the point's model trains with
   them in place of the experiment's ``training`` values.
+* A point of a plug-in family (:mod:`hwnas.space.family`; ``family`` is not one of :data:`FAMILIES`) has no
+  ``conv``, ``dense``, ``dropout`` or ``mapping``: its architecture is ``arch``, one ``(variable, value)`` pair per
+  variable the family asked for (sorted by name; values are numbers, strings or booleans), which must not be
+  empty. ``weight_bits`` has one entry per compute layer of the model (the family's labels, in model order, the
+  output layer last) and ``act_bits`` one per layer but the output layer. Built-in points have no ``arch``.
 * :meth:`Point.to_dict` gives plain JSON/YAML types (the ``"point"`` user attribute of a trial) and
   :meth:`Point.from_dict` reads it back (``Point.from_dict(p.to_dict()) == p``); a malformed dict is a
   :class:`SpaceError` naming the key. Whether a point belongs to a given space is
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,6 +42,8 @@ from hwnas.errors import HwnasError
 __all__ = ["ConvBlock", "DenseLayer", "LayerMapping", "Point", "SpaceError"]
 
 FAMILIES = ("cnn1d", "cnn2d", "mlp")
+"""The built-in families (conv blocks and dense layers); any other name is a plug-in family's."""
+_FAMILY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 POOLINGS = ("max", "avg", "none")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
@@ -189,9 +197,11 @@ class Point:
     mapping: tuple[LayerMapping, ...] = ()
     task_options: tuple[tuple[str, bool | int | float | str], ...] = ()
     training: tuple[tuple[str, float], ...] = ()
+    arch: tuple[tuple[str, bool | int | float | str], ...] = ()
 
     def __post_init__(self) -> None:
-        _choice(self.family, FAMILIES, "point.family")
+        if self.family not in FAMILIES:
+            self._check_plugin()
         train = self.training
         if not isinstance(train, tuple) or not all(isinstance(o, tuple) and len(o) == 2 for o in train):
             raise SpaceError("point.training: expected a tuple of (setting, value) pairs")
@@ -230,6 +240,9 @@ class Point:
                 raise SpaceError(f"point.{name}: expected a tuple of integers")
             for i, b in enumerate(value):
                 _int(b, f"point.{name}[{i}]", 1)
+        if self.arch:
+            self._check_plugin_bits()
+            return
         hidden = len(self.conv) + len(self.dense)
         want = (0, 0) if self.learned else (hidden + 1, hidden)
         got = (len(self.weight_bits), len(self.act_bits))
@@ -241,6 +254,46 @@ class Point:
         if self.mapping and labels != self.compute_layers():
             raise SpaceError(f"point.mapping: expected one entry per compute layer {self.compute_layers()}, "
                              f"got {labels}")
+
+    def _check_plugin(self) -> None:
+        """``family`` names a plug-in family and ``arch`` holds its architecture (module docstring)."""
+        if not isinstance(self.family, str) or not _FAMILY_NAME.fullmatch(self.family):
+            raise SpaceError(f"point.family: expected one of {list(FAMILIES)} or a plug-in family's name, "
+                             f"got {self.family!r}")
+        arch = self.arch
+        if not isinstance(arch, tuple) or not all(isinstance(o, tuple) and len(o) == 2 for o in arch):
+            raise SpaceError("point.arch: expected a tuple of (variable, value) pairs")
+        if not arch:
+            raise SpaceError(f"point.family: {self.family!r} is not a built-in family ({', '.join(FAMILIES)}); a "
+                             "plug-in family's point names its architecture in point.arch, which is empty")
+        for name, value in arch:
+            if not isinstance(name, str) or not name:
+                raise SpaceError(f"point.arch: variable names are strings, got {name!r}")
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not isinstance(value, bool | numbers.Real | str) or (number and not math.isfinite(float(value))):
+                raise SpaceError(f"point.arch.{name}: expected a number, string or boolean, got {value!r}")
+        if len({name for name, _ in arch}) != len(arch):
+            raise SpaceError(f"point.arch: a variable is given twice in {[n for n, _ in arch]}")
+        object.__setattr__(self, "arch", tuple(sorted(arch, key=lambda o: o[0])))
+        for name in ("conv", "dense", "mapping"):
+            if getattr(self, name):
+                raise SpaceError(f"point.{name}: a point of the plug-in family {self.family!r} has none (its "
+                                 "architecture is point.arch)")
+
+    def _check_plugin_bits(self) -> None:
+        if self.family in FAMILIES:
+            raise SpaceError(f"point.arch: a point of the built-in family {self.family!r} has none (its "
+                             "architecture is point.conv and point.dense)")
+        if isinstance(self.dropout, bool) or float(self.dropout) != 0.0:
+            raise SpaceError(f"point.dropout: a point of the plug-in family {self.family!r} has none (a family's "
+                             "own dropout is a variable in point.arch)")
+        got = (len(self.weight_bits), len(self.act_bits))
+        if self.learned and got != (0, 0):
+            raise SpaceError(f"point.weight_bits/act_bits: learned precision has no fixed bits, got {got[0]} and "
+                             f"{got[1]}")
+        if not self.learned and (got[0] < 1 or got[1] != got[0] - 1):
+            raise SpaceError(f"point.weight_bits/act_bits: expected one weight width per compute layer and one "
+                             f"activation width per layer but the output layer, got {got[0]} and {got[1]}")
 
     # ------------------------------------------------------------------ structure
     @property
@@ -266,6 +319,10 @@ class Point:
         """The searched training settings of this point, ``{setting: value}`` (empty when none are searched)."""
         return dict(self.training)
 
+    def arch_dict(self) -> dict[str, bool | int | float | str]:
+        """A plug-in family's architecture, ``{variable: value}`` (empty for the built-in families)."""
+        return dict(self.arch)
+
     def layer_mapping(self, label: str) -> LayerMapping | None:
         """The mapping of the compute layer ``label``, or None when the mapping is not searched."""
         return next((m for m in self.mapping if m.layer == label), None)
@@ -287,19 +344,24 @@ class Point:
             out["task_options"] = self.task_option_dict()
         if self.training:
             out["training"] = self.training_dict()
+        if self.arch:
+            out["arch"] = self.arch_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: Any) -> Point:
         """Read a point written by :meth:`to_dict`; errors name the key (``point.conv[1].kernel``)."""
         d = _keys(d, "point", {"family"}, {"conv", "dense", "dropout", "learned", "weight_bits", "act_bits",
-                                           "mapping", "task_options", "training"})
+                                           "mapping", "task_options", "training", "arch"})
         opts = d.get("task_options", {})
         if not isinstance(opts, dict):
             raise SpaceError(f"point.task_options: expected a mapping option -> value, got {type(opts).__name__}")
         train = d.get("training", {})
         if not isinstance(train, dict):
             raise SpaceError(f"point.training: expected a mapping setting -> value, got {type(train).__name__}")
+        arch = d.get("arch", {})
+        if not isinstance(arch, dict):
+            raise SpaceError(f"point.arch: expected a mapping variable -> value, got {type(arch).__name__}")
         conv = tuple(ConvBlock.from_dict(b, f"point.conv[{i}]")
                      for i, b in enumerate(_list(d.get("conv", []), "point.conv")))
         dense = tuple(DenseLayer.from_dict(b, f"point.dense[{i}]")
@@ -314,13 +376,15 @@ class Point:
             weight_bits=tuple(_list(d.get("weight_bits", []), "point.weight_bits")),
             act_bits=tuple(_list(d.get("act_bits", []), "point.act_bits")),
             mapping=mapping, task_options=tuple(opts.items()), training=tuple(train.items()),
+            arch=tuple(arch.items()),
         )
 
     def describe(self) -> str:
         """One line, e.g. ``cnn1d conv[16k3/relu/max, 32k5/tanh/-] dense[64/relu] w[4,8,2,8] a[4,4,6]``.
 
         Searched task options come last: ``task[window_size=50,window_start=120]``, then searched training
-        settings: ``train[l1=1e-05,lr=0.002]``.
+        settings: ``train[l1=1e-05,lr=0.002]``. A plug-in family's point shows its architecture as
+        ``arch[blocks=2,width=8]`` in place of ``conv[...]``/``dense[...]``.
         """
         def block(b: ConvBlock) -> str:
             tags = ["sep" if b.separable else "", "bn" if b.batch_norm else "", b.activation,
@@ -328,9 +392,12 @@ class Point:
             return f"{b.filters}k{b.kernel}/" + "/".join(t for t in tags if t)
 
         parts = [self.family]
-        if self.conv:
-            parts.append("conv[" + ", ".join(block(b) for b in self.conv) + "]")
-        parts.append("dense[" + ", ".join(f"{d.units}/{d.activation}" for d in self.dense) + "]")
+        if self.arch:
+            parts.append("arch[" + ",".join(f"{k}={v}" for k, v in self.arch) + "]")
+        else:
+            if self.conv:
+                parts.append("conv[" + ", ".join(block(b) for b in self.conv) + "]")
+            parts.append("dense[" + ", ".join(f"{d.units}/{d.activation}" for d in self.dense) + "]")
         if self.dropout:
             parts.append(f"drop {self.dropout:g}")
         if self.learned:

@@ -4,7 +4,10 @@ Contract:
 
 * ``SearchSpace(cfg, input_shape, n_classes)`` checks the space against the task (input rank of the family,
   how many pooled blocks the input length allows, ...) and raises :class:`SpaceError` naming the key
-  (``space.conv_blocks: ...``). Every point the space can produce is then valid and builds.
+  (``space.conv_blocks: ...``). Every point the space can produce is then valid and builds. It serves the
+  built-in families (``cnn1d``, ``cnn2d``, ``mlp``); a plug-in family's space is a subclass
+  (:class:`hwnas.space.family.FamilySpace`, same API) that :func:`hwnas.space.make_space` picks from the
+  family registry, and ``SearchSpace`` itself refuses such a family.
 * One set of **variables** describes the space. A variable has a stable name and a finite tuple of choices:
   ``conv_blocks``, ``dense_layers``, ``filters`` (with ``share_filters``), ``dropout``, per conv block ``i``
   ``conv{i}.filters``, ``conv{i}.kernel``, ``conv{i}.pooling``, ``conv{i}.batch_norm``, ``conv{i}.separable``,
@@ -70,7 +73,7 @@ import numpy as np
 from torch import nn
 
 from .build import build_model, conv_out, module_names, pool_out
-from .point import ConvBlock, DenseLayer, LayerMapping, Point, SpaceError
+from .point import FAMILIES, ConvBlock, DenseLayer, LayerMapping, Point, SpaceError
 from .spec import FloatRange, SpaceConfig, int_choices, task_option_choices
 
 if TYPE_CHECKING:
@@ -360,6 +363,9 @@ def _flat(point: Point) -> dict[str, Any]:
 class SearchSpace:
     """A :class:`SpaceConfig` bound to a task's per-sample ``input_shape`` and class count (module docstring)."""
 
+    _plugin = False
+    """Whether this class serves plug-in families (:class:`hwnas.space.family.FamilySpace`); the built-in one not."""
+
     def __init__(self, cfg: SpaceConfig, input_shape: tuple[int, ...], n_classes: int, *,
                  shape_of: Callable[[Mapping[str, Any]], Sequence[int]] | None = None) -> None:
         """Bind ``cfg`` to the task (module docstring).
@@ -373,6 +379,9 @@ class SearchSpace:
         """
         if not isinstance(cfg, SpaceConfig):
             raise SpaceError(f"space: expected a SpaceConfig, got {type(cfg).__name__}")
+        if cfg.family not in FAMILIES and not self._plugin:
+            raise SpaceError(f"space.family: {cfg.family!r} is a plug-in family; make its space with "
+                             "hwnas.space.make_space(cfg, input_shape, n_classes), which asks the family registry")
         shape = tuple(input_shape)
         if not shape or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
             raise SpaceError(f"input_shape: expected positive integers, got {input_shape!r}")
@@ -732,10 +741,10 @@ class SearchSpace:
         if sorted(point.training_dict()) != sorted(self.training_names):
             raise SpaceError(f"point.training: the point has {sorted(point.training_dict()) or 'none'}, the space "
                              f"searches {sorted(self.training_names) or 'none'} (space.training)")
-        src = _PointSource(_flat(point))
+        src = _PointSource(self._flat(point))
         again = self._assemble(src)
         if again != point:
-            mine, theirs = _flat(again), _flat(point)
+            mine, theirs = self._flat(again), self._flat(point)
             for key in sorted(set(mine) | set(theirs)):
                 if mine.get(key) != theirs.get(key):
                     hint = {"filters": "space.share_filters is on", "weight_bits": "precision.per_layer is off",
@@ -744,6 +753,10 @@ class SearchSpace:
                                      f"(expected {mine.get(key)!r}{'; ' + hint if hint else ''})")
             raise SpaceError("point: does not belong to this space")
         return src.record
+
+    def _flat(self, point: Point) -> dict[str, Any]:
+        """``point`` as variable name → value, what :meth:`_replay` replays (a plug-in family's space differs)."""
+        return _flat(point)
 
     def params(self, point: Point) -> dict[str, Any]:
         """The define-by-run parameters that produce ``point`` (fixed variables left out)."""

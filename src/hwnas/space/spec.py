@@ -8,6 +8,11 @@ sets of choices. Each field's description is its documentation (``hwnas config -
 maps to a list of choices or an integer range. Whether the task has such an option and whether every
 combination is valid for it is checked with the task (:mod:`hwnas.config`, :class:`hwnas.space.SearchSpace`).
 
+``family`` names a registered model family (:mod:`hwnas.space.family`): a built-in one (``cnn1d``, ``cnn2d``,
+``mlp``) or a plug-in family that the Python module named in ``module`` registers when imported (imported before
+``family`` is checked, like ``task.module``; looked up on Python's path, then in the experiment file's folder).
+``family_options`` are a plug-in family's own options, checked against the family's ``defaults``.
+
 ``training`` (:class:`TrainingSpace`) makes training settings search variables (SNAC-Pack's learning rate and L1
 strength): each is a number (fixed), a list of choices or a continuous range ``{min, max, log}``
 (:class:`FloatRange`; only the define-by-run strategies can sample one, which :mod:`hwnas.config` checks).
@@ -19,13 +24,31 @@ input rank of a family) is checked by :class:`hwnas.space.SearchSpace`, whose er
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = ["FloatRange", "FloatSpec", "IntRange", "IntSpec", "MappingConfig", "PrecisionConfig", "SpaceConfig",
            "TaskOptionSpec", "TrainingSpace", "float_choices", "int_choices", "task_option_choices"]
+
+
+def _fail_at(loc: str | tuple[str, ...], message: str, value: Any) -> None:
+    """Raise one finished problem at ``loc`` inside the section (the config loader shows ``message`` as it is)."""
+    where = (loc,) if isinstance(loc, str) else loc
+    raise ValidationError.from_exception_data("SpaceConfig", [InitErrorDetails(
+        type=PydanticCustomError("config", "{msg}", {"msg": message}), loc=where, input=value)])
 
 
 class _Strict(BaseModel):
@@ -248,9 +271,18 @@ class MappingConfig(_Strict):
 class SpaceConfig(_Strict):
     """The architecture, precision and mapping choices of one search."""
 
-    family: Literal["cnn1d", "cnn2d", "mlp"] = Field(
+    family: str = Field(
         "cnn1d", description="cnn1d (I/Q frames, RadioML), cnn2d (images) or mlp (feature vectors; the conv "
-        "settings are ignored)")
+        "settings are ignored), or a plug-in family registered by space.module (docs/extending.md; of the "
+        "settings here only precision, mapping, task_options and training apply to it)")
+    module: str | None = Field(
+        None, description="a Python module of your own that registers the family named in space.family (with "
+        "hwnas.space.register_family) when imported, e.g. my_pkg.my_families: a dotted name importable from "
+        "Python's path or the experiment file's folder, imported before the family is looked up "
+        "(docs/extending.md); null: a built-in family (or one a task.module registers)")
+    family_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of a plug-in family (its defaults updated with these; an "
+        "unknown option is an error), e.g. the choices of its own search variables; built-in families have none")
     conv_blocks: IntSpec = Field(default_factory=lambda: IntRange(min=1, max=4),
                                  description="number of conv blocks (conv -> [BN] -> activation -> [pool])")
     filters: IntSpec = Field(default_factory=lambda: [8, 16, 32, 64], description="filters per conv block")
@@ -281,6 +313,51 @@ class SpaceConfig(_Strict):
     training: TrainingSpace = Field(
         default_factory=TrainingSpace, description="training settings searched with the model (SNAC-Pack: "
         "learning rate and L1 strength); each trial trains with training overridden by its choices")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_module(cls, data: Any, info: ValidationInfo) -> Any:
+        """Import ``module`` (only the one named here) before ``family`` is checked against the registry."""
+        module = data.get("module") if isinstance(data, dict) else None
+        if not isinstance(module, str):
+            return data  # absent, null, or a wrong type its field reports
+        from hwnas.space.family import FamilyError, load_family_module, plugins_allowed
+
+        if not plugins_allowed():
+            _fail_at("module", "modules of your own are not imported here (this reader imports no user code); use "
+                     "a built-in family", module)
+        try:
+            load_family_module(module, (info.context or {}).get("base_dir"))
+        except FamilyError as err:
+            _fail_at("module", str(err), module)
+        return data
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from hwnas.space.family import family_names
+
+        names = family_names()
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            shown = repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+            raise ValueError(f"unknown family {shown}{hint}; families are: {', '.join(names)}; a family of your "
+                             "own: name the module that registers it in space.module (docs/extending.md)")
+        return value
+
+    @model_validator(mode="after")
+    def _known_family_options(self) -> SpaceConfig:
+        from hwnas.space.family import get_family
+
+        defaults = get_family(self.family).defaults
+        for key, value in self.family_options.items():
+            if key not in defaults:
+                close = difflib.get_close_matches(str(key), list(defaults), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                _fail_at(("family_options", key), f"family {self.family!r} has no option {key!r}{hint}; its options "
+                         f"are: {', '.join(defaults) or '(none)'}", value)
+        return self
 
     @field_validator("conv_blocks", "dense_layers")
     @classmethod
