@@ -115,9 +115,22 @@ def test_dataset_specs_are_deterministic_and_models_rebuild(dataset) -> None:
     assert alkaid_trace(m1, shape, 3.0).cost == alkaid_trace(m2, shape, 3.0).cost
 
 
-def test_an_internal_alkaid_failure_is_a_cost_error_that_says_so(dataset) -> None:
-    # design 183 of the dataset's seed 1: an HGQ 1-D CNN with pruned weights; alkaid's cmvm raises StopIteration
+def test_an_internal_alkaid_failure_is_a_cost_error_that_says_so(dataset, monkeypatch) -> None:
+    # design 183 of the dataset's seed 1: an HGQ 1-D CNN with pruned weights whose products over the padding alone
+    # made alkaid's cmvm raise StopIteration; the plugin now multiplies those rows element-wise, so it is priced
     model, shape = dataset.build_model(dataset.design_spec(1, 183, 500))
+    assert alkaid_trace(model, shape, 2.0).cost > 0
+    # any other failure inside alkaid's tracer is a cost error that says it is the tool's, not the model's
+    import hwnas.export.alkaid_plugin as plugin
+    from hwnas.export import ToolFailureError
+
+    def failing(*args, **kwargs):
+        try:
+            raise StopIteration
+        except StopIteration as err:
+            raise ToolFailureError("layer '0': alkaid raised StopIteration") from err
+
+    monkeypatch.setattr(plugin, "trace_hwnas", failing)
     with pytest.raises(CostError, match=r"^model: alkaid failed inside while tracing \(StopIteration"):
         alkaid_trace(model, shape, 2.0)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import re
 import subprocess
 import sys
 import warnings
@@ -280,8 +282,10 @@ def test_verilator_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ------------------------------------------------------------------------------------------ Verilator
 @pytest.mark.slow
-def test_conv_pool_table_model_pipelined_is_bit_exact(tmp_path: Path) -> None:
+def test_conv_pool_table_model_pipelined_is_bit_exact(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """The 1-D example with heterogeneous widths, pipelined by a latency cutoff, simulated bit for bit."""
+    from hwnas.export.rtl import build_jobs
+
     needs_rtl_tools()
     model, x = brief_model()
     graph = extract(model, (2, 16))
@@ -292,7 +296,14 @@ def test_conv_pool_table_model_pipelined_is_bit_exact(tmp_path: Path) -> None:
     project = export_rtl(model, (2, 16), tmp_path / "conv1d", latency_cutoff=5.0)
     assert project.latency >= 2 and project.summary.reg_bits > 0 and project.summary.lookups > 0
     before = digest(project.sources)
-    project.compile()
+    capfd.readouterr()
+    project.compile(verbose=True)
+    build = capfd.readouterr().out
+    # hwnas's build flags (docs/export.md, Verilator set-up): flattened, unoptimized C++, every CPU, and a small
+    # design compiled as one translation unit (no precompiled headers)
+    assert re.search(rf"verilator --cc -j {build_jobs()} .* --flatten --output-split 3000 ", build), build[-3000:]
+    assert re.search(r"-c -o verilated\.o", build) and "-std=c++17 -fPIC -O0" in build and " -O " not in build
+    assert "__ALL.o" in build and ".gch" not in build
     assert digest(project.sources) == before  # the build regenerates identical sources
     got = project.predict(x)
     ref = torch_out(model, x)
@@ -409,3 +420,55 @@ def test_a_tool_failure_fails_the_path_and_never_passes(tmp_path, monkeypatch, c
     assert main(["verify", str(path), "--paths", "rtl", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: rtl failed" in out and "PASS" not in out and "not expressible" not in out
+
+
+def test_build_jobs_ignore_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """alkaid's makefile asks ``nproc``, which OMP_NUM_THREADS=1 turns into a serial one-file build."""
+    from hwnas.export.rtl import _make_flags, build_jobs
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert build_jobs() == len(os.sched_getaffinity(0))
+    assert _make_flags("A=1", "-std=c++17 -fPIC -O0") == r"A=1 CFLAGS=-std=c++17\ -fPIC\ -O0"
+    assert _make_flags("", "-O0", parallel=False) == "CFLAGS=-O0 VM_PARALLEL_BUILDS=0"
+
+
+def test_a_product_over_the_padding_alone_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conv window whose only non-zero weights meet the zero padding exports bit-exact.
+
+    alkaid's constant matrix-vector solver raised a bare ``StopIteration`` on such a row (pruned HGQ 1-D CNNs:
+    3 designs of bench/data/designs-v1.jsonl); the plugin hands those constant products to alkaid's element-wise
+    product. Should alkaid fail inside again — tracing or writing the RTL — the path fails with the tool's
+    message and the layer, never "not expressible", never a traceback.
+    """
+    from alkaid.codegen import RTLModel
+
+    import hwnas.export.alkaid_plugin as plugin
+    from hwnas.export import ToolFailureError
+    from hwnas.export.verify import verify_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(hn.QConv1d(1, 2, 3, padding=1, input_quantizer=fixed(6), weight_quantizer=fixed(4),
+                                     bias_quantizer=fixed(5)))
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].weight[:, 0, 0] = torch.tensor([0.75, -0.5])  # only the first tap: at position 0 the padding
+    x = wide_inputs((1, 4), 16, seed=12)
+    model(x)
+    model.eval()
+    project = export_rtl(model, (1, 4), tmp_path / "rtl")
+    assert np.array_equal(project.emulate(x), torch_out(model, x))
+
+    def broken_write(self, *args, **kwargs):
+        raise StopIteration
+
+    with monkeypatch.context() as m:
+        m.setattr(RTLModel, "write", broken_write)
+        with pytest.raises(ToolFailureError, match=r"^model: alkaid failed inside while writing the RTL \(StopIt"):
+            export_rtl(model, (1, 4), tmp_path / "write")
+    monkeypatch.setattr(plugin, "_product_safe", plugin._signed_bits_safe)  # alkaid's solver on its own
+    with pytest.raises(ToolFailureError, match=r"^0: alkaid failed inside while tracing this Conv node \(StopIt"):
+        export_rtl(model, (1, 4), tmp_path / "trace")
+    if MISSING is None:
+        report = verify_model(model, x, input_shape=(1, 4), paths=["rtl"])
+        assert report.failures == [r for r in report.results if r.path == "rtl"] and not report.passed
+        assert report.failures[0].error.startswith("0: ") and "StopIteration" in report.failures[0].error

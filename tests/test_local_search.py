@@ -75,11 +75,11 @@ def test_sparsity_follows_geometric_schedule_and_rewind_restores_snapshot(digits
 def test_local_search_per_precision(digits):
     torch.manual_seed(0)
     seed_model = float_cnn()
-    Trainer(seed_model, TrainConfig(epochs=10, progress=False)).fit((digits.x_train, digits.y_train))
+    Trainer(seed_model, TrainConfig(epochs=6, progress=False)).fit((digits.x_train, digits.y_train))
     val = (digits.x_test, digits.y_test)
     res = local_search(seed_model, (digits.x_train, digits.y_train), val, [(12, 4), (6, 2)],
-                       config=TrainConfig(progress=False), warmup_epochs=3, iterations=3, prune_rate=0.3,
-                       epochs_per_iteration=2)
+                       config=TrainConfig(progress=False), warmup_epochs=2, iterations=3, prune_rate=0.3,
+                       epochs_per_iteration=1)
     assert [(r.total_bits, r.int_bits) for r in res.results] == [(12, 4), (6, 2)]
     for r in res.results:
         assert [round(it.sparsity, 2) for it in r.iterations] == pytest.approx([0.3, 0.51, 0.66], abs=0.02)

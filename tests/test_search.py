@@ -469,6 +469,9 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
     old["run"].pop("synth_max_macs")
     old["hardware"].pop("cpu_precision")
     old["task"].pop("module")
+    old["space"].pop("module")  # HASH_NEW_NEUTRAL (plug-in families)
+    old["space"].pop("family_options")
+    old["training"].pop("device")  # HASH_NEVER: never hashed
     assert len(HASH_NEUTRAL) == 9  # a key added to HASH_NEUTRAL is added above too
     assert hash_payload(base) == old and hash_payload(bound) == old
     assert hash_payload(ehvi)["search"]["options"]["accuracy_acquisition"] == "ehvi"
@@ -500,6 +503,7 @@ def test_a_study_hashed_before_a_key_became_neutral_still_resumes(tmp_path):
     before = exp.model_dump()  # the form before any was neutral: without the keys neutral since they were added
     for path in HASH_NEW_NEUTRAL:
         before[path[0]].pop(path[1])
+    before["training"].pop("device")  # HASH_NEVER: no hash ever held it
     assert before["run"] is not None and before in forms
 
     def settings_hash(data):  # what experiment_metadata hashed before the neutral keys existed

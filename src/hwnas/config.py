@@ -13,9 +13,10 @@ Contract:
   YAML node of the offending key (for a missing key, the line of the mapping that lacks it). Checks between
   sections run on every part that is valid by itself, so they are reported with the rest. Nothing is loaded,
   trained or written while validating: task options are checked against the task registry's declared
-  defaults, devices against the catalog. The one exception is ``task.module``: the Python module it names is
-  imported (:func:`hwnas.tasks.load_task_module`) so that it registers the task, before the task is checked;
-  ``parse_experiment(..., plugins=False)`` refuses it instead (the MCP server imports no user code).
+  defaults, devices against the catalog. The exceptions are ``task.module`` and ``space.module``: the Python
+  module each names is imported (:func:`hwnas.tasks.load_task_module`, :func:`hwnas.space.load_family_module`)
+  so that it registers the task or model family, before that is checked; ``parse_experiment(..., plugins=False)``
+  refuses them instead (the MCP server imports no user code).
 * Every field of every section carries a ``description``: that is the one place where the defaults are
   documented. :func:`defaults_yaml` prints the complete default experiment as commented YAML (``hwnas config
   --defaults``) and :func:`reference_markdown` the reference tables of ``docs/config.md``.
@@ -258,7 +259,7 @@ def _check_metric(value: str) -> str:
 
 
 _PLUGINS: contextvars.ContextVar[bool] = contextvars.ContextVar("hwnas_config_plugins", default=True)
-"""Whether ``task.module`` may be imported (:func:`parse_experiment`'s ``plugins``)."""
+"""Whether ``task.module`` and ``space.module`` may be imported (:func:`parse_experiment`'s ``plugins``)."""
 
 
 class TaskConfig(_Strict):
@@ -454,10 +455,13 @@ class HardwareConfig(_Strict):
 
     target: str = Field("XC7Z020", description="FPGA from the device catalog, by name or alias (case-insensitive), "
                         "e.g. XC7Z020 (PYNQ-Z1), ZCU104, VU13P")
-    model: Literal["finn", "hls4ml", "alkaid", "none"] = Field(
+    model: Literal["finn", "hls4ml", "alkaid", "surrogate", "none"] = Field(
         "finn", description="hardware cost model: finn (dataflow, PE/SIMD folding), hls4ml (reuse factor), alkaid "
         "(the RTL export's design traced by alkaid, calibrated on Yosys synthesis; pipelined at "
-        "run.rtl.latency_cutoff_ns, else the clock period) or none (no hardware metrics)")
+        "run.rtl.latency_cutoff_ns, else the clock period), surrogate (the same RTL design's LUTs, FFs and "
+        "latency predicted by gradient-boosted trees trained on Yosys synthesis, from per-layer features, "
+        "without alkaid; a 10-90 % interval, and a warning outside its training range) or none (no hardware "
+        "metrics)")
     clock_mhz: float | None = Field(None, gt=0, le=10_000,
                                     description="clock in MHz (null: the device's default clock)")
     target_fps: float | None = Field(None, gt=0, le=1e12,
@@ -497,6 +501,10 @@ class HardwareConfig(_Strict):
         return self.clock_mhz if self.clock_mhz is not None else self.device().clock_mhz
 
 
+_DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?")
+"""``training.device`` values (the same check as :func:`hwnas.train.device.check_device_spec`, without torch)."""
+
+
 class TrainingConfig(_Strict):
     """The training schedule of every trial (fields of hwnas.train.TrainConfig; loss from the task)."""
 
@@ -533,6 +541,19 @@ class TrainingConfig(_Strict):
                               "standard deviation, and the model it keeps (test_accuracy, costs, checkpoint) is the "
                               "best fold's; every class needs at least k samples there (null: one training on the "
                               "train split, scored on the validation split)")
+    device: str = Field("auto", description="where every training runs: auto (a CUDA GPU when torch sees one, else "
+                        "the CPU), cpu, cuda (the current GPU: one worker per GPU with CUDA_VISIBLE_DEVICES) or "
+                        "cuda:N; a GPU this machine does not have is an error when the run starts. Saved models, "
+                        "checkpoints, costs and exports are CPU tensors whatever the device. Left out of the study "
+                        "hash, so GPU and CPU workers can join one study; float sums differ in the last bits between "
+                        "devices (fixed-point quantizers give the same codes)")
+
+    @field_validator("device")
+    @classmethod
+    def _device_spec(cls, value: str) -> str:
+        if not _DEVICE_SPEC.fullmatch(value):
+            raise _custom(f"must be auto, cpu, cuda or cuda:N (N a GPU index), got {value!r}")
+        return value
 
     def to_train_config(self, seed: int, progress: bool = True, *, loss: str = "ce", beta: float = 0.0,
                         gamma: float = 0.0, overrides: dict[str, float] | None = None) -> TrainConfig:
@@ -981,8 +1002,9 @@ class RunConfig(_Strict):
         "2-core machine (null: no limit)")
     synth: Literal["auto", "on", "off"] = Field(
         "auto", description="synthesize every selected model's RTL with Yosys (nextpnr on ECP5) for the target: "
-                            "auto (when Yosys is installed), on (an error without it), off (YAML's bare on/off, "
-                            "true/false mean the same)")
+                            "auto (when Yosys is installed; hwnas run then says up front, before its first stage, "
+                            "that synthesis takes minutes and that off skips it), on (an error without it), off "
+                            "(YAML's bare on/off, true/false mean the same)")
 
     @field_validator("baselines")
     @classmethod
@@ -1049,7 +1071,7 @@ class Experiment(_Strict):
             list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.hardware, self.space,
             self.base_dir) + _task_option_problems(self.task, self.space) + _space_limit_problems(self.space)
             + _training_problems(list(enumerate(self.objectives)), list(enumerate(self.constraints)), self.space,
-                                 self.training, self.search)])
+                                 self.training, self.search) + _family_problems(self.space, self.search)])
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -1320,6 +1342,37 @@ def _training_problems(objectives: list[tuple[int, Objective]], constraints: lis
     return out
 
 
+def _family_problems(space: SpaceConfig | None, search: SearchConfig | None) -> list[tuple[_Loc, str, Any]]:
+    """What ``space.family`` cannot serve: the strategy, a searched mapping (valid pieces only).
+
+    A family without an integer vector (``ModelFamily.vector``) under pso/monas_lq/ha_nas, one the supernet cannot
+    share (every plug-in family) under supernet, and ``space.mapping.folding: search`` with a plug-in family.
+    """
+    if space is None:
+        return []
+    from hwnas.space.family import FamilyError, ModelFamily, get_family
+
+    try:
+        family = get_family(space.family)
+    except FamilyError:  # reported by the space section itself
+        return []
+    out: list[tuple[_Loc, str, Any]] = []
+    name = family.name
+    if search is not None and search.strategy in ("pso", "monas_lq", "ha_nas") and not family.vector:
+        out.append((("search", "strategy"), f"{search.strategy} searches the space's integer vector, which family "
+                    f"{name!r} (space.family) does not offer (its vector is False); use nsga2, tpe or random",
+                    search.strategy))
+    if search is not None and search.strategy == "supernet" and not family.supernet:
+        others = "nsga2, tpe, random, pso, monas_lq or ha_nas" if family.vector else "nsga2, tpe or random"
+        out.append((("search", "strategy"), f"supernet shares the weights of the built-in families' conv and dense "
+                    f"layers, which family {name!r} (space.family) does not have; use {others}", search.strategy))
+    if space.mapping.folding == "search" and type(family).space is ModelFamily.space:
+        out.append((("space", "mapping", "folding"), f"search picks PE/SIMD or reuse factors per layer of the "
+                    f"built-in families; the plug-in family {name!r} (space.family) has no such mapping; use "
+                    "folding: auto", "search"))
+    return out
+
+
 def _space_limit_problems(space: SpaceConfig | None) -> list[tuple[_Loc, str, Any]]:
     """Architecture sizes of ``space`` above :data:`SPACE_LIMITS` (empty when the section is invalid itself)."""
     if space is None:
@@ -1385,6 +1438,7 @@ def _raw_cross_problems(data: dict[str, Any], base_dir: Path, root: yaml.Node, s
     found += _training_problems(items("objectives", Objective), items("constraints", Constraint), space,
                                 _valid(TrainingConfig, data.get("training", {})),
                                 _valid(SearchConfig, data.get("search", {})))
+    found += _family_problems(space, _valid(SearchConfig, data.get("search", {})))
     return [Problem(source, _line_of(root, list(loc)), _path_text(loc), msg) for loc, msg, _ in found]
 
 
@@ -1729,8 +1783,8 @@ def parse_experiment(text: str, source: str = "<string>", base_dir: str | os.Pat
     """Validate YAML ``text`` into an :class:`Experiment` or raise :class:`ConfigError` listing every problem.
 
     ``source`` names the text in messages; ``base_dir`` is the folder relative paths are resolved against
-    (None: the current directory) and where ``task.module`` is looked for after Python's path. ``plugins=False``
-    makes a ``task.module`` a problem instead of importing it (readers that must not run user code).
+    (None: the current directory) and where ``task.module`` and ``space.module`` are looked for after Python's
+    path. ``plugins=False`` makes either a problem instead of importing it (readers that must not run user code).
     """
     token = _PLUGINS.set(plugins)
     try:
@@ -2027,6 +2081,8 @@ changes a result; at that value (or always, for ``None``) it is dropped from :fu
 
 HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("task", "module"): None,
+    ("space", "module"): None,
+    ("space", "family_options"): {},
     ("space", "training"): {"lr": None, "l1": None},
     ("training", "l1"): 0.0,
     ("training", "kfold"): None,
@@ -2040,9 +2096,18 @@ day they were added: no stored hash ever held them, so :func:`hash_payload_forms
 """
 
 
+HASH_NEVER: tuple[tuple[str, ...], ...] = (("training", "device"),)
+"""Keys no hash holds, whatever their value, and no hash ever held (so no earlier forms): where a worker runs,
+not what it computes (``training.device``: workers on GPUs and on CPUs join one study)."""
+
+
 def hash_payload(experiment: Experiment) -> dict[str, Any]:
     """The experiment as the study and stage hashes see it: its dump without :data:`HASH_NEUTRAL` keys."""
     data = experiment.model_dump()
+    for path in HASH_NEVER:
+        node = _lookup(data, path[:-1])
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     for path, neutral in HASH_NEW_NEUTRAL.items():
         node = _lookup(data, path[:-1])
         if isinstance(node, dict) and path[-1] in node and node[path[-1]] == neutral:

@@ -328,6 +328,39 @@ def _signed_bits_safe(x: FVArray) -> FVArray:
     return x
 
 
+def _offload_constant_only(user: Any) -> Any:
+    """An alkaid ``offload_fn`` that hands a product row whose weights all meet constant inputs to ``mmm``.
+
+    alkaid's constant matrix-vector solver (``cmvm``) gathers its partial results into an ``FVArray`` without
+    a hardware configuration, which it takes from the first symbolic element; when every non-zero weight of
+    a row multiplies a constant input (a convolution window over the zero padding whose only non-pruned
+    weights sit on the padding, seen on pruned HGQ 1-D CNNs), no element is symbolic and the trace dies with a
+    bare ``StopIteration``. Offloading those products to alkaid's element-wise ``mmm`` gives the same
+    constants (exact: constants times constants) as symbolic elements, so the row traces. Other rows are
+    left to ``user`` (the caller's own ``offload_fn``, if any) and the solver, unchanged.
+    """
+
+    def offload(cm: np.ndarray, v: Any) -> np.ndarray | None:
+        mask = user(cm, v) if user is not None else None
+        rest = cm != 0 if mask is None else (cm != 0) & ~np.asarray(mask, dtype=np.bool_)
+        const = np.array([float(e.low) == float(e.high) for e in np.asarray(v).ravel()], dtype=np.bool_)
+        if not np.any(rest) or np.any(rest[~const]):
+            return mask  # a symbolic input carries a weight (or nothing is left): the solver's usual case
+        return rest if mask is None else np.asarray(mask, dtype=np.bool_) | rest
+
+    offload.hwnas_constant_only = True  # type: ignore[attr-defined]
+    return offload
+
+
+def _product_safe(x: FVArray) -> FVArray:
+    """``x`` ready for a constant product: :func:`_signed_bits_safe`, plus :func:`_offload_constant_only`."""
+    x = _signed_bits_safe(x)
+    user = x.solver_options.get("offload_fn")
+    if getattr(user, "hwnas_constant_only", False):
+        return x
+    return FVArray(np.asarray(x), {**x.solver_options, "offload_fn": _offload_constant_only(user)}, hwconf=x.hwconf)
+
+
 def _with_options(y: FVArray, like: FVArray) -> FVArray:
     """``y`` carrying ``like``'s solver options (undoes :func:`_signed_bits_safe` for the layers after)."""
     return y if y.solver_options == like.solver_options else FVArray(np.asarray(y), like.solver_options,
@@ -369,13 +402,13 @@ def _(node: Quantize, x: FVArray) -> FVArray:
 
 @_apply_one.register
 def _(node: Dense, x: FVArray) -> FVArray:
-    y = _signed_bits_safe(x) @ node.weight.T
+    y = _product_safe(x) @ node.weight.T
     return _with_options(y + node.bias if node.bias is not None else y, x)
 
 
 @_apply_one.register
 def _(node: Conv, x: FVArray) -> FVArray:
-    y = conv_nd_replay(_signed_bits_safe(x), node.weight, node.bias, stride=node.stride, padding=node.padding,
+    y = conv_nd_replay(_product_safe(x), node.weight, node.bias, stride=node.stride, padding=node.padding,
                        dilation=node.dilation, groups=node.groups)
     return _with_options(y, x)
 

@@ -20,14 +20,18 @@ Contract:
   the per-stage ``logic*`` modules and the top ``<project_name>``, in that order), ``top`` (the design's top
   module, ``project_name``; feed exactly these to synthesis), ``wrapper`` (``<project_name>_wrapper``, a
   port-flattening wrapper that is only the simulation top). :meth:`RtlProject.compile` builds alkaid's
-  Verilator emulator (tools from :mod:`hwnas.export.tools`; VHDL also needs GHDL) and
+  Verilator emulator (tools from :mod:`hwnas.export.tools`; VHDL also needs GHDL) with hwnas's build settings
+  (:data:`VERILATOR_FLAGS`, :data:`CXX_FLAGS`, :func:`build_jobs`, :data:`PARALLEL_BUILD_ADDERS`: a flattened
+  design, unoptimized C++, every CPU; docs/export.md, *Verilator set-up*) and
   :meth:`RtlProject.predict` runs it on float inputs in torch layout (quantized with the input format
   first), returning float64 outputs in torch layout. :meth:`RtlProject.emulate` runs the same IR with
   alkaid's C++ interpreter (no Verilator).
 * :func:`verify_rtl` exports, compiles, simulates and compares with the torch model (float64 values of its
   float32 forward) sample by sample; it returns :func:`~hwnas.export.result.skipped` with the reason when
   alkaid, Verilator, make or a C++ compiler (or GHDL for VHDL) is missing, and never fails for a missing tool.
-* What cannot be exported raises :class:`~hwnas.export.errors.ExportError` naming the layer (and slot).
+* What cannot be exported raises :class:`~hwnas.export.errors.ExportError` naming the layer (and slot); an
+  internal failure of alkaid (tracing, optimizing, writing the RTL) or of the Verilator build raises
+  :class:`~hwnas.export.errors.ToolFailureError` with the tool's message: a failed path, never "not expressible".
 """
 
 from __future__ import annotations
@@ -52,13 +56,17 @@ from .graph import ExportGraph, FixedFormat, Quantize, extract, layers_of
 from .result import PathResult, compare, skipped
 from .tools import find_ghdl, find_verilator, rtl_tools_missing
 
-__all__ = ["DEFAULT_PART", "RtlProject", "RtlSummary", "export_rtl", "verify_rtl"]
+__all__ = ["CXX_FLAGS", "DEFAULT_PART", "PARALLEL_BUILD_ADDERS", "VERILATOR_FLAGS", "RtlProject", "RtlSummary",
+           "build_jobs", "export_rtl", "verify_rtl"]
 
 DEFAULT_PART = "xcvu13p-flga2577-2-e"
 """alkaid's default FPGA part (only written into its Vivado/Quartus project scripts)."""
 
 _SUMMARY_FILE = "hwnas_rtl.json"
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# what an internal failure of alkaid raises (StopIteration: its cmvm on an all-constant product row); an
+# ExportError (a ValueError) is passed through where it can occur
+_TOOL_FAULTS = (AssertionError, ValueError, TypeError, IndexError, KeyError, ArithmeticError, StopIteration)
 # alkaid IR opcodes: 0/1 add/sub, 4 add a constant, 6 multiplexer, 7 multiplier, 8 table lookup
 _ADDERS, _MUX, _MUL, _LUT = (0, 1, 4), (6,), (7,), (8,)
 
@@ -96,8 +104,50 @@ class RtlSummary:
 
 VERILATOR_SPLIT = "--output-split 3000 --output-split-cfuncs 300"
 """Verilator flags that split the generated C++ of a large combinational design into many small files and
-functions that g++ compiles in parallel. Measured on the demo's knee model (a 1-D CNN, 88,832 MACs, 2 cores):
-RTL verification took 342 s with them, 471 s without (docs/export.md, *Verilator set-up*)."""
+functions: g++'s time grows faster than linearly with a function's size (a 1,478-adder MLP: 71 s of g++ for its
+one eval function at ``-O``, 3 s split; docs/export.md, *Verilator set-up*)."""
+
+VERILATOR_FLAGS = f"--flatten {VERILATOR_SPLIT}"
+"""hwnas's Verilator flags for the emulator build (after alkaid's lint flags): :data:`VERILATOR_SPLIT` plus
+``--flatten``. alkaid writes every adder as an instance of a parameterized module (``shift_adder``,
+``ternary_adder``); without ``--flatten`` Verilator keeps the many-times-instantiated ones as C++ classes with
+one symbol-table entry each: on the demo's knee CNN (57,369 adders) 875 C++ files, 250 compiler runs and 239 s
+of g++ CPU at ``-O``; flattened, 9 compiler runs and 72 s (46 s at ``-O0``). Verilator's own time does not
+change (about 90 s CPU there)."""
+
+CXX_FLAGS = "-std=c++17 -fPIC -O0"
+"""Compiler flags of the emulator's C++ (alkaid's makefile has ``-std=c++17 -fPIC -O``; hwnas replaces them
+through ``MAKEFLAGS``, whose command-line ``CFLAGS`` wins over the makefile's). The emulator only runs the test
+inputs once, so optimizing the C++ costs more time than it saves."""
+
+
+PARALLEL_BUILD_ADDERS = 20_000
+"""Above this many adders the emulator's C++ is compiled file by file in parallel (Verilator's default, with a
+precompiled header per kind of file); up to it as one translation unit (``VM_PARALLEL_BUILDS=0``), which skips
+the two precompiled headers and the repeated header parsing: half the compiler time of a small design (a
+5,039-adder MLP: 10 s of g++ instead of 17 s, wall and CPU; docs/export.md, *Verilator set-up*)."""
+
+
+def build_jobs() -> int:
+    """Parallel compiler jobs for the emulator build: the CPUs this process may run on.
+
+    alkaid's makefile asks ``nproc``, which honours ``OMP_NUM_THREADS``, so a session that pins torch to one
+    thread (as the benchmarks and tests do) used to build serially and in one C++ file (Verilator groups the
+    model's files into as many as there are jobs).
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _make_flags(base: str, cxx_flags: str, parallel: bool = True) -> str:
+    """``MAKEFLAGS``: ``base``, ``CFLAGS=<cxx_flags>`` (spaces escaped), ``VM_PARALLEL_BUILDS=0`` unless ``parallel``.
+
+    make hands these command-line variables on to Verilator's own make, where they win over its makefiles' values.
+    """
+    value = "\\ ".join(cxx_flags.split())
+    return f"{base} CFLAGS={value}{'' if parallel else ' VM_PARALLEL_BUILDS=0'}".strip()
 
 
 @dataclass
@@ -151,11 +201,17 @@ class RtlProject:
                         latency_cutoff=self.latency_cutoff, print_latency=True, part_name=self.part_name,
                         clock_period=self.clock_period)
 
-    def compile(self, *, verbose: bool = False, jobs: int | None = None, openmp: bool = True) -> RtlProject:
+    def compile(self, *, verbose: bool = False, jobs: int | None = None, openmp: bool = True,
+                verilator_flags: str = VERILATOR_FLAGS, cxx_flags: str = CXX_FLAGS,
+                parallel: bool | None = None) -> RtlProject:
         """Build alkaid's Verilator emulator of the project (in ``path/sim``); returns ``self``.
 
-        Raises :class:`ToolMissingError` when Verilator (or GHDL for VHDL) is missing and ``RuntimeError``
-        when the build fails (``verbose`` shows the compiler output).
+        ``jobs``: parallel compiler jobs (default :func:`build_jobs`); ``verilator_flags`` follow alkaid's lint
+        flags (default :data:`VERILATOR_FLAGS`); ``cxx_flags`` are the C++ compiler's (default :data:`CXX_FLAGS`);
+        ``parallel``: compile the C++ file by file (default: above :data:`PARALLEL_BUILD_ADDERS` adders) or as one
+        translation unit.
+        Raises :class:`ToolMissingError` when Verilator (or GHDL for VHDL) is missing and
+        :class:`ToolFailureError` (a ``RuntimeError``) when the build fails (``verbose`` shows the compiler output).
         """
         tool = find_verilator()
         if self.flavor == "vhdl" and find_ghdl() is None:
@@ -171,12 +227,15 @@ class RtlProject:
                 flags = "-Wno-fatal -Wno-UNUSEDSIGNAL -Wno-COMBDLY -Wno-ALWNEVER"
             else:
                 flags = f"-Wall {verilator_warn_suppression()}"  # alkaid's own flags for its Verilog
-            env = {**env, "VERILATOR_FLAGS": f"{flags} {VERILATOR_SPLIT}"}
+            if parallel is None:
+                parallel = self.summary.adders > PARALLEL_BUILD_ADDERS
+            make = _make_flags(env.get("MAKEFLAGS", os.environ.get("MAKEFLAGS", "")), cxx_flags, parallel)
+            env = {**env, "VERILATOR_FLAGS": f"{flags} {verilator_flags}".strip(), "MAKEFLAGS": make}
             try:
-                rtl.compile(verbose=verbose, openmp=openmp, nproc=jobs, _env=env)
-            except (RuntimeError, AttributeError, OSError) as err:
-                raise RuntimeError(f"{self.top}: the Verilator build in {self.path / 'sim'} failed ({err}); "
-                                   "rerun compile(verbose=True) for the compiler output") from err
+                rtl.compile(verbose=verbose, openmp=openmp, nproc=jobs or build_jobs(), _env=env)
+            except (RuntimeError, AttributeError, OSError, *_TOOL_FAULTS) as err:
+                raise ToolFailureError(f"{self.top}: the Verilator build in {self.path / 'sim'} failed ({err}); "
+                                       "rerun compile(verbose=True) for the compiler output") from err
         self._rtl = rtl
         return self
 
@@ -305,7 +364,7 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
                                   solver_options=solver_options, graph=graph)
     try:
         comb = trace(inp, out)
-    except (AssertionError, ValueError, RuntimeError, TypeError, IndexError, StopIteration) as err:
+    except (*_TOOL_FAULTS, RuntimeError) as err:
         raise ToolFailureError(f"model: alkaid failed inside while optimizing the traced circuit "
                                f"({type(err).__name__}: {err})") from err
     wide = [sum(q.kif) for q in (*comb.inp_qint, *comb.out_qint)]
@@ -317,10 +376,16 @@ def export_rtl(model: nn.Module, input_shape: tuple[int, ...], output_dir: str |
     tmp, final = stage.path, stage.final
     part = part_name or DEFAULT_PART
     try:
-        rtl = RTLModel(comb, tmp, project_name, flavor=flavor, n_stages=n_stages, latency_cutoff=latency_cutoff,
-                       print_latency=True, part_name=part, clock_period=clock_period)
-        rtl.write()
-        summary = _summary(comb, rtl)
+        try:
+            rtl = RTLModel(comb, tmp, project_name, flavor=flavor, n_stages=n_stages, latency_cutoff=latency_cutoff,
+                           print_latency=True, part_name=part, clock_period=clock_period)
+            rtl.write()
+            summary = _summary(comb, rtl)
+        except _TOOL_FAULTS as err:  # alkaid's pipelining or code generation broke: the path failed
+            if isinstance(err, ExportError):
+                raise
+            raise ToolFailureError(f"model: alkaid failed inside while writing the RTL ({type(err).__name__}: "
+                                   f"{err})") from err
         rel_sources, rel_wrapper = _sources(tmp, project_name, flavor)
         meta = {
             "top": project_name, "flavor": flavor, "wrapper": str(rel_wrapper.relative_to(tmp)),

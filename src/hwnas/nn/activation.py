@@ -17,7 +17,7 @@ from torch import nn
 
 from hwnas.quant import FixedPointQuantizer, QuantizationError
 
-from .base import QLayer, QuantizerSpec, bits_of
+from .base import QLayer, QuantizerSpec, bits_of, module_device
 
 __all__ = ["QActivation", "QAvgPool1d", "QAvgPool2d", "QMaxPool1d", "QMaxPool2d"]
 
@@ -115,9 +115,10 @@ class _QPool(QLayer):
     def ebops(self, upstream: torch.Tensor | None = None) -> torch.Tensor:
         """(window − 1) two-input max/add operations per output element, at the input width."""
         shape = self._require_shape()
-        bx = bits_of(self.input_quantizer, shape, upstream)
+        bx = bits_of(self.input_quantizer, shape, upstream,
+                     device=module_device(self, None if upstream is None else upstream.device))
         with torch.no_grad():
-            n_out = self._pool(torch.zeros((1, *shape))).numel()
+            n_out = self._pool(torch.zeros((1, *shape), device=bx.device)).numel()
         return bx.max() * float(n_out * (self._window() - 1))
 
 

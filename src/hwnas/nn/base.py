@@ -35,7 +35,7 @@ from hwnas.quant import (
     ScaledIntQuantizer,
 )
 
-__all__ = ["FLOAT_BITS", "QLayer", "QuantizerSpec", "make_quantizer"]
+__all__ = ["FLOAT_BITS", "QLayer", "QuantizerSpec", "make_quantizer", "module_device"]
 
 FLOAT_BITS = 32.0
 """Bit-width charged for an unquantized (float32) operand."""
@@ -88,15 +88,29 @@ def make_quantizer(spec: QuantizerSpec, *, slot: str, batch_dims: int,
     return q
 
 
-def bits_of(q: Quantizer | None, element_shape: tuple[int, ...], upstream: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-element bit-widths for an operand of ``element_shape`` produced by ``q``.
+def module_device(module: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device of ``module``'s first materialized parameter or buffer (``default``, else the CPU, without one)."""
+    for t in (*module.parameters(), *module.buffers()):
+        if not isinstance(t, nn.parameter.UninitializedTensorMixin):
+            return t.device
+    return default if default is not None else torch.device("cpu")
+
+
+def bits_of(q: Quantizer | None, element_shape: tuple[int, ...], upstream: torch.Tensor | None = None,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Per-element bit-widths for an operand of ``element_shape`` produced by ``q``, on ``device`` when given.
 
     Without a quantizer the operand carries ``upstream`` bits (a scalar) or, failing that, float32's 32.
+    (Quantizers without tensors of their own — bipolar, fp16, an uncalibrated scaled one — report CPU scalars:
+    ``device``, the layer's, puts every width where the layer computes.)
     """
     if q is None:
-        value = upstream if upstream is not None else torch.tensor(FLOAT_BITS)
-        return value.expand(element_shape)
-    return q.element_bits().expand(element_shape)
+        value = upstream if upstream is not None else torch.tensor(FLOAT_BITS, device=device)
+    else:
+        value = q.element_bits()
+    if device is not None:
+        value = value.to(device)
+    return value.expand(element_shape)
 
 
 class QLayer(nn.Module):
@@ -213,7 +227,7 @@ class QLayer(nn.Module):
 
     def ebops(self, upstream: torch.Tensor | None = None) -> torch.Tensor:
         """Effective bit operations (HGQ eq. 11) per sample; differentiable in the bit-widths."""
-        return torch.zeros(())
+        return torch.zeros((), device=module_device(self))
 
     def bops(self, upstream: torch.Tensor | None = None) -> float:
         """Bit operations: MACs × weight width × activation width (widest element of each)."""
@@ -263,6 +277,7 @@ def set_quantizers(
     :func:`hwnas.quant.calibrate`). Returns ``model`` (modified in place).
     """
     specs = dict(zip(_SLOTS, (input, weight, bias, output), strict=True))
+    device = module_device(model)  # fresh quantizers join the model's device
     for name, layer in model.named_modules():
         if not isinstance(layer, QLayer) or (layers is not None and not isinstance(layer, layers)):
             continue
@@ -281,6 +296,8 @@ def set_quantizers(
                 shape = layer.input_shape if slot == "input_quantizer" else None
             q = make_quantizer(spec, slot=label, batch_dims=0 if param is not None else 1,  # type: ignore[arg-type]
                                element_shape=shape)
+            if q is not None:
+                q.to(device)
             setattr(layer, slot, q)
             if q is not None and param is not None:
                 with torch.no_grad():

@@ -48,7 +48,7 @@ class _QWeighted(QLayer):
         return 1
 
     def _bits_in(self, upstream: torch.Tensor | None) -> torch.Tensor:
-        return bits_of(self.input_quantizer, self._require_shape(), upstream)
+        return bits_of(self.input_quantizer, self._require_shape(), upstream, device=self.weight.device)
 
     def macs(self) -> int:
         """Multiplications per sample with a dense (unpruned) weight."""
@@ -59,12 +59,12 @@ class _QWeighted(QLayer):
     def ebops(self, upstream: torch.Tensor | None = None) -> torch.Tensor:
         """Σ b_x·b_w over every multiplication plus Σ max(b_acc, b_bias) over the bias additions."""
         bx = self._bits_in(upstream)
-        bw = bits_of(self.weight_quantizer, tuple(self.weight.shape))
+        bw = bits_of(self.weight_quantizer, tuple(self.weight.shape), device=self.weight.device)
         dtype = bw.dtype if bw.is_floating_point() else torch.float32
         mul = self._op(bx.to(dtype).unsqueeze(0), bw.to(dtype)).sum()
         if self.bias is None:
             return mul
-        bb = bits_of(self.bias_quantizer, tuple(self.bias.shape)).to(dtype)
+        bb = bits_of(self.bias_quantizer, tuple(self.bias.shape), device=self.weight.device).to(dtype)
         # accumulator width: at least the widest product reaching each output
         bacc = bw.reshape(bw.shape[0], -1).amax(dim=1) + bx.max()
         return mul + torch.maximum(bacc, bb).sum() * self._out_positions()

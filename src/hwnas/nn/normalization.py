@@ -58,7 +58,7 @@ from hwnas.quant import FixedPointQuantizer, PerTensor, QuantizationError, quant
 from hwnas.quant.modes import ap_type_name, check_kif, parse_overflow, parse_rounding
 from hwnas.quant.reference import quantize_fixed_np
 
-from .base import QLayer, QuantizerSpec
+from .base import QLayer, QuantizerSpec, module_device
 from .layers import DEFAULT_ACTIVATION, DEFAULT_BIAS, DEFAULT_WEIGHT
 
 __all__ = [
@@ -557,7 +557,7 @@ class QSoftmax(QLayer):
         n = cfg.n
         per_row = (2 * n - 1) * cfg.data_t.width + (n - 1) * cfg.accum_t.width \
             + n * cfg.accum_t.width * cfg.inv_table_t.width
-        return torch.tensor(float(per_row * _rows(shape)))
+        return torch.tensor(float(per_row * _rows(shape)), device=module_device(self))
 
     def bops(self, upstream: torch.Tensor | None = None) -> float:
         """MACs × accum_t width × inv_table_t width."""
@@ -783,7 +783,7 @@ class QLayerNorm(QLayer):
         a, t = cfg.accum_t.width, cfg.table_t.width
         n = shape[-1]
         bw = (self.weight_quantizer.element_bits().expand(n) if self.weight_quantizer is not None
-              else torch.full((n,), 32.0))
+              else torch.full((n,), 32.0, device=self.weight.device))
         per_row = (n * a * a + 2 * n * a + 2 * a * a + n * a * t) + ((a + t) * bw).sum() + n * (a + t)
         return per_row * _rows(shape)
 

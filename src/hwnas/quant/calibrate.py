@@ -54,9 +54,12 @@ def calibrate(
     ``signed="auto"`` quantizers get their sign bit; scaled-int activation quantizers get scales.
 
     The model's train/eval mode is restored afterwards. If anything fails (NaN in the data, a shape
-    error) no quantizer is changed. Returns the quantizers by module name.
+    error) no quantizer is changed. Returns the quantizers by module name. Batches run on the model's device
+    (that of its first materialized parameter or buffer).
     """
     quantizers = label_quantizers(model)
+    device = next((t.device for t in (*model.parameters(), *model.buffers())
+                   if not isinstance(t, nn.parameter.UninitializedTensorMixin)), None)
     was_training = model.training
     model.eval()
     for q in quantizers.values():
@@ -68,7 +71,7 @@ def calibrate(
             for n, xb in enumerate(tqdm(it, desc="calibrate", disable=not progress, leave=False)):
                 if max_batches is not None and n >= max_batches:
                     break
-                model(xb)
+                model(xb if device is None else xb.to(device))
                 seen += 1
         if seen == 0:
             raise QuantizationError("data: calibration data is empty")

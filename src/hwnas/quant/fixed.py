@@ -168,7 +168,8 @@ class _FixedQuant(torch.autograd.Function):
                 lo = -k * two_i * keep
             if omode is OverflowMode.SAT_ZERO:
                 q_round = round_to_codes(x * scale, rmode) * inv_scale
-                q = torch.where((q_round > hi) | (q_round < lo), torch.zeros((), dtype=x.dtype), q_round)
+                q = torch.where((q_round > hi) | (q_round < lo), torch.zeros((), dtype=x.dtype, device=x.device),
+                                q_round)
             else:
                 q, over = _run(_k_sat_forward, x, scale, inv_scale, lo, hi, rmode)
         if any(ctx.needs_input_grad):
@@ -288,7 +289,7 @@ def minimal_integer_bits(
     ``i = -f - k`` (width 0: pruned) instead of the ``i = -f`` that merely represents 0.
     """
     f = torch.round(f)
-    k = torch.as_tensor(k, dtype=x.dtype)
+    k = torch.as_tensor(k, dtype=x.dtype, device=x.device)
     m = round_to_codes(x * torch.exp2(f), parse_rounding(round_mode))
     need = code_integer_bits(m, k, f)
     if not prune_zeros:

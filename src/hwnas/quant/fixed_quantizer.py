@@ -178,7 +178,8 @@ class FixedPointQuantizer(Quantizer):
         if self.train_i == is_param:
             return
         if isinstance(current, nn.parameter.UninitializedTensorMixin):
-            new = nn.UninitializedParameter() if self.train_i else nn.UninitializedBuffer()
+            where = {"device": current.device, "dtype": current.dtype}
+            new = nn.UninitializedParameter(**where) if self.train_i else nn.UninitializedBuffer(**where)
         else:
             new = nn.Parameter(current.detach().clone()) if self.train_i else current.detach().clone()
         self._parameters.pop("i", None)
@@ -188,11 +189,12 @@ class FixedPointQuantizer(Quantizer):
         else:
             self.register_buffer("i", new)
 
-    def _materialize(self, element_shape: tuple[int, ...]) -> None:
+    def _materialize(self, element_shape: tuple[int, ...], device: torch.device | None = None) -> None:
+        """Shape ``k``, ``i``, ``f`` for elements of ``element_shape`` (on ``device``; None: where they are)."""
         self._settle_i()
         pshape = self.granularity.shape(element_shape)
         for name in ("f", "i", "k"):
-            getattr(self, name).materialize(pshape)
+            getattr(self, name).materialize(pshape, device=device)
         with torch.no_grad():
             self.k.fill_(0.0 if self.signed is False else 1.0)
             self.i.fill_(float(self.init_i) if self.init_i is not None else 0.0)
@@ -318,7 +320,7 @@ class FixedPointQuantizer(Quantizer):
         if not self.materialized:
             if x.dim() < self.batch_dims:
                 raise QuantizationError(f"{self.label}: input has no batch dimension (shape {tuple(x.shape)})")
-            self._materialize(tuple(x.shape[self.batch_dims:]))
+            self._materialize(tuple(x.shape[self.batch_dims:]), device=x.device)  # where the data is
         if self._needs_data_init:
             self._init_from_data(x)
         if self.tracks_i and self.batch_dims == 0:

@@ -3,12 +3,15 @@
 Contract:
 
 * :class:`TrialContext` holds what every trial of one experiment shares: the validated experiment, the task
-  and its seeded data (loaded once per worker), the search space, the device, the QA-Score baseline, the
-  optional CPU latency table and the output folder. With ``space.task_options`` a point's data is the task's
-  data loaded with ``task.options`` overridden by the point's task options (:func:`task_options_for`,
-  :meth:`TrialContext.data_for`; the last few option sets are cached, so trials with the same readout window
-  share one load); its model is built, trained, measured and priced on that data's input shape. The QA-Score
-  baseline stays the task's baseline on the experiment's own options, so QA-Scores compare across options.
+  and its seeded data (loaded once per worker), the search space, the device (the FPGA target), the QA-Score
+  baseline, the optional CPU latency table, the output folder and the torch device trials train on
+  (``training.device`` resolved on this machine, :attr:`TrialContext.train_device`: a CUDA GPU this machine does
+  not have fails :meth:`TrialContext.create` with a one-line :class:`hwnas.train.device.DeviceError`). With
+  ``space.task_options`` a point's data is the task's data loaded with ``task.options`` overridden by the point's
+  task options (:func:`task_options_for`, :meth:`TrialContext.data_for`; the last few option sets are cached, so
+  trials with the same readout window share one load); its model is built, trained, measured and priced on that
+  data's input shape. The QA-Score baseline stays the task's baseline on the experiment's own options, so
+  QA-Scores compare across options.
 * :func:`train_and_measure` is the whole trial without Optuna (the MONAS-LQ and HA-NAS pipelines call it
   directly): the model of ``point`` is built and trained with the experiment's schedule and seed
   ``experiment.seed + number`` — with the point's searched training settings (``space.training``: ``lr``,
@@ -22,7 +25,8 @@ Contract:
   ``experiment.seed + number + j``): ``accuracy`` is the mean of the folds' task metrics on their held-out
   parts, ``accuracy_std`` their standard deviation (``folds`` in the result: each fold's), and the model the
   trial keeps is the best fold's: ``test_accuracy``, the costs and the checkpoint are that model's; the test split
-  is used for nothing else (never for a choice). The trained
+  is used for nothing else (never for a choice). The model trains and is evaluated on the trial's torch device; it
+  is moved to the CPU before it is priced and saved, so costs and files do not depend on the device. The trained
   model is saved (:func:`hwnas.export.save_model`, with test inputs and the metadata ``task_options``: the
   options its data was loaded with, which every later stage loads again) under ``<output>/trials/<number>/``.
   With ``parents`` (finished trials, :class:`hwnas.search.inherit.ParentCandidate`) the training starts from
@@ -115,6 +119,8 @@ class TrialContext:
     extra: dict[str, Any] = field(default_factory=dict)
     data_cache_size: int = 4
     """How many task data sets of searched task options :meth:`data_for` keeps (least recently used dropped)."""
+    train_device: torch.device | None = None
+    """Where trials train and are evaluated (``training.device`` resolved by :meth:`create`; None: the CPU)."""
     _data_cache: OrderedDict[str, Any] = field(default_factory=OrderedDict, repr=False)
     _baseline_cache: tuple[Any, Any] | None = field(default=None, repr=False)
 
@@ -130,9 +136,11 @@ class TrialContext:
         that cannot be loaded or profiled raises :class:`hwnas.cost.cpu_profile.CpuTableError` naming
         ``hardware.cpu_table``.
         """
-        from hwnas.space import SearchSpace
+        from hwnas.space import make_space
         from hwnas.tasks import get_task
+        from hwnas.train.device import resolve_device
 
+        train_device = resolve_device(experiment.training.device, "training.device")  # before any work
         task = get_task(experiment.task.name)
         if data is None:
             data = task.load(seed=experiment.seed, **experiment.task.options)
@@ -140,7 +148,7 @@ class TrialContext:
         if experiment.space.task_options:
             def shape_of(chosen: Mapping[str, Any]) -> tuple[int, ...]:
                 return task.input_shape(**{**experiment.task.options, **chosen})
-        space = SearchSpace(experiment.space, data.input_shape, data.n_classes, shape_of=shape_of)
+        space = make_space(experiment.space, data.input_shape, data.n_classes, shape_of=shape_of)  # space.family's
         if experiment.training.kfold and task.loss == "ce":  # every class must reach every fold
             from hwnas.train.kfold import check_folds
 
@@ -175,7 +183,8 @@ class TrialContext:
             baseline = task.baseline(data)
         except Exception:  # a task without a baseline model: no QA-Score
             baseline = None
-        return cls(experiment, task, data, space, device, out, baseline, table, progress, save_models)
+        return cls(experiment, task, data, space, device, out, baseline, table, progress, save_models,
+                   train_device=train_device)
 
     def baseline_metrics(self) -> Any:
         """:func:`hwnas.cost.metrics.model_metrics` of :attr:`baseline` (measured once; the QA-Score's base)."""
@@ -328,9 +337,9 @@ def _hardware(model: nn.Module, ctx: TrialContext, point: Any) -> tuple[dict[str
             _, est = fold_for_throughput(folded, ctx.device, shape, target_fps, clock_mhz=clock)
         else:
             est = estimate(folded, ctx.device, input_shape=shape, kind="finn", clock_mhz=clock)
-    elif kind == "alkaid":
+    elif kind in ("alkaid", "surrogate"):  # the RTL design, traced or predicted
         cutoff = exp.run.rtl.latency_cutoff_ns
-        est = estimate(folded, ctx.device, input_shape=shape, kind="alkaid", clock_mhz=clock,
+        est = estimate(folded, ctx.device, input_shape=shape, kind=kind, clock_mhz=clock,
                        latency_cutoff_ns=cutoff if cutoff > 0 else None)
     else:
         rf = ctx.space.reuse_factors(point) if mapping else configured_reuse(exp, folded, shape)
@@ -387,6 +396,9 @@ def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Seque
 
     ``folds`` (k-fold): the folds' task metrics; ``accuracy`` is then their mean and ``accuracy_std`` their
     (population) standard deviation instead of the model's metric on the validation split.
+
+    The task metrics are measured on the model's device; the model is then moved to the CPU (in place: it stays
+    there), where it is priced.
     """
     import statistics
 
@@ -400,6 +412,7 @@ def measure(model: nn.Module, ctx: TrialContext, point: Any = None, folds: Seque
         val = task.evaluate(model, data.val, classes=data.classes)
         metrics = {"accuracy": _finite("accuracy", val[task.metric])}
     metrics["test_accuracy"] = float(test[task.metric])
+    model.cpu()  # everything that leaves the trial (costs, the saved model, exports) sees CPU tensors
     costs, summary = cost_metrics(model, ctx, point, hardware=hardware)
     metrics.update(costs)
     return metrics, summary
@@ -436,6 +449,8 @@ def train_and_measure(point: Any, ctx: TrialContext, number: int, *, checkpoint_
         if parent is not None and not exp.training.kfold:  # k-fold: every fold's model inherits (_train_folds)
             inherit(model, parent.checkpoint, data.train.x[:WARM_START_CALIBRATION])
     config = exp.train_config(seed, progress=ctx.progress, overrides=training_for(point))
+    if ctx.train_device is not None:
+        config = dataclasses.replace(config, device=str(ctx.train_device))
     folds = None
     if exp.training.kfold:
         model, folds = _train_folds(point, ctx, data, config, parent)
@@ -473,6 +488,8 @@ def finish_trial(model: nn.Module, point: Any, ctx: TrialContext, number: int, t
                           metadata={"experiment": exp.name, "trial": number, "point": point.to_dict(),
                                     "metrics": metrics, "task_options": options, "training": training,
                                     "folds": None if folds is None else list(folds), "warm_start": parent,
+                                    **({"target": ctx.device.name, "part": ctx.device.part}
+                                       if getattr(ctx.device, "part", None) else {}),
                                     **dict(metadata or {})})
         checkpoint = record_path(path, ctx.output)
     return TrialResult(point, metrics, constraints, summary, checkpoint, time.perf_counter() - t0, options,

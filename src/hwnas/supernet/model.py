@@ -261,11 +261,14 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------ sub-nets
     def _model(self, point: Point, fresh: bool) -> nn.Module:
+        """``point``'s model on the banks' device (its quantizers and statistics live there)."""
+        device = next(iter(self.banks.values())).device
         if fresh:
-            return self.space.build(point, seed=0)
+            return self.space.build(point, seed=0).to(device)
         model = self._cache.pop(point, None)
         if model is None:
             model = self.space.build(point, seed=0)
+        model = model.to(device)
         self._cache[point] = model
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -381,6 +384,8 @@ class SubNet(nn.Module):
 
         model = self.load()
         batches = list(data.split(batch_size)) if isinstance(data, torch.Tensor) else list(data)
+        device = next(iter(self.supernet.banks.values())).device
+        batches = [b.to(device) for b in batches]  # where the sub-net runs
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if norms:
             for m in norms:

@@ -113,11 +113,13 @@ class SupernetSearch:
     def train_config(self) -> SupernetTrainConfig:
         """The supernet's training settings: the experiment's ``training`` section and the strategy options."""
         base = self.exp.train_config(self.exp.seed, progress=False)
+        device = getattr(self.ctx, "train_device", None)  # training.device resolved at the run's start
         o = self.opts
         return SupernetTrainConfig(epochs=o.epochs, warmup_epochs=o.warmup_epochs, random_subnets=o.random_subnets,
                                    distill=o.distill, sort_channels=o.sort_channels, batch_size=base.batch_size,
                                    lr=base.lr, optimizer=base.optimizer, momentum=base.momentum,
-                                   weight_decay=base.weight_decay, seed=self.exp.seed, threads=base.threads)
+                                   weight_decay=base.weight_decay, seed=self.exp.seed, threads=base.threads,
+                                   device=base.device if device is None else str(device))
 
     def new_supernet(self) -> Supernet:
         """An untrained supernet of the experiment's space (banks seeded with ``experiment.seed``)."""
@@ -153,6 +155,8 @@ class SupernetSearch:
         if self._supernet is None:
             sn = self.new_supernet()
             load_supernet(sn, self.folder / "supernet.pt")
+            if getattr(self.ctx, "train_device", None) is not None:
+                sn.to(self.ctx.train_device)  # sub-nets are extracted and scored there
             sn.eval()
             self._supernet = sn
         return self._supernet

@@ -15,6 +15,9 @@ Contract (docs/supernet.md):
   (digest-checked, weights-only, :func:`hwnas.train.trainer.load_saved`); ``resume`` continues from it and ends
   with the same banks as an uninterrupted run. A checkpoint of other settings (except ``epochs``, which may grow)
   or of another space is refused with an error naming it.
+* Device: with ``device`` set (``auto``, ``cpu``, ``cuda``, ``cuda:N``) the supernet is moved there and trains there
+  (batches moved per step; the batch order and sub-net draws come from CPU generators, so they are the same on
+  every device); the checkpoint holds CPU tensors and resumes on any device.
 * Returns a :class:`SupernetHistory`: per epoch the mean loss of the largest sub-net, the seconds, the sub-nets
   trained; a non-finite loss raises :class:`SupernetError`.
 """
@@ -57,6 +60,8 @@ class SupernetTrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     threads: int | None = None
+    device: str | None = None
+    """Where to train (``auto``, ``cpu``, ``cuda``, ``cuda:N``; None: where the supernet is)."""
 
     def validate(self) -> None:
         """Raise :class:`SupernetError` naming the first bad field."""
@@ -72,6 +77,13 @@ class SupernetTrainConfig:
             raise SupernetError(f"lr: must be > 0, got {self.lr!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise SupernetError(f"optimizer: expected adam or sgd, got {self.optimizer!r}")
+        if self.device is not None:
+            from hwnas.train.device import check_device_spec
+
+            try:
+                check_device_spec(self.device)
+            except ValueError as err:
+                raise SupernetError(f"device: {err}") from None
 
 
 @dataclass
@@ -125,17 +137,22 @@ def _settings(config: SupernetTrainConfig) -> dict[str, Any]:
     d = asdict(config)
     d.pop("epochs")
     d.pop("threads")
+    d.pop("device")  # a checkpoint resumes on any device
     return d
 
 
 def train_supernet(supernet: Supernet, x: torch.Tensor, y: torch.Tensor, config: SupernetTrainConfig, *,
                    checkpoint: Path | None = None, resume: bool = False, progress: bool = False) -> SupernetHistory:
     """Train ``supernet`` on ``(x, y)`` (module docstring)."""
+    from hwnas.nn.base import module_device
+    from hwnas.train.device import resolve_device
     from hwnas.train.trainer import _atomic_save, load_saved
 
     config.validate()
     if len(x) != len(y) or len(x) == 0:
         raise SupernetError(f"training data: {len(x)} inputs and {len(y)} labels (need as many, at least one)")
+    dev = module_device(supernet) if config.device is None else resolve_device(config.device, "device")
+    supernet.to(dev)
     digest = space_digest(supernet)
     opt = _optimizer(supernet, config)
     history = SupernetHistory()
@@ -164,7 +181,7 @@ def train_supernet(supernet: Supernet, x: torch.Tensor, y: torch.Tensor, config:
                unit="step", disable=not progress, leave=False)
     space = supernet.space
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []):
             for epoch in range(start, config.epochs):
                 warm = epoch < config.warmup_epochs
                 if not warm and config.sort_channels and history.sorted_at is None:
@@ -178,7 +195,7 @@ def train_supernet(supernet: Supernet, x: torch.Tensor, y: torch.Tensor, config:
                 for b in range(steps_per_epoch):
                     step = epoch * steps_per_epoch + b
                     idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-                    xb, yb = x[idx], y[idx]
+                    xb, yb = x[idx].to(dev), y[idx].to(dev)
                     torch.manual_seed((config.seed * 1_000_003 + step) % 2**63)
                     opt.zero_grad(set_to_none=True)
                     logits = supernet.subnet(supernet.largest, fresh=True)(xb)

@@ -1,5 +1,6 @@
 """Training and compression: the resumable :class:`Trainer` (HGQ loss), k-fold, β-sweeps, PTQ, local search."""
 
+from .device import DeviceError, resolve_device
 from .kfold import KFoldResult, check_folds, kfold
 from .local_search import (
     IterativePruner,
@@ -15,6 +16,7 @@ from .sweep import EbopsController, ParetoCheckpoint, SweepResult, beta_sweep, e
 from .trainer import EpochRecord, History, TrainConfig, Trainer, TrainError, accuracy, evaluate
 
 __all__ = [
+    "DeviceError",
     "EbopsController",
     "EpochRecord",
     "History",
@@ -40,6 +42,7 @@ __all__ = [
     "layer_sensitivity",
     "local_search",
     "post_training_quantize",
+    "resolve_device",
     "size_table",
     "to_fixed_point",
     "weight_statistics",

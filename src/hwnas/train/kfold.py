@@ -81,7 +81,8 @@ def kfold(
     Folds are stratified by class for ``ce`` and plain (shuffled) for regression, seeded by
     ``config.seed``; fold ``j`` trains with seed ``config.seed + j`` (the global torch seed is set to it before
     ``build()``). A fold's metric is the trainer's best validation metric, or with ``score`` the value of
-    ``score(model, x_val, y_val)`` for the fold's trained model. ``keep_models`` keeps the trained models.
+    ``score(model, x_val, y_val)`` for the fold's trained model (on the device it trained on, ``config.device``;
+    ``x_val`` stays on the CPU). ``keep_models`` keeps the trained models, where they trained.
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 

@@ -174,7 +174,8 @@ def local_search(
     """Run fixed-point QAT + iterative magnitude pruning with rewinding for each precision pair.
 
     ``model`` is the float seed model (left untouched); ``config`` supplies the optimizer, loss, batch
-    size and seed (its ``epochs`` is replaced by ``warmup_epochs``/``epochs_per_iteration``).
+    size, seed and device (its ``epochs`` is replaced by ``warmup_epochs``/``epochs_per_iteration``). The copies
+    train and are scored on ``config.device`` (or where ``model`` is); ``best_state`` holds tensors of that device.
     """
     cfg = config or TrainConfig(progress=False)
     if not precisions:

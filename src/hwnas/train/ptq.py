@@ -164,6 +164,9 @@ def post_training_quantize(
     the last layer's output is quantized too (per-tensor, calibrated the same way): integer logits, as an
     integer-only deployment returns them, which also makes exported artefacts bit-exact (a float output
     after non-power-of-two scales depends on the summation order).
+
+    Everything runs on ``model``'s device (the quantized copy is made there; ``calibration_data`` may be on the
+    CPU: each batch is moved).
     """
     if granularity not in ("tensor", "channel"):
         raise TrainError(f"granularity: expected 'tensor' or 'channel', got {granularity!r}")

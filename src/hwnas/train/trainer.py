@@ -12,6 +12,12 @@ Data are ``(x, y)`` tensors held in memory — the common case for these small m
 by indexing with a seeded permutation, which on a 2-core CPU beats a ``DataLoader`` (no worker
 processes, no per-sample collation). A ``torch.utils.data.Dataset`` is accepted too and is gathered into
 tensors once.
+
+Device: with ``TrainConfig.device`` set (``auto``, ``cpu``, ``cuda``, ``cuda:N``;
+:func:`hwnas.train.device.resolve_device`) the model is moved there before the first step and stays there after
+``fit``; the data are moved there once per ``fit`` (the batch order is drawn on the CPU, so a seed gives the same
+order on every device). Without it (None) the model trains where it is. Checkpoints always hold CPU tensors, and a
+checkpoint resumes on any device. :func:`evaluate` runs its batches on the model's device.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from tqdm.auto import tqdm
 from hwnas.errors import HwnasError, first_line
 from hwnas.nn import ebops, regularization
 from hwnas.quant import Quantizer
+
+from .device import check_device_spec, module_device, resolve_device, to_cpu
 
 __all__ = ["EpochRecord", "History", "TrainConfig", "TrainError", "Trainer", "accuracy", "evaluate"]
 
@@ -95,6 +103,10 @@ class TrainConfig:
     """Torch intra-op threads while fitting (restored afterwards; None: torch's setting, all cores by default).
     Several trainings side by side on one machine (workers): cores ÷ processes. Float sums may differ between
     thread counts, so the same seed reproduces a training bit for bit only at the same count."""
+    device: str | None = None
+    """Where to train: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; None: where the
+    model is. The model stays there after ``fit``. Float sums differ between devices (the same seed reproduces a
+    training bit for bit on the same device); fixed-point quantizers give the same codes on every device."""
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field."""
@@ -116,6 +128,11 @@ class TrainConfig:
             raise TrainError(f"lr: must be > 0, got {self.lr!r}")
         if self.threads is not None:
             positive_int("threads")
+        if self.device is not None:
+            try:
+                check_device_spec(self.device)
+            except ValueError as err:
+                raise TrainError(f"device: {err}") from None
         if self.bits_lr is not None and not (isinstance(self.bits_lr, int | float) and self.bits_lr > 0):
             raise TrainError(f"bits_lr: must be > 0, got {self.bits_lr!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -190,11 +207,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce
     was = model.training
     model.eval()
     fn = _loss_fn(loss)
+    dev = module_device(model)
     total_loss = 0.0
     hits = 0.0
     for s in range(0, len(x), batch_size):
-        out = model(x[s:s + batch_size])
-        yb = y[s:s + batch_size]
+        out = model(x[s:s + batch_size].to(dev))
+        yb = y[s:s + batch_size].to(dev)
         total_loss += float(fn(out, yb)) * len(yb)
         if loss == "ce":
             hits += float((out.argmax(1) == yb).sum())
@@ -211,16 +229,24 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return evaluate(model, x, y, loss="ce")[0]
 
 
-def _rng_state() -> dict[str, Any]:
-    """The three generators' states as tensors, numbers and tuples (a weights-only checkpoint holds them)."""
+def _rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The three generators' states as tensors, numbers and tuples (a weights-only checkpoint holds them).
+
+    Training on a CUDA ``device`` adds that device's generator (dropout draws there).
+    """
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     numpy_state = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
                    float(gauss))
-    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
@@ -277,10 +303,13 @@ CHECKPOINT_FORMAT = "hwnas-trainer/2"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """``obj`` into ``path`` atomically, as a digest-checked checkpoint (:func:`load_checkpoint` reads it)."""
+    """``obj`` into ``path`` atomically, as a digest-checked checkpoint (:func:`load_checkpoint` reads it).
+
+    Tensors on another device are written as CPU tensors (:func:`hwnas.train.device.to_cpu`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(to_cpu(obj), buf)
     payload = buf.getvalue()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -331,6 +360,9 @@ class Trainer:
         self._generator = torch.Generator().manual_seed(self.config.seed)
         self._stale = 0  # epochs without improvement
         self.beta = self.config.beta
+        self.device: torch.device | None = (None if self.config.device is None
+                                            else resolve_device(self.config.device, "device"))
+        """Where ``fit`` trains (None: where the model is)."""
 
     # ------------------------------------------------------------------ setup
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -376,15 +408,17 @@ class Trainer:
             "stale": self._stale,
             "beta": self.beta,
             "generator": self._generator.get_state(),
-            "rng": _rng_state(),
+            "rng": _rng_state(module_device(self.model)),
             "config": asdict(self.config),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (the model must have the same architecture)."""
+        """Restore a :meth:`state_dict` (the model must have the same architecture; any device)."""
         saved = {"l1": 0.0, **state.get("config", {})}  # a checkpoint written before l1 existed trained without it
-        if saved != asdict(self.config):
-            diff = [k for k in asdict(self.config) if saved.get(k) != getattr(self.config, k)]
+        saved.pop("device", None)  # a checkpoint resumes on any device
+        mine = {k: v for k, v in asdict(self.config).items() if k != "device"}
+        if saved != mine:
+            diff = [k for k in mine if saved.get(k) != mine[k]]
             raise TrainError(f"resume: the checkpoint was written with a different config (fields {diff})")
         self.model.load_state_dict(state["model"])
         self._optimizer = self._build_optimizer()
@@ -393,7 +427,7 @@ class Trainer:
         self._stale = state["stale"]
         self.beta = state["beta"]
         self._generator.set_state(state["generator"])
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"], module_device(self.model))
 
     # ------------------------------------------------------------------ loop
     def fit(self, train: Any, val: Any = None, *, resume: bool = False) -> History:
@@ -401,7 +435,8 @@ class Trainer:
 
         With ``resume=True`` and a checkpoint in ``checkpoint_dir``, continue from it; the result equals
         an uninterrupted run with the same config and seed. Returns the :class:`History`. With
-        ``config.threads`` set, torch runs on that many threads until ``fit`` returns.
+        ``config.threads`` set, torch runs on that many threads until ``fit`` returns. With ``config.device`` set
+        the model is moved there and stays there (module docstring).
         """
         before = torch.get_num_threads()
         if self.config.threads is not None:
@@ -417,6 +452,12 @@ class Trainer:
         val_xy = _as_tensors(val, "val") if val is not None else None
         if cfg.loss == "ce" and y.is_floating_point():
             raise TrainError("train: loss 'ce' needs integer class labels, got floating-point targets")
+        if self.device is not None:
+            self.model.to(self.device)
+        dev = module_device(self.model)
+        x, y = x.to(dev), y.to(dev)
+        if val_xy is not None:
+            val_xy = (val_xy[0].to(dev), val_xy[1].to(dev))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
@@ -475,8 +516,8 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
-        perm = torch.randperm(len(x), generator=self._generator)
-        total = torch.zeros(())  # accumulated as a tensor: no host sync per step
+        perm = torch.randperm(len(x), generator=self._generator, device="cpu").to(x.device)  # same order anywhere
+        total = torch.zeros((), device=x.device)  # accumulated as a tensor: no host sync per step
         use_reg = self.beta > 0 or cfg.gamma > 0
         for s in range(0, len(x), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
