@@ -62,12 +62,10 @@ class decorator; an existing name is an error unless ``replace=True``; the built
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -521,7 +519,6 @@ class _BuiltinFamily(ModelFamily):
 _REGISTRY: dict[str, ModelFamily] = {}
 _MODULE_FAMILIES: dict[str, tuple[str, ...]] = {}
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def register_family(family: ModelFamily | type[ModelFamily], *, replace: bool = False) -> Any:
@@ -595,29 +592,12 @@ def load_family_module(module: str, search_dir: str | os.PathLike[str] | None = 
     importing again. Raises :class:`FamilyError` (one line) for a name that is not a dotted module name, a
     module that is not found or fails to import, and one that registers no family.
     """
-    if not isinstance(module, str) or not _MODULE_RE.fullmatch(module) or module.endswith(".py"):
-        hint = " (give the module's name, without .py)" if isinstance(module, str) and module.endswith(".py") else ""
-        raise FamilyError(f"{module!r} is not a dotted Python module name like my_pkg.my_families{hint}")
-    if module in _MODULE_FAMILIES:
+    from hwnas.plugins import import_user_module
+
+    if isinstance(module, str) and module in _MODULE_FAMILIES:
         return _MODULE_FAMILIES[module]
     before = dict(_REGISTRY)
-    folder = os.fspath(search_dir) if search_dir is not None else None
-    added = folder is not None and folder not in sys.path
-    if added:
-        sys.path.append(folder)  # type: ignore[arg-type]
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name and (module == err.name or module.startswith(err.name + ".")):
-            where = "Python's path" + (f" or {folder}" if folder is not None else "")
-            raise FamilyError(f"no module named {module!r} in {where}; install the package that has it or put "
-                              f"{module.replace('.', '/')}.py next to the experiment file") from None
-        raise FamilyError(f"importing {module!r} failed: {first_line(err)}") from err
-    except Exception as err:  # the user's module raised while it was imported
-        raise FamilyError(f"importing {module!r} failed: {type(err).__name__}: {first_line(err)}") from err
-    finally:
-        if added:
-            sys.path.remove(folder)  # type: ignore[arg-type]
+    import_user_module(module, search_dir, FamilyError, "my_pkg.my_families")
     names = sorted(n for n, f in _REGISTRY.items() if before.get(n) is not f)
     if not names:  # imported earlier (e.g. as task.module): the families its classes define
         names = sorted(n for n, f in _REGISTRY.items() if type(f).__module__ == module)

@@ -20,10 +20,7 @@ Contract:
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -33,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError, first_line
+from hwnas.errors import HwnasError
 
 from . import metrics as _metrics
 
@@ -234,7 +231,6 @@ def _ensure_builtin() -> None:
     from . import builtin  # noqa: F401  (registers the built-in tasks on first use)
 
 
-_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _MODULE_TASKS: dict[str, tuple[str, ...]] = {}
 
 
@@ -247,30 +243,13 @@ def load_task_module(module: str, search_dir: str | os.PathLike[str] | None = No
     for a name that is not a dotted module name, a module that is not found or fails to import, and one that
     registers no task.
     """
-    if not isinstance(module, str) or not _MODULE_RE.fullmatch(module) or module.endswith(".py"):
-        hint = " (give the module's name, without .py)" if isinstance(module, str) and module.endswith(".py") else ""
-        raise TaskError(f"{module!r} is not a dotted Python module name like my_pkg.my_task{hint}")
+    from hwnas.plugins import import_user_module
+
     _ensure_builtin()
-    if module in _MODULE_TASKS:
+    if isinstance(module, str) and module in _MODULE_TASKS:
         return _MODULE_TASKS[module]
     before = dict(_REGISTRY)
-    folder = os.fspath(search_dir) if search_dir is not None else None
-    added = folder is not None and folder not in sys.path
-    if added:
-        sys.path.append(folder)  # type: ignore[arg-type]
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name and (module == err.name or module.startswith(err.name + ".")):
-            where = "Python's path" + (f" or {folder}" if folder is not None else "")
-            raise TaskError(f"no module named {module!r} in {where}; install the package that has it or put "
-                            f"{module.replace('.', '/')}.py next to the experiment file") from None
-        raise TaskError(f"importing {module!r} failed: {first_line(err)}") from err
-    except Exception as err:  # the user's module raised while it was imported
-        raise TaskError(f"importing {module!r} failed: {type(err).__name__}: {first_line(err)}") from err
-    finally:
-        if added:
-            sys.path.remove(folder)  # type: ignore[arg-type]
+    import_user_module(module, search_dir, TaskError, "my_pkg.my_task")
     names = sorted(n for n, t in _REGISTRY.items() if before.get(n) is not t)
     if not names:  # imported earlier by other code: the tasks whose loader it defines
         names = sorted(n for n, t in _REGISTRY.items() if getattr(t.loader, "__module__", "") == module)
