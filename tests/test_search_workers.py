@@ -186,7 +186,8 @@ def test_two_processes_run_exactly_the_budget(tmp_path, kind, budget, sleep):
     ran = [set(r["trials"]) for r in reports]
     assert not ran[0] & ran[1], "a trial was run by both workers"
     assert ran[0] | ran[1] == set(range(budget))
-    assert all(len(r) >= 1 for r in ran), "one worker ran everything: no interleaving"
+    # both workers usually run trials, but one may start late and find the budget spent (seen in CI on 2 cores):
+    # the guarantees are the exact budget, no trial run twice and none lost, checked here either way
     assert all(r["lost"] == [] and r["stopped_by"] == "budget" for r in reports)
     for t in trials:  # the recorded worker is the one that reports the trial
         assert t.number in ran[t.user_attrs["worker"]["id"]]
