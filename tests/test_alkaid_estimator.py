@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,6 @@ import hwnas.nn as hn
 from hwnas.config import ConfigError, parse_experiment
 from hwnas.cost import CALIBRATION, CostError, alkaid_trace, estimate
 from hwnas.cost.alkaid_model import AlkaidCalibration
-
-BENCH = Path(__file__).parents[1] / "bench"
 
 
 def fixed(bits: int, **kw) -> dict:
@@ -98,15 +94,6 @@ def test_config_accepts_alkaid() -> None:
 
 
 # ------------------------------------------------------------------------------------------ the dataset
-@pytest.fixture(scope="module")
-def dataset():
-    spec = importlib.util.spec_from_file_location("design_dataset", BENCH / "design_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["design_dataset"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_dataset_specs_are_deterministic_and_models_rebuild(dataset) -> None:
     a, b = dataset.design_spec(5, 3, 200), dataset.design_spec(5, 3, 200)
     assert a == b and dataset._key(a) == dataset._key(b) != dataset._key(dataset.design_spec(5, 4, 200))

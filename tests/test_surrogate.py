@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,6 @@ import hwnas.nn as hn
 from hwnas.config import ConfigError, parse_experiment
 from hwnas.cost import CostError, estimate
 from hwnas.cost.surrogate import FEATURES, LEARNED, MODEL_FILE, Forest, Surrogate, load_surrogate, surrogate_features
-
-BENCH = Path(__file__).parents[1] / "bench"
 
 # Six held-out designs of bench/data/designs-v1.jsonl (int(key, 16) % 4 == 0, never trained on), as
 # `bench/train_surrogate.py --fixture 6` prints them: the spec rebuilds the model, then Yosys's counts.
@@ -48,15 +44,6 @@ FIXTURE = [
 
 EBOPS_FIT = (0.2288, 1.0453)
 """LUT ≈ a·EBOPs^b fitted on the same training split (bench/estimator_accuracy.py prints it)."""
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    spec = importlib.util.spec_from_file_location("design_dataset", BENCH / "design_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["design_dataset"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

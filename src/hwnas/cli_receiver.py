@@ -8,15 +8,12 @@ kept: the next run resumes). Every error is one line naming the option.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from hwnas.cli_util import one_line_errors
 
 __all__ = ["add_receiver_commands"]
-
-_INT = ("channels", "blocks", "steps", "batch_size", "frames", "eval_batch", "seed", "val_frames",
-        "calibration_frames", "qat_steps", "threads")
-_FLOAT = ("lr", "qat_lr", "weight_decay", "target_bler")
 
 
 def _number(name: str, text: str, kind: type) -> Any:
@@ -29,24 +26,71 @@ def _number(name: str, text: str, kind: type) -> Any:
         raise StudyError(f"option {name} (--{name.replace('_', '-')}): expected {what}, got {text!r}") from None
 
 
+def _parts(text: str) -> list[str]:
+    """The non-empty items of a comma list, stripped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _yes_no(name: str, text: str) -> tuple[bool, ...]:
+    words = {"no": False, "yes": True, "false": False, "true": True}
+    parts = [part.lower() for part in _parts(text)]
+    if not parts or any(part not in words for part in parts):
+        from hwnas.tasks.ofdm.study import StudyError
+
+        raise StudyError(f"search option {name} (--{name.replace('_', '-')}): no, yes or no,yes, got {text!r}")
+    return tuple(words[part] for part in parts)
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "int": lambda name, text: _number(name, text, int),
+    "float": lambda name, text: _number(name, text, float),
+    "text": lambda name, text: text,
+    "ints": lambda name, text: tuple(_number(name, part, int) for part in _parts(text)),
+    "words": lambda name, text: tuple(_parts(text)),
+    "yes_no": _yes_no,
+    "paths": lambda name, text: () if text.strip() == "none" else tuple(_parts(text)),
+}
+"""How a kind of option is read from its argparse string: ``(name, text) -> value`` (a bad one: a StudyError)."""
+
+
+def _given(args: argparse.Namespace, table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+    """The options given on the command line, each read by its kind's parser.
+
+    ``table`` lists (kind, names) pairs in order: the first bad option in it is the one reported.
+    """
+    given: dict[str, Any] = {}
+    for kind, names in table:
+        for name in names:
+            text = getattr(args, name)
+            if text is not None:
+                given[name] = _PARSERS[kind](name, text)
+    return given
+
+
+_STUDY_OPTIONS = (
+    ("int", ("channels", "blocks", "steps", "batch_size", "frames", "eval_batch", "seed", "val_frames",
+             "calibration_frames", "qat_steps", "threads")),
+    ("float", ("lr", "qat_lr", "weight_decay", "target_bler")),
+    ("text", ("preset", "lr_schedule", "qat_kind", "ebno")),
+    ("words", ("groups", "variants")),
+)
+
+_SEARCH_OPTIONS = (
+    ("int", ("trials", "population", "steps", "batch_size", "input_bits", "bias_bits", "select", "verify_frames",
+             "val_frames", "frames", "eval_batch", "seed", "threads")),
+    ("float", ("lr", "max_bops", "target_bler")),
+    ("ints", ("channels", "blocks", "weight_bits", "act_bits")),
+    ("text", ("preset", "sampler", "study", "ebno")),
+    ("words", ("groups",)),
+    ("yes_no", ("separable",)),
+    ("paths", ("verify_paths",)),
+)
+
+
 def _study(args: argparse.Namespace) -> int:
     from hwnas.tasks.ofdm.study import StudyOptions, run_study
 
-    given: dict[str, Any] = {}
-    for name in _INT + _FLOAT:
-        text = getattr(args, name)
-        if text is not None:
-            given[name] = _number(name, text, int if name in _INT else float)
-    for name in ("preset", "lr_schedule", "qat_kind"):
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
-    if args.ebno is not None:
-        given["ebno"] = args.ebno
-    for name in ("groups", "variants"):
-        text = getattr(args, name)
-        if text is not None:
-            given[name] = tuple(p.strip() for p in text.split(",") if p.strip())
-    options = StudyOptions.from_dict(given)
+    options = StudyOptions.from_dict(_given(args, _STUDY_OPTIONS))
     out = args.out or f"runs/receiver-{options.preset}"
 
     def say(line: str) -> None:
@@ -63,42 +107,10 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-_SEARCH_INT = ("trials", "population", "steps", "batch_size", "input_bits", "bias_bits", "select", "verify_frames",
-               "val_frames", "frames", "eval_batch", "seed", "threads")
-_SEARCH_FLOAT = ("lr", "max_bops", "target_bler")
-_SEARCH_LISTS = ("channels", "blocks", "weight_bits", "act_bits")
-
-
 def _search(args: argparse.Namespace) -> int:
     from hwnas.tasks.ofdm.search import ReceiverSearchOptions, run_search
 
-    given: dict[str, Any] = {}
-    for name in _SEARCH_INT + _SEARCH_FLOAT:
-        text = getattr(args, name)
-        if text is not None:
-            given[name] = _number(name, text, int if name in _SEARCH_INT else float)
-    for name in _SEARCH_LISTS:
-        text = getattr(args, name)
-        if text is not None:
-            given[name] = tuple(_number(name, part.strip(), int) for part in text.split(",") if part.strip())
-    for name in ("preset", "sampler", "study", "ebno"):
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
-    if args.groups is not None:
-        given["groups"] = tuple(p.strip() for p in args.groups.split(",") if p.strip())
-    if args.separable is not None:
-        words = {"no": False, "yes": True, "false": False, "true": True}
-        parts = [part.strip().lower() for part in args.separable.split(",") if part.strip()]
-        bad = [part for part in parts if part not in words]
-        if bad or not parts:
-            from hwnas.tasks.ofdm.study import StudyError
-
-            raise StudyError(f"search option separable (--separable): no, yes or no,yes, got {args.separable!r}")
-        given["separable"] = tuple(words[part] for part in parts)
-    if args.verify_paths is not None:
-        given["verify_paths"] = () if args.verify_paths.strip() == "none" else tuple(
-            p.strip() for p in args.verify_paths.split(",") if p.strip())
-    options = ReceiverSearchOptions.from_dict(given)
+    options = ReceiverSearchOptions.from_dict(_given(args, _SEARCH_OPTIONS))
     out = args.out or "runs/receiver-search"
 
     def say(line: str) -> None:

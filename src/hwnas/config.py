@@ -262,6 +262,35 @@ _PLUGINS: contextvars.ContextVar[bool] = contextvars.ContextVar("hwnas_config_pl
 """Whether ``task.module`` and ``space.module`` may be imported (:func:`parse_experiment`'s ``plugins``)."""
 
 
+def _import_plugin_module(title: str, data: Any, info: ValidationInfo, kind: Literal["task", "family"]) -> Any:
+    """A ``mode="before"`` validator's body for ``task.module`` / ``space.module`` (``title``: the model's name).
+
+    Imports ``data["module"]`` (only the one named there: :func:`hwnas.tasks.load_task_module` or
+    :func:`hwnas.space.load_family_module`, which check the dotted name, from Python's path or the experiment's
+    folder) before the task or family is checked against its registry; a problem is one error at ``module``.
+    """
+    module = data.get("module") if isinstance(data, dict) else None
+    if not isinstance(module, str):
+        return data  # absent, null, or a wrong type its field reports
+    if not _PLUGINS.get():
+        _fail(title, [_error(("module",), "modules of your own are not imported here (this reader imports no user "
+                             f"code); use a built-in {kind}", module)])
+    error: type[Exception]
+    if kind == "task":
+        from hwnas.tasks import TaskError, load_task_module
+
+        load, error = load_task_module, TaskError
+    else:
+        from hwnas.space.family import FamilyError, load_family_module
+
+        load, error = load_family_module, FamilyError
+    try:
+        load(module, (info.context or {}).get("base_dir"))
+    except error as err:
+        _fail(title, [_error(("module",), str(err), module)])
+    return data
+
+
 class TaskConfig(_Strict):
     """Which task (``hwnas tasks`` lists them) and its options."""
 
@@ -277,19 +306,7 @@ class TaskConfig(_Strict):
     @classmethod
     def _import_module(cls, data: Any, info: ValidationInfo) -> Any:
         """Import ``module`` (only the one named here) before ``name`` is checked against the registry."""
-        module = data.get("module") if isinstance(data, dict) else None
-        if not isinstance(module, str):
-            return data  # absent, null, or a wrong type its field reports
-        if not _PLUGINS.get():
-            _fail("TaskConfig", [_error(("module",), "modules of your own are not imported here (this reader "
-                                        "imports no user code); use a built-in task", module)])
-        from hwnas.tasks import TaskError, load_task_module
-
-        try:
-            load_task_module(module, (info.context or {}).get("base_dir"))
-        except TaskError as err:
-            _fail("TaskConfig", [_error(("module",), str(err), module)])
-        return data
+        return _import_plugin_module("TaskConfig", data, info, "task")
 
     @field_validator("name")
     @classmethod

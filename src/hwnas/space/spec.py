@@ -318,19 +318,9 @@ class SpaceConfig(_Strict):
     @classmethod
     def _import_module(cls, data: Any, info: ValidationInfo) -> Any:
         """Import ``module`` (only the one named here) before ``family`` is checked against the registry."""
-        module = data.get("module") if isinstance(data, dict) else None
-        if not isinstance(module, str):
-            return data  # absent, null, or a wrong type its field reports
-        from hwnas.space.family import FamilyError, load_family_module, plugins_allowed
+        from hwnas.config import _import_plugin_module  # hwnas.config imports this module
 
-        if not plugins_allowed():
-            _fail_at("module", "modules of your own are not imported here (this reader imports no user code); use "
-                     "a built-in family", module)
-        try:
-            load_family_module(module, (info.context or {}).get("base_dir"))
-        except FamilyError as err:
-            _fail_at("module", str(err), module)
-        return data
+        return _import_plugin_module("SpaceConfig", data, info, "family")
 
     @field_validator("family")
     @classmethod

@@ -43,7 +43,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,8 @@ from .study import (
     _gap_rows,
     _llr_fn,
     _markdown,
+    _options_from_dict,
+    _options_to_dict,
     _plot,
     _SharedBatches,
     _speeds,
@@ -206,15 +208,11 @@ class ReceiverSearchOptions:
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> ReceiverSearchOptions:
         """Options from a mapping; an unknown key is a :class:`StudyError` naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise StudyError(f"search option {unknown[0]}: unknown; known: {', '.join(sorted(known))}")
-        return cls(**dict(options))
+        return _options_from_dict(cls, options, "search")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return json.loads(json.dumps(asdict(self)))
+        return _options_to_dict(self)
 
     def resolved(self) -> ReceiverSearchOptions:
         """The options with every ``None`` setting filled: from the study (``study``) or the defaults.
@@ -222,9 +220,12 @@ class ReceiverSearchOptions:
         A setting given here that differs from the study's is a :class:`StudyError` (the study's frames are
         what makes the figures comparable).
         """
+        return self._resolved(_study_settings(Path(self.study)) if self.study is not None else None)
+
+    def _resolved(self, study: Mapping[str, Any] | None) -> ReceiverSearchOptions:
+        """:meth:`resolved` with the study's record (:func:`_study_settings` of ``study``) already read."""
         fill: dict[str, Any] = dict(_DEFAULTS)
-        if self.study is not None:
-            study = _study_settings(Path(self.study))
+        if study is not None:
             for name in _STUDY_FIELDS:
                 mine, theirs = getattr(self, name), study["options"][name]
                 if isinstance(theirs, list):
@@ -378,7 +379,8 @@ def run_search(options: ReceiverSearchOptions | Mapping[str, Any] | None = None,
     from hwnas.train.trainer import load_saved
 
     given = options if isinstance(options, ReceiverSearchOptions) else ReceiverSearchOptions.from_dict(options or {})
-    opts = given.resolved()
+    study_data = _study_settings(Path(given.study)) if given.study is not None else None  # read once
+    opts = given._resolved(study_data)
     say = progress or (lambda line: None)
     before_threads = torch.get_num_threads()
     torch.set_num_threads(opts.threads)
@@ -394,7 +396,6 @@ def run_search(options: ReceiverSearchOptions | Mapping[str, Any] | None = None,
             link = OfdmLink(LinkConfig.from_options(opts.preset))
             val = validation_set(link, opts.val_frames, seed=_derived_seed(opts.seed, "validation"),
                                  batch_size=min(128, opts.val_frames))
-            study_data = _study_settings(Path(opts.study)) if opts.study is not None else None
             fixed: dict[str, int] | None = None
             float_state: dict[str, Any] | None = None
             if study_data is not None:
@@ -490,7 +491,7 @@ def run_search(options: ReceiverSearchOptions | Mapping[str, Any] | None = None,
             put("trials.csv", _write_csv(rows, _TRIAL_HEADER))
             front = _front(rows)
             put("front.csv", _write_csv(front, _TRIAL_HEADER))
-            reference = _study_points(opts, study_data, link)
+            reference = _study_points(study_data, rows)
             put("front.png", _front_plot(rows, front, reference, opts))
             selected = _spread(front, opts.select)
             say(f"front: {len(front)} of {sum(r['state'] == 'COMPLETE' for r in rows)} finished trials; curves for "
@@ -579,18 +580,16 @@ def _check_same_frames(by_rx: Mapping[str, list[dict[str, Any]]], group: str, st
                          f"{[r['block_errors'] for r in mine]}): not the same frames (other hwnas or Sionna versions?)")
 
 
-def _study_points(opts: ReceiverSearchOptions, study_data: Mapping[str, Any] | None,
-                  link: OfdmLink) -> list[dict[str, Any]]:
-    """The study's receivers as (BMD rate, BOPs) points: float 32×32 bits, weight-only PTQ/QAT w×32 per MAC."""
+def _study_points(study_data: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The study's receivers as (BMD rate, BOPs) points: float 32×32 bits, weight-only PTQ/QAT w×32 per MAC.
+
+    The MACs are the trials' (``rows``): a warm-started search's trials all have the study's channels and
+    blocks (full convolutions), and MACs count dense multiplications whatever the quantizers. The search loop
+    ends only after a finished trial, and every finished trial records its MACs.
+    """
     if study_data is None:
         return []
-    from hwnas.nn import macs
-
-    o = study_data["options"]
-    model = deeprx(link, channels=int(o["channels"]), blocks=int(o["blocks"]), seed=None).eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *model.input_shape))  # the layers learn their input shapes
-    n_macs = int(macs(model))
+    n_macs = next(int(r["macs"]) for r in rows if r["state"] == "COMPLETE" and r.get("macs") is not None)
     width = {"float": 32, "fp16": 16, "int8-tensor": 8, "int8-channel": 8, "int4-tensor": 4, "int4-channel": 4,
              "qat-int4": 4, "int8-channel-act8": 8}
     acts = {"int8-channel-act8": 8, "fp16": 16}

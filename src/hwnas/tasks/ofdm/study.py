@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -130,6 +130,27 @@ def parse_ebno(text: str | Sequence[float]) -> tuple[float, ...]:
     if len(set(pts)) != len(pts):
         raise StudyError(f"study option ebno (--ebno): a point is repeated in {text!r}")
     return tuple(sorted(pts))
+
+
+_O = TypeVar("_O")
+
+
+def _options_from_dict(cls: type[_O], options: Mapping[str, Any], what: str) -> _O:
+    """``cls(**options)`` for an options dataclass (:class:`StudyOptions`, the search's options).
+
+    An unknown key is a :class:`StudyError` naming it (``"<what> option <key>: unknown; known: ..."``); the
+    values are checked by ``cls`` itself.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise StudyError(f"{what} option {unknown[0]}: unknown; known: {', '.join(sorted(known))}")
+    return cls(**dict(options))
+
+
+def _options_to_dict(options: Any) -> dict[str, Any]:
+    """JSON-ready settings of an options dataclass (tuples as lists)."""
+    return json.loads(json.dumps(asdict(options)))
 
 
 @dataclass(frozen=True)
@@ -230,15 +251,11 @@ class StudyOptions:
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> StudyOptions:
         """Options from a mapping; an unknown key is a :class:`StudyError` naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise StudyError(f"study option {unknown[0]}: unknown; known: {', '.join(sorted(known))}")
-        return cls(**dict(options))
+        return _options_from_dict(cls, options, "study")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
-        return json.loads(json.dumps(asdict(self)))
+        return _options_to_dict(self)
 
 
 @dataclass
