@@ -120,6 +120,18 @@ def test_every_stage_leaves_agreeing_artefacts(finished):
         assert syn["totals"]["luts"] > 0
         assert {r["resource"] for r in syn["distributed_arithmetic"]["rows"]} >= {"luts", "dsps"}
     assert "estimate (distributed arithmetic)" in page and f"{n} synthesis" in page
+    # seed 001's LUTs vs EBOPs (issue 25): each synthesized local-search model at its own EBOPs and Yosys LUTs
+    assert "<h2>LUTs vs EBOPs (seed 001)</h2>" in page and "figures/lut_vs_ebops.png" in page
+    assert (out / "report" / "figures" / "lut_vs_ebops.png").is_file()
+    with open(out / "report" / "lut_ebops.csv") as fh:
+        points = {int(r["trial"]): r for r in csv.DictReader(fh)}
+    assert set(points) == numbers
+    for n, r in points.items():
+        local = json.loads((out / "local" / f"trial_{n:05d}.json").read_text())
+        syn = json.loads((out / "synth" / f"trial_{n:05d}.json").read_text())
+        assert r["kind"] == "local" and float(r["ebops"]) == local["ebops"]
+        assert float(r["luts_yosys"]) == syn["totals"]["luts"]
+    assert "a fit needs ≥ 3 synthesized models" in page  # knee and best: at most 2 points
     assert "local search (precision_pairs): kept ap_fixed&lt;8,3&gt;" in page
     assert ">exported</th>" in page and "artefact = export" in page
 

@@ -1,5 +1,5 @@
 """The report page a person reads (issue 29): relative links, readable numbers, all trials, convergence, baselines on
-the Pareto plot, synthesized counts, version and stage times, a warning near chance.
+the Pareto plot, synthesized counts, version and stage times, a warning near chance; LUTs vs EBOPs (issue 25).
 
 Built from a hand-made run folder (no training): the trials of ``test_report_tables`` in an in-memory study, the
 records the stages write (selection, export with QONNX/hls4ml/RTL, verify, synth with its Yosys log, a baseline,
@@ -21,6 +21,7 @@ import pytest
 from hwnas import __version__
 from hwnas.config import load_experiment
 from hwnas.report import ReportData, SelectedModel, collect, plots, tables, write_report
+from hwnas.report import html as html_page
 from hwnas.report.html import NEAR_CHANCE, chance_warning, metric_text, readable
 from hwnas.report.tables import hypervolume, hypervolume_curve
 
@@ -276,3 +277,30 @@ def test_a_near_chance_best_model_is_warned_about(page, tmp_path) -> None:
     trials[1]["metrics"]["accuracy"] = 0.22
     page_text = write_report(low, tmp_path / "report").read_text()
     assert "<div class='warn' id='near-chance'><b>Warning.</b> Near chance: the best model (trial #1)" in page_text
+
+
+def test_luts_vs_ebops_of_the_synthesized_models(page, tmp_path) -> None:
+    """Seed 001's figure (issue 25): the page's synthesized knee has no EBOPs, so only a note; with EBOPs the figure."""
+    _, text, data = page
+    assert "<h2>LUTs vs EBOPs (seed 001)</h2><p class='note'>Synthesized but not drawn: #0 knee: no EBOPs" in text
+    assert 'src="figures/lut_vs_ebops.png"' not in text and not (page[0].parent / "lut_ebops.csv").exists()
+    import dataclasses
+
+    sel = dataclasses.replace(data.selected[0], metrics={**data.selected[0].metrics, "ebops": 1000.0},
+                              synthesis={"device": "XC7Z020", "totals": {"luts": 0.4 * 1000.0 ** 0.9}})
+    refs = [dataclasses.replace(data.baselines[0], name=f"ref-{x:g}", metrics={"ebops": x},
+                                synthesis={"device": "XC7Z020", "totals": {"luts": 0.4 * x ** 0.9}})
+            for x in (8000.0, 50000.0)]
+    two = dataclasses.replace(data, selected=[sel], baselines=refs[:1], output_dir=None, artefacts=[])
+    section = html_page._lut_ebops_html(two, tmp_path, tmp_path / "figures")
+    assert (tmp_path / "figures" / "lut_vs_ebops.png").is_file() and (tmp_path / "lut_ebops.csv").is_file()
+    assert "<b>No fit:</b> a fit needs ≥ 3 synthesized models with distinct EBOPs; this run has 2." in section
+    assert "Grey: the design dataset designs-v1 (250 small MLPs and CNNs, Yosys 0.70" in section
+    three = dataclasses.replace(two, baselines=refs)
+    page_text = write_report(three, tmp_path / "report").read_text()
+    assert 'src="figures/lut_vs_ebops.png"' in page_text
+    assert (tmp_path / "report" / "figures" / "lut_vs_ebops.png").is_file()
+    assert "over the 3 models: <b>a = 0.4, b = 0.900</b> (LUT = 0.400·EBOPs^0.900, solid)" in page_text
+    assert '<a href="lut_ebops.csv">lut_ebops.csv</a> (LUTs vs EBOPs)' in page_text
+    with open(tmp_path / "report" / "lut_ebops.csv", newline="") as fh:
+        assert [r["model"] for r in csv.DictReader(fh)] == ["#0 knee", "ref-8000", "ref-50000"]

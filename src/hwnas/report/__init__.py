@@ -3,6 +3,7 @@
 * :mod:`hwnas.report.collect` — gather what the report shows from the output folder and the study.
 * :mod:`hwnas.report.plots` — the PNG figures (matplotlib, Agg).
 * :mod:`hwnas.report.tables` — seed 000's Table II / Table III, per-layer latency and the Pareto CSV.
+* :mod:`hwnas.report.lut_ebops` — seed 001's LUTs vs EBOPs on the run's synthesized models, with the fit.
 * :mod:`hwnas.report.html` — the static page and its CSV/Markdown tables, written atomically.
 """
 

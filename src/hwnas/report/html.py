@@ -5,11 +5,12 @@ Contract: :func:`write_report` renders a :class:`~hwnas.report.collect.ReportDat
 inline script that sorts the trials table when a header is clicked), ``figures/*.png``,
 ``selected.csv``/``selected.md`` (one row per selected model), ``verification.md``, ``hypervolume.csv`` (the
 convergence curve) and the tables in seed 000's layout (:mod:`hwnas.report.tables`: ``table2.csv``/``.md``,
-``table3.csv``/``.md``, ``layers.csv``, ``pareto.csv``). Every artefact of the run folder is linked by a path
-relative to the report folder (``../export/trial_00012/hls4ml/``), so the page works when the run folder is moved;
-no absolute path of the run folder is written into the page. Numbers are shown rounded, with units, never in
-exponent notation (the CSV files keep full precision). The folder is built beside the target and renamed into
-place, so a failed render leaves the previous report whole.
+``table3.csv``/``.md``, ``layers.csv``, ``pareto.csv``) and, when the run synthesized models, seed 001's LUTs vs
+EBOPs (:mod:`hwnas.report.lut_ebops`: ``figures/lut_vs_ebops.png``, ``lut_ebops.csv``). Every artefact of the run
+folder is linked by a path relative to the report folder (``../export/trial_00012/hls4ml/``), so the page works when
+the run folder is moved; no absolute path of the run folder is written into the page. Numbers are shown rounded,
+with units, never in exponent notation (the CSV files keep full precision). The folder is built beside the target
+and renamed into place, so a failed render leaves the previous report whole.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import plots, tables
+from . import lut_ebops, plots, tables
 from .collect import ReportData
 
 __all__ = ["NEAR_CHANCE", "chance_warning", "metric_header", "metric_text", "readable", "write_report"]
@@ -316,6 +317,58 @@ def _cpu_latency_html(number: int, cpu: dict[str, Any], folder: Path, fig: Path)
             + _table(["layer", "operator", "input shape", "µs", "share"], rows, left=3))
 
 
+def _lut_ebops_html(data: ReportData, folder: Path, fig: Path) -> str:
+    """Seed 001's LUTs-vs-EBOPs figure on the run's synthesized models, its fit and ``lut_ebops.csv``.
+
+    Empty when no model was synthesized; without EBOPs on any synthesized model a note says so.
+    """
+    points, missing = lut_ebops.lut_ebops_points(data)
+    if not points and not missing:
+        return ""
+    parts = ["<h2>LUTs vs EBOPs (seed 001)</h2>"]
+    skipped = (f"<p class='note'>Synthesized but not drawn: {html.escape('; '.join(missing))}.</p>"
+               if missing else "")
+    if not points:
+        return parts[0] + skipped
+    fit = lut_ebops.fit_power_law([p.ebops for p in points], [p.luts for p in points])
+    ref = lut_ebops.load_reference()
+    ref_fits = lut_ebops.reference_fits(ref)
+    lut_ebops.write_csv(points, folder / "lut_ebops.csv", fit)
+    parts.append(_img(folder, plots.lut_vs_ebops(points, fig, fit, ref, ref_fits.get("all"), lut_ebops.SEED_EXPONENT,
+                                                 lut_ebops.MIN_FIT_POINTS), "LUTs vs EBOPs"))
+    devices = ", ".join(dict.fromkeys(p.device for p in points if p.device)) or "the run's device"
+    text = (f"Each point is a model of this run synthesized with Yosys for {html.escape(devices)} (selected models "
+            "by the synth stage, the local search's model when it ran, baselines by the baselines stage): its EBOPs "
+            "against its LUTs, on log axes. ")
+    if fit is not None:
+        text += (f"Least squares on log(LUT) = log(a) + b·log(EBOPs) over the {fit.n} models: "
+                 f"<b>a = {_sig(fit.a, 3)}, b = {fit.b:.3f}</b> "
+                 f"(LUT = {html.escape(fit.text())}, solid). ")
+    else:
+        text += (f"<b>No fit:</b> a fit needs ≥ {lut_ebops.MIN_FIT_POINTS} synthesized models with distinct EBOPs; "
+                 f"this run has {len(points)}. ")
+    text += (f"Seed 001 (HGQ, Vivado on its jet, SVHN and muon models) reports LUT ≈ EBOPs^{lut_ebops.SEED_EXPONENT} "
+             "with a prefactor of about 1 (dotted).")
+    if ref and "all" in ref_fits:
+        kinds = "; ".join(f"{name}: {ref_fits[k].text()}" for k, name in (("fixed", "fixed widths"),
+                                                                            ("hgq", "HGQ widths")) if k in ref_fits)
+        name, yosys, synth, device = (html.escape(str(ref.get(k, ""))) for k in ("dataset", "yosys", "synthesis",
+                                                                                   "device"))
+        text += (f" Grey: the design dataset {name} ({len(ref['designs'])} small MLPs and CNNs, {yosys} "
+                 f"<code>{synth}</code> for {device}), fitted the same way: "
+                 f"LUT = {html.escape(ref_fits['all'].text())} (dashed"
+                 + (f"; {html.escape(kinds)}" if kinds else "") + ").")
+    else:
+        text += " The design dataset shipped with hwnas (lut_ebops_designs.json) could not be read: no background."
+    parts.append(f"<p class='note'>{text} File: <a href=\"lut_ebops.csv\">lut_ebops.csv</a>.</p>")
+    rows = [[p.name, metric_text("ebops", p.ebops), metric_text("luts", p.luts),
+             _sig(p.luts / p.ebops ** lut_ebops.SEED_EXPONENT, 3),
+             "" if fit is None else _sig(p.luts / fit(p.ebops), 3)] for p in points]
+    parts.append(_table(["model", "EBOPs", "LUTs (Yosys)", f"LUTs / EBOPs^{lut_ebops.SEED_EXPONENT}",
+                         "LUTs / fit"], rows))
+    return "".join(parts) + skipped
+
+
 def _seed_tables_html(data: ReportData, folder: Path, fig: Path) -> str:
     """Write the tables of :mod:`hwnas.report.tables` into ``folder`` and return their section."""
     exp = data.experiment
@@ -524,7 +577,8 @@ _REPORT_FILES = (("selected.csv", "selected models"), ("selected.md", "selected 
                  ("pareto.csv", "every complete trial"), ("hypervolume.csv", "convergence"),
                  ("table2.csv", "Table II"), ("table2.md", "Table II"), ("table3.csv", "Table III"),
                  ("table3.md", "Table III"), ("layers.csv", "cycles per layer"), ("baselines.csv", "baselines"),
-                 ("baselines.md", "baselines"), ("verification.md", "verification"))
+                 ("baselines.md", "baselines"), ("verification.md", "verification"),
+                 ("lut_ebops.csv", "LUTs vs EBOPs"))
 
 
 def _files_html(data: ReportData, folder: Path, base: Path) -> str:
@@ -628,6 +682,7 @@ def _render(data: ReportData, folder: Path, final: Path | None = None) -> None:
         parts.append("<p class='note'>Bars: the cost model's estimate" + (
             f", and beside it (hatched) the counts Yosys synthesized for {', '.join(synthesized)}"
             if synthesized else "; no synthesized counts (run.synth did not synthesize these models)") + ".</p>")
+    parts.append(_lut_ebops_html(data, folder, fig))
 
     parts.append(_seed_tables_html(data, folder, fig))
 

@@ -7,12 +7,13 @@ hypervolume of the front found so far over the trials (convergence); per-layer l
 model; per-layer CPU latency (µs, from the CPU latency table); weight and activation bit-width histograms;
 resource use against the device's capacity (estimate, and synthesis hatched beside it); accuracy per SNR
 (selected models, baselines dashed); cycles per layer of every model of the report's tables as one stacked bar
-each.
+each; LUTs against EBOPs of the synthesized models (seed 001's power law, the run's fit and the design dataset).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 
 __all__ = ["accuracy_per_snr", "bit_histograms", "cpu_layer_latency", "hypervolume", "layer_latency",
-           "layer_latency_models", "metric_value", "pareto_pairs", "resource_series", "resources"]
+           "layer_latency_models", "lut_vs_ebops", "metric_value", "pareto_pairs", "resource_series", "resources"]
 
 _DPI = 110
 
@@ -281,3 +282,69 @@ def layer_latency_models(rows: Sequence[Any], folder: Path) -> Path | None:
               loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("per-layer latency of the tables' models (cost model)", fontsize=9)
     return _save(fig, folder / "layer_latency_models.png")
+
+
+_POINT_STYLE = {"selected": dict(c="#d9480f", marker="o", s=46), "local": dict(c="#d9480f", marker="D", s=40),
+                "baseline": dict(c="#2b8a3e", marker="*", s=150)}
+
+
+def lut_vs_ebops(points: Sequence[Any], folder: Path, fit: Any = None, reference: dict[str, Any] | None = None,
+                 reference_fit: Any = None, seed_exponent: float = 0.985, min_fit: int = 3) -> Path | None:
+    """Yosys LUTs against EBOPs of the run's synthesized models (log-log), labelled; None without a point.
+
+    ``points`` have name, kind (``selected``, ``local``, ``baseline``), ebops and luts
+    (:class:`~hwnas.report.lut_ebops.LutEbopsPoint`); ``fit`` and ``reference_fit`` are
+    :class:`~hwnas.report.lut_ebops.PowerLaw` or None. Drawn: the design dataset ``reference`` (its ``designs``:
+    ebops, luts, kind) in grey (circles fixed widths, triangles HGQ) with its fit dashed, the seed's
+    LUT = EBOPs^``seed_exponent`` dotted, the run's points and its fit solid; the legend gives a and b. Without a
+    fit the title says it needs ``min_fit`` synthesized models.
+    """
+    if not points:
+        return None
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    designs = list((reference or {}).get("designs") or ())
+    xs_all = [p.ebops for p in points] + [d[0] for d in designs]
+    lo, hi = min(xs_all) / 1.5, max(xs_all) * 1.5
+    name = (reference or {}).get("dataset", "design dataset")
+    for kind, marker, label in (("fixed", "o", "fixed widths"), ("hgq", "^", "HGQ widths")):
+        rows = [d for d in designs if d[2] == kind]
+        if rows:
+            ax.scatter([d[0] for d in rows], [d[1] for d in rows], s=10, marker=marker, c="#bdbdbd", alpha=0.7,
+                       linewidths=0, label=f"{name}, {label} ({len(rows)})", zorder=1)
+    grid = np.geomspace(lo, hi, 50)
+    if reference_fit is not None:
+        ax.plot(grid, [reference_fit(x) for x in grid], color="#888888", linestyle="--", linewidth=1.2, zorder=2,
+                label=f"{name} fit: LUT = {reference_fit.text()}")
+    ax.plot(grid, grid ** seed_exponent, color="black", linestyle=":", linewidth=1.4, zorder=2,
+            label=f"seed 001 (HGQ): LUT = EBOPs^{seed_exponent}")
+    for kind, style in _POINT_STYLE.items():
+        rows = [p for p in points if p.kind == kind]
+        if rows:
+            ax.scatter([p.ebops for p in rows], [p.luts for p in rows], edgecolors="black", linewidths=0.7, zorder=4,
+                       label={"selected": "selected (Yosys)", "local": "local search (Yosys)",
+                              "baseline": "baseline (Yosys)"}[kind], **style)
+    span = math.log(hi / lo)
+    for k, p in enumerate(sorted(points, key=lambda p: p.ebops)):  # right-hand labels to the left; up, down, up
+        left = math.log(p.ebops / lo) > 0.7 * span
+        ax.annotate(p.name, (p.ebops, p.luts), xytext=(-7 if left else 7, 5 if k % 2 == 0 else -12),
+                    textcoords="offset points", fontsize=8, zorder=5, ha="right" if left else "left",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
+    if fit is not None:
+        xs = np.geomspace(min(p.ebops for p in points), max(p.ebops for p in points), 30)
+        ax.plot(xs, [fit(x) for x in xs], color="#d9480f", linewidth=1.8, zorder=3,
+                label=f"this run ({fit.n} models): LUT = {fit.text()}")
+        title = f"LUTs vs EBOPs: {len(points)} synthesized models, fitted exponent {fit.b:.3f}"
+    else:
+        title = (f"LUTs vs EBOPs: {len(points)} synthesized model{'s' if len(points) != 1 else ''} "
+                 f"(a fit needs ≥ {min_fit})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("EBOPs")
+    ax.set_ylabel("LUTs (Yosys)")
+    ax.grid(alpha=0.3, which="both", linewidth=0.5)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, folder / "lut_vs_ebops.png")
