@@ -241,6 +241,12 @@ def test_resource_chart_shows_synthesized_counts_beside_the_estimate(page, tmp_p
                         synthesis={"totals": SYNTH_TOTALS})
     plots.resources([sel], data.capacity, tmp_path)
     assert bars == [("#0 estimate", None), ("#0 synthesis (Yosys)", "//")]
+    from hwnas.report.html import _estimate_error
+
+    # the resource table's "estimate error" row: signed error of the cost model against Yosys, per resource
+    assert [_estimate_error(sel.estimate["totals"][r], SYNTH_TOTALS[r]) for r in ("luts", "ffs", "bram18", "dsps")] \
+        == ["+17 %", "+42 %", "—", "+175 %"]
+    assert _estimate_error(None, 10.0) == "—"
 
 
 def test_version_date_and_stage_times(page) -> None:

@@ -317,6 +317,13 @@ def _cpu_latency_html(number: int, cpu: dict[str, Any], folder: Path, fig: Path)
             + _table(["layer", "operator", "input shape", "µs", "share"], rows, left=3))
 
 
+def _estimate_error(estimate: float | None, synthesis: float | None) -> str:
+    """The cost model's signed relative error against Yosys (``+12 %``), or ``—`` where there is nothing to divide."""
+    if estimate is None or not synthesis:
+        return "—"
+    return f"{100 * (float(estimate) - float(synthesis)) / float(synthesis):+.0f} %"
+
+
 def _lut_ebops_html(data: ReportData, folder: Path, fig: Path) -> str:
     """Seed 001's LUTs-vs-EBOPs figure on the run's synthesized models, its fit and ``lut_ebops.csv``.
 
@@ -672,8 +679,14 @@ def _render(data: ReportData, folder: Path, final: Path | None = None) -> None:
             res_rows.append([f"#{s.number} synthesis (Yosys)", *[
                 f"{metric_text(r, synth.get(r, 0))} ({100 * synth.get(r, 0) / cap[r]:.1f} %)" if cap[r] else
                 metric_text(r, synth.get(r, 0)) for r in cap]])
+            if totals:
+                res_rows.append([f"#{s.number} estimate error", *[_estimate_error(totals.get(r), synth.get(r))
+                                                                  for r in cap]])
     if res_rows:
         parts.append("<h2>Resource utilization</h2>")
+        if any(row[0].endswith("estimate error") for row in res_rows):
+            parts.append("<p class='note'>Estimate error: (estimate − synthesis) / synthesis per resource; "
+                         "“—” where Yosys counted none.</p>")
         res_rows.append(["device capacity", *[metric_text(r, cap[r]) for r in cap]])
         parts.append(_table(["", *cap], res_rows))
         series = plots.resource_series(data.selected)
