@@ -167,6 +167,21 @@ def test_entry_point_loads_the_plugin_in_a_fresh_process() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_fast_optimization_is_exact_with_more_adders(tmp_path: Path) -> None:
+    """``optimize="fast"`` (run.rtl.optimize): no shared sub-expressions, the same function, at least as many adders."""
+    model, x = brief_model()
+    graph = extract(model, (2, 16))
+    codes = graph.input_format.quantize(x.double().numpy()).reshape(len(x), -1)
+    full = export_rtl(model, (2, 16), tmp_path / "full")
+    fast = export_rtl(model, (2, 16), tmp_path / "fast", optimize="fast")
+    for project in (full, fast):
+        assert np.array_equal(project.comb.predict(codes).reshape(len(x), -1), torch_out(model, x))
+    assert fast.summary.adders > full.summary.adders
+    with pytest.raises(ExportError, match="optimize: 'quick' is not an RTL optimization"):
+        export_rtl(model, (2, 16), tmp_path / "bad", optimize="quick")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_unsupported_settings_raise_export_errors_naming_the_layer(tmp_path: Path) -> None:
     torch.manual_seed(4)
     wide_table = nn.Sequential(hn.QLinear(4, 4, input_quantizer=fixed(6)),

@@ -76,7 +76,8 @@ def _path_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
            "clock_period": args.clock_period}
     if args.part:
         hls["part"] = args.part
-    rtl = {"flavor": args.flavor, "latency_cutoff": args.latency_cutoff, "clock_period": args.clock_period}
+    rtl = {"flavor": args.flavor, "latency_cutoff": args.latency_cutoff, "clock_period": args.clock_period,
+           "optimize": args.rtl_optimize}
     return {"hls4ml": hls, "rtl": rtl}
 
 
@@ -93,6 +94,9 @@ def _add_path_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--flavor", default="verilog", choices=("verilog", "vhdl"), help="HDL to emit (default verilog)")
     r.add_argument("--latency-cutoff", type=float, default=-1.0,
                    help="pipeline the RTL so each stage's delay stays under this cutoff (default: combinational)")
+    r.add_argument("--rtl-optimize", default="full", choices=("full", "fast"),
+                   help="full: alkaid shares sub-expressions of the constant multiplications (default; hours beyond "
+                   "~20k MACs); fast: one shift-add tree per multiplication (seconds, more adders)")
 
 
 def _is_experiment(path: str) -> bool:

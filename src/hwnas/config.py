@@ -953,6 +953,10 @@ class RtlExportConfig(_Strict):
     flavor: Literal["verilog", "vhdl"] = Field("verilog", description="HDL of the RTL project")
     latency_cutoff_ns: float = Field(-1, description="pipeline the design into stages of at most this delay in ns "
                                      "(alkaid's estimate); -1: combinational")
+    optimize: Literal["full", "fast"] = Field("full", description="full: alkaid searches shared sub-expressions of "
+                                              "the constant multiplications (fewest adders; hours beyond ~20k MACs); "
+                                              "fast: each constant multiplication its own shift-add tree (seconds, "
+                                              "more adders)")
 
 
 @dataclass(frozen=True)
@@ -2106,6 +2110,7 @@ HASH_NEW_NEUTRAL: dict[tuple[str, ...], Any] = {
     ("run", "baselines"): [],
     ("run", "synth_max_macs"): 20_000,
     ("hardware", "cpu_precision"): "float",
+    ("run", "rtl", "optimize"): "full",
 }
 """Keys dropped from :func:`hash_payload` at their neutral value like :data:`HASH_NEUTRAL`'s, but neutral from the
 day they were added: no stored hash ever held them, so :func:`hash_payload_forms` has no earlier forms of them.

@@ -60,7 +60,12 @@ def _measured(experiment: Any) -> str:
     dump = experiment.model_dump()
     return payload_digest({"hardware": dump["hardware"], "verify": dump["run"]["verify"],
                            "verify_samples": dump["run"]["verify_samples"], "hls4ml": dump["run"]["hls4ml"],
-                           "rtl": dump["run"]["rtl"]})
+                           "rtl": _rtl_hashed(dump["run"]["rtl"])})
+
+
+def _rtl_hashed(rtl: dict[str, Any]) -> dict[str, Any]:
+    """``run.rtl`` as the measuring hash holds it: ``optimize: full`` (the default) left out, as records before it."""
+    return {k: v for k, v in rtl.items() if not (k == "optimize" and v == "full")}
 
 
 def train_baselines(experiment: Any, *, progress: bool = False,

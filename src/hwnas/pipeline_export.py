@@ -117,7 +117,7 @@ def path_options(experiment: Any, model: Any = None, input_shape: tuple[int, ...
     hls = {"backend": hls_cfg.backend, "strategy": hls_cfg.strategy, "reuse_factor": reuse,
            "part": hls_cfg.part or dev.part, "clock_period": round(period, 4)}
     rtl = {"flavor": rtl_cfg.flavor, "latency_cutoff": rtl_cfg.latency_cutoff_ns, "clock_period": round(period, 4),
-           "part_name": dev.part}
+           "part_name": dev.part, "optimize": rtl_cfg.optimize}
     finn: dict[str, Any] = {"part": dev.part, "clock_period": round(period, 4), "target": dev.name}
     if model is not None and input_shape is not None and experiment.hardware.model == "finn":
         finn["folding"] = finn_folding(experiment, model, input_shape, point)
