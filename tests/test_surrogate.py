@@ -15,7 +15,16 @@ from torch import nn
 import hwnas.nn as hn
 from hwnas.config import ConfigError, parse_experiment
 from hwnas.cost import CostError, estimate
-from hwnas.cost.surrogate import FEATURES, LEARNED, MODEL_FILE, Forest, Surrogate, load_surrogate, surrogate_features
+from hwnas.cost.surrogate import (
+    FEATURES,
+    LEARNED,
+    MODEL_FILE,
+    NO_XILINX_FMAX,
+    Forest,
+    Surrogate,
+    load_surrogate,
+    surrogate_features,
+)
 
 # Six held-out designs of bench/data/designs-v1.jsonl (int(key, 16) % 4 == 0, never trained on), as
 # `bench/train_surrogate.py --fixture 6` prints them: the spec rebuilds the model, then Yosys's counts.
@@ -42,6 +51,31 @@ FIXTURE = [
      "luts": 468.0, "ffs": 418.0, "ebops": 2619.0},
 ]
 
+# Held-out pipelined designs of bench/data/designs-ecp5-v1.jsonl (the same specs placed and routed by nextpnr-ecp5
+# 0.11.1 on an ECP5-85 at --freq 100), as `bench/train_surrogate.py --fixture 6` prints them: nextpnr's Fmax.
+FIXTURE_ECP5 = [
+    {"spec": {"arch": {"dims": [8, 16, 12, 5], "family": "mlp"}, "index": 1, "latency_cutoff_ns": 5.0,
+              "max_macs": 500, "prune": 0.32, "quant": {"act_bits": 5, "kind": "fixed", "weight_bits": 3},
+              "seed": 1}, "fmax_mhz": 56.918},
+    {"spec": {"arch": {"channels": 1, "family": "cnn1d", "filters": 2, "out": 3, "size": 12}, "index": 37,
+              "latency_cutoff_ns": 2.0, "max_macs": 500, "prune": 0.47,
+              "quant": {"act_bits": 7, "kind": "hgq", "weight_bits": 2}, "seed": 1}, "fmax_mhz": 122.205},
+    {"spec": {"arch": {"dims": [12, 6, 24, 7], "family": "mlp"}, "index": 57, "latency_cutoff_ns": 2.0,
+              "max_macs": 500, "prune": 0.0, "quant": {"act_bits": 6, "kind": "fixed", "weight_bits": 5},
+              "seed": 1}, "fmax_mhz": 66.216},
+    {"spec": {"arch": {"dims": [15, 6, 3], "family": "mlp"}, "index": 65, "latency_cutoff_ns": 5.0,
+              "max_macs": 500, "prune": 0.41, "quant": {"act_bits": 7, "kind": "hgq", "weight_bits": 8},
+              "seed": 1}, "fmax_mhz": 55.454},
+    {"spec": {"arch": {"dims": [14, 24, 4, 4], "family": "mlp"}, "index": 93, "latency_cutoff_ns": 2.0,
+              "max_macs": 500, "prune": 0.49, "quant": {"act_bits": 7, "kind": "hgq", "weight_bits": 3},
+              "seed": 1}, "fmax_mhz": 91.408},
+    {"spec": {"arch": {"dims": [9, 4, 7], "family": "mlp"}, "index": 98, "latency_cutoff_ns": 2.0,
+              "max_macs": 500, "prune": 0.35, "quant": {"act_bits": 4, "kind": "hgq", "weight_bits": 5},
+              "seed": 1}, "fmax_mhz": 78.438},
+]
+FMAX_MEDIAN = 67.7
+"""The median Fmax of the ECP5 training split (the trivial baseline bench/estimator_accuracy.py scores)."""
+
 EBOPS_FIT = (0.2288, 1.0453)
 """LUT ≈ a·EBOPs^b fitted on the same training split (bench/estimator_accuracy.py prints it)."""
 
@@ -56,20 +90,27 @@ def fixture_features(dataset):
     return out
 
 
+@pytest.fixture(scope="module")
+def ecp5_features(dataset):
+    return [surrogate_features(*dataset.build_model(row["spec"]), row["spec"]["latency_cutoff_ns"])
+            for row in FIXTURE_ECP5]
+
+
 def fixed(bits: int, **kw) -> dict:
     return dict(bits=bits, learnable=False, **kw)
 
 
-def test_the_committed_file_is_plain_json_that_round_trips(tmp_path: Path, fixture_features) -> None:
+def test_the_committed_file_is_plain_json_that_round_trips(tmp_path: Path, fixture_features, ecp5_features) -> None:
     spec = json.loads(MODEL_FILE.read_text())  # JSON, never a pickle
     assert spec["format"] == "hwnas-surrogate" and spec["features"] == list(FEATURES)
-    assert set(spec["targets"]) == set(LEARNED) and spec["seed"] == 0
+    assert set(spec["targets"]) == {*LEARNED, "fmax_mhz"} and spec["seed"] == 0
+    assert spec["targets"]["fmax_mhz"]["device"] == "ECP5-85" and spec["name"] == "surrogate_v2"
     sur = load_surrogate()
-    x = np.stack([f.vector() for f in fixture_features])
+    x = np.stack([f.vector() for f in fixture_features + ecp5_features])
     sur.save(tmp_path / "again.json")
     again = Surrogate.load(tmp_path / "again.json")
     a, b = sur.predict_matrix(x), again.predict_matrix(x)
-    for target in LEARNED:
+    for target in (*LEARNED, "fmax_mhz"):
         for q in ("point", "p10", "p90"):
             assert np.array_equal(a[target][q], b[target][q])
         assert np.all(a[target]["p10"] <= a[target]["point"]) and np.all(a[target]["point"] <= a[target]["p90"])
@@ -128,7 +169,7 @@ def test_out_of_range_queries_warn_in_the_estimate_and_the_log(caplog, monkeypat
     oor = est.assumptions["out_of_range"]
     assert any(m.startswith("macs = 4736 outside the training range [") for m in oor), oor
     assert est.rows[0].extra["out_of_range"] == oor
-    assert "surrogate surrogate_v1: query outside its training range, the estimate extrapolates" in caplog.text
+    assert "surrogate surrogate_v2: query outside its training range, the estimate extrapolates" in caplog.text
     assert "macs = 4736 outside the training range [32, 500]" in caplog.text
     lo, hi = est.assumptions["interval"]["luts"]
     assert lo <= est.totals["luts"] <= hi and math.isfinite(hi) and est.totals["dsps"] == 0
@@ -182,3 +223,30 @@ def test_config_and_a_trials_pricing_use_the_surrogate(tmp_path: Path) -> None:
     est = estimate(model, "ZCU104", input_shape=ctx.input_shape_of(point), kind="surrogate", latency_cutoff_ns=5.0)
     assert metrics["luts"] == est.totals["luts"] > 0 and metrics["ffs"] == est.totals["ffs"]
     assert metrics["latency_cycles"] == est.latency_cycles >= 1
+
+
+def test_fmax_for_an_ecp5_target_and_why_not_for_xilinx(dataset, ecp5_features) -> None:
+    sur = load_surrogate()
+    true = np.array([r["fmax_mhz"] for r in FIXTURE_ECP5])
+    pred = np.array([sur.predict(f)["fmax_mhz"]["point"] for f in ecp5_features])
+    mape = float(np.mean(np.abs(pred / true - 1)))  # held-out designs, never trained on
+    assert mape < 0.10 and mape < float(np.mean(np.abs(FMAX_MEDIAN / true - 1))) / 2
+    row = FIXTURE_ECP5[0]
+    model, shape = dataset.build_model(row["spec"])
+    cut = row["spec"]["latency_cutoff_ns"]
+    est = estimate(model, "ECP5-85", input_shape=shape, kind="surrogate", latency_cutoff_ns=cut)
+    fmax = est.assumptions["fmax_mhz"]
+    lo, hi = est.assumptions["interval"]["fmax_mhz"]
+    assert fmax == pytest.approx(pred[0]) and lo <= fmax <= hi and est.rows[0].extra["fmax_mhz"]["point"] == fmax
+    assert est.assumptions["out_of_range"] == [] and "nextpnr-ecp5" in est.assumptions["fmax"]
+    xil = estimate(model, "ZCU104", input_shape=shape, kind="surrogate", latency_cutoff_ns=cut)
+    assert xil.assumptions["fmax_mhz"] is None and xil.assumptions["fmax"] == NO_XILINX_FMAX
+    assert "fmax_mhz" not in xil.assumptions["interval"] and xil.totals["luts"] == est.totals["luts"]
+    # combinational: no clock, no Fmax
+    assert "fmax_mhz" not in sur.predict(surrogate_features(model, shape, 0.0))
+    # a v1 file (no Fmax target) still loads; the estimate says why there is no Fmax
+    spec = json.loads(MODEL_FILE.read_text())
+    del spec["targets"]["fmax_mhz"]
+    v1 = Surrogate.from_spec(spec)
+    est = estimate(model, "ECP5-85", input_shape=shape, kind="surrogate", latency_cutoff_ns=cut, surrogate=v1)
+    assert est.assumptions["fmax_mhz"] is None and "has no Fmax target" in est.assumptions["fmax"]

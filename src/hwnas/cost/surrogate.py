@@ -1,9 +1,10 @@
-"""Learned surrogate: LUTs, FFs and latency cycles of the RTL export's design from cheap per-layer features.
+"""Learned surrogate: LUTs, FFs, latency cycles (and ECP5 Fmax) of the RTL export's design from cheap features.
 
 ``hardware.model: surrogate`` prices a model without alkaid, without RTL and without synthesis: a handful of
 figures per layer, read off the quantized weights and the quantizers' (k, i, f), go into gradient-boosted
 trees trained on the design dataset (``bench/data/designs-v1.jsonl``: Yosys ``synth_xilinx -family xcup``
-on ZCU104), shipped as ``surrogate_v1.json`` beside this module.
+on ZCU104; for Fmax ``bench/data/designs-ecp5-v1.jsonl``: the same specs through Yosys ``synth_ecp5`` and
+nextpnr-ecp5 on an ECP5-85), shipped as ``surrogate_v2.json`` beside this module.
 
 Why gradient-boosted trees (scikit-learn's ``GradientBoostingRegressor``, trained by
 ``bench/train_surrogate.py``): the dataset is small (≈ 190 training designs) and tabular, trees need no
@@ -16,13 +17,14 @@ Latency: a third target, alkaid's combinational delay (independent of the cut-of
 ``max(ceil(delay / cut-off), 1)`` cycles. Uncertainty: two more boosted models per target trained with the
 quantile loss at 10 % and 90 %, moved out by a margin from conformalized quantile regression (5-fold
 cross-validation of the training split: quantile trees on ≈ 190 designs are over-confident), so each estimate
-carries a 10–90 % interval per resource (held-out coverage in ``surrogate_v1.json`` and docs/benchmarks.md).
+carries a 10–90 % interval per resource (held-out coverage in ``surrogate_v2.json`` and docs/benchmarks.md).
 Why not an ensemble's spread: it measures disagreement between models, not the scatter of synthesis around
 them, which dominates here. Alkaid's own traced figures as extra features were tried and left out: no better
 than alkaid alone, and they would need the trace.
 
 Accuracy on the dataset's 55 held-out designs (docs/benchmarks.md): LUT MAPE 7.7 % (Spearman 0.995), FF
-17.5 % (0.972), latency 10.9 %; 0.02–0.1 s per estimate.
+17.5 % (0.972), latency 10.9 %; ECP5 Fmax on 20 held-out designs 10.7 % (0.689; the training median: 20.2 %);
+0.02–0.1 s per estimate.
 
 Features (:func:`surrogate_features`), per model, summed over its layers in order (a chain, such as the
 ``nn.Sequential`` the search builds): MACs, non-zero products, BOPs, EBOPs, weight bits, sparsity; the
@@ -41,7 +43,17 @@ silently. :func:`surrogate_features` does not raise for them; :func:`surrogate_e
 
 Not predicted: DSPs, BRAM18 and URAM are 0 in every design of the dataset (alkaid maps constant
 multiplications to adders and tables to LUTs), so there is nothing to learn; the estimate reports them as 0
-with that reason, exactly as the alkaid model does. Fmax: the dataset has none (Yosys gives no timing).
+with that reason, exactly as the alkaid model does.
+
+Fmax (format v2, optional in the file: ``targets["fmax_mhz"]``): nextpnr-ecp5's placed-and-routed Fmax of the
+pipelined design on an ECP5-85 (speed 6), learned the same way (power law in the per-stage delay proxy
+``stage_ns`` = min(delay proxy, cut-off), trees on the log ratio, conformalized 10–90 % interval) from its own
+dataset, with its own training range (``feature_min``/``feature_max``/``kinds`` inside the target): excursions
+from it are listed as ``fmax_mhz: ...`` in ``out_of_range``. The estimate carries it for ECP5 targets only
+(``assumptions["fmax_mhz"]``, ``assumptions["interval"]["fmax_mhz"]``); for Xilinx targets
+``assumptions["fmax_mhz"]`` is None and ``assumptions["fmax"]`` says why (Yosys gives no Xilinx timing and there
+is no open Xilinx place and route, so there is nothing to learn from). A file without the target (v1) loads and
+predicts no Fmax.
 
 The model file is JSON (the trees' arrays); it is read with :mod:`json` and evaluated with numpy
 (:class:`Forest`), never unpickled.
@@ -66,12 +78,12 @@ from .catalog import CostError, Device, get_device
 from .power import power_watts
 from .result import HardwareEstimate, LayerRow
 
-__all__ = ["FEATURES", "MODEL_FILE", "TARGETS", "Forest", "Surrogate", "SurrogateFeatures", "csd_digits",
-           "load_surrogate", "surrogate_estimate", "surrogate_features"]
+__all__ = ["FEATURES", "MODEL_FILE", "OPTIONAL", "TARGETS", "Forest", "Surrogate", "SurrogateFeatures", "csd_digits",
+           "feature_column", "load_surrogate", "surrogate_estimate", "surrogate_features"]
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = Path(__file__).with_name("surrogate_v1.json")
+MODEL_FILE = Path(__file__).with_name("surrogate_v2.json")
 """The committed surrogate (made by ``bench/train_surrogate.py``)."""
 
 FORMAT = "hwnas-surrogate"
@@ -81,6 +93,15 @@ TARGETS = ("luts", "ffs", "latency_cycles")
 
 LEARNED = ("luts", "ffs", "delay_ns")
 """What its trees learn: the latency in cycles follows from the delay and the cut-off."""
+
+OPTIONAL = ("fmax_mhz",)
+"""Targets a file may add (format v2): nextpnr-ecp5's Fmax, learned on its own ECP5 dataset."""
+
+DERIVED = ("stage_ns",)
+"""Baseline columns computed from :data:`FEATURES`: ``stage_ns`` = min(delay_ns, cutoff_ns) (delay_ns if 0)."""
+
+NO_XILINX_FMAX = ("no Fmax for Xilinx targets: the training data's Yosys synth_xilinx gives no timing and there is "
+                  "no open Xilinx place and route; the surrogate's Fmax is learned from nextpnr-ecp5 on ECP5 only")
 
 FEATURES = (
     "cutoff_ns", "layers", "dense_layers", "conv_layers", "macs", "nnz_products", "bops", "ebops", "weight_bits",
@@ -452,6 +473,14 @@ def _sum_features(steps: list[_Step], v: dict[str, float]) -> None:
             v["table_elems"] += float(live_in.sum())
 
 
+def feature_column(x: np.ndarray, name: str) -> np.ndarray:
+    """The column ``name`` of feature rows ``x``: one of :data:`FEATURES` or :data:`DERIVED`."""
+    if name == "stage_ns":  # the delay of one pipeline stage: the cut-off bounds it (0: combinational)
+        delay, cut = x[:, FEATURES.index("delay_ns")], x[:, FEATURES.index("cutoff_ns")]
+        return np.where(cut > 0, np.minimum(delay, cut), delay)
+    return x[:, FEATURES.index(name)]
+
+
 # ------------------------------------------------------------------------------------------------ the trees
 class Forest:
     """A boosted ensemble rebuilt from its arrays: ``init + learning_rate · Σ tree(x)`` (scikit-learn's sum).
@@ -538,9 +567,12 @@ class Surrogate:
         if tuple(spec["features"]) != FEATURES:
             raise CostError("surrogate: the file's feature list differs from this hwnas version's; retrain it "
                             "with bench/train_surrogate.py")
-        if set(spec["targets"]) != set(LEARNED):
-            raise CostError(f"surrogate: the file's targets {sorted(spec['targets'])} are not {list(LEARNED)}")
-        forests = {t: {q: Forest(m) for q, m in spec["targets"][t]["models"].items()} for t in LEARNED}
+        have = set(spec["targets"])
+        if not set(LEARNED) <= have or not have <= set(LEARNED) | set(OPTIONAL):
+            raise CostError(f"surrogate: the file's targets {sorted(spec['targets'])} are not {list(LEARNED)} "
+                            f"(and optionally {list(OPTIONAL)})")
+        forests = {t: {q: Forest(m) for q, m in spec["targets"][t]["models"].items()}
+                   for t in (*LEARNED, *OPTIONAL) if t in have}
         return cls(spec, forests)
 
     @classmethod
@@ -558,17 +590,27 @@ class Surrogate:
 
     @property
     def name(self) -> str:
-        """The model's name and version, e.g. ``surrogate_v1``."""
+        """The model's name and version, e.g. ``surrogate_v2``."""
         return str(self.spec.get("name", "surrogate"))
 
-    def out_of_range(self, feats: SurrogateFeatures) -> list[str]:
-        """Why this query lies outside the training data (empty: inside)."""
+    @property
+    def has_fmax(self) -> bool:
+        """Whether the file has the (ECP5) Fmax target."""
+        return "fmax_mhz" in self.forests
+
+    def out_of_range(self, feats: SurrogateFeatures, target: str | None = None) -> list[str]:
+        """Why this query lies outside the training data (empty: inside).
+
+        ``target``: the range of that target's own dataset (``fmax_mhz``), where the target records one.
+        """
+        src = self.spec["targets"][target] if target is not None else self.spec
+        src = src if "feature_min" in src else self.spec
         out = list(feats.unsupported)
-        known = set(self.spec["kinds"])
+        known = set(src.get("kinds", self.spec["kinds"]))
         for kind in dict.fromkeys(feats.kinds):
             if kind not in known:
                 out.append(f"layer kind {kind} never seen in training (seen: {', '.join(sorted(known))})")
-        lo, hi = self.spec["feature_min"], self.spec["feature_max"]
+        lo, hi = src["feature_min"], src["feature_max"]
         for i, name in enumerate(FEATURES):
             x = feats.values[name]
             if x < lo[i] - 1e-9 * abs(lo[i]) or x > hi[i] + 1e-9 * abs(hi[i]):
@@ -578,7 +620,7 @@ class Surrogate:
     def baseline(self, target: str, x: np.ndarray) -> np.ndarray:
         """The power law ``a·max(feature, 1)^b`` the trees of ``target`` correct."""
         base = self.spec["targets"][target]["baseline"]
-        col = x[:, FEATURES.index(base["feature"])]
+        col = feature_column(x, base["feature"])
         return base["a"] * np.maximum(col, 1.0) ** base["b"]
 
     def predict_matrix(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -601,9 +643,10 @@ class Surrogate:
         return out
 
     def predict(self, feats: SurrogateFeatures) -> dict[str, dict[str, float]]:
-        """``{target: {"point", "p10", "p90"}}`` for one model: :data:`TARGETS`, and ``delay_ns``.
+        """``{target: {"point", "p10", "p90"}}`` for one model: :data:`TARGETS`, ``delay_ns`` (and ``fmax_mhz``).
 
-        A combinational design (``cutoff_ns`` 0) has no FFs and no latency.
+        ``fmax_mhz`` where the file has it (nextpnr-ecp5 on ECP5). A combinational design (``cutoff_ns`` 0) has no
+        FFs, no latency and no Fmax (no clock).
         """
         res = self.predict_matrix(feats.vector()[None, :])
         out = {t: {q: float(v[0]) for q, v in r.items()} for t, r in res.items()}
@@ -613,6 +656,7 @@ class Surrogate:
         else:
             out["ffs"] = dict.fromkeys(("point", "p10", "p90"), 0.0)
             out["latency_cycles"] = dict.fromkeys(("point", "p10", "p90"), 0.0)
+            out.pop("fmax_mhz", None)
         return out
 
 
@@ -655,6 +699,14 @@ def surrogate_estimate(model: nn.Module, target: str | Device, input_shape: tupl
         raise CostError(f"model: the surrogate cannot read this model's features ({type(err).__name__}: {err})"
                         ) from err
     oor = sur.out_of_range(feats)
+    ecp5 = device.yosys_family == "ecp5"
+    fmax_wanted = ecp5 and sur.has_fmax
+    if fmax_wanted:  # the Fmax trees' own (smaller) dataset: excursions beyond what is already listed
+        fmax_spec = sur.spec["targets"]["fmax_mhz"]
+        oor += [f"fmax_mhz: {m}" for m in sur.out_of_range(feats, "fmax_mhz") if m not in oor]
+        trained_on = fmax_spec.get("device")
+        if trained_on and get_device(trained_on).name != device.name:
+            oor.append(f"fmax_mhz: learned on {trained_on}, not {device.name}")
     if oor and strict:
         raise CostError("model: outside the surrogate's training range: " + "; ".join(oor))
     if oor:  # a warning per kind of excursion (which features, layer kinds); the estimate always carries it
@@ -666,13 +718,24 @@ def surrogate_estimate(model: nn.Module, target: str | Device, input_shape: tupl
     pred = sur.predict(feats)
     cycles = int(pred["latency_cycles"]["point"])
     interval = {t: [pred[t]["p10"], pred[t]["p90"]] for t in TARGETS}
+    fmax = pred.get("fmax_mhz") if fmax_wanted else None
+    if fmax is not None:
+        interval["fmax_mhz"] = [fmax["p10"], fmax["p90"]]
+        ft = sur.spec["targets"]["fmax_mhz"]
+        fmax_note = (f"nextpnr-ecp5 placed-and-routed Fmax ({ft.get('tool', 'nextpnr-ecp5')} on {ft.get('device')}, "
+                     f"{ft.get('train_designs')} designs of {ft.get('dataset')}): trees × "
+                     f"{ft['baseline']['feature']} power law; the design pipelined at {cutoff:g} ns")
+    elif not ecp5:
+        fmax_note = NO_XILINX_FMAX
+    else:
+        fmax_note = f"not predicted: the surrogate file {sur.name} has no Fmax target (retrain with an ECP5 dataset)"
     from hwnas.nn import macs
 
     row = LayerRow(name="design", type="surrogate", in_shape=tuple(input_shape), out_shape=(), macs=int(macs(model)),
                    cycles=cycles, luts=pred["luts"]["point"], ffs=pred["ffs"]["point"], dsps=0.0, bram18=0.0,
                    uram=0.0, weight_bits=feats.values["weight_bits"],
                    extra={"interval": interval, "delay_ns": pred["delay_ns"], "out_of_range": oor,
-                          "features": dict(feats.values)})
+                          "fmax_mhz": fmax, "features": dict(feats.values)})
     seconds = time.perf_counter() - t0
     targets = sur.spec["targets"]
     est = HardwareEstimate(f"surrogate ({sur.name})", device, f, [row], cycles, 1, assumptions={
@@ -680,10 +743,12 @@ def surrogate_estimate(model: nn.Module, target: str | Device, input_shape: tupl
                  f"{sur.spec.get('designs')} designs of {sur.spec.get('dataset')} ({sur.spec.get('tool')}); "
                  "no trace, no RTL",
         "device": device.name, "clock_mhz": f, "latency_cutoff_ns": cutoff,
-        "luts": f"trees × {targets['luts']['baseline']['feature']} power law (Yosys LUTs of the RTL design)",
+        "luts": f"trees × {targets['luts']['baseline']['feature']} power law (Yosys LUTs of the RTL design)"
+                + (" — Xilinx LUT6 counts (synth_xilinx xcup); ECP5 LUT4s are not learned" if ecp5 else ""),
         "ffs": f"trees × {targets['ffs']['baseline']['feature']} power law (Yosys FFs of the design pipelined at "
                "the cut-off)",
         "latency_cycles": "ceil(predicted combinational delay / cut-off), at least 1 (alkaid's pipeline)",
+        "fmax_mhz": None if fmax is None else fmax["point"], "fmax": fmax_note,
         "interval": interval, "out_of_range": oor,
         "dsps": "0: every design of the training data has 0 DSPs (constant multiplications become adders)",
         "bram18": "0: every design of the training data has 0 BRAM (no memories)",
