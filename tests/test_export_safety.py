@@ -310,7 +310,8 @@ def test_compiled_projects_can_be_replaced(tmp_path: Path, model_file: str) -> N
 # ------------------------------------------------------------------------------------------- pipeline
 def stub_experiment(root: Path, paths: list[str]) -> SimpleNamespace:
     hls = SimpleNamespace(clock_period_ns=5.0, reuse_factor=1, backend="Vitis", strategy="Latency", part=None)
-    run = SimpleNamespace(export=paths, hls4ml=hls, rtl=SimpleNamespace(flavor="verilog", latency_cutoff_ns=-1.0))
+    run = SimpleNamespace(export=paths, hls4ml=hls, rtl=SimpleNamespace(flavor="verilog", latency_cutoff_ns=-1.0,
+                                                                              optimize="full"))
     return SimpleNamespace(run=run, output_dir=lambda: root, hardware=SimpleNamespace(model="hls4ml"),
                            device=lambda: SimpleNamespace(part="xc7z020clg400-1", name="XC7Z020"))
 

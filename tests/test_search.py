@@ -471,6 +471,7 @@ def test_experiment_hash_leaves_out_keys_at_their_neutral_value(tmp_path):
     old["task"].pop("module")
     old["space"].pop("module")  # HASH_NEW_NEUTRAL (plug-in families)
     old["space"].pop("family_options")
+    old["run"]["rtl"].pop("optimize")  # HASH_NEW_NEUTRAL (run.rtl.optimize)
     old["training"].pop("device")  # HASH_NEVER: never hashed
     assert len(HASH_NEUTRAL) == 9  # a key added to HASH_NEUTRAL is added above too
     assert hash_payload(base) == old and hash_payload(bound) == old
@@ -502,7 +503,10 @@ def test_a_study_hashed_before_a_key_became_neutral_still_resumes(tmp_path):
     assert forms[0] == hash_payload(exp) and len(forms) == 2 ** len(HASH_NEUTRAL)  # every neutral key is there
     before = exp.model_dump()  # the form before any was neutral: without the keys neutral since they were added
     for path in HASH_NEW_NEUTRAL:
-        before[path[0]].pop(path[1])
+        node = before
+        for key in path[:-1]:
+            node = node[key]
+        node.pop(path[-1])
     before["training"].pop("device")  # HASH_NEVER: no hash ever held it
     assert before["run"] is not None and before in forms
 
