@@ -127,6 +127,18 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_curve_options(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """The BLER-curve, seed, thread and progress options ``receiver study`` and ``receiver search`` share."""
+    p.add_argument("--ebno", help="Eb/N0 points: start:stop:step or a comma list (default 0:10:2)")
+    p.add_argument("--groups", help="comma list of speed groups (default low,medium,high)")
+    p.add_argument("--frames", help="frames per Eb/N0 point and group (default 256)")
+    p.add_argument("--eval-batch", dest="eval_batch", help="frames per simulated evaluation batch (default 128)")
+    p.add_argument("--target-bler", dest="target_bler", help="BLER of the gap table (default 0.1)")
+    p.add_argument("--seed", help=seed_help)
+    p.add_argument("--threads", help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+
+
 def add_receiver_commands(sub: Any) -> None:
     """Register ``receiver`` (with ``receiver study``) on the ``hwnas`` sub-command parser."""
     rx = sub.add_parser("receiver", help="neural OFDM receiver (seed 002): the PTQ study and the receiver search")
@@ -154,14 +166,7 @@ def add_receiver_commands(sub: Any) -> None:
     p.add_argument("--qat-lr", dest="qat_lr", help="QAT learning rate (default 1e-4)")
     p.add_argument("--variants", help="comma list of PTQ variants (default all: fp16, int8-tensor, int8-channel, "
                    "int4-tensor, int4-channel, int8-channel-act8)")
-    p.add_argument("--ebno", help="Eb/N0 points: start:stop:step or a comma list (default 0:10:2)")
-    p.add_argument("--groups", help="comma list of speed groups (default low,medium,high)")
-    p.add_argument("--frames", help="frames per Eb/N0 point and group (default 256)")
-    p.add_argument("--eval-batch", dest="eval_batch", help="frames per simulated evaluation batch (default 128)")
-    p.add_argument("--target-bler", dest="target_bler", help="BLER of the gap table (default 0.1)")
-    p.add_argument("--seed", help="seed of every random draw (default 0)")
-    p.add_argument("--threads", help="torch threads (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    _add_curve_options(p, seed_help="seed of every random draw (default 0)")
     p.set_defaults(func=_study)
 
     p = rsub.add_parser(
@@ -192,12 +197,5 @@ def add_receiver_commands(sub: Any) -> None:
                    "verified on (default reference,qonnx; none: no verification)")
     p.add_argument("--verify-frames", dest="verify_frames", help="frames per verification (default 2)")
     p.add_argument("--val-frames", dest="val_frames", help="validation frames (default 256)")
-    p.add_argument("--ebno", help="Eb/N0 points: start:stop:step or a comma list (default 0:10:2)")
-    p.add_argument("--groups", help="comma list of speed groups (default low,medium,high)")
-    p.add_argument("--frames", help="frames per Eb/N0 point and group (default 256)")
-    p.add_argument("--eval-batch", dest="eval_batch", help="frames per simulated evaluation batch (default 128)")
-    p.add_argument("--target-bler", dest="target_bler", help="BLER of the gap table (default 0.1)")
-    p.add_argument("--seed", help="seed of the sampler, the trials and the frames (default 0)")
-    p.add_argument("--threads", help="torch threads (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+    _add_curve_options(p, seed_help="seed of the sampler, the trials and the frames (default 0)")
     p.set_defaults(func=_search)

@@ -61,6 +61,7 @@ from .study import (
     _gap_rows,
     _llr_fn,
     _markdown,
+    _option_checks,
     _options_from_dict,
     _options_to_dict,
     _plot,
@@ -152,13 +153,7 @@ class ReceiverSearchOptions:
     """Torch threads."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, msg: str) -> StudyError:
-            return StudyError(f"search option {name} (--{name.replace('_', '-')}): {msg}")
-
-        def integer(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise bad(name, f"must be an integer >= {lo}, got {v!r}")
+        bad, integer = _option_checks(self, "search")
 
         if self.preset is not None and self.preset not in PRESETS:
             raise bad("preset", f"unknown {self.preset!r}; known: {', '.join(PRESETS)}")

@@ -153,6 +153,24 @@ def _options_to_dict(options: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(options)))
 
 
+def _option_checks(options: Any, what: str) -> tuple[Callable[[str, str], StudyError], Callable[[str, int], None]]:
+    """The option checks of a ``what`` (``study`` or ``search``) options object.
+
+    ``bad(name, msg)``: the one-line error of option ``name``, naming its command-line flag; ``integer(name, lo)``:
+    raise it unless the option is an integer ≥ ``lo``.
+    """
+
+    def bad(name: str, msg: str) -> StudyError:
+        return StudyError(f"{what} option {name} (--{name.replace('_', '-')}): {msg}")
+
+    def integer(name: str, lo: int) -> None:
+        v = getattr(options, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise bad(name, f"must be an integer >= {lo}, got {v!r}")
+
+    return bad, integer
+
+
 @dataclass(frozen=True)
 class StudyOptions:
     """Settings of :func:`run_study` (every field has a default; ``None`` means "the preset's default")."""
@@ -202,13 +220,7 @@ class StudyOptions:
     """Torch threads during the study (1 is fastest on 2 cores: the link's ops are small)."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, msg: str) -> StudyError:
-            return StudyError(f"study option {name} (--{name.replace('_', '-')}): {msg}")
-
-        def integer(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise bad(name, f"must be an integer >= {lo}, got {v!r}")
+        bad, integer = _option_checks(self, "study")
 
         if self.preset not in PRESETS:
             raise bad("preset", f"unknown {self.preset!r}; known: {', '.join(PRESETS)}")
